@@ -1,0 +1,5 @@
+import sys
+
+from stomper.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""Agents: what edits a unit's file.
+
+An agent gets an :class:`AgentTask` (the unit, the workspace that holds its file, the
+attempt number and what verification said about the previous attempt) and edits the
+file in the workspace. It never lands anything and never sees the user's checkout.
+Each agent is a module of its own, named in :data:`AGENTS`; ``module:attribute`` names a
+third-party agent class.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from stomper.errors import AgentError
+
+if TYPE_CHECKING:
+    from stomper.config import Settings
+    from stomper.unit import Unit
+
+
+@dataclass(frozen=True)
+class AgentTask:
+    unit: Unit
+    workspace: Path
+    """The root of the unit's private tree; the file is ``workspace / unit.path``."""
+    attempt: int = 1
+    feedback: str | None = None
+    """What verification said about the previous attempt, for the next one."""
+
+    @property
+    def file(self) -> Path:
+        return self.workspace / self.unit.path
+
+
+@dataclass(frozen=True)
+class AgentOutcome:
+    note: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+class Agent(Protocol):
+    name: str
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        """Edit ``task.file`` in ``task.workspace`` to resolve the unit's diagnostics."""
+        ...
+
+
+AgentFactory = Callable[["Settings"], Agent]
+
+
+def _autofix(settings: Settings) -> Agent:
+    from stomper.agents.autofix import AutofixAgent
+
+    return AutofixAgent(
+        unsafe_fixes=settings.unsafe_fixes, select=settings.select, ignore=settings.ignore
+    )
+
+
+AGENTS: dict[str, AgentFactory] = {"autofix": _autofix}
+
+
+def load_agent(name: str, settings: Settings) -> Agent:
+    """The agent called ``name``: a registered one, or ``module:attribute``."""
+    if name in AGENTS:
+        return AGENTS[name](settings)
+    if ":" not in name:
+        raise AgentError(
+            f"unknown agent {name!r}: choose from {', '.join(sorted(AGENTS))}, "
+            "or name a class as module:attribute"
+        )
+    module_name, _, attribute = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise AgentError(f"cannot load agent {name!r}: {exc}") from exc
+    agent: Agent = factory(settings)
+    return agent

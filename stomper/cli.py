@@ -1,0 +1,211 @@
+"""The command line: parse, load settings, call ``commands/*``, map errors to exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stomper import console
+from stomper.errors import StomperError
+from stomper.report import EXIT_INTERRUPTED, EXIT_USER
+
+EXIT_BUG = 3
+
+app = typer.Typer(
+    name="stomper",
+    help="Run AI coding agents over a whole repository in parallel and land their work safely.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _finish(command: Callable[[], int]) -> None:
+    """Run a command and exit with its code; what the user can fix is one line, exit 2."""
+    try:
+        code = command()
+    except StomperError as exc:
+        console.error(str(exc))
+        code = exc.exit_code
+    except Exception:
+        log = Path(tempfile.gettempdir()) / f"stomper-crash-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        log.write_text(traceback.format_exc())
+        console.error(f"stomper hit a bug; the details are in {log}")
+        code = EXIT_BUG
+    raise typer.Exit(code)
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    """Run a command's coroutine; SIGTERM cancels it as Ctrl-C does."""
+
+    async def guarded() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        # Outside the main thread there is no signal handling to install.
+        with contextlib.suppress(RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await coro
+        finally:
+            with contextlib.suppress(RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(guarded())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        console.info("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _repo_dir(repo: Path | None) -> Path:
+    return (repo if repo is not None else Path.cwd()).absolute()
+
+
+RepoOption = Annotated[
+    Path | None,
+    typer.Option("--repo", help="The repository to work on (default: the current directory)."),
+]
+
+
+@app.command()
+def fix(
+    paths: Annotated[
+        list[str] | None, typer.Argument(help="Files or directories to fix (default: all).")
+    ] = None,
+    tool: Annotated[
+        list[str] | None,
+        typer.Option("--tool", "-t", help="A diagnostics tool: ruff or mypy (repeatable)."),
+    ] = None,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Target only these codes or code prefixes (repeatable, or comma-separated)."
+        ),
+    ] = None,
+    ignore: Annotated[
+        list[str] | None, typer.Option(help="Leave these codes or prefixes alone.")
+    ] = None,
+    git_changed: Annotated[
+        bool, typer.Option("--git-changed", help="Only tracked files changed against HEAD.")
+    ] = False,
+    git_diff: Annotated[
+        str | None,
+        typer.Option("--git-diff", metavar="REF", help="Only files changed against REF."),
+    ] = None,
+    max_files: Annotated[int | None, typer.Option(help="Work on at most this many files.")] = None,
+    max_parallel_files: Annotated[
+        int | None, typer.Option("--max-parallel-files", "-j", help="Units at once (default 4).")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="The agent: autofix, or module:attribute.")
+    ] = None,
+    unsafe_fixes: Annotated[
+        bool | None,
+        typer.Option(
+            "--unsafe-fixes/--no-unsafe-fixes", help="Let autofix apply ruff's unsafe fixes."
+        ),
+    ] = None,
+    branch: Annotated[
+        str | None,
+        typer.Option(help="Land on this new branch, made from HEAD; the checkout is left alone."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Do everything but landing; print each unit's diff.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the run's JSON document on stdout.")
+    ] = False,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No live progress view.")
+    ] = False,
+    repo: RepoOption = None,
+) -> None:
+    """Fix the diagnostics of ruff (and mypy) file by file, each fix landed as its own commit."""
+    from stomper.commands.fix import FixRequest
+    from stomper.commands.fix import fix as run
+    from stomper.config import load_settings
+    from stomper.repository import toplevel_or_none
+
+    cwd = _repo_dir(repo)
+    flags = {
+        "tools": _codes(tool),
+        "select": _codes(select),
+        "ignore": _codes(ignore),
+        "max_parallel_files": max_parallel_files,
+        "agent": agent,
+        "unsafe_fixes": unsafe_fixes,
+        "branch": branch,
+    }
+    request = FixRequest(
+        cwd=cwd,
+        paths=tuple(paths or ()),
+        git_changed=git_changed,
+        git_diff=git_diff,
+        max_files=max_files,
+        dry_run=dry_run,
+        json=json_output,
+        progress=not no_progress,
+    )
+
+    def command() -> int:
+        settings = load_settings(toplevel_or_none(cwd), flags)
+        return _run(run(request, settings))
+
+    _finish(command)
+
+
+@app.command()
+def demo(
+    files: Annotated[
+        int, typer.Option(min=1, help="How many files the sample repository has.")
+    ] = 24,
+    max_parallel_files: Annotated[int, typer.Option("--max-parallel-files", "-j", min=1)] = 4,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="Where to make the sample repository (default: a new temporary folder)."
+        ),
+    ] = None,
+) -> None:
+    """Make a sample repository and fix it with the embedded agent, N files at once."""
+    from stomper.commands.demo import demo as run
+
+    _finish(lambda: _run(run(files=files, parallel=max_parallel_files, directory=directory)))
+
+
+@app.command()
+def doctor(repo: RepoOption = None) -> None:
+    """Check git, the diagnostics tools and the agent, and say how to fix what is missing."""
+    from stomper.commands.doctor import doctor as run
+
+    _finish(lambda: _run(run(_repo_dir(repo))))
+
+
+def _codes(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: run stomper with ``argv`` and return its exit code."""
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="stomper")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else EXIT_USER)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""``stomper doctor``: is everything stomper needs here, and what to do where it is not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from stomper import console, git
+from stomper.config import load_settings
+from stomper.diagnostics import collectors_named
+from stomper.errors import StomperError
+from stomper.repository import toplevel_or_none
+
+# `git worktree remove` and `worktree list --porcelain -z` need this version.
+MIN_GIT = (2, 36)
+
+
+async def doctor(cwd: Path) -> int:
+    table = Table(show_header=True, show_edge=False, title="stomper doctor", title_justify="left")
+    for column in ("check", "result", "what to do"):
+        table.add_column(column, overflow="fold")
+    ok = True
+
+    def row(check: str, good: bool, result: str, todo: str = "") -> None:
+        nonlocal ok
+        ok = ok and good
+        table.add_row(
+            check,
+            f"[green]ok[/] {result}" if good else f"[red]no[/] {result}",
+            "" if good else todo,
+        )
+
+    try:
+        version = await git.version()
+    except OSError:
+        version = ()
+    shown = ".".join(map(str, version)) or "not found"
+    row("git", bool(version), shown, "install git")
+    if version:
+        row(
+            "git worktrees",
+            version >= MIN_GIT,
+            f"need {'.'.join(map(str, MIN_GIT))}+",
+            "upgrade git",
+        )
+    root = toplevel_or_none(cwd)
+    row(
+        "repository",
+        root is not None,
+        str(root or cwd),
+        "run inside a git repository, or pass --repo",
+    )
+    if root is not None:
+        row(
+            "commit identity",
+            await git.committer_identity(root),
+            "user.name and user.email",
+            "git config --global user.name NAME; git config --global user.email EMAIL",
+        )
+    try:
+        settings = load_settings(root, {})
+    except StomperError as exc:
+        row("configuration", False, str(exc), "fix the value it names")
+        console.err.print(table)
+        return 1
+    row("configuration", True, f"tools {', '.join(settings.tools)}; agent {settings.agent}")
+    for collector in collectors_named(("ruff", "mypy")):
+        info = await collector.info()
+        needed = collector.name in settings.tools
+        row(
+            collector.name,
+            info.found or not needed,
+            info.version or ("not found" + ("" if needed else " (not configured)")),
+            info.hint,
+        )
+    console.err.print(table)
+    return 0 if ok else 1

@@ -1,0 +1,107 @@
+"""Settings: ``[tool.stomper]`` in pyproject.toml < ``STOMPER_*`` variables < flags."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    PyprojectTomlConfigSettingsSource,
+    SettingsConfigDict,
+)
+
+from stomper.diagnostics import TOOL_NAMES
+from stomper.errors import ConfigError
+
+_pyproject: ContextVar[Path | None] = ContextVar("stomper_pyproject", default=None)
+
+CodeList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every setting, with the name it has in ``[tool.stomper]``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STOMPER_",
+        extra="forbid",
+        pyproject_toml_table_header=("tool", "stomper"),
+        validate_default=True,
+    )
+
+    tools: CodeList = Field(default_factory=lambda: ["ruff"])
+    select: CodeList = Field(default_factory=list)
+    ignore: CodeList = Field(default_factory=list)
+    max_parallel_files: int = Field(default=4, ge=1, le=1024)
+    agent: str = "autofix"
+    unsafe_fixes: bool = False
+    branch: str | None = None
+
+    @field_validator("tools", "select", "ignore", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one tool")
+        for name in value:
+            if name not in TOOL_NAMES:
+                raise ValueError(f"unknown tool {name!r}: choose from {', '.join(TOOL_NAMES)}")
+        return list(dict.fromkeys(value))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Outside a repository there is no project file: a path that does not exist reads empty.
+        pyproject = _pyproject.get() or Path("/nonexistent/pyproject.toml")
+        return (
+            init_settings,
+            env_settings,
+            PyprojectTomlConfigSettingsSource(settings_cls, pyproject),
+        )
+
+
+def load_settings(root: Path | None, flags: Mapping[str, Any]) -> Settings:
+    """Settings for the repository at ``root``; ``flags`` holds only the flags given."""
+    pyproject = root / "pyproject.toml" if root is not None else None
+    if pyproject is not None and pyproject.is_file():
+        try:
+            tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {pyproject}: {exc}") from None
+    token = _pyproject.set(pyproject)
+    try:
+        return Settings(**{key: value for key, value in flags.items() if value is not None})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    finally:
+        _pyproject.reset(token)
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"]) or "settings"
+    if error["type"] == "extra_forbidden":
+        return f"invalid configuration: unknown key {key!r} in [tool.stomper]"
+    message = error["msg"].removeprefix("Value error, ")
+    return (
+        f"invalid configuration: {key}: {message} (got {error.get('input')!r}; "
+        f"set by --{key.replace('_', '-')}, STOMPER_{key.upper()} or [tool.stomper] {key})"
+    )

@@ -1,0 +1,167 @@
+"""All human output: Rich, on stderr. Machine output (``--json``, diffs) goes to stdout."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from stomper.events import Phase, UnitEvent
+from stomper.report import RunReport
+from stomper.unit import Status
+
+err = Console(stderr=True, highlight=False)
+
+_STYLE = {
+    Status.FIXED: "green",
+    Status.PARTIAL: "yellow",
+    Status.FAILED: "red",
+    Status.SKIPPED: "magenta",
+    Status.UNCHANGED: "dim",
+}
+# Beyond this many units only failures get a line of their own; the bar says the rest.
+_LINE_PER_UNIT_UP_TO = 300
+
+
+def error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+
+
+def info(message: str) -> None:
+    err.print(message, soft_wrap=True)
+
+
+class ProgressView:
+    """The live view of a run: a bar and the count of units in each phase."""
+
+    def __init__(self, total: int, *, title: str, enabled: bool = True) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.phase_of: dict[str, Phase] = {}
+        self.landed = 0
+        self.failed = 0
+        self.done = 0
+        self.running = 0
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            console=err,
+            refresh_per_second=8,
+            disable=not enabled,
+        )
+        self._task = self._progress.add_task(title, total=total, counts=self._counts())
+
+    def __enter__(self) -> ProgressView:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.__exit__(kind, exc, tb)
+
+    def handle(self, event: UnitEvent) -> None:
+        self.running = event.running
+        if event.phase is not Phase.DONE:
+            self.phase_of[event.path] = event.phase
+        else:
+            self.phase_of.pop(event.path, None)
+            self.done += 1
+            self.landed += event.commit is not None
+            self.failed += event.status == Status.FAILED
+            if self.enabled and (
+                self.total <= _LINE_PER_UNIT_UP_TO or event.status == Status.FAILED
+            ):
+                self._progress.console.print(_unit_line(event), soft_wrap=True)
+        self._progress.update(self._task, completed=self.done, counts=self._counts())
+
+    def _counts(self) -> str:
+        verifying = sum(1 for phase in self.phase_of.values() if phase is Phase.VERIFYING)
+        queued = self.total - self.done - len(self.phase_of)
+        return (
+            f"queued {queued} · running {self.running} · verifying {verifying} · "
+            f"landed {self.landed} · failed {self.failed}"
+        )
+
+
+def _unit_line(event: UnitEvent) -> Text:
+    status = Status(event.status) if event.status else Status.FAILED
+    line = Text()
+    line.append(f"{status.value:>9} ", style=_STYLE[status])
+    line.append(event.path)
+    if event.commit:
+        line.append(f"  {event.commit[:10]}", style="dim")
+    if event.reason and status in (Status.FAILED, Status.SKIPPED):
+        line.append(f"  {event.reason}", style="dim")
+    return line
+
+
+def print_summary(report: RunReport, *, per_unit_up_to: int = 40) -> None:
+    totals = report.totals()
+    if report.results and len(report.results) <= per_unit_up_to:
+        table = Table(title="Units", title_justify="left", show_edge=False)
+        for column in ("file", "status", "fixed", "left", "commit", "reason"):
+            table.add_column(column, overflow="fold")
+        for result in report.results:
+            table.add_row(
+                result.path,
+                Text(result.status.value, style=_STYLE[result.status]),
+                f"{len(result.fixed)}/{len(result.before)}",
+                str(len(result.remaining) + len(result.introduced)),
+                (result.commit or "")[:10],
+                result.reason or "",
+            )
+        err.print(table)
+    summary = Table(
+        title=f"stomper {report.command} · run {report.run_id}",
+        title_justify="left",
+        show_header=False,
+        show_edge=False,
+    )
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row(
+        "status", report.status + (" (dry run: nothing landed)" if report.dry_run else "")
+    )
+    summary.add_row("target", f"{report.target} (base {report.base[:10]})")
+    summary.add_row(
+        "units",
+        f"{totals['units']}: {totals['fixed']} fixed, {totals['partial']} partial, "
+        f"{totals['failed']} failed, {totals['skipped']} skipped, {totals['unchanged']} unchanged",
+    )
+    summary.add_row(
+        "diagnostics",
+        f"{totals['diagnostics_before']} targeted, {totals['diagnostics_fixed']} fixed, "
+        f"{totals['diagnostics_remaining']} remaining",
+    )
+    summary.add_row("commits", str(totals["commits"]))
+    metrics = report.metrics
+    summary.add_row(
+        "time",
+        f"{metrics.wall_s:.1f}s wall, {metrics.agent_s:.1f}s in the agent, "
+        f"{metrics.landing_s:.1f}s landing; up to {metrics.peak_concurrency} "
+        f"of {report.max_parallel_files} at once",
+    )
+    err.print(summary)
+
+
+def print_diffs(diffs: Sequence[str]) -> None:
+    for diff in diffs:
+        sys.stdout.write(diff if diff.endswith("\n") else diff + "\n")
+    sys.stdout.flush()

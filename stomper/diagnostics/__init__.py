@@ -1,0 +1,124 @@
+"""Diagnostics and the collectors that produce them.
+
+A collector runs one tool (ruff, mypy) over files of a tree and returns what it reports as
+:class:`Diagnostic` values with repository-relative paths. Collectors are plugins: each
+implements :class:`Collector` in a module of its own and is named in :data:`COLLECTORS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from stomper.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding of one tool in one file."""
+
+    tool: str
+    code: str
+    message: str
+    path: str
+    line: int
+    column: int = 0
+    context: str = ""
+    """The flagged line's text with its white space folded: what ties a finding to code."""
+
+    def identity(self) -> tuple[str, str, str]:
+        return (self.tool, self.code, self.message)
+
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.tool, self.code, self.message, self.context)
+
+    def to_json(self) -> dict[str, str | int]:
+        return {"tool": self.tool, "code": self.code, "message": self.message, "line": self.line}
+
+
+@dataclass(frozen=True)
+class ToolInfo:
+    name: str
+    found: bool
+    version: str | None
+    hint: str
+
+
+class Collector(Protocol):
+    """Runs one tool and reports its diagnostics."""
+
+    name: str
+
+    per_file: bool
+    """True when a file's findings depend on that file alone (ruff), so that findings
+    collected over the whole tree hold for the file in a workspace; False (mypy) means the
+    workspace is checked again before the agent runs."""
+
+    async def info(self) -> ToolInfo:
+        """Whether the tool is installed, and its version."""
+        ...
+
+    async def collect(
+        self, root: Path, paths: Sequence[str], *, cache_dir: Path | None = None
+    ) -> list[Diagnostic]:
+        """Diagnostics for ``paths`` (relative to ``root``) in the tree at ``root``."""
+        ...
+
+
+def fold(text: str) -> str:
+    return " ".join(text.split())
+
+
+def attach_context(root: Path, found: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Fill in each diagnostic's context: its line's text, read once per file."""
+    lines_of: dict[str, list[str]] = {}
+    out = []
+    for diag in found:
+        lines = lines_of.get(diag.path)
+        if lines is None:
+            try:
+                text = (root / diag.path).read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                text = ""
+            lines = lines_of[diag.path] = text.splitlines()
+        context = fold(lines[diag.line - 1]) if 0 < diag.line <= len(lines) else ""
+        out.append(
+            Diagnostic(
+                diag.tool, diag.code, diag.message, diag.path, diag.line, diag.column, context
+            )
+        )
+    return out
+
+
+def code_matches(code: str, prefixes: Sequence[str]) -> bool:
+    return any(code.startswith(prefix) for prefix in prefixes)
+
+
+def select(
+    found: Iterable[Diagnostic], *, select: Sequence[str], ignore: Sequence[str]
+) -> list[Diagnostic]:
+    """Keep the diagnostics whose code starts with a selected prefix and with no ignored one."""
+    return [
+        diag
+        for diag in found
+        if (not select or code_matches(diag.code, select)) and not code_matches(diag.code, ignore)
+    ]
+
+
+def collectors_named(names: Sequence[str]) -> list[Collector]:
+    from stomper.diagnostics.mypy import MypyCollector
+    from stomper.diagnostics.ruff import RuffCollector
+
+    registry: dict[str, type[RuffCollector] | type[MypyCollector]] = {
+        "ruff": RuffCollector,
+        "mypy": MypyCollector,
+    }
+    unknown = [name for name in names if name not in registry]
+    if unknown:
+        raise ConfigError(f"unknown tool {unknown[0]!r}: choose from {', '.join(sorted(registry))}")
+    return [registry[name]() for name in dict.fromkeys(names)]
+
+
+TOOL_NAMES = ("ruff", "mypy")

@@ -1,0 +1,108 @@
+"""The ruff collector: ``ruff check --output-format json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from stomper import proc
+from stomper.diagnostics import Diagnostic, ToolInfo, attach_context
+from stomper.errors import ToolError
+
+# Explicit file lists are chunked: the kernel caps one argv, and 10,000 paths exceed it.
+_CHUNK = 2000
+
+
+def ruff_binary() -> str | None:
+    """The ruff on PATH, else the one installed beside stomper."""
+    found = shutil.which("ruff")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "ruff"
+    return str(beside) if os.access(beside, os.X_OK) else None
+
+
+def _require_binary() -> str:
+    binary = ruff_binary()
+    if binary is None:
+        raise ToolError("ruff is not installed: pip install ruff")
+    return binary
+
+
+class RuffCollector:
+    name = "ruff"
+    per_file = True
+
+    async def info(self) -> ToolInfo:
+        binary = ruff_binary()
+        if binary is None:
+            return ToolInfo("ruff", False, None, "pip install ruff")
+        done = await proc.run((binary, "--version"), check=False)
+        return ToolInfo("ruff", done.returncode == 0, done.stdout.decode().strip(), binary)
+
+    async def collect(
+        self, root: Path, paths: Sequence[str], *, cache_dir: Path | None = None
+    ) -> list[Diagnostic]:
+        binary = _require_binary()
+        found: list[Diagnostic] = []
+        for start in range(0, len(paths), _CHUNK):
+            chunk = paths[start : start + _CHUNK]
+            argv = [binary, "check", "--output-format", "json", "--exit-zero", "--no-fix"]
+            if cache_dir is None:
+                argv.append("--no-cache")
+            else:
+                # Explicit paths bypass ruff's exclusions unless forced: honour the project's.
+                argv += ["--cache-dir", str(cache_dir), "--force-exclude"]
+            done = await proc.run((*argv, "--", *chunk), cwd=root, check=False)
+            if done.returncode != 0:
+                raise ToolError(f"ruff failed: {done.stderr.decode(errors='replace').strip()}")
+            found += parse(done.stdout, root)
+        return attach_context(root, found)
+
+
+def parse(output: bytes, root: Path) -> list[Diagnostic]:
+    out = []
+    for item in json.loads(output or b"[]"):
+        location = item.get("location") or {}
+        filename = Path(item["filename"])
+        path = filename.relative_to(root) if filename.is_absolute() else filename
+        out.append(
+            Diagnostic(
+                tool="ruff",
+                code=item.get("code") or "syntax-error",
+                message=item["message"],
+                path=path.as_posix(),
+                line=int(location.get("row", 0)),
+                column=int(location.get("column", 0)),
+            )
+        )
+    return out
+
+
+async def apply_fixes(
+    root: Path, path: str, *, select: Sequence[str], ignore: Sequence[str], unsafe: bool
+) -> None:
+    """Let ruff fix what it can in one file of the tree at ``root``.
+
+    With no ``select`` the project's own rule set applies, so a fix that leaves something
+    for another rule to clean up (an import a fix made unused) is finished in the same pass.
+    """
+    binary = _require_binary()
+    argv = [binary, "check", "--fix-only", "--exit-zero", "--no-cache", "--quiet"]
+    argv.append("--unsafe-fixes" if unsafe else "--no-unsafe-fixes")
+    # Codes of other tools (mypy's "assignment") would make ruff refuse the whole call.
+    select, ignore = _ruff_codes(select), _ruff_codes(ignore)
+    if select:
+        argv += ["--select", ",".join(select)]
+    if ignore:
+        argv += ["--ignore", ",".join(ignore)]
+    await proc.run((*argv, "--", path), cwd=root)
+
+
+def _ruff_codes(codes: Sequence[str]) -> list[str]:
+    return [code for code in codes if re.fullmatch(r"[A-Z]+[0-9]*", code)]

@@ -1,0 +1,30 @@
+"""Typed progress events: the workflow emits them, the progress view and the ops log listen."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Phase(StrEnum):
+    QUEUED = "queued"
+    ISOLATING = "isolating"
+    AGENT = "agent"
+    VERIFYING = "verifying"
+    LANDING = "landing"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class UnitEvent:
+    path: str
+    phase: Phase
+    running: int
+    """Units running at the moment of the event, as the workflow counts them."""
+    status: str | None = None
+    reason: str | None = None
+    commit: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value is not None}

@@ -1,0 +1,330 @@
+"""Every git call stomper makes, each a small named function."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from stomper import proc
+
+GIT = "git"
+# Output that is parsed must not depend on the user's colour, pager or diff drivers.
+_BASE = (
+    GIT,
+    "-c",
+    "core.quotepath=off",
+    "-c",
+    "color.ui=false",
+    "--no-pager",
+    "--literal-pathspecs",
+)
+
+
+async def git(
+    root: Path,
+    *args: str,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+) -> proc.Completed:
+    return await proc.run((*_BASE, *args), cwd=root, stdin=stdin, env=env, check=check)
+
+
+def git_sync(root: Path, *args: str, check: bool = True) -> proc.Completed:
+    return proc.run_sync((*_BASE, *args), cwd=root, check=check)
+
+
+def _text(done: proc.Completed) -> str:
+    return done.stdout.decode().strip()
+
+
+def _split_z(output: bytes) -> list[str]:
+    return [part.decode() for part in output.split(b"\0") if part]
+
+
+# Repository facts -------------------------------------------------------------------------
+
+
+async def version() -> tuple[int, ...]:
+    done = await proc.run((GIT, "--version"))
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", done.stdout.decode())
+    return tuple(int(part) for part in match.groups() if part) if match else ()
+
+
+async def toplevel(cwd: Path) -> Path | None:
+    done = await git(cwd, "rev-parse", "--show-toplevel", check=False)
+    return Path(_text(done)).resolve() if done.returncode == 0 else None
+
+
+def toplevel_sync(cwd: Path) -> Path | None:
+    done = git_sync(cwd, "rev-parse", "--show-toplevel", check=False)
+    return Path(_text(done)).resolve() if done.returncode == 0 else None
+
+
+async def git_dirs(root: Path) -> tuple[Path, Path]:
+    """The repository's own git directory and the common one its worktrees share."""
+    done = await git(root, "rev-parse", "--absolute-git-dir", "--git-common-dir")
+    own, common = done.stdout.decode().splitlines()
+    return Path(own), (root / common).resolve()
+
+
+async def resolve_commit(root: Path, rev: str) -> str | None:
+    done = await git(
+        root,
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        "--end-of-options",
+        f"{rev}^{{commit}}",
+        check=False,
+    )
+    return _text(done) if done.returncode == 0 else None
+
+
+async def ref_target(root: Path, ref: str) -> str | None:
+    return await resolve_commit(root, ref)
+
+
+async def current_branch(root: Path) -> str | None:
+    """The full name of the checked-out branch, or None on a detached HEAD."""
+    done = await git(root, "symbolic-ref", "--quiet", "HEAD", check=False)
+    return _text(done) if done.returncode == 0 else None
+
+
+async def check_ref_format(root: Path, name: str) -> bool:
+    done = await git(root, "check-ref-format", "--branch", name, check=False)
+    return done.returncode == 0
+
+
+async def committer_identity(root: Path) -> bool:
+    done = await git(root, "var", "GIT_COMMITTER_IDENT", check=False)
+    return done.returncode == 0
+
+
+async def tracked_files(root: Path, paths: Sequence[str] = ()) -> list[str]:
+    done = await git(root, "ls-files", "-z", "--full-name", "--", *paths)
+    return _split_z(done.stdout)
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    mode: str
+    blob: str
+
+
+async def tree_entries(root: Path, commit: str, paths: Sequence[str] = ()) -> dict[str, TreeEntry]:
+    """The blobs of ``commit`` below ``paths`` (all of them when none are named)."""
+    done = await git(root, "ls-tree", "-r", "-z", "--full-tree", commit, "--", *paths)
+    entries = {}
+    for record in _split_z(done.stdout):
+        meta, path = record.split("\t", 1)
+        mode, kind, blob = meta.split()
+        if kind == "blob":
+            entries[path] = TreeEntry(mode, blob)
+    return entries
+
+
+async def dirty_files(root: Path) -> set[str]:
+    """Tracked files whose index or working-tree state differs from HEAD."""
+    # --no-optional-locks: a status must never take the user's index lock to refresh it.
+    done = await git(
+        root, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=no"
+    )
+    records = done.stdout.split(b"\0")
+    dirty: set[str] = set()
+    index = 0
+    while index < len(records):
+        record = records[index].decode()
+        index += 1
+        if len(record) < 4:
+            continue
+        dirty.add(record[3:])
+        if record[0] in "RC":  # a rename or copy names its source in the next record
+            dirty.add(records[index].decode())
+            index += 1
+    return dirty
+
+
+async def changed_files(root: Path, against: str) -> list[str]:
+    """Tracked files whose working-tree state differs from ``against``."""
+    done = await git(
+        root, "diff", "--name-only", "-z", "--no-renames", "--no-ext-diff", against, "--"
+    )
+    return _split_z(done.stdout)
+
+
+# Worktrees --------------------------------------------------------------------------------
+
+
+async def add_worktree(root: Path, path: Path, commit: str) -> None:
+    await git(root, "worktree", "add", "--detach", "--quiet", str(path), commit)
+
+
+async def remove_worktree(root: Path, path: Path) -> None:
+    await git(root, "worktree", "remove", "--force", "--force", str(path), check=False)
+
+
+async def prune_worktrees(root: Path) -> None:
+    await git(root, "worktree", "prune")
+
+
+def prune_worktrees_sync(root: Path) -> None:
+    git_sync(root, "worktree", "prune", check=False)
+
+
+async def worktree_paths(root: Path) -> list[Path]:
+    done = await git(root, "worktree", "list", "--porcelain", "-z")
+    return [
+        Path(record[len("worktree ") :])
+        for record in _split_z(done.stdout)
+        if record.startswith("worktree ")
+    ]
+
+
+async def changed_in_worktree(worktree: Path) -> list[str]:
+    """Every path the worktree's tree differs from its HEAD in, untracked files included."""
+    done = await git(
+        worktree,
+        "--no-optional-locks",
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=all",
+        "--ignored=no",
+    )
+    records = done.stdout.split(b"\0")
+    changed: list[str] = []
+    index = 0
+    while index < len(records):
+        record = records[index].decode()
+        index += 1
+        if len(record) < 4:
+            continue
+        changed.append(record[3:])
+        if record[0] in "RC":
+            changed.append(records[index].decode())
+            index += 1
+    return changed
+
+
+async def hash_file(worktree: Path, path: str) -> str:
+    """Write the worktree's ``path`` into the object store; its blob id."""
+    done = await git(worktree, "hash-object", "-w", "--", path)
+    return _text(done)
+
+
+async def diff_blobs(root: Path, old: str, new: str, path: str) -> str:
+    done = await git(
+        root,
+        "diff",
+        "--no-ext-diff",
+        "--no-color",
+        f"--src-prefix=a/{path}//",
+        f"--dst-prefix=b/{path}//",
+        old,
+        new,
+        check=False,
+    )
+    text = done.stdout.decode(errors="replace")
+    return text.replace(f"a/{path}//{old}", f"a/{path}").replace(f"b/{path}//{new}", f"b/{path}")
+
+
+# Commits and refs -------------------------------------------------------------------------
+
+
+async def read_tree(root: Path, commit: str, *, index_file: Path) -> None:
+    await git(root, "read-tree", commit, env={"GIT_INDEX_FILE": str(index_file)})
+
+
+async def index_entry(root: Path, path: str, *, index_file: Path | None = None) -> TreeEntry | None:
+    env = {"GIT_INDEX_FILE": str(index_file)} if index_file else None
+    done = await git(root, "ls-files", "-s", "-z", "--full-name", "--", path, env=env)
+    for record in _split_z(done.stdout):
+        meta, name = record.split("\t", 1)
+        if name == path:
+            mode, blob, _stage = meta.split()
+            return TreeEntry(mode, blob)
+    return None
+
+
+async def set_index_entry(
+    root: Path, path: str, entry: TreeEntry, *, index_file: Path | None = None
+) -> None:
+    env = {"GIT_INDEX_FILE": str(index_file)} if index_file else None
+    await git(root, "update-index", "--cacheinfo", f"{entry.mode},{entry.blob},{path}", env=env)
+
+
+async def write_tree(root: Path, *, index_file: Path) -> str:
+    return _text(await git(root, "write-tree", env={"GIT_INDEX_FILE": str(index_file)}))
+
+
+async def commit_tree(root: Path, tree: str, parent: str, message: str) -> str:
+    return _text(
+        await git(root, "commit-tree", tree, "-p", parent, "-F", "-", stdin=message.encode())
+    )
+
+
+async def move_ref(root: Path, ref: str, new: str, old: str, *, reason: str) -> bool:
+    """Compare-and-swap ``ref`` from ``old`` to ``new``; False when it no longer was ``old``."""
+    done = await git(root, "update-ref", "-m", reason, ref, new, old, check=False)
+    return done.returncode == 0
+
+
+async def create_ref(root: Path, ref: str, commit: str, *, reason: str) -> bool:
+    """Create ``ref`` at ``commit``; False when it exists already."""
+    done = await git(root, "update-ref", "-m", reason, ref, commit, "", check=False)
+    return done.returncode == 0
+
+
+async def checkout_index(root: Path, path: str) -> None:
+    """Write the index's ``path`` into the working tree (and refresh its stat data)."""
+    await git(root, "checkout-index", "--force", "--", path)
+
+
+async def status_of(root: Path, path: str) -> str:
+    done = await git(
+        root,
+        "--no-optional-locks",
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=no",
+        "--",
+        path,
+    )
+    return done.stdout.decode()
+
+
+@dataclass(frozen=True)
+class LoggedCommit:
+    sha: str
+    run: str
+    unit: str
+    files: tuple[str, ...]
+
+
+async def stomper_commits(root: Path, tip: str, since: str) -> list[LoggedCommit]:
+    """The commits in ``since..tip`` that carry stomper's trailers, oldest first."""
+    trailer = "%(trailers:key=Stomper-{},valueonly,separator=%x20)"
+    fmt = "%x1e%H%x1f" + trailer.format("Run") + "%x1f" + trailer.format("Unit") + "%x1f"
+    done = await git(
+        root,
+        "log",
+        "--reverse",
+        "-z",
+        "--no-renames",
+        "--name-only",
+        f"--format={fmt}",
+        f"{since}..{tip}",
+    )
+    commits = []
+    for block in done.stdout.decode().split("\x1e"):
+        if not block.strip("\0\n"):
+            continue
+        sha, run, unit, rest = block.split("\x1f", 3)
+        files = tuple(name.strip("\n") for name in rest.split("\0") if name.strip("\n"))
+        if run.strip():
+            commits.append(LoggedCommit(sha, run.strip(), unit.strip(), files))
+    return commits

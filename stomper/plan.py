@@ -1,0 +1,101 @@
+"""Collect the diagnostics in scope and plan one unit per file."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from stomper import git
+from stomper.diagnostics import Collector, Diagnostic, select
+from stomper.errors import ToolError
+from stomper.repository import Repository
+from stomper.unit import Status, Unit, UnitResult
+
+PYTHON_SUFFIXES = (".py", ".pyi")
+
+
+@dataclass(frozen=True)
+class Scope:
+    paths: tuple[str, ...] = ()
+    """Repository-relative files or directories; empty means the whole repository."""
+    changed_against: str | None = None
+    """Only files whose working tree differs from this commit."""
+    max_files: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    units: tuple[Unit, ...]
+    skipped: tuple[UnitResult, ...]
+
+
+async def scope_files(repo: Repository, scope: Scope) -> list[str]:
+    """The tracked Python files in scope."""
+    pathspecs = [path for path in scope.paths if path != "."]
+    files = await git.tracked_files(repo.root, pathspecs)
+    if scope.changed_against is not None:
+        changed = set(await git.changed_files(repo.root, scope.changed_against))
+        files = [path for path in files if path in changed]
+    return sorted(
+        path for path in files if path.endswith(PYTHON_SUFFIXES) and (repo.root / path).is_file()
+    )
+
+
+async def ensure_tools(collectors: Sequence[Collector]) -> None:
+    for collector in collectors:
+        info = await collector.info()
+        if not info.found:
+            raise ToolError(f"{collector.name} is not installed: {info.hint}")
+
+
+async def make_plan(
+    repo: Repository,
+    collectors: Sequence[Collector],
+    scope: Scope,
+    *,
+    codes: tuple[Sequence[str], Sequence[str]] = ((), ()),
+) -> Plan:
+    """Units for the files in scope that have targeted diagnostics.
+
+    A file with uncommitted changes is never a unit: it becomes a skipped result, so the
+    user's own work is not touched.
+    """
+    files = await scope_files(repo, scope)
+    found: list[Diagnostic] = []
+    for collector in collectors:
+        found += await collector.collect(
+            repo.root, files, cache_dir=repo.state.cache_dir(collector.name)
+        )
+    by_file: defaultdict[str, list[Diagnostic]] = defaultdict(list)
+    wanted = set(files)
+    for diag in found:
+        if diag.path not in wanted:
+            raise ToolError(f"{diag.tool} reported a file outside the scope: {diag.path}")
+        by_file[diag.path].append(diag)
+    chosen, ignored = codes
+    dirty = await git.dirty_files(repo.root)
+    entries = await git.tree_entries(repo.root, repo.head, sorted(by_file)) if by_file else {}
+    units: list[Unit] = []
+    skipped: list[UnitResult] = []
+    for path in sorted(by_file):
+        baseline = tuple(by_file[path])
+        targeted = tuple(select(baseline, select=chosen, ignore=ignored))
+        if not targeted:
+            continue
+        if path in dirty or path not in entries:
+            skipped.append(
+                UnitResult(
+                    path,
+                    Status.SKIPPED,
+                    targeted,
+                    remaining=targeted,
+                    reason="the file has uncommitted changes: commit or stash them to include it",
+                )
+            )
+            continue
+        if scope.max_files is not None and len(units) >= scope.max_files:
+            break
+        entry = entries[path]
+        units.append(Unit(len(units), path, targeted, baseline, entry.blob, entry.mode))
+    return Plan(tuple(units), tuple(skipped))

@@ -1,0 +1,91 @@
+"""The run's outcome as numbers: the totals, the ``--json`` document and the exit code."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stomper.unit import Status, UnitResult
+
+EXIT_CLEAN = 0
+EXIT_REMAINING = 1
+EXIT_USER = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Metrics:
+    wall_s: float
+    peak_concurrency: int
+    agent_s: float
+    landing_s: float
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_id: str
+    command: str
+    status: str
+    """completed, interrupted or failed"""
+    base: str
+    target: str
+    max_parallel_files: int
+    results: tuple[UnitResult, ...]
+    metrics: Metrics
+    dry_run: bool = False
+
+    def totals(self) -> dict[str, int]:
+        """Counted from the results, each unit once."""
+        count = {status: 0 for status in Status}
+        for result in self.results:
+            count[result.status] += 1
+        before = sum(len(result.before) for result in self.results)
+        fixed = sum(
+            len(result.fixed) for result in self.results if _counts_as_fixed(result, self.dry_run)
+        )
+        return {
+            "units": len(self.results),
+            **{status.value: count[status] for status in Status},
+            "commits": sum(1 for result in self.results if result.commit),
+            "diagnostics_before": before,
+            "diagnostics_fixed": fixed,
+            "diagnostics_remaining": before - fixed,
+        }
+
+    def exit_code(self) -> int:
+        if self.status == "interrupted":
+            return EXIT_INTERRUPTED
+        totals = self.totals()
+        if self.status != "completed" or totals["failed"] or totals["diagnostics_remaining"]:
+            return EXIT_REMAINING
+        return EXIT_CLEAN
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "command": self.command,
+            "status": self.status,
+            "base": self.base,
+            "target": self.target,
+            "max_parallel_files": self.max_parallel_files,
+            "units": [result.to_json() for result in self.results],
+            "totals": self.totals(),
+            "metrics": {
+                "wall_s": round(self.metrics.wall_s, 3),
+                "peak_concurrency": self.metrics.peak_concurrency,
+                "agent_s": round(self.metrics.agent_s, 3),
+                "landing_s": round(self.metrics.landing_s, 3),
+            },
+        }
+
+
+def _counts_as_fixed(result: UnitResult, dry_run: bool) -> bool:
+    """A fix counts once it is on the target (or, in a dry run, once it would land)."""
+    if dry_run:
+        return result.status in (Status.FIXED, Status.PARTIAL)
+    return result.commit is not None
+
+
+def ordered(results: Sequence[UnitResult]) -> tuple[UnitResult, ...]:
+    return tuple(sorted(results, key=lambda result: result.path))

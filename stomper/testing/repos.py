@@ -1,0 +1,87 @@
+"""Repository factories: real git repositories with Python files that have diagnostics."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from pathlib import Path
+
+from stomper import git
+
+IDENTITY = {"user.name": "stomper tests", "user.email": "tests@stomper.invalid"}
+
+RUFF_CONFIG = """\
+[tool.ruff]
+line-length = 100
+target-version = "py311"
+
+[tool.ruff.lint]
+select = ["E", "F", "I", "UP"]
+"""
+
+# Snippets, each a block of module-level code. The fixable ones are fixed by ruff's safe fixes.
+FIXABLE = {
+    "F401": "import os\n",
+    "F541": 'GREETING = f"hello"\n',
+    "E713": "def missing(key, table):\n    return not key in table\n",
+    "UP039": "class Box():\n    size = 1\n",
+}
+UNFIXABLE = {
+    "F821": "def total():\n    return subtotal + 1\n",
+    "E722": "def safe(call):\n    try:\n        return call()\n    except:\n        return None\n",
+    "E741": "def ell():\n    l = 1\n    return l\n",
+}
+CLEAN = "def add(a: int, b: int) -> int:\n    return a + b\n"
+
+
+def make_repo(root: Path, files: Mapping[str, str | bytes], *, message: str = "initial") -> Path:
+    """A repository at ``root`` whose first commit holds ``files``."""
+    root.mkdir(parents=True, exist_ok=True)
+    git.git_sync(root, "init", "--quiet", "--initial-branch=main")
+    for key, value in IDENTITY.items():
+        git.git_sync(root, "config", key, value)
+    git.git_sync(root, "config", "commit.gpgsign", "false")
+    write_files(root, files)
+    commit_all(root, message)
+    return root
+
+
+def write_files(root: Path, files: Mapping[str, str | bytes]) -> None:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+
+
+def commit_all(root: Path, message: str) -> str:
+    git.git_sync(root, "add", "--all")
+    git.git_sync(root, "commit", "--quiet", "--allow-empty", "-m", message)
+    return git.git_sync(root, "rev-parse", "HEAD").stdout.decode().strip()
+
+
+def module(codes: list[str]) -> str:
+    """A module with one snippet per code (known to FIXABLE or UNFIXABLE), and a clean tail."""
+    blocks = [FIXABLE.get(code) or UNFIXABLE[code] for code in codes]
+    imports = [block for block in blocks if block.startswith(("import", "from"))]
+    rest = [block for block in blocks if block not in imports]
+    return "".join(imports) + "\n\n" + "\n\n".join([*rest, CLEAN])
+
+
+def sample_project(files: int = 24, *, seed: int = 7) -> dict[str, str]:
+    """A package with a mix of diagnostics: some files fully fixable, some partly, some not."""
+    rng = random.Random(seed)
+    project: dict[str, str] = {"pyproject.toml": RUFF_CONFIG, "shop/__init__.py": ""}
+    fixable, unfixable = sorted(FIXABLE), sorted(UNFIXABLE)
+    for number in range(files):
+        kind = number % 4
+        if kind in (0, 1):
+            codes = rng.sample(fixable, rng.randint(1, 3))
+        elif kind == 2:
+            codes = rng.sample(fixable, 1) + rng.sample(unfixable, 1)
+        else:
+            codes = rng.sample(unfixable, rng.randint(1, 2))
+        project[f"shop/module_{number:02d}.py"] = module(sorted(codes))
+    return project

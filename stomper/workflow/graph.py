@@ -1,0 +1,154 @@
+"""The run as a LangGraph ``StateGraph``.
+
+```
+START -> fan_out --Send({"unit": i}) per unit of the wave--> process_unit -> aggregate
+            ^                                                                   | (defer)
+            +------------------------- next wave -------------------------------+--> END
+```
+
+Measured facts this shape follows (see DESIGN.md): the concurrency cap is a semaphore
+taken inside ``process_unit``, not ``max_concurrency`` (which holds back checkpoint saves);
+Send payloads carry a unit index only; no step holds more than one wave of Sends, because
+a step's cost grows with the square of its Sends; and the state stays small because the
+SQLite checkpointer stores all of it at every step. Results go to the run's journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from stomper.events import Phase, UnitEvent
+from stomper.unit import Unit, UnitResult
+from stomper.workflow.pipeline import Pipeline
+
+WAVE = 256
+
+
+class RunState(TypedDict):
+    planned: int
+    start: int
+    """The first unit of the wave in flight."""
+    cursor: int
+    """The first unit not yet sent."""
+    finished: Annotated[int, operator.add]
+
+
+class UnitInput(TypedDict):
+    unit: int
+
+
+@dataclass
+class Gauge:
+    """Counts the units running now and the most that ever ran at once."""
+
+    running: int = 0
+    peak: int = 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            yield
+        finally:
+            self.running -= 1
+
+
+@dataclass
+class RunContext:
+    """What the graph's nodes share for one run; made per run, never at module level."""
+
+    units: Sequence[Unit]
+    pipeline: Pipeline
+    limit: asyncio.Semaphore
+    record: Callable[[UnitResult], None]
+    wave: int = WAVE
+    gauge: Gauge = field(default_factory=Gauge)
+
+
+def wave_size(parallel: int) -> int:
+    """A whole number of rounds of ``parallel`` units, about WAVE Sends."""
+    return parallel * max(1, WAVE // parallel)
+
+
+def fan_out(state: RunState, *, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    start = state["cursor"]
+    return {"start": start, "cursor": min(start + runtime.context.wave, state["planned"])}
+
+
+def send_wave(state: RunState) -> list[Send] | str:
+    if state["start"] >= state["cursor"]:
+        return END
+    return [
+        Send("process_unit", {"unit": index}) for index in range(state["start"], state["cursor"])
+    ]
+
+
+async def process_unit(state: UnitInput, *, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    unit = ctx.units[state["unit"]]
+    write = runtime.stream_writer
+
+    def emit(phase: Phase) -> None:
+        write(UnitEvent(unit.path, phase, ctx.gauge.running))
+
+    async with ctx.limit:
+        with ctx.gauge.hold():
+            result = await ctx.pipeline.work(unit, emit)
+            ctx.record(result)
+            write(
+                UnitEvent(
+                    unit.path,
+                    Phase.DONE,
+                    ctx.gauge.running - 1,
+                    result.status.value,
+                    result.reason,
+                    result.commit,
+                )
+            )
+    return {"finished": 1}
+
+
+def aggregate(state: RunState) -> dict[str, Any]:
+    return {}
+
+
+def next_wave(state: RunState) -> str:
+    return "fan_out" if state["cursor"] < state["planned"] else END
+
+
+def build() -> StateGraph[RunState, RunContext, RunState, RunState]:
+    graph = StateGraph(RunState, context_schema=RunContext)
+    graph.add_node("fan_out", fan_out)
+    graph.add_node("process_unit", process_unit, input_schema=UnitInput)
+    graph.add_node("aggregate", aggregate, defer=True)
+    graph.add_edge(START, "fan_out")
+    graph.add_conditional_edges("fan_out", send_wave, ["process_unit", END])
+    graph.add_edge("process_unit", "aggregate")
+    graph.add_conditional_edges("aggregate", next_wave, ["fan_out", END])
+    return graph
+
+
+def compile_graph(
+    checkpointer: Any = None,
+) -> CompiledStateGraph[RunState, RunContext, RunState, RunState]:
+    return build().compile(checkpointer=checkpointer)
+
+
+def initial_state(units: int) -> RunState:
+    return {"planned": units, "start": 0, "cursor": 0, "finished": 0}
+
+
+def recursion_limit(units: int, wave: int) -> int:
+    """Each wave takes three steps; LangGraph stops a graph that takes more than this."""
+    return 3 * (units // max(wave, 1) + 2) + 10

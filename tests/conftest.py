@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stomper import git
+from stomper.cli import main
+from stomper.testing.repos import RUFF_CONFIG, make_repo
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No user-level git or ruff configuration leaks into a test, and none of stomper's."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for name in list(__import__("os").environ):
+        if name.startswith("STOMPER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Callable[..., Path]:
+    """Make a repository under the test's folder: ``make({"a.py": "..."})``.
+
+    It gets the sample ruff configuration unless it brings its own: ruff's default rule set
+    changes between releases, and the tests must not.
+    """
+    count = 0
+
+    def factory(files: Mapping[str, str | bytes], name: str | None = None) -> Path:
+        nonlocal count
+        count += 1
+        return make_repo(
+            tmp_path / (name or f"repo{count}"), {"pyproject.toml": RUFF_CONFIG, **files}
+        )
+
+    return factory
+
+
+def run_json(
+    repo: Path, *args: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, dict[str, Any]]:
+    """Run ``stomper fix --json`` on ``repo``; its exit code and JSON document."""
+    code = main(["fix", "--repo", str(repo), "--json", "--no-progress", *args])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def sh(repo: Path, *args: str) -> str:
+    return git.git_sync(repo, *args).stdout.decode()

@@ -1,0 +1,242 @@
+"""``stomper fix`` end to end, on real repositories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stomper.testing.repos import FIXABLE, UNFIXABLE, module, sample_project
+from tests.conftest import run_json, sh
+
+
+def trailer_units(repo: Path, since: str) -> list[str]:
+    out = sh(repo, "log", "--format=%(trailers:key=Stomper-Unit,valueonly)", f"{since}..HEAD")
+    return [line for line in out.splitlines() if line]
+
+
+def test_fix_lands_one_commit_per_file_with_trailers(make, capsys) -> None:
+    repo = make(sample_project(8))
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    code, doc = run_json(repo, capsys=capsys)
+    assert doc["status"] == "completed"
+    assert doc["base"] == base
+    assert doc["target"] == "refs/heads/main"
+    landed = [unit for unit in doc["units"] if unit["commit"]]
+    assert landed, doc
+    commits = sh(repo, "rev-list", "--reverse", f"{base}..HEAD").split()
+    assert len(commits) == len(landed) == doc["totals"]["commits"]
+    for sha in commits:
+        files = sh(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", sha).split()
+        assert len(files) == 1
+        message = sh(repo, "log", "-1", "--format=%B", sha)
+        assert f"Stomper-Run: {doc['run_id']}" in message
+        assert f"Stomper-Unit: {files[0]}" in message
+        assert message.startswith("fix(ruff): resolve ")
+    assert sorted(trailer_units(repo, base)) == sorted(unit["path"] for unit in landed)
+    # Units whose diagnostics ruff cannot fix remain: exit 1.
+    assert code == 1
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_statuses_follow_what_was_fixed(make, capsys) -> None:
+    repo = make(
+        {
+            "pyproject.toml": sample_project(0)["pyproject.toml"],
+            "all.py": module(["F401", "F541"]),
+            "some.py": module(["F401", "F821"]),
+            "none.py": module(["E722"]),
+            "clean.py": "X = 1\n",
+        }
+    )
+    code, doc = run_json(repo, capsys=capsys)
+    by_path = {unit["path"]: unit for unit in doc["units"]}
+    assert set(by_path) == {"all.py", "some.py", "none.py"}
+    assert by_path["all.py"]["status"] == "fixed"
+    assert by_path["all.py"]["diagnostics_after"] == 0
+    assert by_path["some.py"]["status"] == "partial"
+    assert [d["code"] for d in by_path["some.py"]["remaining"]] == ["F821"]
+    assert by_path["some.py"]["commit"]
+    assert by_path["none.py"]["status"] == "unchanged"
+    assert by_path["none.py"]["commit"] is None
+    assert code == 1
+
+
+def test_nothing_to_do_exits_zero(make, capsys) -> None:
+    repo = make({"clean.py": "X = 1\n"})
+    code, doc = run_json(repo, capsys=capsys)
+    assert code == 0
+    assert doc["units"] == []
+    assert doc["totals"]["units"] == 0
+
+
+def test_all_fixed_exits_zero(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"]), "b.py": module(["F541", "E713"])})
+    code, doc = run_json(repo, capsys=capsys)
+    assert code == 0, doc
+    assert doc["totals"]["fixed"] == 2
+    assert doc["totals"]["diagnostics_remaining"] == 0
+
+
+def test_counts_equal_a_recount_from_git_and_ruff(make, capsys) -> None:
+    from stomper.diagnostics.ruff import ruff_binary
+
+    repo = make(sample_project(12))
+    base = sh(repo, "rev-parse", "HEAD").strip()
+
+    def ruff_count() -> int:
+        import json
+        import subprocess
+
+        done = subprocess.run(
+            [ruff_binary(), "check", "--output-format", "json", "--exit-zero", "--no-cache", "."],
+            cwd=repo,
+            capture_output=True,
+            check=True,
+        )
+        return len(json.loads(done.stdout))
+
+    before = ruff_count()
+    _, doc = run_json(repo, capsys=capsys)
+    totals = doc["totals"]
+    assert totals["diagnostics_before"] == before
+    assert totals["diagnostics_remaining"] == ruff_count()
+    assert totals["diagnostics_fixed"] == before - ruff_count()
+    assert totals["commits"] == len(sh(repo, "rev-list", f"{base}..HEAD").split())
+    assert totals["units"] == len(doc["units"])
+    statuses = [unit["status"] for unit in doc["units"]]
+    for status in ("fixed", "partial", "failed", "skipped", "unchanged"):
+        assert totals[status] == statuses.count(status)
+    assert totals["diagnostics_fixed"] == sum(len(unit["fixed"]) for unit in doc["units"])
+
+
+def test_user_work_is_untouched_and_dirty_file_skipped(make, capsys) -> None:
+    repo = make(
+        {
+            "staged.py": module(["F401"]),
+            "unstaged.py": module(["F401"]),
+            "other.py": module(["F401"]),
+            "notes.txt": "keep\n",
+        }
+    )
+    (repo / "staged.py").write_text((repo / "staged.py").read_text() + "STAGED = 1\n")
+    sh(repo, "add", "staged.py")
+    (repo / "unstaged.py").write_text((repo / "unstaged.py").read_text() + "UNSTAGED = 1\n")
+    (repo / "notes.txt").write_text("changed but not staged\n")
+    (repo / "untracked.py").write_text("import os\n")
+    snapshot = {
+        name: (repo / name).read_bytes()
+        for name in ("staged.py", "unstaged.py", "notes.txt", "untracked.py")
+    }
+    index_before = sh(repo, "ls-files", "--stage")
+    staged_diff = sh(repo, "diff", "--cached")
+    unstaged_diff = sh(repo, "diff")
+
+    code, doc = run_json(repo, capsys=capsys)
+    by_path = {unit["path"]: unit for unit in doc["units"]}
+    assert by_path["staged.py"]["status"] == "skipped"
+    assert "uncommitted" in by_path["staged.py"]["reason"]
+    assert by_path["unstaged.py"]["status"] == "skipped"
+    assert "untracked.py" not in by_path
+    assert by_path["other.py"]["status"] == "fixed"
+
+    for name, content in snapshot.items():
+        assert (repo / name).read_bytes() == content, name
+    assert sh(repo, "diff", "--cached") == staged_diff
+    assert sh(repo, "diff") == unstaged_diff
+    landed = sh(repo, "ls-files", "--stage", "other.py")
+    assert landed != [line for line in index_before.splitlines() if line.endswith("other.py")][0]
+    assert "import os" not in (repo / "other.py").read_text()
+    assert sh(repo, "status", "--porcelain", "other.py") == ""
+    show = sh(repo, "show", "--name-only", "--format=", "HEAD").split()
+    assert show == ["other.py"]
+    assert code == 1
+
+
+def test_branch_lands_elsewhere_and_leaves_checkout(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"]), "b.py": module(["F541"])})
+    head = sh(repo, "rev-parse", "HEAD").strip()
+    before = (repo / "a.py").read_bytes()
+    code, doc = run_json(repo, "--branch", "stomper/fixes", capsys=capsys)
+    assert code == 0
+    assert doc["target"] == "refs/heads/stomper/fixes"
+    assert sh(repo, "rev-parse", "HEAD").strip() == head
+    assert sh(repo, "symbolic-ref", "HEAD").strip() == "refs/heads/main"
+    assert (repo / "a.py").read_bytes() == before
+    assert len(sh(repo, "rev-list", f"{head}..stomper/fixes").split()) == 2
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_dry_run_lands_nothing_and_prints_diffs(make, capsys) -> None:
+    from stomper.cli import main
+
+    repo = make({"a.py": module(["F401"])})
+    head = sh(repo, "rev-parse", "HEAD").strip()
+    code = main(["fix", "--repo", str(repo), "--dry-run", "--no-progress"])
+    out = capsys.readouterr().out
+    assert "--- a/a.py" in out and "+++ b/a.py" in out
+    assert "-import os" in out
+    assert sh(repo, "rev-parse", "HEAD").strip() == head
+    assert code == 0
+
+
+def test_select_and_ignore_narrow_the_targets(make, capsys) -> None:
+    repo = make({"a.py": module(["F401", "F541"])})
+    _, doc = run_json(repo, "--select", "F541", capsys=capsys)
+    (unit,) = doc["units"]
+    assert [d["code"] for d in unit["fixed"]] == ["F541"]
+    assert "import os" in (repo / "a.py").read_text()
+    _, doc = run_json(repo, "--ignore", "F541,I", capsys=capsys)
+    assert [d["code"] for d in doc["units"][0]["fixed"]] == ["F401"]
+
+
+def test_paths_and_max_files_limit_the_units(make, capsys) -> None:
+    repo = make({f"pkg/m{i}.py": module(["F401"]) for i in range(5)} | {"top.py": module(["F401"])})
+    _, doc = run_json(repo, "pkg", "--max-files", "2", capsys=capsys)
+    assert [unit["path"] for unit in doc["units"]] == ["pkg/m0.py", "pkg/m1.py"]
+    _, doc = run_json(repo, "top.py", capsys=capsys)
+    assert [unit["path"] for unit in doc["units"]] == ["top.py"]
+
+
+def test_git_diff_limits_to_changed_files(make, capsys) -> None:
+    from stomper.testing.repos import commit_all
+
+    repo = make({"old.py": module(["F401"])})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    (repo / "new.py").write_text(module(["F401"]))
+    commit_all(repo, "add new")
+    _, doc = run_json(repo, "--git-diff", base, capsys=capsys)
+    assert [unit["path"] for unit in doc["units"]] == ["new.py"]
+
+
+@pytest.mark.parametrize("name", ["with space.py", "ünïcode.py", "-dash.py"])
+def test_awkward_file_names(make, capsys, name) -> None:
+    repo = make({name: module(["F401"])})
+    code, doc = run_json(repo, capsys=capsys)
+    assert code == 0, doc
+    assert doc["units"][0]["path"] == name
+    assert trailer_units(repo, "HEAD~1") == [name]
+
+
+def test_peak_concurrency_is_min_of_limit_and_units(make, capsys) -> None:
+    repo = make({f"m{i}.py": module(["F401"]) for i in range(6)})
+    _, doc = run_json(repo, "-j", "4", capsys=capsys)
+    assert doc["metrics"]["peak_concurrency"] == 4
+    assert doc["max_parallel_files"] == 4
+    repo = make({f"m{i}.py": module(["F401"]) for i in range(3)})
+    _, doc = run_json(repo, "-j", "8", capsys=capsys)
+    assert doc["metrics"]["peak_concurrency"] == 3
+
+
+def test_no_worktree_or_lock_is_left(make, capsys) -> None:
+    repo = make(sample_project(6))
+    run_json(repo, capsys=capsys)
+    assert sh(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    state = repo / ".git" / "stomper"
+    assert list((state / "worktrees").iterdir()) == []
+    assert list((state / "locks").iterdir()) == []
+    assert sh(repo, "branch", "--list").split() == ["*", "main"]
+
+
+def test_unfixable_only_tools_keep_their_snippets() -> None:
+    assert set(FIXABLE).isdisjoint(UNFIXABLE)
