@@ -43,6 +43,20 @@ class Settings(BaseSettings):
     unsafe_fixes: bool = False
     branch: str | None = None
 
+    # AI agents
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    """The name of the environment variable that holds the API key (never the key itself)."""
+    request_timeout: float = Field(default=120.0, gt=0)
+    agent_timeout: float = Field(default=600.0, gt=0)
+    """Seconds one unit's agent may take, all attempts and waits included."""
+    agent_cmd: str | None = None
+    """An argv template for ``--agent command``, with ``{prompt_file}`` and ``{file}``."""
+    allow_suppressions: bool = False
+    test_cmd: str | None = None
+
     @field_validator("tools", "select", "ignore", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:

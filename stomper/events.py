@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -25,6 +26,7 @@ class UnitEvent:
     status: str | None = None
     reason: str | None = None
     commit: str | None = None
+    at: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}

@@ -43,6 +43,15 @@ class AgentOutcome:
     tokens_out: int = 0
 
 
+class AttemptFailed(Exception):
+    """An attempt produced nothing usable (an answer that does not parse, an edit that does
+    not match); ``feedback`` tells the next attempt what went wrong."""
+
+    def __init__(self, feedback: str) -> None:
+        super().__init__(feedback)
+        self.feedback = feedback
+
+
 class Agent(Protocol):
     name: str
 
@@ -62,7 +71,26 @@ def _autofix(settings: Settings) -> Agent:
     )
 
 
-AGENTS: dict[str, AgentFactory] = {"autofix": _autofix}
+def _openai(settings: Settings) -> Agent:
+    from stomper.agents.openai_chat import OpenAIChatAgent
+
+    return OpenAIChatAgent.from_settings(settings)
+
+
+def _command(preset: str) -> AgentFactory:
+    def factory(settings: Settings) -> Agent:
+        from stomper.agents.command import CommandAgent
+
+        return CommandAgent.from_settings(preset, settings)
+
+    return factory
+
+
+AGENTS: dict[str, AgentFactory] = {
+    "autofix": _autofix,
+    "openai": _openai,
+    **{preset: _command(preset) for preset in ("claude", "codex", "aider", "cursor", "command")},
+}
 
 
 def load_agent(name: str, settings: Settings) -> Agent:
