@@ -1,0 +1,165 @@
+"""Bad input: a one-line error, exit 2, and nothing changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stomper.cli import main
+from stomper.testing.repos import commit_all, module
+from tests.conftest import sh
+
+
+def fix(repo: Path, *args: str) -> int:
+    return main(["fix", "--repo", str(repo), "--no-progress", *args])
+
+
+def assert_refused(code: int, capsys: pytest.CaptureFixture[str], *needles: str) -> None:
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert captured.out == ""
+    message = " ".join(captured.err.split())
+    for needle in needles:
+        assert needle in message, message
+
+
+def snapshot(repo: Path) -> tuple[str, str, str]:
+    return (
+        sh(repo, "rev-parse", "HEAD"),
+        sh(repo, "status", "--porcelain", "--untracked-files=all"),
+        sh(repo, "for-each-ref"),
+    )
+
+
+def test_not_a_repository(tmp_path, capsys) -> None:
+    assert_refused(fix(tmp_path), capsys, "not a git repository", "--repo")
+
+
+def test_repository_without_commits(tmp_path, capsys) -> None:
+    sh(tmp_path, "init", "--quiet")
+    assert_refused(fix(tmp_path), capsys, "no commits")
+
+
+@pytest.mark.parametrize(
+    ("marker", "words"),
+    [("MERGE_HEAD", "merge"), ("rebase-merge", "rebase"), ("CHERRY_PICK_HEAD", "cherry-pick")],
+)
+def test_operation_in_progress(make, capsys, marker, words) -> None:
+    repo = make({"a.py": module(["F401"])})
+    head = sh(repo, "rev-parse", "HEAD").strip()
+    target = repo / ".git" / marker
+    if marker.endswith("HEAD"):
+        target.write_text(head + "\n")
+    else:
+        target.mkdir()
+    before = snapshot(repo)
+    assert_refused(fix(repo), capsys, words, "in progress")
+    assert snapshot(repo) == before
+
+
+def test_detached_head_needs_branch(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    sh(repo, "checkout", "--quiet", "--detach")
+    before = snapshot(repo)
+    assert_refused(fix(repo), capsys, "detached", "--branch")
+    assert snapshot(repo) == before
+    assert fix(repo, "--branch", "fixes") == 0
+    assert "import os" in (repo / "a.py").read_text()
+
+
+def test_unknown_tool(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    assert_refused(fix(repo, "--tool", "pylint"), capsys, "tools", "unknown tool 'pylint'")
+
+
+def test_tool_not_installed(make, capsys, monkeypatch) -> None:
+    import stomper.diagnostics.mypy as mypy_module
+
+    repo = make({"a.py": module(["F401"])})
+    monkeypatch.setattr(mypy_module, "mypy_command", lambda: None)
+    before = snapshot(repo)
+    assert_refused(fix(repo, "--tool", "mypy"), capsys, "mypy is not installed", "pip install mypy")
+    assert snapshot(repo) == before
+
+
+def test_invalid_config_value_names_the_key(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    pyproject = repo / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + "\n[tool.stomper]\nmax_parallel_files = 'many'\n")
+    commit_all(repo, "config")
+    assert_refused(fix(repo), capsys, "max_parallel_files")
+    assert len(capsys.readouterr().err.strip().splitlines()) <= 1
+
+
+def test_unknown_config_key(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    pyproject = repo / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + "\n[tool.stomper]\nmax_paralel_files = 2\n")
+    commit_all(repo, "config")
+    assert_refused(fix(repo), capsys, "unknown key", "max_paralel_files")
+
+
+def test_invalid_environment_value(make, capsys, monkeypatch) -> None:
+    repo = make({"a.py": module(["F401"])})
+    monkeypatch.setenv("STOMPER_MAX_PARALLEL_FILES", "-3")
+    assert_refused(fix(repo), capsys, "max_parallel_files", "STOMPER_MAX_PARALLEL_FILES")
+
+
+def test_zero_parallel_files(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    before = snapshot(repo)
+    assert_refused(fix(repo, "--max-parallel-files", "0"), capsys, "max_parallel_files")
+    assert snapshot(repo) == before
+
+
+def test_path_that_does_not_exist(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    assert_refused(fix(repo, str(repo / "nope.py")), capsys, "no such file", "nope.py")
+
+
+def test_path_outside_the_repository(make, tmp_path, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    outside = tmp_path / "elsewhere.py"
+    outside.write_text("import os\n")
+    assert_refused(fix(repo, str(outside)), capsys, "outside the repository")
+
+
+def test_existing_branch_is_refused(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    sh(repo, "branch", "taken")
+    assert_refused(fix(repo, "--branch", "taken"), capsys, "taken", "exists already")
+
+
+def test_invalid_branch_name(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    assert_refused(fix(repo, "--branch", "no..dots"), capsys, "invalid branch name")
+
+
+def test_unknown_agent(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    assert_refused(fix(repo, "--agent", "wizard"), capsys, "unknown agent 'wizard'")
+
+
+def test_unknown_flag(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    code = fix(repo, "--frobnicate")
+    assert code == 2
+    assert "frobnicate" in capsys.readouterr().err
+
+
+def test_flag_overrides_environment_overrides_config(make, capsys, monkeypatch) -> None:
+    from stomper.config import load_settings
+
+    repo = make({"a.py": module(["F401"])})
+    pyproject = repo / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text() + '\n[tool.stomper]\nmax_parallel_files = 2\nignore = ["E7"]\n'
+    )
+    assert load_settings(repo, {}).max_parallel_files == 2
+    assert load_settings(repo, {}).ignore == ["E7"]
+    monkeypatch.setenv("STOMPER_MAX_PARALLEL_FILES", "3")
+    monkeypatch.setenv("STOMPER_TOOLS", "ruff,mypy")
+    assert load_settings(repo, {}).max_parallel_files == 3
+    assert load_settings(repo, {}).tools == ["ruff", "mypy"]
+    assert load_settings(repo, {"max_parallel_files": 5}).max_parallel_files == 5
