@@ -120,6 +120,34 @@ def fix(
         str | None,
         typer.Option(help="Land on this new branch, made from HEAD; the checkout is left alone."),
     ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option(help="Tries per unit, each told what the last one left.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="The model, for --agent openai.")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="An OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."),
+    ] = None,
+    agent_cmd: Annotated[
+        str | None,
+        typer.Option(help="For --agent command: an argv template with {prompt_file} and {file}."),
+    ] = None,
+    agent_timeout: Annotated[
+        float | None, typer.Option(help="Seconds the agent may spend on one unit.")
+    ] = None,
+    test_cmd: Annotated[
+        str | None,
+        typer.Option(
+            help="Run in each unit's worktree; a unit that breaks the tests does not land."
+        ),
+    ] = None,
+    allow_suppressions: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-suppressions/--no-allow-suppressions",
+            help="Accept fixes that add # noqa, # type: ignore or skips.",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Do everything but landing; print each unit's diff.")
     ] = False,
@@ -146,6 +174,13 @@ def fix(
         "agent": agent,
         "unsafe_fixes": unsafe_fixes,
         "branch": branch,
+        "max_attempts": max_attempts,
+        "model": model,
+        "base_url": base_url,
+        "agent_cmd": agent_cmd,
+        "agent_timeout": agent_timeout,
+        "test_cmd": test_cmd,
+        "allow_suppressions": allow_suppressions,
     }
     request = FixRequest(
         cwd=cwd,

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     """An argv template for ``--agent command``, with ``{prompt_file}`` and ``{file}``."""
     allow_suppressions: bool = False
     test_cmd: str | None = None
+    """Run in each unit's worktree after verification; a unit that makes it fail does not land."""
+    test_timeout: float = Field(default=900.0, gt=0)
 
     @field_validator("tools", "select", "ignore", mode="before")
     @classmethod

@@ -209,6 +209,12 @@ async def changed_in_worktree(worktree: Path) -> list[str]:
     return changed
 
 
+async def reset_worktree(worktree: Path) -> None:
+    """Back to its HEAD: tracked files restored, untracked and ignored files removed."""
+    await git(worktree, "reset", "--hard", "--quiet", "HEAD")
+    await git(worktree, "clean", "-fdxq")
+
+
 async def hash_file(worktree: Path, path: str) -> str:
     """Write the worktree's ``path`` into the object store; its blob id."""
     done = await git(worktree, "hash-object", "-w", "--", path)

@@ -20,6 +20,8 @@ class Metrics:
     peak_concurrency: int
     agent_s: float
     landing_s: float
+    tokens_in: int = 0
+    tokens_out: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class RunReport:
                 "peak_concurrency": self.metrics.peak_concurrency,
                 "agent_s": round(self.metrics.agent_s, 3),
                 "landing_s": round(self.metrics.landing_s, 3),
+                "tokens": {"input": self.metrics.tokens_in, "output": self.metrics.tokens_out},
             },
         }
 

@@ -62,6 +62,8 @@ class UnitResult:
     duration_s: float = 0.0
     agent_s: float = 0.0
     landing_s: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
     diff: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -76,4 +78,5 @@ class UnitResult:
             "remaining": [diag.to_json() for diag in self.remaining],
             "reason": self.reason,
             "duration_s": round(self.duration_s, 3),
+            "tokens": {"input": self.tokens_in, "output": self.tokens_out},
         }

@@ -47,9 +47,11 @@ class AttemptFailed(Exception):
     """An attempt produced nothing usable (an answer that does not parse, an edit that does
     not match); ``feedback`` tells the next attempt what went wrong."""
 
-    def __init__(self, feedback: str) -> None:
+    def __init__(self, feedback: str, *, tokens_in: int = 0, tokens_out: int = 0) -> None:
         super().__init__(feedback)
         self.feedback = feedback
+        self.tokens_in = tokens_in
+        self.tokens_out = tokens_out
 
 
 class Agent(Protocol):

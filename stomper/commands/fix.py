@@ -19,6 +19,7 @@ from stomper.config import Settings
 from stomper.diagnostics import collectors_named
 from stomper.errors import ConfigError, RepositoryError
 from stomper.events import UnitEvent
+from stomper.gate import TestGate, split_command
 from stomper.journal import Journal, hold_lock, new_run_id, stale_worktree_dirs
 from stomper.landing import Lander
 from stomper.plan import Plan, Scope, ensure_tools, make_plan
@@ -33,7 +34,7 @@ from stomper.workflow.graph import (
     recursion_limit,
     wave_size,
 )
-from stomper.workflow.pipeline import Pipeline
+from stomper.workflow.pipeline import Pipeline, Policy
 from stomper.workspace import Workspaces, release_folder
 
 
@@ -78,6 +79,8 @@ async def run_fix(
         raise RepositoryError(
             "git does not know who commits: set user.name and user.email (git config --global ...)"
         )
+    if settings.test_cmd:
+        split_command(settings.test_cmd)  # a malformed command is refused before any work
     scope = await _scope(repo, request)
     plan = await make_plan(repo, collectors, scope, codes=(settings.select, settings.ignore))
     run_id = new_run_id()
@@ -111,7 +114,19 @@ async def run_fix(
             lander = Lander(
                 repo.root, target_ref, index_file=journal.index_file, checked_out=checked_out
             )
-        pipeline = Pipeline(run_id, workspaces, agent, collectors, lander)
+        gate = None
+        if settings.test_cmd:
+            gate = TestGate(
+                settings.test_cmd,
+                timeout=settings.test_timeout,
+                base_tree=lambda: workspaces.isolate("tests-at-base"),
+            )
+        policy = Policy(
+            max_attempts=settings.max_attempts,
+            agent_timeout=settings.agent_timeout,
+            allow_suppressions=settings.allow_suppressions,
+        )
+        pipeline = Pipeline(run_id, workspaces, agent, collectors, lander, policy, gate)
         results: list[UnitResult] = []
         gauge = Gauge()
         status = "failed"
@@ -247,6 +262,8 @@ def _report(
         peak_concurrency=peak,
         agent_s=sum(result.agent_s for result in results),
         landing_s=sum(result.landing_s for result in results),
+        tokens_in=sum(result.tokens_in for result in results),
+        tokens_out=sum(result.tokens_out for result in results),
     )
     return RunReport(
         run_id,

@@ -1,0 +1,86 @@
+"""Guardrails: what an agent's change must not do, whatever the diagnostics say.
+
+Every patch passes these before it can land: it stays inside the unit's one file (no other
+file, no new, deleted or renamed file, no change of mode, no symlink), and it does not
+silence a tool instead of fixing the code (unless the project allows suppressions).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+from stomper import git
+from stomper.diagnostics import Diagnostic
+
+SUPPRESSIONS = (
+    ("# noqa", re.compile(r"#\s*noqa\b", re.IGNORECASE)),
+    ("# type: ignore", re.compile(r"#\s*type:\s*ignore\b")),
+    ("pyright: ignore", re.compile(r"pyright:\s*ignore\b")),
+    ("pytest.mark.skip", re.compile(r"\bpytest\.mark\.skip(if)?\b|\bpytest\.skip\(")),
+    ("pytest.mark.xfail", re.compile(r"\bpytest\.mark\.xfail\b|\bpytest\.xfail\(")),
+)
+
+
+async def scope_violation(tree: Path, unit_path: str, mode: str) -> str | None:
+    """Why the change in the worktree ``tree`` reaches beyond the unit's file, if it does."""
+    touched = await git.changed_in_worktree(tree)
+    outside = sorted(path for path in touched if path != unit_path)
+    if outside:
+        return f"the change touches files outside the unit: {', '.join(outside)}"
+    file = tree / unit_path
+    try:
+        info = file.lstat()
+    except FileNotFoundError:
+        return f"the change deletes {unit_path}"
+    if stat.S_ISLNK(info.st_mode):
+        return f"the change turns {unit_path} into a symlink (to {file.readlink()})"
+    if not stat.S_ISREG(info.st_mode):
+        return f"the change makes {unit_path} something other than a regular file"
+    executable = bool(info.st_mode & stat.S_IXUSR)
+    if executable != (mode == "100755"):
+        return f"the change alters the mode of {unit_path}"
+    return None
+
+
+def suppression_violation(before: str, after: str, targeted: Sequence[Diagnostic]) -> str | None:
+    """Why the change silences a tool instead of fixing the code, if it does."""
+    added = [
+        name
+        for name, pattern in SUPPRESSIONS
+        if len(pattern.findall(after)) > len(pattern.findall(before))
+    ]
+    if added:
+        return f"the change adds suppressions instead of fixes: {', '.join(added)}"
+    deleted = _deleted_definitions(before, after, targeted)
+    if deleted:
+        return f"the change deletes the flagged code instead of fixing it: {', '.join(deleted)}"
+    return None
+
+
+def _deleted_definitions(before: str, after: str, targeted: Sequence[Diagnostic]) -> list[str]:
+    """Top-level functions and classes that held a targeted diagnostic and are gone."""
+    old, new = _definitions(before), _definitions(after)
+    if old is None or new is None:
+        return []
+    lines = {diag.line for diag in targeted}
+    return sorted(
+        name
+        for name, (start, end) in old.items()
+        if name not in new and any(start <= line <= end for line in lines)
+    )
+
+
+def _definitions(source: str) -> dict[str, tuple[int, int]] | None:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    return {
+        node.name: (node.lineno, node.end_lineno or node.lineno)
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+    }

@@ -1,0 +1,283 @@
+"""Guardrails and retries, driven by agents that cheat, wander or make slow progress."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from stomper.agents import AgentOutcome, AgentTask, AttemptFailed
+from stomper.commands.fix import FixRequest, run_fix
+from stomper.config import Settings
+from stomper.diagnostics import ruff
+from stomper.guardrails import suppression_violation
+from stomper.report import RunReport
+from stomper.testing.repos import module
+from tests.conftest import sh
+
+
+def fix_with(repo: Path, agent: object, **settings: object) -> RunReport:
+    request = FixRequest(cwd=repo, progress=False)
+    return asyncio.run(run_fix(request, Settings(**settings), agent=agent))  # type: ignore[arg-type]
+
+
+def only(report: RunReport):
+    (result,) = report.results
+    return result
+
+
+@dataclass
+class Scripted:
+    """Does ``edit(task)`` on each call and counts the calls."""
+
+    edit: object
+    name: str = "scripted"
+    calls: list[int] = field(default_factory=list)
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        self.calls.append(task.attempt)
+        self.edit(task)  # type: ignore[operator]
+        return AgentOutcome(tokens_in=10, tokens_out=5)
+
+
+def add_noqa(task: AgentTask) -> None:
+    lines = task.file.read_text().splitlines(keepends=True)
+    for diag in task.unit.diagnostics:
+        lines[diag.line - 1] = lines[diag.line - 1].rstrip("\n") + "  # noqa\n"
+    task.file.write_text("".join(lines))
+
+
+def assert_nothing_landed(repo: Path, head: str) -> None:
+    assert sh(repo, "rev-parse", "HEAD").strip() == head
+    assert sh(repo, "status", "--porcelain") == ""
+    assert sh(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+@pytest.fixture
+def repo(make) -> Path:
+    return make({"a.py": module(["F401", "F821"]), "b.py": "B = 1\n"})
+
+
+def test_suppression_is_rejected(repo) -> None:
+    head = sh(repo, "rev-parse", "HEAD").strip()
+    result = only(fix_with(repo, Scripted(add_noqa)))
+    assert result.status == "failed"
+    assert "suppressions" in result.reason and "# noqa" in result.reason
+    assert_nothing_landed(repo, head)
+
+
+def test_suppression_allowed_by_config(repo) -> None:
+    result = only(fix_with(repo, Scripted(add_noqa), allow_suppressions=True))
+    assert result.status == "fixed"
+    assert result.commit
+
+
+def test_out_of_scope_edit_is_rejected(repo) -> None:
+    head = sh(repo, "rev-parse", "HEAD").strip()
+
+    def wander(task: AgentTask) -> None:
+        (task.workspace / "b.py").write_text("B = 2\n")
+        add_noqa(task)
+
+    result = only(fix_with(repo, Scripted(wander), allow_suppressions=True))
+    assert result.status == "failed"
+    assert "outside the unit: b.py" in result.reason
+    assert_nothing_landed(repo, head)
+
+
+def test_new_file_is_rejected(repo) -> None:
+    head = sh(repo, "rev-parse", "HEAD").strip()
+
+    def create(task: AgentTask) -> None:
+        (task.workspace / "helper.py").write_text("X = 1\n")
+
+    result = only(fix_with(repo, Scripted(create)))
+    assert result.status == "failed"
+    assert "helper.py" in result.reason
+    assert_nothing_landed(repo, head)
+    assert not (repo / "helper.py").exists()
+
+
+def test_symlink_escape_is_rejected(repo, tmp_path) -> None:
+    head = sh(repo, "rev-parse", "HEAD").strip()
+    outside = tmp_path / "outside.py"
+    outside.write_text("X = 1\n")
+
+    def link(task: AgentTask) -> None:
+        task.file.unlink()
+        os.symlink(outside, task.file)
+
+    result = only(fix_with(repo, Scripted(link)))
+    assert result.status == "failed"
+    assert "symlink" in result.reason
+    assert_nothing_landed(repo, head)
+    assert outside.read_text() == "X = 1\n"
+
+
+def test_mode_change_is_rejected(repo) -> None:
+    head = sh(repo, "rev-parse", "HEAD").strip()
+
+    def chmod(task: AgentTask) -> None:
+        add_noqa(task)
+        task.file.chmod(0o755)
+
+    result = only(fix_with(repo, Scripted(chmod), allow_suppressions=True))
+    assert result.status == "failed"
+    assert "mode" in result.reason
+    assert_nothing_landed(repo, head)
+
+
+def test_deleting_the_flagged_code_is_rejected(repo) -> None:
+    head = sh(repo, "rev-parse", "HEAD").strip()
+
+    def delete(task: AgentTask) -> None:
+        text = task.file.read_text()
+        start = text.index("def total():")
+        end = text.index("def add(")
+        task.file.write_text(text[:start] + text[end:])
+
+    result = only(fix_with(repo, Scripted(delete)))
+    assert result.status == "failed"
+    assert "deletes the flagged code" in result.reason and "total" in result.reason
+    assert_nothing_landed(repo, head)
+
+
+def test_fixing_one_per_attempt_converges(make) -> None:
+    repo = make({"a.py": module(["E713", "F401", "F541"])})
+
+    @dataclass
+    class OneAtATime:
+        name: str = "one-at-a-time"
+        feedback: list[str | None] = field(default_factory=list)
+
+        async def fix(self, task: AgentTask) -> AgentOutcome:
+            self.feedback.append(task.feedback)
+            left = sorted(d.code for d in task.unit.diagnostics)
+            if task.feedback:
+                left = [code for code in left if code in task.feedback]
+            await ruff.apply_fixes(
+                task.workspace, task.unit.path, select=left[:1], ignore=(), unsafe=False
+            )
+            return AgentOutcome()
+
+    agent = OneAtATime()
+    result = only(fix_with(repo, agent, max_attempts=3))
+    assert result.status == "fixed"
+    assert result.attempts == 3
+    assert agent.feedback[0] is None
+    assert "Still reported" in agent.feedback[1]
+    assert "import os" not in (repo / "a.py").read_text()
+
+
+def test_no_progress_stops_after_the_first_unproductive_attempt(repo) -> None:
+    head = sh(repo, "rev-parse", "HEAD").strip()
+
+    def comment(task: AgentTask) -> None:
+        task.file.write_text(task.file.read_text() + "# thinking\n")
+
+    agent = Scripted(comment)
+    result = only(fix_with(repo, agent, max_attempts=5))
+    assert agent.calls == [1]
+    assert result.attempts == 1
+    assert result.status == "failed"
+    assert "did not reduce" in result.reason
+    assert_nothing_landed(repo, head)
+
+
+def test_partial_progress_then_stall_lands_the_best(make) -> None:
+    repo = make({"a.py": module(["F401", "F821"])})
+
+    def fix_then_nothing(task: AgentTask) -> None:
+        if task.attempt == 1:
+            text = task.file.read_text().replace("import os\n", "")
+            task.file.write_text(text)
+        else:
+            task.file.write_text(task.file.read_text() + "# still thinking\n")
+
+    agent = Scripted(fix_then_nothing)
+    result = only(fix_with(repo, agent, max_attempts=3))
+    assert agent.calls == [1, 2]
+    assert result.status == "partial"
+    assert result.commit
+    assert "# still thinking" not in (repo / "a.py").read_text()
+    assert "did not reduce" in result.reason
+
+
+def test_unparseable_answers_are_retried_with_feedback(make) -> None:
+    repo = make({"a.py": module(["F401"])})
+
+    @dataclass
+    class Garbled:
+        name: str = "garbled"
+        seen: list[str | None] = field(default_factory=list)
+
+        async def fix(self, task: AgentTask) -> AgentOutcome:
+            self.seen.append(task.feedback)
+            if task.attempt == 1:
+                task.file.write_text("half-written")
+                raise AttemptFailed("block 1 did not match", tokens_in=7)
+            task.file.write_text(task.file.read_text().replace("import os\n", ""))
+            return AgentOutcome(tokens_in=3, tokens_out=2)
+
+    agent = Garbled()
+    report = fix_with(repo, agent)
+    result = only(report)
+    assert result.status == "fixed" and result.attempts == 2
+    assert agent.seen == [None, "block 1 did not match"]
+    assert result.tokens_in == 10 and result.tokens_out == 2
+    assert report.to_json()["metrics"]["tokens"] == {"input": 10, "output": 2}
+
+
+def test_agent_timeout_fails_the_unit(make) -> None:
+    repo = make({"a.py": module(["F401"])})
+
+    class Sleepy:
+        name = "sleepy"
+
+        async def fix(self, task: AgentTask) -> AgentOutcome:
+            await asyncio.sleep(30)
+            return AgentOutcome()
+
+    result = only(fix_with(repo, Sleepy(), agent_timeout=0.5))
+    assert result.status == "failed"
+    assert "ran past 0.5s" in result.reason
+
+
+def test_test_gate_blocks_a_unit_that_breaks_tests(make) -> None:
+    checker = (
+        "import pathlib\nimport sys\n\n"
+        "TEXT = pathlib.Path('a.py').read_text()\n"
+        "sys.exit(0 if 'import os' in TEXT else 1)\n"
+    )
+    repo = make({"a.py": module(["F401"]), "check.py": checker})
+    head = sh(repo, "rev-parse", "HEAD").strip()
+    import sys
+
+    from stomper.agents.autofix import AutofixAgent
+
+    result = only(fix_with(repo, AutofixAgent(), test_cmd=f"{sys.executable} check.py"))
+    assert result.status == "failed"
+    assert "tests fail" in result.reason
+    assert_nothing_landed(repo, head)
+
+
+def test_tests_failing_at_base_are_not_blamed(make) -> None:
+    import sys
+
+    test_file = "def test_broken():\n    assert False\n"
+    repo = make({"a.py": module(["F401"]), "test_base.py": test_file})
+    from stomper.agents.autofix import AutofixAgent
+
+    command = f"{sys.executable} -m pytest -q -p no:cacheprovider test_base.py"
+    result = only(fix_with(repo, AutofixAgent(), test_cmd=command))
+    assert result.status == "fixed", result.reason
+    assert result.commit
+
+
+def test_suppression_patterns() -> None:
+    assert suppression_violation("x = 1\n", "x = 1  # type: ignore\n", ())
+    assert suppression_violation("", "@pytest.mark.skip\ndef test(): pass\n", ())
+    assert suppression_violation("x = 1  # noqa\n", "y = 1  # noqa\n", ()) is None
