@@ -1,0 +1,138 @@
+"""Parallel runs give the sequential result, and leave nothing behind however they end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stomper.agents import AgentOutcome, AgentTask
+from stomper.agents.autofix import AutofixAgent
+from stomper.commands.fix import FixRequest, run_fix
+from stomper.config import Settings
+from stomper.testing.repos import FIXABLE, RUFF_CONFIG, UNFIXABLE, make_repo, module
+from tests.conftest import sh
+
+CODES = sorted(FIXABLE) + sorted(UNFIXABLE)
+
+projects = st.dictionaries(
+    keys=st.from_regex(r"[a-z]{1,6}(/[a-z]{1,6})?", fullmatch=True).map(lambda p: p + ".py"),
+    values=st.lists(st.sampled_from(CODES), min_size=0, max_size=4, unique=True),
+    min_size=1,
+    max_size=7,
+)
+
+
+def fix_tree(root: Path, files: dict[str, list[str]], parallel: int) -> str:
+    contents = {
+        path: module(sorted(codes)) if codes else "X = 1\n" for path, codes in files.items()
+    }
+    repo = make_repo(root, {"pyproject.toml": RUFF_CONFIG, **contents})
+    request = FixRequest(cwd=repo, progress=False)
+    report = asyncio.run(
+        run_fix(request, Settings(max_parallel_files=parallel), agent=AutofixAgent())
+    )
+    assert report.status == "completed"
+    assert report.metrics.peak_concurrency == min(parallel, len(report.results))
+    return sh(repo, "rev-parse", "HEAD^{tree}").strip()
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(files=projects)
+def test_parallel_tree_equals_sequential_tree(tmp_path_factory, files) -> None:
+    base = tmp_path_factory.mktemp("prop")
+    sequential = fix_tree(base / "n1", files, 1)
+    for parallel in (2, 4, 8):
+        assert fix_tree(base / f"n{parallel}", files, parallel) == sequential
+
+
+class Exploding:
+    name = "exploding"
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        if task.unit.path == "b.py":
+            raise RuntimeError("the agent fell over")
+        return await AutofixAgent().fix(task)
+
+
+def assert_clean(repo: Path) -> None:
+    assert sh(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    state = repo / ".git" / "stomper"
+    assert not any((state / "worktrees").iterdir())
+    assert not any((state / "locks").iterdir())
+    assert sh(repo, "branch", "--list").split() == ["*", "main"]
+
+
+def test_agent_exception_fails_only_its_unit(make) -> None:
+    repo = make({"a.py": module(["F401"]), "b.py": module(["F401"]), "c.py": module(["F541"])})
+    request = FixRequest(cwd=repo, progress=False)
+    report = asyncio.run(run_fix(request, Settings(), agent=Exploding()))
+    by_path = {result.path: result for result in report.results}
+    assert by_path["b.py"].status == "failed"
+    assert "the agent fell over" in (by_path["b.py"].reason or "")
+    assert by_path["a.py"].commit and by_path["c.py"].commit
+    assert_clean(repo)
+
+
+def test_failure_and_success_leave_nothing(make) -> None:
+    repo = make({"a.py": module(["F401"]), "b.py": module(["E722"])})
+    request = FixRequest(cwd=repo, progress=False)
+    asyncio.run(run_fix(request, Settings(), agent=AutofixAgent()))
+    assert_clean(repo)
+
+
+def test_sigterm_stops_the_run_cleanly_and_the_next_run_succeeds(make) -> None:
+    repo = make({f"m{i:02d}.py": module(["F401"]) for i in range(12)})
+    env = {**os.environ, "STOMPER_TEST_AGENT_DELAY": "30"}
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stomper",
+            "fix",
+            "--repo",
+            str(repo),
+            "--no-progress",
+            "--agent",
+            "stomper.testing.agents:delayed",
+            "-j",
+            "4",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    worktrees = repo / ".git" / "stomper" / "worktrees"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        running = [p for p in worktrees.glob("*/*") if p.is_dir()] if worktrees.exists() else []
+        if len(running) == 4:
+            break
+        time.sleep(0.1)
+    else:
+        child.kill()
+        raise AssertionError("the run never had four units in flight")
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err.decode()
+    assert b"stomper resume" in err
+    assert_clean(repo)
+    assert sh(repo, "status", "--porcelain") == ""
+    done = subprocess.run(
+        [sys.executable, "-m", "stomper", "fix", "--repo", str(repo), "--no-progress"],
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert_clean(repo)
