@@ -21,15 +21,14 @@ import os
 import secrets
 import shutil
 import socket
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from stomper.errors import RepositoryError, RunLockedError
-from stomper.unit import UnitResult
+from stomper.unit import Unit, UnitResult
 
 
 def new_run_id() -> str:
@@ -65,8 +64,12 @@ class Journal:
         self.meta_file = run_dir / "run.json"
         self.units_file = run_dir / "units.jsonl"
         self.events_file = run_dir / "events.jsonl"
+        self.plan_file = run_dir / "plan.json"
         self.checkpoints = run_dir / "checkpoints.sqlite"
         self.index_file = run_dir / "index"
+
+    def exists(self) -> bool:
+        return self.meta_file.is_file()
 
     def create(self, meta: dict[str, Any]) -> None:
         try:
@@ -76,8 +79,41 @@ class Journal:
             raise RepositoryError(f"cannot write the run journal in {self.dir}: {exc}") from exc
 
     def meta(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.meta_file.read_text())
+        try:
+            loaded: dict[str, Any] = json.loads(self.meta_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise RepositoryError(f"the run journal {self.meta_file} is unreadable: {exc}") from exc
         return loaded
+
+    def write_plan(self, units: Sequence[Unit], skipped: Sequence[UnitResult]) -> None:
+        plan = {
+            "units": [unit.to_record() for unit in units],
+            "skipped": [result.to_record() for result in skipped],
+        }
+        _write_atomically(self.plan_file, json.dumps(plan))
+
+    def read_plan(self) -> tuple[list[Unit], list[UnitResult]]:
+        try:
+            plan = json.loads(self.plan_file.read_text())
+            return (
+                [Unit.from_record(record) for record in plan["units"]],
+                [UnitResult.from_record(record) for record in plan["skipped"]],
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RepositoryError(f"the run's plan {self.plan_file} is unreadable: {exc}") from exc
+
+    def results(self) -> dict[str, UnitResult]:
+        """The finished units by path; a line cut short by a crash is not a result."""
+        found: dict[str, UnitResult] = {}
+        if not self.units_file.exists():
+            return found
+        for line in self.units_file.read_text(encoding="utf-8").splitlines():
+            try:
+                result = UnitResult.from_record(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                continue
+            found[result.path] = result
+        return found
 
     def update(self, **changes: Any) -> None:
         meta = self.meta()
@@ -85,17 +121,25 @@ class Journal:
         self._write_meta(meta)
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
-        partial = self.meta_file.with_suffix(".tmp")
-        partial.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(partial, self.meta_file)
+        _write_atomically(self.meta_file, json.dumps(meta, indent=2) + "\n")
 
     def record(self, result: UnitResult) -> None:
-        with self.units_file.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(result.to_json()) + "\n")
+        """Append a finished unit before the unit counts as finished.
 
-    def log_event(self, event: dict[str, Any]) -> None:
-        with self.events_file.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(event) + "\n")
+        Written through to the operating system, which keeps it when the process is killed;
+        not synced to the disk, which would cost milliseconds a unit.
+        """
+        with self.units_file.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(result.to_record()) + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    partial = path.with_suffix(".tmp")
+    with partial.open("w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
 
 
 # Locks -----------------------------------------------------------------------------------
@@ -193,7 +237,3 @@ def stale_worktree_dirs(state: StateDir) -> list[Path]:
     if not base.is_dir():
         return []
     return [path for path in base.iterdir() if path.name not in live]
-
-
-def elapsed(start: float) -> float:
-    return time.monotonic() - start

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,16 +40,29 @@ class Landed:
 class Lander:
     """Lands patches on ``target_ref`` of the repository at ``root``, one at a time."""
 
-    def __init__(self, root: Path, target_ref: str, *, index_file: Path, checked_out: bool) -> None:
+    def __init__(
+        self,
+        root: Path,
+        target_ref: str,
+        *,
+        index_file: Path,
+        checked_out: bool,
+        landed: Mapping[str, str] = {},
+    ) -> None:
         self.root = root
         self.target_ref = target_ref
         self.index_file = index_file
         self.checked_out = checked_out
+        self.landed = dict(landed)
+        """Units of this run already on the target (path to commit), found by their trailers."""
         self._lock = asyncio.Lock()
         self._index_tip: str | None = None
 
     async def land(self, patch: Patch, message: str) -> Landed:
         async with self._lock:
+            if patch.path in self.landed:
+                # Landed before a crash cut the journal short: landing is exactly once.
+                return Landed(self.landed[patch.path], 0.0)
             started = time.monotonic()
             # Once begun, a landing finishes: a cancellation waits for it, so no half-landed
             # state (a moved branch with a stale working tree) is ever left behind.
@@ -58,6 +72,7 @@ class Lander:
             except asyncio.CancelledError:
                 await landing
                 raise
+            self.landed[patch.path] = commit
             return Landed(commit, time.monotonic() - started)
 
     async def _land(self, patch: Patch, message: str) -> str:

@@ -97,5 +97,5 @@ async def make_plan(
         if scope.max_files is not None and len(units) >= scope.max_files:
             break
         entry = entries[path]
-        units.append(Unit(len(units), path, targeted, baseline, entry.blob, entry.mode))
+        units.append(Unit(len(units), path, repo.head, targeted, baseline, entry.blob, entry.mode))
     return Plan(tuple(units), tuple(skipped))

@@ -26,6 +26,8 @@ class Unit:
 
     index: int
     path: str
+    base: str
+    """The commit the unit works from: the run's base, or a newer tip on resume."""
     diagnostics: tuple[Diagnostic, ...]
     """The findings the unit targets."""
     baseline: tuple[Diagnostic, ...]
@@ -33,9 +35,28 @@ class Unit:
     base_blob: str
     mode: str
 
-    @property
-    def tools(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(diag.tool for diag in self.diagnostics))
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "path": self.path,
+            "base": self.base,
+            "diagnostics": [diag.to_record() for diag in self.diagnostics],
+            "baseline": [diag.to_record() for diag in self.baseline],
+            "base_blob": self.base_blob,
+            "mode": self.mode,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Unit:
+        return cls(
+            index=int(record["index"]),
+            path=record["path"],
+            base=record["base"],
+            diagnostics=_diagnostics(record["diagnostics"]),
+            baseline=_diagnostics(record["baseline"]),
+            base_blob=record["base_blob"],
+            mode=record["mode"],
+        )
 
 
 @dataclass(frozen=True)
@@ -80,3 +101,45 @@ class UnitResult:
             "duration_s": round(self.duration_s, 3),
             "tokens": {"input": self.tokens_in, "output": self.tokens_out},
         }
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything but the diff, for the run's journal."""
+        return {
+            "path": self.path,
+            "status": self.status.value,
+            "before": [diag.to_record() for diag in self.before],
+            "fixed": [diag.to_record() for diag in self.fixed],
+            "remaining": [diag.to_record() for diag in self.remaining],
+            "introduced": [diag.to_record() for diag in self.introduced],
+            "commit": self.commit,
+            "attempts": self.attempts,
+            "reason": self.reason,
+            "duration_s": self.duration_s,
+            "agent_s": self.agent_s,
+            "landing_s": self.landing_s,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> UnitResult:
+        return cls(
+            path=record["path"],
+            status=Status(record["status"]),
+            before=_diagnostics(record["before"]),
+            fixed=_diagnostics(record["fixed"]),
+            remaining=_diagnostics(record["remaining"]),
+            introduced=_diagnostics(record["introduced"]),
+            commit=record["commit"],
+            attempts=int(record["attempts"]),
+            reason=record["reason"],
+            duration_s=float(record["duration_s"]),
+            agent_s=float(record["agent_s"]),
+            landing_s=float(record["landing_s"]),
+            tokens_in=int(record["tokens_in"]),
+            tokens_out=int(record["tokens_out"]),
+        )
+
+
+def _diagnostics(records: list[Any]) -> tuple[Diagnostic, ...]:
+    return tuple(Diagnostic.from_record(record) for record in records)

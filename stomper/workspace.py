@@ -7,35 +7,55 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from stomper import git
+from stomper import git, proc
 from stomper.journal import remove_tree
+
+_ADD_TRIES = 3
 
 
 class Workspaces:
     """The worktrees of one run, kept in one folder under the git common directory."""
 
-    def __init__(self, root: Path, folder: Path, base: str) -> None:
+    def __init__(self, root: Path, folder: Path) -> None:
         self.root = root
         self.folder = folder
-        self.base = base
+        # git reads every worktree's metadata when it adds or removes one, and fails on one
+        # half-written by a concurrent call ("failed to read .git/worktrees/0/commondir"):
+        # adds and removes are serialized.
+        self._admin = asyncio.Lock()
 
     @contextlib.asynccontextmanager
-    async def isolate(self, name: str) -> AsyncIterator[Path]:
-        """A fresh worktree at the base commit, removed however the block ends."""
+    async def isolate(self, name: str, commit: str) -> AsyncIterator[Path]:
+        """A fresh worktree at ``commit``, removed however the block ends."""
         path = self.folder / name
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            await git.add_worktree(self.root, path, self.base)
+            await self._add(path, commit)
             yield path
         finally:
             # A cancelled unit must still give its worktree back: the removal is shielded.
             await asyncio.shield(self._remove(path))
 
+    async def _add(self, path: Path, commit: str) -> None:
+        for attempt in range(_ADD_TRIES):
+            async with self._admin:
+                try:
+                    await git.add_worktree(self.root, path, commit)
+                    return
+                except proc.CalledProcessError:
+                    # Another run in the same repository may be adding one at this moment.
+                    if attempt == _ADD_TRIES - 1:
+                        raise
+                    remove_tree(path)
+                    await git.prune_worktrees(self.root)
+            await asyncio.sleep(0.05 * (attempt + 1))
+
     async def _remove(self, path: Path) -> None:
-        await git.remove_worktree(self.root, path)
-        if path.exists():
-            remove_tree(path)
-            await git.prune_worktrees(self.root)
+        async with self._admin:
+            await git.remove_worktree(self.root, path)
+            if path.exists():
+                remove_tree(path)
+                await git.prune_worktrees(self.root)
 
     def close(self) -> None:
         """Remove whatever is left of the run's worktrees; safe to call from any state."""

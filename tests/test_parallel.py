@@ -30,7 +30,7 @@ projects = st.dictionaries(
 )
 
 
-def fix_tree(root: Path, files: dict[str, list[str]], parallel: int) -> str:
+def fix_tree(root: Path, files: dict[str, list[str]], parallel: int) -> tuple[str, object]:
     contents = {
         path: module(sorted(codes)) if codes else "X = 1\n" for path, codes in files.items()
     }
@@ -41,7 +41,8 @@ def fix_tree(root: Path, files: dict[str, list[str]], parallel: int) -> str:
     )
     assert report.status == "completed"
     assert report.metrics.peak_concurrency == min(parallel, len(report.results))
-    return sh(repo, "rev-parse", "HEAD^{tree}").strip()
+    outcome = sorted((r.path, r.status.value, r.reason) for r in report.results)
+    return sh(repo, "rev-parse", "HEAD^{tree}").strip(), outcome
 
 
 @settings(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from stomper.errors import ConfigError
 
@@ -36,6 +36,15 @@ class Diagnostic:
 
     def to_json(self) -> dict[str, str | int]:
         return {"tool": self.tool, "code": self.code, "message": self.message, "line": self.line}
+
+    def to_record(self) -> list[str | int]:
+        """Every field, compactly, for the run's journal."""
+        return [self.tool, self.code, self.message, self.path, self.line, self.column, self.context]
+
+    @classmethod
+    def from_record(cls, record: list[Any]) -> Diagnostic:
+        tool, code, message, path, line, column, context = record
+        return cls(tool, code, message, path, int(line), int(column), context)
 
 
 @dataclass(frozen=True)

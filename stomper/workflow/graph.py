@@ -73,6 +73,8 @@ class RunContext:
     limit: asyncio.Semaphore
     record: Callable[[UnitResult], None]
     wave: int = WAVE
+    done: frozenset[str] = frozenset()
+    """Paths of units finished before a resume: never worked again."""
     gauge: Gauge = field(default_factory=Gauge)
 
 
@@ -97,6 +99,8 @@ def send_wave(state: RunState) -> list[Send] | str:
 async def process_unit(state: UnitInput, *, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx = runtime.context
     unit = ctx.units[state["unit"]]
+    if unit.path in ctx.done:
+        return {"finished": 1}
     write = runtime.stream_writer
 
     def emit(phase: Phase) -> None:

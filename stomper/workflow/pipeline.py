@@ -56,7 +56,7 @@ class Pipeline:
 
     async def _work(self, unit: Unit, emit: Emit) -> UnitResult:
         emit(Phase.ISOLATING)
-        async with self.workspaces.isolate(str(unit.index)) as tree:
+        async with self.workspaces.isolate(str(unit.index), unit.base) as tree:
             before = await self._baseline(unit, tree)
             result = await self._attempts(unit, tree, before, emit)
             if result.status not in LANDABLE:
@@ -131,6 +131,9 @@ class Pipeline:
             verdict = await self._verify(unit, tree, before, original)
             if verdict.status is Status.UNCHANGED:
                 reason = outcome.note or verdict.reason
+                break
+            if verdict.status in LANDABLE and file.read_bytes() == best_source:
+                reason = f"attempt {attempt} changed nothing more"
                 break
             touched = True
             if _better(verdict, best):

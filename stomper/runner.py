@@ -1,0 +1,197 @@
+"""Carry out a run's units through the workflow: a new run, or the rest of one resumed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from stomper import console
+from stomper.agents import Agent
+from stomper.config import Settings
+from stomper.diagnostics import Collector
+from stomper.errors import RepositoryError
+from stomper.events import UnitEvent
+from stomper.gate import TestGate
+from stomper.journal import Journal
+from stomper.landing import Lander
+from stomper.report import Metrics, RunReport, ordered
+from stomper.repository import Repository
+from stomper.unit import Unit, UnitResult
+from stomper.workflow.graph import (
+    RunContext,
+    compile_graph,
+    initial_state,
+    recursion_limit,
+    wave_size,
+)
+from stomper.workflow.pipeline import Pipeline, Policy
+from stomper.workspace import Workspaces
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run's fixed facts, as its journal records them."""
+
+    run_id: str
+    command: str
+    repo: Repository
+    base: str
+    target_ref: str
+    checked_out: bool
+    settings: Settings
+    dry_run: bool
+
+    def meta(self, *, units: int, paths: Sequence[str]) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "command": self.command,
+            "status": "running",
+            "base": self.base,
+            "target": self.target_ref,
+            "checked_out": self.checked_out,
+            "units": units,
+            "started": time.time(),
+            "dry_run": self.dry_run,
+            "settings": self.settings.model_dump(),
+            "paths": list(paths),
+        }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    results: tuple[UnitResult, ...]
+    """The units finished in this execution (not those finished before a resume)."""
+    status: str
+    peak: int
+
+
+async def execute(
+    run: Run,
+    units: Sequence[Unit],
+    *,
+    journal: Journal,
+    agent: Agent,
+    collectors: Sequence[Collector],
+    done: Mapping[str, UnitResult] = {},
+    landed: Mapping[str, str] = {},
+    progress: bool = True,
+) -> Outcome:
+    """Work ``units`` (those in ``done`` are skipped), land them, and always clean up."""
+    workspaces = Workspaces(run.repo.root, run.repo.state.worktrees(run.run_id))
+    lander = None
+    if not run.dry_run:
+        lander = Lander(
+            run.repo.root,
+            run.target_ref,
+            index_file=journal.index_file,
+            checked_out=run.checked_out,
+            landed=landed,
+        )
+    settings = run.settings
+    gate = None
+    if settings.test_cmd:
+        gate = TestGate(
+            settings.test_cmd,
+            timeout=settings.test_timeout,
+            base_tree=lambda: workspaces.isolate("tests-at-base", run.base),
+        )
+    policy = Policy(
+        max_attempts=settings.max_attempts,
+        agent_timeout=settings.agent_timeout,
+        allow_suppressions=settings.allow_suppressions,
+    )
+    pipeline = Pipeline(run.run_id, workspaces, agent, collectors, lander, policy, gate)
+    results: list[UnitResult] = []
+
+    def record(result: UnitResult) -> None:
+        results.append(result)
+        journal.record(result)
+
+    parallel = settings.max_parallel_files
+    context = RunContext(
+        units=units,
+        pipeline=pipeline,
+        limit=asyncio.Semaphore(parallel),
+        record=record,
+        wave=wave_size(parallel),
+        done=frozenset(done),
+    )
+    status = "failed"
+    try:
+        status = await _drive(context, journal, progress=progress)
+    finally:
+        workspaces.close()
+        journal.index_file.unlink(missing_ok=True)
+        journal.update(status=status, finished=time.time())
+    return Outcome(tuple(results), status, context.gauge.peak)
+
+
+async def _drive(context: RunContext, journal: Journal, *, progress: bool) -> str:
+    """Run or resume the graph; ``completed``, or ``interrupted`` when cancelled."""
+    total = len(context.units)
+    config: Any = {
+        "configurable": {"thread_id": journal.dir.name},
+        "recursion_limit": recursion_limit(total, context.wave),
+    }
+    left = total - len(context.done)
+    view = console.ProgressView(left, title=f"fixing {left} files", enabled=progress)
+    try:
+        async with AsyncSqliteSaver.from_conn_string(str(journal.checkpoints)) as saver:
+            graph = compile_graph(saver)
+            resumed = await saver.aget_tuple(config) is not None
+            start = None if resumed else initial_state(total)
+            with view, journal.events_file.open("a", encoding="utf-8") as log:
+                # astream is an async generator: closing it cancels and awaits the graph's
+                # tasks, so no unit outlives an interrupted run.
+                stream = cast(
+                    AsyncGenerator[Any, None],
+                    graph.astream(start, config, context=context, stream_mode="custom"),
+                )
+                try:
+                    async with contextlib.aclosing(stream):
+                        async for event in stream:
+                            if isinstance(event, UnitEvent):
+                                view.handle(event)
+                                log.write(json.dumps(event.to_json()) + "\n")
+                except asyncio.CancelledError:
+                    return "interrupted"
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        raise RepositoryError(f"the run's journal in {journal.dir} cannot be used: {exc}") from exc
+    return "completed"
+
+
+def report(
+    run: Run,
+    results: Sequence[UnitResult],
+    status: str,
+    *,
+    started: float,
+    peak: int,
+) -> RunReport:
+    metrics = Metrics(
+        wall_s=time.monotonic() - started,
+        peak_concurrency=peak,
+        agent_s=sum(result.agent_s for result in results),
+        landing_s=sum(result.landing_s for result in results),
+        tokens_in=sum(result.tokens_in for result in results),
+        tokens_out=sum(result.tokens_out for result in results),
+    )
+    return RunReport(
+        run.run_id,
+        run.command,
+        status,
+        run.base,
+        run.target_ref,
+        run.settings.max_parallel_files,
+        ordered(results),
+        metrics,
+        run.dry_run,
+    )
