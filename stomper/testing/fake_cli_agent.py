@@ -1,0 +1,202 @@
+"""A fake CLI coding agent, for tests and benchmarks of stomper's CLI agents.
+
+Run it as ``python -m stomper.testing.fake_cli_agent [--mode MODE] [--prompt-file P]
+[--delay SECONDS] FILE`` in the tree that holds FILE; it reads the prompt from ``P``, or
+from stdin when no ``--prompt-file`` is given. Modes:
+
+- ``fix``: apply ruff's safe fixes to FILE under the tree's own ruff configuration;
+- ``noop``: change nothing;
+- ``hang``: start a grandchild that rewrites FILE after ``--rewrite-after`` seconds, then
+  sleep forever: only killing the whole process group keeps FILE as it was;
+- ``other-file``: fix FILE and also edit another tracked file;
+- ``new-file``: fix FILE and also create a file (:data:`NEW_FILE`);
+- ``suppress``: append ``# noqa`` to every line ruff flags in FILE;
+- ``fail``: print a message and exit with code 3.
+
+When the environment names a file in ``STOMPER_FAKE_AGENT_LOG``, every call appends one
+line to it, FILE first, then tab-separated ``key=value`` fields: the size of the prompt it
+received, the size of its own argv, the mode, its pid, (for ``hang``) the grandchild's pid
+and the prompt file it read. :func:`read_log` parses that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+LOG_ENV = "STOMPER_FAKE_AGENT_LOG"
+MODES = ("fix", "noop", "hang", "other-file", "new-file", "suppress", "fail")
+NEW_FILE = "fake_agent_notes.txt"
+REWRITTEN = "# rewritten by the fake agent's grandchild after stomper gave up\n"
+FAIL_CODE = 3
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One call of the fake agent, as its log recorded it."""
+
+    file: str
+    prompt_bytes: int
+    argv_bytes: int
+    mode: str
+    pid: int
+    child_pid: int | None
+    prompt_file: str | None
+    """Where the prompt was read from; None for stdin."""
+
+
+def read_log(path: Path) -> list[LogEntry]:
+    """The calls recorded in the log at ``path`` (none when it does not exist)."""
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        file, *pairs = line.split("\t")
+        fields = dict(pair.split("=", 1) for pair in pairs)
+        child = fields.get("child", "-")
+        entries.append(
+            LogEntry(
+                file=file,
+                prompt_bytes=int(fields["prompt_bytes"]),
+                argv_bytes=int(fields["argv_bytes"]),
+                mode=fields["mode"],
+                pid=int(fields["pid"]),
+                child_pid=None if child == "-" else int(child),
+                prompt_file=fields.get("prompt_file") or None,
+            )
+        )
+    return entries
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    file = Path(args.file)
+    prompt = Path(args.prompt_file).read_bytes() if args.prompt_file else sys.stdin.buffer.read()
+    child = _spawn_rewriter(file, args.rewrite_after) if args.mode == "hang" else None
+    _log(args.file, len(prompt), args.mode, child, args.prompt_file)
+    if args.delay:
+        time.sleep(args.delay)
+    if args.mode == "hang":
+        while True:
+            time.sleep(3600)
+    if args.mode == "fail":
+        print(f"fake agent: failing on purpose on {args.file}", file=sys.stderr)
+        return FAIL_CODE
+    if args.mode in ("fix", "other-file", "new-file"):
+        _ruff_fix(file)
+    if args.mode == "other-file":
+        other = _another_tracked_file(file)
+        with other.open("a", encoding="utf-8") as handle:
+            handle.write("# edited by the fake agent, outside its unit\n")
+    elif args.mode == "new-file":
+        Path(NEW_FILE).write_text("a file the fake agent made\n", encoding="utf-8")
+    elif args.mode == "suppress":
+        _suppress(file)
+    print(f"fake agent: {args.mode} on {args.file} ({len(prompt)} prompt bytes)")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m stomper.testing.fake_cli_agent",
+        description="A fake CLI coding agent for stomper's tests and benchmarks.",
+    )
+    parser.add_argument("--mode", choices=MODES, default="fix")
+    parser.add_argument("--prompt-file", help="read the prompt here instead of from stdin")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait first")
+    parser.add_argument(
+        "--rewrite-after",
+        type=float,
+        default=3.0,
+        help="hang: seconds after which the grandchild rewrites FILE",
+    )
+    parser.add_argument("file", metavar="FILE")
+    return parser
+
+
+def _log(
+    file: str, prompt_bytes: int, mode: str, child: int | None, prompt_file: str | None
+) -> None:
+    log = os.environ.get(LOG_ENV)
+    if not log:
+        return
+    argv_bytes = sum(len(os.fsencode(argument)) + 1 for argument in sys.orig_argv)
+    fields = {
+        "prompt_bytes": prompt_bytes,
+        "argv_bytes": argv_bytes,
+        "mode": mode,
+        "pid": os.getpid(),
+        "child": "-" if child is None else child,
+        "prompt_file": prompt_file or "",
+    }
+    line = "\t".join([file, *(f"{key}={value}" for key, value in fields.items())])
+    # One write of one line in append mode: concurrent calls do not interleave their lines.
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
+def _spawn_rewriter(file: Path, after: float) -> int:
+    """A grandchild in the agent's process group that rewrites ``file`` later, as a tool
+    the agent started might; a fork, so it stays in the group and needs no exec."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        time.sleep(after)
+        file.write_text(REWRITTEN, encoding="utf-8")
+    finally:
+        os._exit(0)
+
+
+def _ruff_fix(file: Path) -> None:
+    from stomper import proc
+
+    argv = (_ruff(), "check", "--fix-only", "--exit-zero", "--no-cache", "--quiet")
+    proc.run_sync((*argv, "--", str(file)))
+
+
+def _suppress(file: Path) -> None:
+    from stomper import proc
+
+    argv = (_ruff(), "check", "--output-format", "json", "--exit-zero", "--no-fix", "--no-cache")
+    done = proc.run_sync((*argv, "--", str(file)))
+    flagged = {int(item["location"]["row"]) for item in json.loads(done.stdout or b"[]")}
+    lines = file.read_text(encoding="utf-8").splitlines(keepends=True)
+    for number in flagged:
+        if 0 < number <= len(lines):
+            text = lines[number - 1]
+            ending = text[len(text.rstrip("\r\n")) :] or "\n"
+            lines[number - 1] = text.rstrip("\r\n") + "  # noqa" + ending
+    file.write_text("".join(lines), encoding="utf-8")
+
+
+def _ruff() -> str:
+    from stomper.diagnostics.ruff import ruff_binary
+
+    binary = ruff_binary()
+    if binary is None:
+        print("fake agent: ruff is not installed", file=sys.stderr)
+        raise SystemExit(2)
+    return binary
+
+
+def _another_tracked_file(file: Path) -> Path:
+    from stomper import git
+
+    done = git.git_sync(Path.cwd(), "ls-files", "-z")
+    mine = file.resolve()
+    for name in done.stdout.decode().split("\0"):
+        if name and (Path.cwd() / name).resolve() != mine:
+            return Path(name)
+    print("fake agent: no other tracked file to edit", file=sys.stderr)
+    raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
