@@ -17,6 +17,7 @@ import typer
 
 from stomper import console
 from stomper.errors import StomperError
+from stomper.landing import exit_when_landed
 from stomper.report import EXIT_INTERRUPTED, EXIT_USER
 
 EXIT_BUG = 3
@@ -46,20 +47,41 @@ def _finish(command: Callable[[], int]) -> None:
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
-    """Run a command's coroutine; SIGTERM cancels it as Ctrl-C does."""
+    """Run a command's coroutine with stomper's signal handling.
+
+    The first Ctrl-C or SIGTERM cancels the command: units stop, a landing under way
+    finishes, worktrees are removed and the run is marked interrupted. A second one exits
+    at once, though never half-way through a landing.
+    """
 
     async def guarded() -> int:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        # Outside the main thread there is no signal handling to install.
-        with contextlib.suppress(RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        signals = 0
+
+        def on_signal() -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                console.info("stopping: finishing the landing under way, removing worktrees")
+                task.cancel()
+            else:
+                console.info("stopping now: `stomper clean` removes what is left")
+                sys.stderr.flush()
+                exit_when_landed(EXIT_INTERRUPTED)
+
+        installed = []
+        for number in (signal.SIGINT, signal.SIGTERM):
+            # Outside the main thread there is no signal handling to install.
+            with contextlib.suppress(RuntimeError, ValueError):
+                loop.add_signal_handler(number, on_signal)
+                installed.append(number)
         try:
             return await coro
         finally:
-            with contextlib.suppress(RuntimeError, ValueError):
-                loop.remove_signal_handler(signal.SIGTERM)
+            for number in installed:
+                loop.remove_signal_handler(number)
 
     try:
         return asyncio.run(guarded())
@@ -198,6 +220,52 @@ def fix(
         return _run(run(request, settings))
 
     _finish(command)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[
+        str | None, typer.Argument(help="The run to resume (default: the newest unfinished).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the run's JSON document on stdout.")
+    ] = False,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No live progress view.")
+    ] = False,
+    repo: RepoOption = None,
+) -> None:
+    """Finish an interrupted or crashed run: landed units stay, the rest are worked again."""
+    from stomper.commands.resume import resume as run
+
+    cwd = _repo_dir(repo)
+    _finish(lambda: _run(run(cwd, run_id, json_output=json_output, progress=not no_progress)))
+
+
+@app.command()
+def runs(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the runs as JSON on stdout.")
+    ] = False,
+    repo: RepoOption = None,
+) -> None:
+    """List the runs of this repository with their status, counts and age."""
+    from stomper.commands.runs import runs as run
+
+    _finish(lambda: _run(run(_repo_dir(repo), json_output=json_output)))
+
+
+@app.command()
+def clean(
+    journals: Annotated[
+        bool, typer.Option("--journals", help="Also remove the records of completed runs.")
+    ] = False,
+    repo: RepoOption = None,
+) -> None:
+    """Remove the worktrees, locks and scratch files of runs that are not running."""
+    from stomper.commands.clean import clean as run
+
+    _finish(lambda: _run(run(_repo_dir(repo), journals=journals)))
 
 
 @app.command()

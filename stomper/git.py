@@ -289,6 +289,12 @@ async def checkout_index(root: Path, path: str) -> None:
     await git(root, "checkout-index", "--force", "--", path)
 
 
+async def worktree_differs(root: Path, path: str) -> bool:
+    """Whether the working tree's ``path`` differs from the index."""
+    done = await git(root, "diff", "--quiet", "--no-ext-diff", "--", path, check=False)
+    return done.returncode != 0
+
+
 async def status_of(root: Path, path: str) -> str:
     done = await git(
         root,

@@ -147,11 +147,17 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _process_start(pid: int) -> int | None:
     """The process's start time in clock ticks since boot, so a reused pid is told apart."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first); None off Linux."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    return stat.rsplit(")", 1)[1].split()
 
 
 def _alive(owner: dict[str, Any]) -> bool:
@@ -164,6 +170,9 @@ def _alive(owner: dict[str, Any]) -> bool:
         return False
     except PermissionError:
         pass
+    fields = _stat_fields(pid)
+    if fields is not None and fields[0] in ("Z", "X"):
+        return False  # killed, and not yet reaped by its parent
     started = owner.get("started")
     return started is None or _process_start(pid) in (None, started)
 

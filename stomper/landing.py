@@ -10,15 +10,34 @@ the user's index and working tree; everything else of theirs stays as it was.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from stomper import git
+from stomper import git, proc
 from stomper.unit import Patch
 
 _CAS_RETRIES = 20
+# How long a landing waits for another process's index.lock to go before giving up the unit.
+_INDEX_LOCK_WAIT = 10.0
+_POLL = 0.05
+
+
+class _Landings:
+    """Process-wide, for a second Ctrl-C: it exits at once, but never half-way through a
+    landing, which takes milliseconds."""
+
+    active = 0
+    exit_code: int | None = None
+
+
+def exit_when_landed(code: int) -> None:
+    """Exit the process now, or the moment the landing under way is done."""
+    if _Landings.active == 0:
+        os._exit(code)
+    _Landings.exit_code = code
 
 
 class LandingRefused(Exception):
@@ -48,11 +67,14 @@ class Lander:
         index_file: Path,
         checked_out: bool,
         landed: Mapping[str, str] = {},
+        user_index: Path | None = None,
     ) -> None:
         self.root = root
         self.target_ref = target_ref
         self.index_file = index_file
         self.checked_out = checked_out
+        self.user_index = user_index or root / ".git" / "index"
+        """The checkout's own index, whose lock other git processes may hold."""
         self.landed = dict(landed)
         """Units of this run already on the target (path to commit), found by their trailers."""
         self._lock = asyncio.Lock()
@@ -66,12 +88,17 @@ class Lander:
             started = time.monotonic()
             # Once begun, a landing finishes: a cancellation waits for it, so no half-landed
             # state (a moved branch with a stale working tree) is ever left behind.
+            _Landings.active += 1
             landing = asyncio.ensure_future(self._land(patch, message))
             try:
                 commit = await asyncio.shield(landing)
             except asyncio.CancelledError:
                 await landing
                 raise
+            finally:
+                _Landings.active -= 1
+                if _Landings.exit_code is not None and _Landings.active == 0:
+                    os._exit(_Landings.exit_code)
             self.landed[patch.path] = commit
             return Landed(commit, time.monotonic() - started)
 
@@ -96,14 +123,62 @@ class Lander:
             await git.set_index_entry(self.root, patch.path, entry, index_file=self.index_file)
             tree = await git.write_tree(self.root, index_file=self.index_file)
             commit = await git.commit_tree(self.root, tree, tip, message)
+            if self.checked_out:
+                await self._wait_for_index()
             if await git.move_ref(self.root, self.target_ref, commit, tip, reason="stomper: land"):
                 self._index_tip = commit
                 if self.checked_out:
-                    await git.set_index_entry(self.root, patch.path, entry)
-                    await git.checkout_index(self.root, patch.path)
+                    await self._update_checkout(patch, entry, commit, tip)
                 return commit
             self._index_tip = None  # the user moved the branch: build again on the new tip
         raise LandingRefused(f"{self.target_ref} kept moving; gave up after {_CAS_RETRIES} tries")
+
+    async def _wait_for_index(self) -> None:
+        lock = self.user_index.with_name("index.lock")
+        waited = 0.0
+        while lock.exists():
+            if waited >= _INDEX_LOCK_WAIT:
+                raise LandingRefused(
+                    f"another git process held {lock} for {_INDEX_LOCK_WAIT:g}s; "
+                    "the unit was not landed"
+                )
+            await asyncio.sleep(_POLL)
+            waited += _POLL
+
+    async def _update_checkout(
+        self, patch: Patch, entry: git.TreeEntry, commit: str, tip: str
+    ) -> None:
+        """Bring the landed file up to date in the user's index and working tree, or, when
+        another process holds the index for too long, take the commit back off the branch."""
+        waited = 0.0
+        while True:
+            try:
+                await git.set_index_entry(self.root, patch.path, entry)
+                await git.checkout_index(self.root, patch.path)
+                return
+            except proc.CalledProcessError as exc:
+                if waited >= _INDEX_LOCK_WAIT:
+                    if await git.move_ref(
+                        self.root, self.target_ref, tip, commit, reason="stomper: undo"
+                    ):
+                        self._index_tip = tip
+                        raise LandingRefused(
+                            f"cannot update the checkout for {patch.path} (rolled back): {exc}"
+                        ) from exc
+                    raise
+                await asyncio.sleep(_POLL)
+                waited += _POLL
+
+
+async def repair_checkout(root: Path, path: str, old_blob: str, landed: git.TreeEntry) -> bool:
+    """Finish a landing cut short after the branch moved: the file is still the old one in
+    the user's index and working tree. True when something was repaired."""
+    current = await git.index_entry(root, path)
+    if current is None or current.blob != old_blob or await git.worktree_differs(root, path):
+        return False
+    await git.set_index_entry(root, path, landed)
+    await git.checkout_index(root, path)
+    return True
 
 
 def commit_message(*, path: str, tools: list[str], codes: list[str], run_id: str) -> str:

@@ -94,6 +94,7 @@ async def execute(
             index_file=journal.index_file,
             checked_out=run.checked_out,
             landed=landed,
+            user_index=run.repo.git_dir / "index",
         )
     settings = run.settings
     gate = None

@@ -1,0 +1,229 @@
+"""``stomper resume``: finish a run that was interrupted or killed, landing each unit once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from stomper import console, git, runner
+from stomper.agents import Agent, load_agent
+from stomper.commands.fix import require_identity, show
+from stomper.config import Settings
+from stomper.diagnostics import Collector, Diagnostic, collectors_named, select
+from stomper.errors import ConfigError, RepositoryError
+from stomper.journal import Journal, StateDir, hold_lock, live_runs
+from stomper.landing import repair_checkout
+from stomper.plan import ensure_tools
+from stomper.report import RunReport
+from stomper.repository import open_repository
+from stomper.unit import Status, Unit, UnitResult
+from stomper.verify import judge
+from stomper.workspace import Workspaces, release_folder
+
+UNFINISHED = ("running", "interrupted", "failed")
+
+
+async def resume(cwd: Path, run_id: str | None, *, json_output: bool, progress: bool) -> int:
+    report = await run_resume(cwd, run_id, progress=progress)
+    return show(report, json_output=json_output)
+
+
+def find_run(state: StateDir, run_id: str | None) -> Journal:
+    """The run named, or the newest one that did not finish."""
+    if run_id is not None:
+        journal = Journal(state.run_dir(run_id))
+        if not journal.exists():
+            raise ConfigError(f"no run {run_id!r} in this repository: `stomper runs` lists them")
+        return journal
+    runs = sorted((state.root / "runs").glob("*/run.json"), reverse=True)
+    for meta_file in runs:
+        journal = Journal(meta_file.parent)
+        if journal.meta().get("status") in UNFINISHED:
+            return journal
+    raise ConfigError("no unfinished run to resume: `stomper runs` lists the runs")
+
+
+async def run_resume(
+    cwd: Path, run_id: str | None, *, progress: bool = True, agent: Agent | None = None
+) -> RunReport:
+    started = time.monotonic()
+    repo = await open_repository(cwd)
+    state = repo.state
+    journal = find_run(state, run_id)
+    meta = journal.meta()
+    run_id = str(meta["run_id"])
+    if meta.get("status") == "completed":
+        raise ConfigError(f"run {run_id} completed: there is nothing to resume")
+    if run_id in live_runs(state):
+        raise ConfigError(f"run {run_id} is still running: wait for it, or stop it first")
+    run = runner.Run(
+        run_id,
+        str(meta["command"]),
+        repo,
+        str(meta["base"]),
+        str(meta["target"]),
+        bool(meta["checked_out"]),
+        Settings.model_validate(meta["settings"]),
+        bool(meta["dry_run"]),
+    )
+    if run.checked_out and repo.branch != run.target_ref:
+        raise RepositoryError(
+            f"run {run_id} lands on {run.target_ref}, but {repo.branch or 'a detached HEAD'} "
+            "is checked out: check that branch out, then resume"
+        )
+    if not run.dry_run:
+        await require_identity(repo)
+    collectors = collectors_named(run.settings.tools)
+    await ensure_tools(collectors)
+    agent = agent if agent is not None else load_agent(run.settings.agent, run.settings)
+    units, skipped = journal.read_plan()
+    with hold_lock(state, run.target_ref, run_id):
+        release_folder(repo.root, state.worktrees(run_id))
+        tip = await git.ref_target(repo.root, run.target_ref)
+        if tip is None:
+            raise RepositoryError(f"the run's target {run.target_ref} no longer exists")
+        done = journal.results()
+        landed = {
+            commit.unit: commit.sha
+            for commit in await git.stomper_commits(repo.root, tip, run.base)
+            if commit.run == run_id
+        }
+        pending = [unit for unit in units if unit.path not in done and unit.path not in landed]
+        reconciled = await _reconcile(
+            run,
+            journal,
+            [u for u in units if u.path in landed and u.path not in done],
+            pending,
+            landed,
+            tip,
+            collectors,
+        )
+        done.update(reconciled.results)
+        for result in reconciled.results.values():
+            journal.record(result)
+        units = [reconciled.rebased.get(unit.index, unit) for unit in units]
+        journal.update(status="running", resumed=time.time())
+        left = sum(1 for unit in units if unit.path not in done)
+        console.info(
+            f"resuming run {run_id}: {len(done)} of {len(units)} units already done, {left} to go"
+        )
+        outcome = await runner.execute(
+            run,
+            units,
+            journal=journal,
+            agent=agent,
+            collectors=collectors,
+            done=done,
+            landed=landed,
+            progress=progress,
+        )
+    before = [
+        result for path, result in done.items() if path not in {r.path for r in outcome.results}
+    ]
+    return runner.report(
+        run,
+        [*before, *outcome.results, *skipped],
+        outcome.status,
+        started=started,
+        peak=outcome.peak,
+    )
+
+
+class _Reconciled:
+    def __init__(self) -> None:
+        self.results: dict[str, UnitResult] = {}
+        self.rebased: dict[int, Unit] = {}
+
+
+async def _reconcile(
+    run: runner.Run,
+    journal: Journal,
+    landed_unrecorded: Sequence[Unit],
+    pending: Sequence[Unit],
+    landed: dict[str, str],
+    tip: str,
+    collectors: Sequence[Collector],
+) -> _Reconciled:
+    """Bring the journal in line with the target after a crash.
+
+    A unit whose commit is on the target but not in the journal (the crash came between the
+    two) is recorded as landed, judged by the tools on the landed file; its checkout is
+    repaired if the crash cut the landing short. A unit not yet done whose file the user
+    changed on the target meanwhile is planned again on the new tip, and one the user is
+    editing in the checkout right now is skipped.
+    """
+    out = _Reconciled()
+    repo = run.repo
+    entries = (
+        await git.tree_entries(repo.root, tip, [u.path for u in [*landed_unrecorded, *pending]])
+        if (landed_unrecorded or pending)
+        else {}
+    )
+    moved = [
+        u for u in pending if (entry := entries.get(u.path)) is None or entry.blob != u.base_blob
+    ]
+    dirty = await git.dirty_files(repo.root) if run.checked_out else set()
+    if run.checked_out:
+        for unit in landed_unrecorded:
+            await repair_checkout(repo.root, unit.path, unit.base_blob, entries[unit.path])
+    for unit in pending:
+        if unit.path in dirty and unit not in moved:
+            out.results[unit.path] = UnitResult(
+                unit.path,
+                Status.SKIPPED,
+                unit.diagnostics,
+                remaining=unit.diagnostics,
+                reason="the file has uncommitted changes: commit or stash them to include it",
+            )
+    to_check = [*landed_unrecorded, *moved]
+    if not to_check:
+        return out
+    workspaces = Workspaces(repo.root, repo.state.worktrees(run.run_id))
+    async with workspaces.isolate("reconcile", tip) as tree:
+        paths = [u.path for u in to_check if u.path in entries]
+        found: list[Diagnostic] = []
+        for collector in collectors:
+            found += await collector.collect(tree, paths)
+    by_path: dict[str, list[Diagnostic]] = {}
+    for diag in found:
+        by_path.setdefault(diag.path, []).append(diag)
+    for unit in landed_unrecorded:
+        after = by_path.get(unit.path, [])
+        verdict = judge(unit.diagnostics, unit.baseline, after, changed=True)
+        out.results[unit.path] = UnitResult(
+            unit.path,
+            verdict.status,
+            unit.diagnostics,
+            verdict.fixed,
+            verdict.remaining,
+            verdict.introduced,
+            commit=landed[unit.path],
+            attempts=1,
+            reason="landed before the run was cut short",
+        )
+    settings = run.settings
+    for unit in moved:
+        entry = entries.get(unit.path)
+        baseline = tuple(by_path.get(unit.path, []))
+        targeted = tuple(select(baseline, select=settings.select, ignore=settings.ignore))
+        if entry is None or not targeted or unit.path in dirty:
+            out.results[unit.path] = UnitResult(
+                unit.path,
+                Status.SKIPPED,
+                unit.diagnostics,
+                remaining=targeted,
+                reason="the file changed on the target since the run began"
+                + ("" if entry is not None else " (it was deleted)"),
+            )
+            continue
+        out.rebased[unit.index] = replace(
+            unit,
+            base=tip,
+            diagnostics=targeted,
+            baseline=baseline,
+            base_blob=entry.blob,
+            mode=entry.mode,
+        )
+    return out

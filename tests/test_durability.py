@@ -1,0 +1,180 @@
+"""Durable runs: killed at any point, a run resumes and lands every unit exactly once.
+
+The kill points are made exact by a shim in front of the real git: after the n-th call of a
+given git command has done its work, the shim writes its pid to a marker file and sleeps,
+holding stomper at that point until the test kills it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from stomper.testing.repos import RUFF_CONFIG, make_repo, module
+from tests.conftest import sh
+
+UNITS = 60
+
+SHIM = """#!/bin/bash
+"$STOMPER_TEST_REAL_GIT" "$@"
+rc=$?
+case " $* " in
+  *" $STOMPER_TEST_HANG_VERB "*)
+    exec 9>>"$STOMPER_TEST_HANG_DIR/lock"
+    flock 9
+    n=$(( $(cat "$STOMPER_TEST_HANG_DIR/count" 2>/dev/null || echo 0) + 1 ))
+    echo "$n" > "$STOMPER_TEST_HANG_DIR/count"
+    flock -u 9
+    if [ "$n" = "$STOMPER_TEST_HANG_AT" ]; then
+      echo $$ > "$STOMPER_TEST_HANG_DIR/marker"
+      sleep 600
+    fi
+    ;;
+esac
+exit $rc
+"""
+
+
+def project() -> dict[str, str]:
+    return {"pyproject.toml": RUFF_CONFIG} | {
+        f"m{i:02d}.py": module(["F401"]) for i in range(UNITS)
+    }
+
+
+def stomper(repo: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stomper", *args, "--repo", str(repo), "--no-progress"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def agent_env(tmp_path: Path, delay: str = "0.05") -> dict[str, str]:
+    return {
+        **os.environ,
+        "STOMPER_AGENT": "stomper.testing.agents:counting",
+        "STOMPER_TEST_AGENT_DELAY": delay,
+        "STOMPER_TEST_AGENT_LOG": str(tmp_path / "calls.log"),
+        "STOMPER_MAX_PARALLEL_FILES": "4",
+    }
+
+
+def shim_env(tmp_path: Path, env: dict[str, str], verb: str, at: int) -> dict[str, str]:
+    shim_dir = tmp_path / "shim"
+    shim_dir.mkdir(exist_ok=True)
+    shim = shim_dir / "git"
+    shim.write_text(SHIM)
+    shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
+    hang = tmp_path / "hang"
+    hang.mkdir(exist_ok=True)
+    real = shutil.which("git")
+    assert real
+    return {
+        **env,
+        "PATH": f"{shim_dir}{os.pathsep}{env['PATH']}",
+        "STOMPER_TEST_REAL_GIT": real,
+        "STOMPER_TEST_HANG_VERB": verb,
+        "STOMPER_TEST_HANG_AT": str(at),
+        "STOMPER_TEST_HANG_DIR": str(hang),
+    }
+
+
+def wait_for(condition, what: str, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def calls(tmp_path: Path) -> list[str]:
+    log = tmp_path / "calls.log"
+    return log.read_text().split() if log.exists() else []
+
+
+def landed_units(repo: Path) -> list[str]:
+    out = sh(repo, "log", "--format=%(trailers:key=Stomper-Unit,valueonly)", "HEAD")
+    return [line for line in out.splitlines() if line]
+
+
+def assert_nothing_left(repo: Path) -> None:
+    assert sh(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    state = repo / ".git" / "stomper"
+    assert not any((state / "worktrees").glob("*/*"))
+    assert not any((state / "locks").iterdir())
+    assert sh(repo, "branch", "--list").split() == ["*", "main"]
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+@pytest.fixture(scope="module")
+def reference_tree(tmp_path_factory) -> str:
+    """The tree an uninterrupted run ends with."""
+    tmp = tmp_path_factory.mktemp("reference")
+    repo = make_repo(tmp / "repo", project())
+    done = stomper(repo, "fix", env=agent_env(tmp, delay="0"))
+    _, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err.decode()
+    return sh(repo, "rev-parse", "HEAD^{tree}").strip()
+
+
+def kill_and_resume(tmp_path: Path, repo: Path, child: subprocess.Popen[bytes], how: int) -> None:
+    """Stop ``child`` with ``how``; then resume, and check the run ended whole."""
+    landed_before = set(landed_units(repo))
+    calls_before = len(calls(tmp_path))
+    child.send_signal(how)
+    child.communicate(timeout=120)
+    marker = tmp_path / "hang" / "marker"
+    if marker.exists():
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+    if how == signal.SIGKILL:
+        assert child.returncode == -signal.SIGKILL
+    else:
+        assert child.returncode == 130
+    resumed = stomper(repo, "resume", env=agent_env(tmp_path))
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()
+
+    counts = Counter(landed_units(repo))
+    assert set(counts) == {f"m{i:02d}.py" for i in range(UNITS)}
+    assert max(counts.values()) == 1, "a unit landed twice"
+    again = set(calls(tmp_path)[calls_before:])
+    assert not again & landed_before, "a unit that had landed was worked again"
+    assert_nothing_left(repo)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("verb", "at", "point"),
+    [
+        ("add", 2, "before any landing"),
+        ("update-ref", 30, "mid-way, inside a landing"),
+        ("update-ref", UNITS, "inside the last landing"),
+        ("prune", 1, "after the last landing, before the report"),
+    ],
+)
+def test_sigkill_at_each_point_then_resume(tmp_path, reference_tree, verb, at, point) -> None:
+    repo = make_repo(tmp_path / "repo", project())
+    env = shim_env(tmp_path, agent_env(tmp_path), verb, at)
+    child = stomper(repo, "fix", env=env)
+    wait_for((tmp_path / "hang" / "marker").exists, point)
+    kill_and_resume(tmp_path, repo, child, signal.SIGKILL)
+    assert sh(repo, "rev-parse", "HEAD^{tree}").strip() == reference_tree
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_run_then_resume(tmp_path, reference_tree, how) -> None:
+    repo = make_repo(tmp_path / "repo", project())
+    child = stomper(repo, "fix", env=agent_env(tmp_path, delay="0.2"))
+    wait_for(lambda: len(landed_units(repo)) >= 10, "ten landings")
+    kill_and_resume(tmp_path, repo, child, how)
+    assert sh(repo, "rev-parse", "HEAD^{tree}").strip() == reference_tree
