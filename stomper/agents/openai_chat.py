@@ -1,0 +1,312 @@
+"""The HTTP LLM agent: any OpenAI-compatible chat completions endpoint.
+
+One call of :meth:`OpenAIChatAgent.fix` is one attempt: a fresh conversation holding the
+unit's prompt (and the feedback on the previous attempt), one answer, its edits applied to
+the workspace strictly (see :mod:`stomper.agents.edits`). Overload (429), server errors and
+lost connections are waited out inside the attempt, with backoff; they are not attempts.
+
+The API key is read from the environment variable named by ``api_key_env`` and handed to
+the client only: it is never stored in settings, printed, logged or put in an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import openai
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+
+from stomper.agents import AgentOutcome, AgentTask, AttemptFailed, edits
+from stomper.agents.prompt import SYSTEM, task_prompt
+from stomper.errors import AgentError
+
+if TYPE_CHECKING:
+    from stomper.config import Settings
+
+# Local servers (llama.cpp, vLLM, Ollama) take any key, but the client insists on one.
+_NO_KEY = "no-key"
+_REDACTED = "[redacted]"
+_RETRYABLE = frozenset({408, 409, 429})
+
+
+class OpenAIChatAgent:
+    """Fixes a unit by asking a chat model for SEARCH/REPLACE edits.
+
+    Counters (``requests``, ``retries``, ``tokens_in``, ``tokens_out``) add up over every
+    call, failed attempts included; a failed attempt's tokens also travel on its
+    :class:`AttemptFailed`.
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        request_timeout: float = 120.0,
+        agent_timeout: float = 600.0,
+        answer_format: str = edits.ANSWER_FORMAT,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        max_retries: int = 10,
+        seed: int | None = None,
+    ) -> None:
+        """``backoff`` is the first wait after a failed request, doubled after each one up
+        to ``max_backoff`` (with jitter); a ``Retry-After`` header replaces it. Waiting
+        stops after ``max_retries`` retries, or sooner when ``agent_timeout`` would pass."""
+        self.model = model
+        self.api_key_env = api_key_env
+        self.request_timeout = request_timeout
+        self.agent_timeout = agent_timeout
+        self.answer_format = answer_format
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_retries = max_retries
+        self.requests = 0
+        self.retries = 0
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self._secret = api_key or ""
+        self._random = random.Random(seed)
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key or _NO_KEY,
+            max_retries=0,
+            timeout=request_timeout,
+            # No pooled connection outlives its request: nothing stays bound to the event
+            # loop of the run, so an agent nobody closes leaks no socket. A handshake per
+            # request is small beside a model's answer.
+            default_headers={"Connection": "close"},
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAIChatAgent:
+        """The agent the settings describe; the key comes from ``$<api_key_env>``."""
+        if not settings.model:
+            raise AgentError(
+                "the openai agent needs a model: pass --model NAME "
+                "(or set STOMPER_MODEL, or model in [tool.stomper])"
+            )
+        return cls(
+            model=settings.model,
+            base_url=settings.base_url,
+            api_key=os.environ.get(settings.api_key_env) or None,
+            api_key_env=settings.api_key_env,
+            request_timeout=settings.request_timeout,
+            agent_timeout=settings.agent_timeout,
+        )
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL requests go to."""
+        return str(self._client.base_url).rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatAgent(model={self.model!r}, endpoint={self.endpoint!r})"
+
+    async def aclose(self) -> None:
+        """Close the client's connections; the agent is unusable afterwards."""
+        await self._client.close()
+
+    async def __aenter__(self) -> OpenAIChatAgent:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        """One attempt: ask the model once (waiting out overload), apply its edits."""
+        deadline = time.monotonic() + self.agent_timeout
+        # A large file is parsed to find the functions to show: off the event loop.
+        prompt = await asyncio.to_thread(self._prompt, task)
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": prompt},
+        ]
+        completion = await self._complete(messages, deadline)
+        tokens_in, tokens_out = _usage(completion)
+        self.tokens_in += tokens_in
+        self.tokens_out += tokens_out
+        answer, cut_off = _answer(completion)
+        try:
+            found = edits.parse(answer)
+            # Matching a block against a large file takes a while: off the event loop. The
+            # writing stays here, so an attempt cancelled meanwhile never writes.
+            changes = await asyncio.to_thread(edits.prepare, found, task.workspace, task.unit.path)
+        except AttemptFailed as failed:
+            feedback = self._redact(failed.feedback)
+            if cut_off:
+                feedback += (
+                    "\nYour answer was cut off at the length limit: answer with fewer, "
+                    "smaller blocks."
+                )
+            raise AttemptFailed(feedback, tokens_in=tokens_in, tokens_out=tokens_out) from None
+        edits.write(changes)
+        return AgentOutcome(tokens_in=tokens_in, tokens_out=tokens_out)
+
+    def _prompt(self, task: AgentTask) -> str:
+        try:
+            source = task.file.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            source = ""
+        return task_prompt(
+            task.unit.path,
+            task.unit.diagnostics,
+            source=source,
+            feedback=task.feedback,
+            answer_format=self.answer_format,
+        )
+
+    async def check(self) -> tuple[bool, str]:
+        """For ``stomper doctor``: whether the endpoint answers and lists the model."""
+        timeout = min(self.request_timeout, 30.0)
+        try:
+            page = await self._client.models.list(timeout=timeout)
+        except openai.AuthenticationError:
+            return False, f"{self.endpoint} refused the API key: set ${self.api_key_env}"
+        except openai.APITimeoutError:
+            return False, f"{self.endpoint} did not answer within {timeout:g}s"
+        except openai.APIConnectionError:
+            return False, f"cannot reach {self.endpoint}: is the server up? (--base-url)"
+        except openai.APIStatusError as exc:
+            return False, f"{self.endpoint} answered GET /models with {exc.status_code}"
+        except openai.APIError as exc:
+            return False, f"{self.endpoint}: {self._redact(exc.message)}"
+        served = sorted(str(getattr(model, "id", "")) for model in page.data)
+        if self.model in served:
+            return True, f"{self.endpoint} serves {self.model}"
+        listed = ", ".join(served[:10]) + (", ..." if len(served) > 10 else "")
+        return False, (
+            f"{self.endpoint} does not list model {self.model!r} "
+            f"(it lists: {listed or 'nothing'}): pass another --model"
+        )
+
+    async def _complete(
+        self, messages: list[ChatCompletionMessageParam], deadline: float
+    ) -> ChatCompletion:
+        """One chat completion, retried through overload and lost connections."""
+        failures: list[str] = []
+        while True:
+            left = deadline - time.monotonic()
+            timeout = min(self.request_timeout, left)
+            if timeout <= 0:
+                raise AttemptFailed(f"no time was left for the model ({self.agent_timeout:g}s)")
+            self.requests += 1
+            try:
+                return await self._client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    timeout=timeout,
+                )
+            except openai.APITimeoutError:
+                raise AttemptFailed(
+                    f"The model did not answer within {timeout:g}s. Answer with fewer, "
+                    "smaller SEARCH/REPLACE blocks."
+                ) from None
+            except openai.APIStatusError as exc:
+                if exc.status_code not in _RETRYABLE and exc.status_code < 500:
+                    raise self._refused(exc) from None
+                failures.append(str(exc.status_code))
+                advised = _retry_after(exc.response.headers)
+            except openai.APIConnectionError:
+                failures.append("connection error")
+                advised = None
+            except openai.APIError as exc:
+                raise AgentError(f"{self.endpoint}: {self._redact(exc.message)}") from None
+            wait = self._wait(len(failures), advised)
+            if len(failures) > self.max_retries or time.monotonic() + wait >= deadline:
+                raise AgentError(
+                    f"{self.endpoint} kept failing ({_tally(failures)}); "
+                    f"gave up after {len(failures)} tries"
+                )
+            self.retries += 1
+            await asyncio.sleep(wait)
+
+    def _wait(self, failures: int, advised: float | None) -> float:
+        """Seconds before the next try: the server's advice, else exponential with jitter."""
+        if advised is not None:
+            # A little spread keeps the units that were refused together from returning so.
+            return advised + self._random.uniform(0, min(advised, 1.0) * 0.1)
+        ceiling = min(self.max_backoff, self.backoff * 2.0 ** (failures - 1))
+        return ceiling / 2 + self._random.uniform(0, ceiling / 2)
+
+    def _refused(self, exc: openai.APIStatusError) -> AgentError:
+        status = exc.status_code
+        if status in (401, 403):
+            return AgentError(
+                f"{self.endpoint} refused the API key ({status}): "
+                f"set ${self.api_key_env} to a key it accepts"
+            )
+        if status == 404:
+            return AgentError(
+                f"{self.endpoint} answered 404 for model {self.model!r}: "
+                "check --model and --base-url"
+            )
+        return AgentError(f"{self.endpoint} refused the request: {self._redact(exc.message)}")
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key: servers quote a rejected key back."""
+        if len(self._secret) >= 4:
+            text = text.replace(self._secret, _REDACTED)
+        return text
+
+
+def _usage(completion: ChatCompletion) -> tuple[int, int]:
+    usage = getattr(completion, "usage", None)
+    if usage is None:
+        return 0, 0
+    return int(getattr(usage, "prompt_tokens", 0) or 0), int(
+        getattr(usage, "completion_tokens", 0) or 0
+    )
+
+
+def _answer(completion: ChatCompletion) -> tuple[str, bool]:
+    """The answer's text, and whether it was cut off at the length limit."""
+    choices = getattr(completion, "choices", None) or []
+    if not choices:
+        return "", False
+    message = getattr(choices[0], "message", None)
+    content = getattr(message, "content", None)
+    return (content if isinstance(content, str) else ""), choices[0].finish_reason == "length"
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """The wait a response advises, from ``retry-after-ms`` or ``retry-after`` (seconds or
+    an HTTP date)."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _tally(failures: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for failure in failures:
+        counts[failure] = counts.get(failure, 0) + 1
+    return ", ".join(f"{name} x{count}" if count > 1 else name for name, count in counts.items())
