@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stomper import proc
+from stomper.errors import ToolError
 
 GIT = "git"
 # Output that is parsed must not depend on the user's colour, pager or diff drivers.
@@ -29,11 +30,24 @@ async def git(
     env: Mapping[str, str] | None = None,
     check: bool = True,
 ) -> proc.Completed:
-    return await proc.run((*_BASE, *args), cwd=root, stdin=stdin, env=env, check=check)
+    try:
+        return await proc.run((*_BASE, *args), cwd=root, stdin=stdin, env=env, check=check)
+    except FileNotFoundError as exc:
+        raise _missing(exc, root) from None
 
 
 def git_sync(root: Path, *args: str, check: bool = True) -> proc.Completed:
-    return proc.run_sync((*_BASE, *args), cwd=root, check=check)
+    try:
+        return proc.run_sync((*_BASE, *args), cwd=root, check=check)
+    except FileNotFoundError as exc:
+        raise _missing(exc, root) from None
+
+
+def _missing(exc: FileNotFoundError, root: Path) -> Exception:
+    """git itself missing is for the user to fix; a working directory gone is not."""
+    if exc.filename == GIT:
+        return ToolError("git is not installed: install git 2.36 or newer")
+    return exc
 
 
 def _text(done: proc.Completed) -> str:

@@ -15,6 +15,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from stomper import console
 from stomper.agents import Agent
+from stomper.agents import close as close_agent
 from stomper.config import Settings
 from stomper.diagnostics import Collector
 from stomper.errors import RepositoryError
@@ -129,6 +130,8 @@ async def execute(
     try:
         status = await _drive(context, journal, progress=progress)
     finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(close_agent(agent))
         workspaces.close()
         journal.index_file.unlink(missing_ok=True)
         journal.update(status=status, finished=time.time())

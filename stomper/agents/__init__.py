@@ -55,11 +55,37 @@ class AttemptFailed(Exception):
 
 
 class Agent(Protocol):
+    """Edits a unit's file. Agents may also have ``async ready()`` (raise AgentError when
+    no unit could work: a missing program, an endpoint that does not answer), ``async
+    check() -> (ok, message)`` for ``stomper doctor``, and ``async aclose()``."""
+
     name: str
 
     async def fix(self, task: AgentTask) -> AgentOutcome:
         """Edit ``task.file`` in ``task.workspace`` to resolve the unit's diagnostics."""
         ...
+
+
+async def ready(agent: Agent) -> None:
+    """Refuse a run its agent cannot do at all, before any unit starts."""
+    prepare = getattr(agent, "ready", None)
+    if prepare is not None:
+        await prepare()
+
+
+async def close(agent: Agent) -> None:
+    closer = getattr(agent, "aclose", None)
+    if closer is not None:
+        await closer()
+
+
+async def check(agent: Agent) -> tuple[bool, str] | None:
+    """The agent's own health check, for ``stomper doctor``; None when it has none."""
+    checker = getattr(agent, "check", None)
+    if checker is None:
+        return None
+    result: tuple[bool, str] = await checker()
+    return result
 
 
 AgentFactory = Callable[["Settings"], Agent]

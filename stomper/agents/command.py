@@ -246,6 +246,10 @@ class CommandAgent:
             )
         return AgentOutcome(note=_last_line(done.stdout))
 
+    async def ready(self) -> None:
+        """Before a run: the agent's program must be there, or no unit can work."""
+        self._require_binary()
+
     async def check(self) -> tuple[bool, str]:
         """For ``stomper doctor``: whether the binary is on PATH, and its version."""
         found = _which(self.binary)

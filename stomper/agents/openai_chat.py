@@ -169,6 +169,14 @@ class OpenAIChatAgent:
             answer_format=self.answer_format,
         )
 
+    async def ready(self) -> None:
+        """Before a run: the endpoint must answer and take the key. A model it does not list
+        is only a warning: servers name models loosely (Ollama lists ``llama3:latest`` and
+        serves ``llama3``)."""
+        ok, message = await self.check()
+        if not ok and "does not list model" not in message:
+            raise AgentError(message)
+
     async def check(self) -> tuple[bool, str]:
         """For ``stomper doctor``: whether the endpoint answers and lists the model."""
         timeout = min(self.request_timeout, 30.0)

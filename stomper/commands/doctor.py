@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.table import Table
 
 from stomper import console, git
-from stomper.config import load_settings
+from stomper.agents import check, close, load_agent
+from stomper.config import Settings, load_settings
 from stomper.diagnostics import collectors_named
 from stomper.errors import StomperError
 from stomper.repository import toplevel_or_none
@@ -74,5 +76,23 @@ async def doctor(cwd: Path) -> int:
             info.version or ("not found" + ("" if needed else " (not configured)")),
             info.hint,
         )
+    await _check_agent(settings, row)
     console.err.print(table)
     return 0 if ok else 1
+
+
+async def _check_agent(settings: Settings, row: Callable[..., None]) -> None:
+    try:
+        agent = load_agent(settings.agent, settings)
+    except StomperError as exc:
+        row(f"agent {settings.agent}", False, str(exc), "fix the agent settings")
+        return
+    try:
+        checked = await check(agent)
+    finally:
+        await close(agent)
+    if checked is None:
+        row(f"agent {settings.agent}", True, "built in")
+    else:
+        good, message = checked
+        row(f"agent {settings.agent}", good, message, "see the message")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stomper import console, git, runner
-from stomper.agents import Agent, load_agent
+from stomper.agents import Agent, load_agent, ready
 from stomper.config import Settings
 from stomper.diagnostics import collectors_named
 from stomper.errors import ConfigError, RepositoryError
@@ -62,6 +62,7 @@ async def run_fix(
     collectors = collectors_named(settings.tools)
     await ensure_tools(collectors)
     agent = agent if agent is not None else load_agent(settings.agent, settings)
+    await ready(agent)
     target_ref, checked_out = await _target(repo, settings.branch)
     if not request.dry_run:
         await require_identity(repo)

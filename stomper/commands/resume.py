@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from stomper import console, git, runner
-from stomper.agents import Agent, load_agent
+from stomper.agents import Agent, load_agent, ready
 from stomper.commands.fix import require_identity, show
 from stomper.config import Settings
 from stomper.diagnostics import Collector, Diagnostic, collectors_named, select
@@ -78,6 +78,7 @@ async def run_resume(
     collectors = collectors_named(run.settings.tools)
     await ensure_tools(collectors)
     agent = agent if agent is not None else load_agent(run.settings.agent, run.settings)
+    await ready(agent)
     units, skipped = journal.read_plan()
     with hold_lock(state, run.target_ref, run_id):
         release_folder(repo.root, state.worktrees(run_id))

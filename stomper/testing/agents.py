@@ -1,0 +1,179 @@
+"""Agents for tests and benchmarks: ruff's own fixes, with a delay, a count or a failure.
+
+Each class implements :class:`stomper.agents.Agent`; each factory takes the run's
+:class:`~stomper.config.Settings` and returns an agent, so it can be named on the command
+line: ``stomper fix --agent stomper.testing.agents:delayed``. The factories read their
+knobs from the environment, the one channel that reaches an agent loaded by name:
+
+- ``STOMPER_TEST_AGENT_DELAY``: seconds each call waits before fixing (default 0);
+- ``STOMPER_TEST_AGENT_LOG``: the file :class:`Counting` appends one line per call to;
+- ``STOMPER_TEST_AGENT_RAISE_ON``: comma-separated unit paths :class:`Raising` fails on
+  (default: every unit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Collection
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stomper.agents import Agent, AgentOutcome, AgentTask
+from stomper.agents.autofix import AutofixAgent
+from stomper.errors import AgentError
+
+if TYPE_CHECKING:
+    from stomper.config import Settings
+
+DELAY_ENV = "STOMPER_TEST_AGENT_DELAY"
+LOG_ENV = "STOMPER_TEST_AGENT_LOG"
+RAISE_ON_ENV = "STOMPER_TEST_AGENT_RAISE_ON"
+
+
+class AgentFailure(RuntimeError):
+    """What :class:`Raising` raises: an agent that broke, not a verdict on the unit."""
+
+
+def autofix_for(settings: Settings | None) -> AutofixAgent:
+    """The embedded autofix agent, configured as the run would configure it."""
+    if settings is None:
+        return AutofixAgent()
+    return AutofixAgent(
+        unsafe_fixes=settings.unsafe_fixes, select=settings.select, ignore=settings.ignore
+    )
+
+
+class Instant:
+    """Applies ruff's fixes and nothing else: no delay, for measuring stomper's own cost."""
+
+    name = "instant"
+
+    def __init__(self, inner: Agent | None = None) -> None:
+        self.inner = inner if inner is not None else AutofixAgent()
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        return await self.inner.fix(task)
+
+
+class DelayedAutofix:
+    """Waits ``delay`` seconds, then applies ruff's fixes: an agent of known latency.
+
+    The wait is ``asyncio.sleep``, so N of them overlap: with a perfect orchestrator,
+    U units at N at once take ``ceil(U / N) * delay``.
+    """
+
+    name = "delayed-autofix"
+
+    def __init__(self, delay: float = 0.0, *, inner: Agent | None = None) -> None:
+        if delay < 0:
+            raise ValueError(f"delay must not be negative, got {delay}")
+        self.delay = delay
+        self.inner = inner if inner is not None else AutofixAgent()
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return await self.inner.fix(task)
+
+
+class Counting:
+    """Appends the unit's path to ``log`` on every call, then lets ``inner`` work.
+
+    The line is written before ``inner`` runs, so a call that a kill interrupts is counted
+    too: a resumed run that redoes a unit shows it twice in the log.
+    """
+
+    def __init__(self, inner: Agent, log: Path) -> None:
+        self.inner = inner
+        self.log = log
+        self.name = f"counting({inner.name})"
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        await asyncio.to_thread(_append_line, self.log, task.unit.path)
+        return await self.inner.fix(task)
+
+
+def _append_line(path: Path, line: str) -> None:
+    # One write on an O_APPEND descriptor: lines of concurrent calls (and processes) never
+    # interleave.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read_count_log(path: Path) -> list[str]:
+    """The unit paths a :class:`Counting` agent logged, one per call, in call order."""
+    if not path.exists():
+        return []
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+class Raising:
+    """Raises :class:`AgentFailure` for the units in ``paths`` (every unit when None).
+
+    Other units go to ``otherwise`` (plain autofix by default), so a run can show that
+    one broken unit fails alone while its siblings land.
+    """
+
+    name = "raising"
+
+    def __init__(
+        self,
+        message: str = "the agent broke",
+        *,
+        paths: Collection[str] | None = None,
+        otherwise: Agent | None = None,
+    ) -> None:
+        self.message = message
+        self.paths = frozenset(paths) if paths is not None else None
+        self.otherwise = otherwise if otherwise is not None else AutofixAgent()
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        if self.paths is None or task.unit.path in self.paths:
+            raise AgentFailure(f"{self.message} on {task.unit.path}")
+        return await self.otherwise.fix(task)
+
+
+# Factories for ``--agent module:attribute`` --------------------------------------------------
+
+
+def env_delay() -> float:
+    """The delay named by ``STOMPER_TEST_AGENT_DELAY``, in seconds (0 when unset)."""
+    raw = os.environ.get(DELAY_ENV, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        delay = float(raw)
+    except ValueError:
+        raise AgentError(f"{DELAY_ENV} must be a number of seconds, got {raw!r}") from None
+    if delay < 0:
+        raise AgentError(f"{DELAY_ENV} must not be negative, got {raw!r}")
+    return delay
+
+
+def instant(settings: Settings) -> Agent:
+    """:class:`Instant`, configured by the run's settings."""
+    return Instant(autofix_for(settings))
+
+
+def delayed(settings: Settings) -> Agent:
+    """:class:`DelayedAutofix` with the delay of ``STOMPER_TEST_AGENT_DELAY``."""
+    return DelayedAutofix(env_delay(), inner=autofix_for(settings))
+
+
+def counting(settings: Settings) -> Agent:
+    """:func:`delayed`, counted into the file named by ``STOMPER_TEST_AGENT_LOG``."""
+    log = os.environ.get(LOG_ENV, "").strip()
+    if not log:
+        raise AgentError(f"set {LOG_ENV} to the file the counting agent appends to")
+    return Counting(delayed(settings), Path(log))
+
+
+def raising(settings: Settings) -> Agent:
+    """:class:`Raising` on the paths of ``STOMPER_TEST_AGENT_RAISE_ON`` (every unit if unset)."""
+    raw = os.environ.get(RAISE_ON_ENV, "")
+    paths = [part.strip() for part in raw.split(",") if part.strip()]
+    return Raising(paths=paths or None, otherwise=autofix_for(settings))
