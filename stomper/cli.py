@@ -130,7 +130,11 @@ def fix(
         int | None, typer.Option("--max-parallel-files", "-j", help="Units at once (default 4).")
     ] = None,
     agent: Annotated[
-        str | None, typer.Option(help="The agent: autofix, or module:attribute.")
+        str | None,
+        typer.Option(
+            help="The agent: autofix, openai, claude, codex, aider, cursor, command, "
+            "or module:attribute."
+        ),
     ] = None,
     unsafe_fixes: Annotated[
         bool | None,
