@@ -188,6 +188,17 @@ def prune_worktrees_sync(root: Path) -> None:
     git_sync(root, "worktree", "prune", check=False)
 
 
+def release_worktrees_sync(root: Path, folder: Path) -> None:
+    """Unregister every worktree below ``folder``, also those whose directory is gone and
+    those left locked by a ``worktree add`` that was killed half-way (prune skips those)."""
+    done = git_sync(root, "worktree", "list", "--porcelain", "-z", check=False)
+    for record in _split_z(done.stdout):
+        if record.startswith("worktree "):
+            path = Path(record[len("worktree ") :])
+            if path.is_relative_to(folder):
+                git_sync(root, "worktree", "remove", "--force", "--force", str(path), check=False)
+
+
 async def worktree_paths(root: Path) -> list[Path]:
     done = await git(root, "worktree", "list", "--porcelain", "-z")
     return [

@@ -43,9 +43,11 @@ class Workspaces:
                     await git.add_worktree(self.root, path, commit)
                     return
                 except proc.CalledProcessError:
-                    # Another run in the same repository may be adding one at this moment.
+                    # Another run in the same repository may be adding one at this moment,
+                    # or a killed run left this one registered (and locked): clear it.
                     if attempt == _ADD_TRIES - 1:
                         raise
+                    await git.remove_worktree(self.root, path)
                     remove_tree(path)
                     await git.prune_worktrees(self.root)
             await asyncio.sleep(0.05 * (attempt + 1))
@@ -64,6 +66,7 @@ class Workspaces:
 
 def release_folder(root: Path, folder: Path) -> None:
     """Delete a folder of worktrees and let git forget them (blocking; for exits and clean)."""
+    git.release_worktrees_sync(root, folder)
     if folder.exists():
         remove_tree(folder)
     git.prune_worktrees_sync(root)

@@ -293,3 +293,17 @@ def test_disk_full_while_writing_the_journal(make) -> None:
     # Whatever landed is whole: every commit touches its one file, and the rest resumes.
     for sha in sh(repo, "rev-list", f"{head.strip()}..HEAD").split():
         assert len(sh(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", sha).split()) == 1
+
+
+def test_a_worktree_left_locked_by_a_killed_add_is_cleared(make) -> None:
+    # `git worktree add` locks a worktree while it populates it; killed half-way, it leaves
+    # one that `git worktree prune` will not remove and that blocks the next add there.
+    repo = make({"a.py": module(["F401"])})
+    folder = repo / ".git" / "stomper" / "worktrees" / "20000101-000000-dead00"
+    for name in ("0", "1"):
+        sh(repo, "worktree", "add", "--detach", "--quiet", str(folder / name), "HEAD")
+        sh(repo, "worktree", "lock", "--reason", "initializing", str(folder / name))
+    shutil.rmtree(folder / "0")
+    assert main(["clean", "--repo", str(repo)]) == 0
+    assert sh(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert not folder.exists()
