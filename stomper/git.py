@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import signal
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,10 +238,27 @@ async def changed_in_worktree(worktree: Path) -> list[str]:
     return changed
 
 
-async def reset_worktree(worktree: Path) -> None:
-    """Back to its HEAD: tracked files restored, untracked and ignored files removed."""
-    await git(worktree, "reset", "--hard", "--quiet", "HEAD")
-    await git(worktree, "clean", "-fdxq")
+async def reset_worktree(worktree: Path, commit: str) -> None:
+    """Detached at ``commit`` with nothing else: tracked files and the index as the commit
+    has them, and every untracked or ignored file (nested repositories too) removed."""
+    await git(worktree, "checkout", "--detach", "--force", "--quiet", commit, "--")
+    await git(worktree, "clean", "-ffdxq")
+
+
+async def head_of(worktree: Path) -> tuple[str | None, str | None]:
+    """The commit a worktree's HEAD is at, and its branch if it is on one."""
+    commit = await resolve_commit(worktree, "HEAD")
+    return commit, await current_branch(worktree)
+
+
+async def read_blob(root: Path, blob: str) -> bytes:
+    return (await git(root, "cat-file", "blob", blob)).stdout
+
+
+async def write_blob(root: Path, path: str, content: bytes) -> str:
+    """Store ``content`` as the blob of ``path`` (through that path's filters); its id."""
+    done = await git(root, "hash-object", "-w", "--stdin", f"--path={path}", stdin=content)
+    return _text(done)
 
 
 async def hash_file(worktree: Path, path: str) -> str:
@@ -365,3 +386,199 @@ async def stomper_commits(root: Path, tip: str, since: str) -> list[LoggedCommit
         if run.strip():
             commits.append(LoggedCommit(sha, run.strip(), unit.strip(), files))
     return commits
+
+
+# Long-lived processes and batched checkout updates, for landing ---------------------------
+# A landing must cost milliseconds, not a git process per step: objects are read and refs
+# moved through one process each for a whole run, and the checkout follows a whole chain of
+# landed commits with one git call.
+
+_CLOSE_WAIT = 5.0
+_COMMITTED = [b"start: ok\n", b"prepare: ok\n", b"commit: ok\n"]
+
+
+async def object_store(root: Path) -> tuple[str, Path]:
+    """The repository's object format (``sha1``, ``sha256``) and its object directory."""
+    done = await git(root, "rev-parse", "--show-object-format", "--git-path", "objects")
+    object_format, objects = done.stdout.decode().splitlines()
+    return object_format, root / objects
+
+
+async def ident(root: Path, variable: str) -> bytes:
+    """``GIT_AUTHOR_IDENT`` or ``GIT_COMMITTER_IDENT``, exactly as git would commit it."""
+    return (await git(root, "var", variable)).stdout.rstrip(b"\n")
+
+
+async def config_matching(root: Path, pattern: str) -> dict[str, str]:
+    """The configured values whose (lower-case) names match ``pattern``; the last one wins."""
+    done = await git(root, "config", "-z", "--get-regexp", pattern, check=False)
+    values = {}
+    for record in _split_z(done.stdout):
+        name, newline, value = record.partition("\n")
+        values[name] = value if newline else "true"  # a bare name is a boolean set to true
+    return values
+
+
+async def changed_paths(root: Path, paths: Sequence[str]) -> set[str]:
+    """Those of ``paths`` whose index or working-tree state differs from HEAD."""
+    if not paths:
+        return set()
+    done = await git(
+        root,
+        "--no-optional-locks",
+        "status",
+        "--porcelain=v1",
+        "-z",
+        "--untracked-files=no",
+        "--",
+        *paths,
+    )
+    records = done.stdout.split(b"\0")
+    changed: set[str] = set()
+    index = 0
+    while index < len(records):
+        record = records[index].decode()
+        index += 1
+        if len(record) < 4:
+            continue
+        changed.add(record[3:])
+        if record[0] in "RC":  # a rename or copy names its source in the next record
+            changed.add(records[index].decode())
+            index += 1
+    return changed
+
+
+async def restore_paths(root: Path, commit: str, paths: Sequence[str]) -> None:
+    """Set ``paths`` in the checkout's index and working tree to what ``commit`` has: one
+    write of the index for them all, nothing else of the user's touched."""
+    names = b"".join(path.encode() + b"\0" for path in paths)
+    await git(
+        root,
+        # Not the user's checkout of a branch: no post-checkout hook, as checkout-index.
+        "-c",
+        "core.hooksPath=/dev/null",
+        "restore",
+        f"--source={commit}",
+        "--staged",
+        "--worktree",
+        "--pathspec-from-file=-",
+        "--pathspec-file-nul",
+        stdin=names,
+    )
+
+
+class _LongLived:
+    """One git process kept running and spoken to through its pipes; started when first
+    needed, and ended by :meth:`aclose` (safe when it never started)."""
+
+    def __init__(self, root: Path, *args: str) -> None:
+        self._root = root
+        self._argv = (*_BASE, *args)
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self.error = ""
+        """What git last said on its way out, when it ended on an error."""
+
+    async def _started(self) -> asyncio.subprocess.Process:
+        if self._process is None:
+            try:
+                self._process = await asyncio.create_subprocess_exec(
+                    *self._argv,
+                    cwd=self._root,
+                    env=proc.child_env(),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    # Its own process group: a Ctrl-C meant for stomper must not end it
+                    # half-way; stomper ends it, and the end of its input ends it too.
+                    start_new_session=True,
+                )
+            except FileNotFoundError as exc:
+                raise _missing(exc, self._root) from None
+        return self._process
+
+    async def aclose(self) -> None:
+        """End the process at the end of its input and reap it (killed if it lingers)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()
+        try:
+            _, err = await asyncio.wait_for(process.communicate(), _CLOSE_WAIT)
+        except TimeoutError:
+            _kill(process)
+            _, err = await process.communicate()
+        if process.returncode:
+            self.error = err.decode(errors="replace").strip()
+
+    async def _broken(self, process: asyncio.subprocess.Process) -> proc.CalledProcessError:
+        """The process stopped answering: end it; the error to raise."""
+        _kill(process)
+        await self.aclose()
+        return proc.CalledProcessError(self._argv, process.returncode or -1, self.error.encode())
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return  # it ended meanwhile
+
+
+class ObjectReader(_LongLived):
+    """``git cat-file --batch``: objects read by id, one process for a whole run.
+
+    It finds objects written after it started (loose ones are looked up on each read).
+    """
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, "cat-file", "--batch")
+
+    async def read(self, oid: str) -> tuple[bytes, bytes] | None:
+        """The kind and body of object ``oid``, or None when the repository lacks it."""
+        async with self._lock:
+            process = await self._started()
+            assert process.stdin is not None and process.stdout is not None
+            try:
+                process.stdin.write(oid.encode() + b"\n")
+                await process.stdin.drain()
+                header = (await process.stdout.readline()).split()
+                if header[1:] == [b"missing"]:
+                    return None
+                _, kind, size = header
+                body = await process.stdout.readexactly(int(size) + 1)
+            except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+                raise await self._broken(process) from exc
+            return kind, body[:-1]
+
+
+class RefTransactions(_LongLived):
+    """``git update-ref --stdin``: compare-and-swap ref moves, one process for a whole run.
+
+    Each move is one whole transaction (start, update, prepare, commit) written at once, so
+    the ref's lock is only ever held inside git for the moment of the move, never between
+    moves. git ends the process when a transaction fails; the next move starts another.
+    """
+
+    def __init__(self, root: Path, *, reason: str) -> None:
+        super().__init__(root, "update-ref", "-m", reason, "--stdin")
+
+    async def move(self, ref: str, new: str, old: str) -> bool:
+        """Move ``ref`` from ``old`` to ``new``; False when it was not at ``old`` (or is
+        locked by another process): :attr:`error` then says what git said."""
+        transaction = f"start\nupdate {ref} {new} {old}\nprepare\ncommit\n".encode()
+        async with self._lock:
+            process = await self._started()
+            assert process.stdin is not None and process.stdout is not None
+            try:
+                process.stdin.write(transaction)
+                await process.stdin.drain()
+                replies = [await process.stdout.readline() for _ in _COMMITTED]
+            except OSError:
+                replies = []
+            if replies == _COMMITTED:
+                return True
+            await self._broken(process)
+            return False

@@ -25,8 +25,12 @@ SUPPRESSIONS = (
 )
 
 
-async def scope_violation(tree: Path, unit_path: str, mode: str) -> str | None:
+async def scope_violation(tree: Path, unit_path: str, mode: str, base: str) -> str | None:
     """Why the change in the worktree ``tree`` reaches beyond the unit's file, if it does."""
+    head, branch = await git.head_of(tree)
+    if head != base or branch is not None:
+        # A commit in the workspace would hide the change from the diff against HEAD.
+        return "the agent committed or switched branches in its workspace"
     touched = await git.changed_in_worktree(tree)
     outside = sorted(path for path in touched if path != unit_path)
     if outside:

@@ -14,7 +14,7 @@ from typing import Any, cast
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from stomper import console
-from stomper.agents import Agent
+from stomper.agents import Agent, needs_tree
 from stomper.agents import close as close_agent
 from stomper.config import Settings
 from stomper.diagnostics import Collector
@@ -86,7 +86,13 @@ async def execute(
     progress: bool = True,
 ) -> Outcome:
     """Work ``units`` (those in ``done`` are skipped), land them, and always clean up."""
-    workspaces = Workspaces(run.repo.root, run.repo.state.worktrees(run.run_id))
+    settings = run.settings
+    # One worktree a unit running at once, and one for the tests at the base.
+    workspaces = Workspaces(
+        run.repo.root,
+        run.repo.state.worktrees(run.run_id),
+        pool_size=settings.max_parallel_files + 1,
+    )
     lander = None
     if not run.dry_run:
         lander = Lander(
@@ -97,20 +103,20 @@ async def execute(
             landed=landed,
             user_index=run.repo.git_dir / "index",
         )
-    settings = run.settings
     gate = None
     if settings.test_cmd:
         gate = TestGate(
             settings.test_cmd,
             timeout=settings.test_timeout,
-            base_tree=lambda: workspaces.isolate("tests-at-base", run.base),
+            base_tree=lambda: workspaces.tree_root(run.base),
         )
     policy = Policy(
         max_attempts=settings.max_attempts,
         agent_timeout=settings.agent_timeout,
         allow_suppressions=settings.allow_suppressions,
     )
-    pipeline = Pipeline(run.run_id, workspaces, agent, collectors, lander, policy, gate)
+    tree = needs_tree(agent) or gate is not None or not all(c.per_file for c in collectors)
+    pipeline = Pipeline(run.run_id, workspaces, agent, collectors, lander, policy, gate, tree)
     results: list[UnitResult] = []
 
     def record(result: UnitResult) -> None:
@@ -132,6 +138,8 @@ async def execute(
     finally:
         with contextlib.suppress(Exception):
             await asyncio.shield(close_agent(agent))
+        if lander is not None:
+            await asyncio.shield(lander.aclose())
         workspaces.close()
         journal.index_file.unlink(missing_ok=True)
         journal.update(status=status, finished=time.time())

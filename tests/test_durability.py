@@ -152,21 +152,33 @@ def kill_and_resume(tmp_path: Path, repo: Path, child: subprocess.Popen[bytes], 
     assert_nothing_left(repo)
 
 
+# A landing moves the branch through a long-lived `git update-ref --stdin`, then brings the
+# checkout along with one `git restore`: held there, a landing has moved the branch and not
+# yet recorded its units. Units that queue up land together as one landing, so only with
+# one unit at a time is the 60th landing the last.
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("verb", "at", "point"),
+    ("verb", "at", "parallel", "point"),
     [
-        ("add", 2, "before any landing"),
-        ("update-ref", 30, "mid-way, inside a landing"),
-        ("update-ref", UNITS, "inside the last landing"),
-        ("prune", 1, "after the last landing, before the report"),
+        ("agent", 1, 4, "before any landing"),
+        ("restore", 10, 4, "mid-way, inside a landing"),
+        ("restore", UNITS, 1, "inside the last landing"),
+        ("prune", 1, 4, "after the last landing, before the report"),
     ],
 )
-def test_sigkill_at_each_point_then_resume(tmp_path, reference_tree, verb, at, point) -> None:
+def test_sigkill_at_each_point_then_resume(
+    tmp_path, reference_tree, verb, at, parallel, point
+) -> None:
     repo = make_repo(tmp_path / "repo", project())
-    env = shim_env(tmp_path, agent_env(tmp_path), verb, at)
-    child = stomper(repo, "fix", env=env)
-    wait_for((tmp_path / "hang" / "marker").exists, point)
+    if verb == "agent":
+        # The first agent call: with the agent taking seconds, nothing can have landed.
+        child = stomper(repo, "fix", env=agent_env(tmp_path, delay="3"))
+        wait_for(lambda: len(calls(tmp_path)) >= at, point)
+    else:
+        env = shim_env(tmp_path, agent_env(tmp_path), verb, at)
+        env["STOMPER_MAX_PARALLEL_FILES"] = str(parallel)
+        child = stomper(repo, "fix", env=env)
+        wait_for((tmp_path / "hang" / "marker").exists, point)
     kill_and_resume(tmp_path, repo, child, signal.SIGKILL)
     assert sh(repo, "rev-parse", "HEAD^{tree}").strip() == reference_tree
 

@@ -128,7 +128,7 @@ def test_clean_after_sigkill_removes_what_the_run_left_and_nothing_else(make) ->
         time.sleep(0.05)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
-    assert sh(repo, "worktree", "list", "--porcelain").count("worktree ") > 1
+    assert any(worktrees.glob("*/*"))
     assert main(["clean", "--repo", str(repo)]) == 0
     assert sh(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert not any(worktrees.iterdir())

@@ -147,6 +147,32 @@ def test_factories_load_by_name_and_follow_the_settings(monkeypatch, tmp_path) -
     assert raising.paths == {"a.py", "b.py"}
 
 
+def test_wrappers_ask_for_the_workspace_their_inner_agent_asks_for(monkeypatch) -> None:
+    class TreeAgent(Recorder):
+        needs_tree = True
+
+    scratch_inner = agents.AutofixAgent()
+    scratch = getattr(scratch_inner, "needs_tree", True)
+    assert agents.Instant().needs_tree == scratch
+    assert agents.DelayedAutofix(0).needs_tree == scratch
+    assert agents.Counting(agents.Instant(), Path("log")).needs_tree == scratch
+    assert agents.Raising().needs_tree == scratch
+    assert agents.Instant(TreeAgent()).needs_tree is True
+    assert agents.Counting(TreeAgent(), Path("log")).needs_tree is True
+    # An agent that does not say is given a tree.
+    assert agents.DelayedAutofix(0, inner=Recorder()).needs_tree is True
+    assert agents.DelayedAutofix(0, inner=TreeAgent(), needs_tree=False).needs_tree is False
+
+    monkeypatch.setenv(agents.TREE_ENV, "1")
+    assert getattr(agents.delayed(Settings()), "needs_tree", None) is True
+    assert getattr(agents.instant(Settings()), "needs_tree", None) is True
+    monkeypatch.setenv(agents.TREE_ENV, "0")
+    assert getattr(agents.raising(Settings()), "needs_tree", None) is False
+    monkeypatch.setenv(agents.TREE_ENV, "maybe")
+    with pytest.raises(AgentError, match=agents.TREE_ENV):
+        agents.instant(Settings())
+
+
 @pytest.mark.parametrize("value", ["soon", "-1"])
 def test_a_bad_delay_is_an_agent_error(monkeypatch, value) -> None:
     monkeypatch.setenv(agents.DELAY_ENV, value)
@@ -188,10 +214,14 @@ def test_a_bad_delay_through_the_cli_exits_2(make, monkeypatch, capsys) -> None:
     assert sh(repo, "rev-list", "--count", "HEAD").strip() == "1"
 
 
-def test_a_raising_agent_fails_its_unit_and_its_siblings_land(make, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize("tree", ["1", "0"], ids=["worktree", "scratch"])
+def test_a_raising_agent_fails_its_unit_and_its_siblings_land(
+    make, monkeypatch, capsys, tree
+) -> None:
     repo = make({name: module(["F401", "F541"]) for name in ("a.py", "b.py", "c.py")})
     base = sh(repo, "rev-parse", "HEAD").strip()
     monkeypatch.setenv(agents.RAISE_ON_ENV, "b.py")
+    monkeypatch.setenv(agents.TREE_ENV, tree)
     code, doc = run_json(repo, "--agent", f"{AGENTS}:raising", "-j", "2", capsys=capsys)
     assert code == 1
     assert doc["status"] == "completed"

@@ -30,10 +30,17 @@ class AgentTask:
     attempt: int = 1
     feedback: str | None = None
     """What verification said about the previous attempt, for the next one."""
+    config_path: Path | None = None
+    """Where the file stands for the tools' settings, when that is not ``file`` (a scratch
+    workspace holds the one file; the project's settings apply at its place in the checkout)."""
 
     @property
     def file(self) -> Path:
         return self.workspace / self.unit.path
+
+    @property
+    def settings_path(self) -> Path:
+        return self.config_path or self.file
 
 
 @dataclass(frozen=True)
@@ -57,13 +64,20 @@ class AttemptFailed(Exception):
 class Agent(Protocol):
     """Edits a unit's file. Agents may also have ``async ready()`` (raise AgentError when
     no unit could work: a missing program, an endpoint that does not answer), ``async
-    check() -> (ok, message)`` for ``stomper doctor``, and ``async aclose()``."""
+    check() -> (ok, message)`` for ``stomper doctor``, ``async aclose()``, and
+    ``needs_tree = False`` when they only edit the file: such an agent gets a scratch
+    workspace holding the one file, not a worktree of the whole repository."""
 
     name: str
 
     async def fix(self, task: AgentTask) -> AgentOutcome:
         """Edit ``task.file`` in ``task.workspace`` to resolve the unit's diagnostics."""
         ...
+
+
+def needs_tree(agent: Agent) -> bool:
+    """Whether the agent runs in a real tree; agents that do not say so are given one."""
+    return bool(getattr(agent, "needs_tree", True))
 
 
 async def ready(agent: Agent) -> None:

@@ -15,6 +15,7 @@ class AutofixAgent:
     """
 
     name = "autofix"
+    needs_tree = False
 
     def __init__(
         self, *, unsafe_fixes: bool = False, select: Sequence[str] = (), ignore: Sequence[str] = ()
@@ -26,11 +27,14 @@ class AutofixAgent:
     async def fix(self, task: AgentTask) -> AgentOutcome:
         if not any(diag.tool == "ruff" for diag in task.unit.diagnostics):
             return AgentOutcome(note="no diagnostic this agent can fix")
-        await ruff.apply_fixes(
-            task.workspace,
-            task.unit.path,
+        source = task.file.read_bytes()
+        fixed = await ruff.fix_source(
+            source,
+            task.settings_path,
             select=self.select,
             ignore=self.ignore,
             unsafe=self.unsafe_fixes,
         )
+        if fixed != source:
+            task.file.write_bytes(fixed)
         return AgentOutcome()

@@ -45,6 +45,7 @@ class OpenAIChatAgent:
     """
 
     name = "openai"
+    needs_tree = False
 
     def __init__(
         self,

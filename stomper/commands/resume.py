@@ -181,12 +181,15 @@ async def _reconcile(
     to_check = [*landed_unrecorded, *moved]
     if not to_check:
         return out
-    workspaces = Workspaces(repo.root, repo.state.worktrees(run.run_id))
-    async with workspaces.isolate("reconcile", tip) as tree:
-        paths = [u.path for u in to_check if u.path in entries]
-        found: list[Diagnostic] = []
-        for collector in collectors:
-            found += await collector.collect(tree, paths)
+    workspaces = Workspaces(repo.root, repo.state.worktrees(run.run_id), pool_size=1)
+    try:
+        async with workspaces.tree_root(tip) as tree:
+            paths = [u.path for u in to_check if u.path in entries]
+            found: list[Diagnostic] = []
+            for collector in collectors:
+                found += await collector.collect(tree, paths)
+    finally:
+        workspaces.close()
     by_path: dict[str, list[Diagnostic]] = {}
     for diag in found:
         by_path.setdefault(diag.path, []).append(diag)

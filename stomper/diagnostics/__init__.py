@@ -75,6 +75,10 @@ class Collector(Protocol):
         """Diagnostics for ``paths`` (relative to ``root``) in the tree at ``root``."""
         ...
 
+    async def collect_source(self, root: Path, path: str, source: bytes) -> list[Diagnostic]:
+        """Diagnostics for ``source`` as if it were ``root / path`` (per-file tools only)."""
+        ...
+
 
 def fold(text: str) -> str:
     return " ".join(text.split())

@@ -53,6 +53,10 @@ class MypyCollector:
         found = [diag for diag in parse(done.stdout, root) if diag.path in wanted]
         return attach_context(root, found)
 
+    async def collect_source(self, root: Path, path: str, source: bytes) -> list[Diagnostic]:
+        # A module's types depend on the modules it imports: mypy checks files in a tree.
+        raise ToolError("mypy checks files in a tree, not a source alone: use a worktree")
+
 
 def parse(output: bytes, root: Path) -> list[Diagnostic]:
     out = []

@@ -8,10 +8,11 @@ import re
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from stomper import proc
-from stomper.diagnostics import Diagnostic, ToolInfo, attach_context
+from stomper.diagnostics import Diagnostic, ToolInfo, attach_context, fold
 from stomper.errors import ToolError
 
 # Explicit file lists are chunked: the kernel caps one argv, and 10,000 paths exceed it.
@@ -64,6 +65,21 @@ class RuffCollector:
             found += parse(done.stdout, root)
         return attach_context(root, found)
 
+    async def collect_source(self, root: Path, path: str, source: bytes) -> list[Diagnostic]:
+        binary = _require_binary()
+        argv = (binary, "check", "--output-format", "json", "--exit-zero", "--no-fix", "--no-cache")
+        done = await proc.run(
+            (*argv, "--stdin-filename", str(root / path), "-"), cwd=root, stdin=source, check=False
+        )
+        if done.returncode != 0:
+            raise ToolError(f"ruff failed: {done.stderr.decode(errors='replace').strip()}")
+        found = parse(done.stdout, root)
+        lines = source.decode("utf-8", errors="replace").splitlines()
+        return [
+            replace(d, context=fold(lines[d.line - 1]) if 0 < d.line <= len(lines) else "")
+            for d in found
+        ]
+
 
 def parse(output: bytes, root: Path) -> list[Diagnostic]:
     out = []
@@ -84,14 +100,36 @@ def parse(output: bytes, root: Path) -> list[Diagnostic]:
     return out
 
 
-async def apply_fixes(
-    root: Path, path: str, *, select: Sequence[str], ignore: Sequence[str], unsafe: bool
-) -> None:
-    """Let ruff fix what it can in one file of the tree at ``root``.
+async def fix_source(
+    source: bytes,
+    config_path: Path,
+    *,
+    select: Sequence[str],
+    ignore: Sequence[str],
+    unsafe: bool,
+) -> bytes:
+    """``source`` with ruff's fixes applied, under the settings that hold at ``config_path``.
 
     With no ``select`` the project's own rule set applies, so a fix that leaves something
     for another rule to clean up (an import a fix made unused) is finished in the same pass.
     """
+    binary = _require_binary()
+    argv = [binary, "check", "--fix-only", "--exit-zero", "--no-cache", "--quiet"]
+    argv.append("--unsafe-fixes" if unsafe else "--no-unsafe-fixes")
+    select, ignore = _ruff_codes(select), _ruff_codes(ignore)
+    if select:
+        argv += ["--select", ",".join(select)]
+    if ignore:
+        argv += ["--ignore", ",".join(ignore)]
+    argv += ["--stdin-filename", str(config_path), "-"]
+    done = await proc.run(argv, cwd=config_path.parent, stdin=source)
+    return done.stdout
+
+
+async def apply_fixes(
+    root: Path, path: str, *, select: Sequence[str], ignore: Sequence[str], unsafe: bool
+) -> None:
+    """Let ruff fix what it can in one file of the tree at ``root`` (see ``fix_source``)."""
     binary = _require_binary()
     argv = [binary, "check", "--fix-only", "--exit-zero", "--no-cache", "--quiet"]
     argv.append("--unsafe-fixes" if unsafe else "--no-unsafe-fixes")

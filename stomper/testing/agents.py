@@ -8,7 +8,12 @@ knobs from the environment, the one channel that reaches an agent loaded by name
 - ``STOMPER_TEST_AGENT_DELAY``: seconds each call waits before fixing (default 0);
 - ``STOMPER_TEST_AGENT_LOG``: the file :class:`Counting` appends one line per call to;
 - ``STOMPER_TEST_AGENT_RAISE_ON``: comma-separated unit paths :class:`Raising` fails on
-  (default: every unit).
+  (default: every unit);
+- ``STOMPER_TEST_AGENT_TREE``: ``1`` to give the agent a worktree of the whole repository,
+  ``0`` for a scratch folder with the one file (default: what the autofix agent asks for).
+
+Each agent says whether it needs a real tree (``needs_tree``) as the agent it wraps does,
+unless told otherwise, so a benchmark measures the workspace the wrapped agent would get.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
 DELAY_ENV = "STOMPER_TEST_AGENT_DELAY"
 LOG_ENV = "STOMPER_TEST_AGENT_LOG"
 RAISE_ON_ENV = "STOMPER_TEST_AGENT_RAISE_ON"
+TREE_ENV = "STOMPER_TEST_AGENT_TREE"
 
 
 class AgentFailure(RuntimeError):
@@ -44,13 +50,19 @@ def autofix_for(settings: Settings | None) -> AutofixAgent:
     )
 
 
+def wants_tree(agent: Agent, override: bool | None = None) -> bool:
+    """Whether ``agent`` asks for a worktree (agents that do not say are given one)."""
+    return bool(getattr(agent, "needs_tree", True)) if override is None else override
+
+
 class Instant:
     """Applies ruff's fixes and nothing else: no delay, for measuring stomper's own cost."""
 
     name = "instant"
 
-    def __init__(self, inner: Agent | None = None) -> None:
+    def __init__(self, inner: Agent | None = None, *, needs_tree: bool | None = None) -> None:
         self.inner = inner if inner is not None else AutofixAgent()
+        self.needs_tree = wants_tree(self.inner, needs_tree)
 
     async def fix(self, task: AgentTask) -> AgentOutcome:
         return await self.inner.fix(task)
@@ -65,11 +77,14 @@ class DelayedAutofix:
 
     name = "delayed-autofix"
 
-    def __init__(self, delay: float = 0.0, *, inner: Agent | None = None) -> None:
+    def __init__(
+        self, delay: float = 0.0, *, inner: Agent | None = None, needs_tree: bool | None = None
+    ) -> None:
         if delay < 0:
             raise ValueError(f"delay must not be negative, got {delay}")
         self.delay = delay
         self.inner = inner if inner is not None else AutofixAgent()
+        self.needs_tree = wants_tree(self.inner, needs_tree)
 
     async def fix(self, task: AgentTask) -> AgentOutcome:
         if self.delay:
@@ -88,6 +103,7 @@ class Counting:
         self.inner = inner
         self.log = log
         self.name = f"counting({inner.name})"
+        self.needs_tree = wants_tree(inner)
 
     async def fix(self, task: AgentTask) -> AgentOutcome:
         await asyncio.to_thread(_append_line, self.log, task.unit.path)
@@ -126,10 +142,12 @@ class Raising:
         *,
         paths: Collection[str] | None = None,
         otherwise: Agent | None = None,
+        needs_tree: bool | None = None,
     ) -> None:
         self.message = message
         self.paths = frozenset(paths) if paths is not None else None
         self.otherwise = otherwise if otherwise is not None else AutofixAgent()
+        self.needs_tree = wants_tree(self.otherwise, needs_tree)
 
     async def fix(self, task: AgentTask) -> AgentOutcome:
         if self.paths is None or task.unit.path in self.paths:
@@ -154,14 +172,26 @@ def env_delay() -> float:
     return delay
 
 
+def env_tree() -> bool | None:
+    """``STOMPER_TEST_AGENT_TREE`` as a yes, a no, or None when unset."""
+    raw = os.environ.get(TREE_ENV, "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    raise AgentError(f"{TREE_ENV} must be 1 or 0, got {raw!r}")
+
+
 def instant(settings: Settings) -> Agent:
     """:class:`Instant`, configured by the run's settings."""
-    return Instant(autofix_for(settings))
+    return Instant(autofix_for(settings), needs_tree=env_tree())
 
 
 def delayed(settings: Settings) -> Agent:
     """:class:`DelayedAutofix` with the delay of ``STOMPER_TEST_AGENT_DELAY``."""
-    return DelayedAutofix(env_delay(), inner=autofix_for(settings))
+    return DelayedAutofix(env_delay(), inner=autofix_for(settings), needs_tree=env_tree())
 
 
 def counting(settings: Settings) -> Agent:
@@ -176,4 +206,4 @@ def raising(settings: Settings) -> Agent:
     """:class:`Raising` on the paths of ``STOMPER_TEST_AGENT_RAISE_ON`` (every unit if unset)."""
     raw = os.environ.get(RAISE_ON_ENV, "")
     paths = [part.strip() for part in raw.split(",") if part.strip()]
-    return Raising(paths=paths or None, otherwise=autofix_for(settings))
+    return Raising(paths=paths or None, otherwise=autofix_for(settings), needs_tree=env_tree())

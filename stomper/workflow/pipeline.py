@@ -6,18 +6,17 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from stomper import git
 from stomper.agents import Agent, AgentTask, AttemptFailed
 from stomper.diagnostics import Collector, Diagnostic
 from stomper.events import Phase
 from stomper.gate import TestGate
-from stomper.guardrails import scope_violation, suppression_violation
+from stomper.guardrails import suppression_violation
 from stomper.landing import Lander, LandingRefused, commit_message
 from stomper.unit import LANDABLE, Patch, Status, Unit, UnitResult
 from stomper.verify import Verdict, describe, judge
-from stomper.workspace import Workspaces
+from stomper.workspace import Space, Workspaces
 
 Emit = Callable[[Phase], None]
 
@@ -44,6 +43,8 @@ class Pipeline:
     """None for a dry run: everything but landing."""
     policy: Policy = field(default_factory=Policy)
     gate: TestGate | None = None
+    tree: bool = True
+    """Units work in pooled worktrees (True) or in scratch folders holding their one file."""
 
     async def work(self, unit: Unit, emit: Emit) -> UnitResult:
         """Work one unit to its result; a failure of the unit is a result, never a raise."""
@@ -56,22 +57,22 @@ class Pipeline:
 
     async def _work(self, unit: Unit, emit: Emit) -> UnitResult:
         emit(Phase.ISOLATING)
-        async with self.workspaces.isolate(str(unit.index), unit.base) as tree:
-            before = await self._baseline(unit, tree)
-            result = await self._attempts(unit, tree, before, emit)
+        isolate = self.workspaces.tree(unit.base) if self.tree else self.workspaces.scratch(unit)
+        async with isolate as space:
+            before = await self._baseline(unit, space)
+            result = await self._attempts(unit, space, before, emit)
             if result.status not in LANDABLE:
                 return result
             if self.gate is not None:
                 emit(Phase.VERIFYING)
-                blame = await self.gate.judge(tree)
+                blame = await self.gate.judge(space.root)
                 if blame is not None:
                     return _refuse(result, blame)
-            new_blob = await git.hash_file(tree, unit.path)
-            patch = Patch(unit.path, unit.mode, unit.base_blob, new_blob)
-            diff = await git.diff_blobs(tree, patch.old_blob, patch.new_blob, unit.path)
-            result = replace(result, diff=diff)
+            patch = Patch(unit.path, unit.mode, unit.base_blob, await space.blob(unit))
         if self.lander is None:
-            return result
+            root = self.workspaces.root
+            diff = await git.diff_blobs(root, patch.old_blob, patch.new_blob, unit.path)
+            return replace(result, diff=diff)
         emit(Phase.LANDING)
         message = commit_message(
             path=unit.path,
@@ -87,7 +88,7 @@ class Pipeline:
         return replace(result, commit=landed.commit, landing_s=landed.seconds)
 
     async def _attempts(
-        self, unit: Unit, tree: Path, before: list[Diagnostic], emit: Emit
+        self, unit: Unit, space: Space, before: list[Diagnostic], emit: Emit
     ) -> UnitResult:
         """Let the agent try until the unit is fixed, stops improving, or runs out of tries.
 
@@ -95,7 +96,8 @@ class Pipeline:
         (or broke). An attempt that does not lower the count of what is left ends the tries;
         an answer the agent could not even apply is fed back and tried again.
         """
-        file = tree / unit.path
+        file = space.file(unit)
+        config_path = None if space.real_tree else space.config_path(unit)
         original = best_source = file.read_bytes()
         best: Verdict | None = None
         reason: str | None = None
@@ -110,25 +112,26 @@ class Pipeline:
             started = time.monotonic()
             try:
                 async with asyncio.timeout_at(_loop_time(deadline)):
-                    outcome = await self.agent.fix(AgentTask(unit, tree, attempt, feedback))
+                    task = AgentTask(unit, space.root, attempt, feedback, config_path)
+                    outcome = await self.agent.fix(task)
             except AttemptFailed as failed:
                 tokens_in += failed.tokens_in
                 tokens_out += failed.tokens_out
                 touched, feedback = True, failed.feedback
                 reason = f"attempt {attempt}: {failed.feedback}"
-                await _restore(tree, unit.path, best_source, original)
+                await space.restore(unit, best_source)
                 continue
             except TimeoutError:
                 touched = True
                 reason = f"the agent ran past {self.policy.agent_timeout:g}s on this unit"
-                await _restore(tree, unit.path, best_source, original)
+                await space.restore(unit, best_source)
                 break
             finally:
                 agent_s += time.monotonic() - started
             tokens_in += outcome.tokens_in
             tokens_out += outcome.tokens_out
             emit(Phase.VERIFYING)
-            verdict = await self._verify(unit, tree, before, original)
+            verdict = await self._verify(unit, space, before, original)
             if verdict.status is Status.UNCHANGED:
                 reason = outcome.note or verdict.reason
                 break
@@ -142,7 +145,7 @@ class Pipeline:
                     break
                 feedback = _feedback(verdict)
                 continue
-            await _restore(tree, unit.path, best_source, original)
+            await space.restore(unit, best_source)
             reason = (
                 f"stopped after attempt {attempt}, which did not reduce what is left: "
                 f"{verdict.reason or describe(verdict.remaining)}"
@@ -175,13 +178,13 @@ class Pipeline:
         )
 
     async def _verify(
-        self, unit: Unit, tree: Path, before: list[Diagnostic], original: bytes
+        self, unit: Unit, space: Space, before: list[Diagnostic], original: bytes
     ) -> Verdict:
-        """Judge the worktree's state: guardrails first, then the diagnostics."""
-        scope = await scope_violation(tree, unit.path, unit.mode)
+        """Judge the space's state: guardrails first, then the diagnostics."""
+        scope = await space.violation(unit)
         if scope is not None:
             return Verdict(Status.FAILED, (), unit.diagnostics, (), scope)
-        now = (tree / unit.path).read_bytes()
+        now = space.file(unit).read_bytes()
         if now == original:
             return judge(unit.diagnostics, before, before, changed=False)
         if not self.policy.allow_suppressions:
@@ -190,21 +193,17 @@ class Pipeline:
             )
             if cheat is not None:
                 return Verdict(Status.FAILED, (), unit.diagnostics, (), cheat)
-        after: list[Diagnostic] = []
-        for collector in self.collectors:
-            after += await collector.collect(tree, [unit.path])
+        after = await space.collect(self.collectors, unit)
         return judge(unit.diagnostics, before, after, changed=True)
 
-    async def _baseline(self, unit: Unit, tree: Path) -> list[Diagnostic]:
+    async def _baseline(self, unit: Unit, space: Space) -> list[Diagnostic]:
         """The file's findings before the agent: collected again only where they may differ."""
         again = [c for c in self.collectors if not c.per_file]
         if not again:
             return list(unit.baseline)
         names = {c.name for c in again}
         found = [d for d in unit.baseline if d.tool not in names]
-        for collector in again:
-            found += await collector.collect(tree, [unit.path])
-        return found
+        return found + await space.collect(again, unit)
 
 
 def _better(verdict: Verdict, best: Verdict | None) -> bool:
@@ -223,13 +222,6 @@ def _feedback(verdict: Verdict) -> str:
     if verdict.reason:
         parts.append(verdict.reason)
     return "\n".join(parts)
-
-
-async def _restore(tree: Path, path: str, content: bytes, original: bytes) -> None:
-    """Put the unit's file back to ``content`` and undo anything else the attempt did."""
-    await git.reset_worktree(tree)
-    if content != original:
-        (tree / path).write_bytes(content)
 
 
 def _loop_time(deadline: float) -> float:

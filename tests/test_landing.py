@@ -1,0 +1,539 @@
+"""The Lander on real repositories: chains, a moving target, git's own bytes, its processes."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import sys
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stomper import git, objects
+from stomper.landing import Landed, Lander, LandingRefused, commit_message, repair_checkout
+from stomper.testing.repos import IDENTITY, commit_all, make_repo
+from stomper.unit import Patch
+from tests.conftest import sh
+
+FIXED_DATES = {
+    "GIT_AUTHOR_DATE": "1700000000 +0100",
+    "GIT_COMMITTER_DATE": "1700000300 -0230",
+}
+
+
+def patch_for(repo: Path, path: str, content: bytes) -> Patch:
+    """A patch of ``path`` (at HEAD) to ``content``, its blob written as a unit's would be."""
+    mode, _, old = sh(repo, "ls-tree", "HEAD", "--", path).split("\t")[0].split()
+    done = asyncio.run(git.git(repo, "hash-object", "-w", "--stdin", stdin=content))
+    return Patch(path, mode, old, done.stdout.decode().strip())
+
+
+def message(path: str) -> str:
+    return commit_message(path=path, tools=["ruff"], codes=["F401"], run_id="test-run")
+
+
+def lander(repo: Path, tmp_path: Path, *, checked_out: bool = True, **kwargs: Any) -> Lander:
+    """A lander onto the checked-out ``main``, or else onto a new branch ``other`` at HEAD."""
+    target = "refs/heads/main"
+    if not checked_out:
+        target = "refs/heads/other"
+        sh(repo, "update-ref", target, "HEAD")
+    return Lander(
+        repo,
+        target,
+        index_file=tmp_path / "private-index",
+        checked_out=checked_out,
+        **kwargs,
+    )
+
+
+async def land_all(landing: Lander, patches: list[Patch]) -> list[Landed | BaseException]:
+    """Hand every patch over at once, as units finishing together would."""
+
+    async def one(patch: Patch) -> Landed | BaseException:
+        try:
+            return await landing.land(patch, message(patch.path))
+        except LandingRefused as refused:
+            return refused
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(patch)) for patch in patches]
+    finally:
+        await landing.aclose()
+    return [task.result() for task in tasks]
+
+
+def new_commits(repo: Path, since: str, tip: str = "HEAD") -> list[str]:
+    return sh(repo, "rev-list", "--reverse", f"{since}..{tip}").split()
+
+
+def files_of(repo: Path, commit: str) -> list[str]:
+    out = sh(repo, "diff-tree", "--no-commit-id", "--name-only", "-r", "-z", commit)
+    return [name for name in out.split("\0") if name]
+
+
+def land_moves(repo: Path, ref: str = "refs/heads/main") -> list[str]:
+    """The reflog messages of ``ref`` stomper wrote, oldest first."""
+    out = sh(repo, "reflog", "show", "--format=%gs", ref)
+    return [line for line in reversed(out.splitlines()) if line.startswith("stomper:")]
+
+
+def assert_fsck_clean(repo: Path) -> None:
+    done = git.git_sync(repo, "fsck", "--strict", "--no-dangling", check=False)
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    assert done.stdout.decode().strip() == ""
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], list[tuple[Any, ...]]]:
+    """Count the calls of a function of ``stomper.git`` (by name) from here on."""
+
+    def count(name: str) -> list[tuple[Any, ...]]:
+        seen: list[tuple[Any, ...]] = []
+        original = getattr(git, name)
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            seen.append(args)
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(git, name, wrapper)
+        return seen
+
+    return count
+
+
+def project(count: int) -> dict[str, str]:
+    return {f"pkg/m{i:02d}.py": f"VALUE = {i}\n" for i in range(count)}
+
+
+def test_chained_landing_is_one_commit_per_file_in_one_ref_update(make, tmp_path, counted) -> None:
+    repo = make(project(8))
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    patches = [
+        patch_for(repo, f"pkg/m{i:02d}.py", f"VALUE = {i + 100}\n".encode()) for i in range(8)
+    ]
+    checkouts = counted("restore_paths")
+
+    results = asyncio.run(land_all(lander(repo, tmp_path), patches))
+
+    commits = new_commits(repo, base)
+    assert [r.commit for r in results if isinstance(r, Landed)] == commits
+    for patch, commit in zip(patches, commits, strict=True):
+        assert files_of(repo, commit) == [patch.path]
+        body = sh(repo, "log", "-1", "--format=%B", commit)
+        assert body == message(patch.path) + "\n"
+        assert "Stomper-Run: test-run" in body and f"Stomper-Unit: {patch.path}" in body
+    # The first patch lands alone; the seven that queued behind it land as one chain: one
+    # ref update, one update of the checkout, for all seven.
+    assert land_moves(repo) == ["stomper: land", "stomper: land"]
+    assert len(checkouts) == 2
+    assert len({r.seconds for r in results[1:] if isinstance(r, Landed)}) == 1
+    for i in range(8):
+        assert (repo / f"pkg/m{i:02d}.py").read_text() == f"VALUE = {i + 100}\n"
+    assert sh(repo, "status", "--porcelain") == ""
+    assert_fsck_clean(repo)
+
+
+def spy_on_moves(
+    monkeypatch: pytest.MonkeyPatch, after: Callable[[], None] = lambda: None
+) -> list[bool]:
+    """Record whether each compare-and-swap of the branch succeeded; run ``after`` each."""
+    moves: list[bool] = []
+    original = git.RefTransactions.move
+
+    async def move(self: git.RefTransactions, ref: str, new: str, old: str) -> bool:
+        moves.append(await original(self, ref, new, old))
+        after()
+        return moves[-1]
+
+    monkeypatch.setattr(git.RefTransactions, "move", move)
+    return moves
+
+
+def loose_count(repo: Path) -> int:
+    return int(sh(repo, "count-objects", "-v").splitlines()[0].split()[1])
+
+
+def test_a_long_chain_is_stored_as_one_pack(make, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(objects, "PACK_AT", 10)
+    repo = make(project(8))
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    patches = [patch_for(repo, f"pkg/m{i:02d}.py", b"NEW = %d\n" % i) for i in range(8)]
+    loose_before = loose_count(repo)
+
+    results = asyncio.run(land_all(lander(repo, tmp_path), patches))
+
+    assert all(isinstance(result, Landed) for result in results)
+    assert len(new_commits(repo, base)) == 8
+    (idx,) = (repo / ".git" / "objects" / "pack").glob("pack-*.idx")
+    listed = sh(repo, "verify-pack", "-v", str(idx))
+    assert "chain length" not in listed  # whole objects, no deltas
+    # The first patch landed alone (3 loose objects); the chain of seven, 21 objects, packed.
+    assert sum(1 for line in listed.splitlines() if " commit " in line) == 7
+    assert loose_count(repo) == loose_before + 3
+    assert sh(repo, "status", "--porcelain") == ""
+    assert_fsck_clean(repo)
+
+
+def test_a_commit_the_user_makes_between_landings_is_kept(make, tmp_path, monkeypatch) -> None:
+    repo = make({"a.py": "A = 1\n", "b.py": "B = 1\n", "notes.md": "v1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    first = patch_for(repo, "a.py", b"A = 2\n")
+    second = patch_for(repo, "b.py", b"B = 2\n")
+    moves = spy_on_moves(monkeypatch)
+
+    async def scenario() -> None:
+        landing = lander(repo, tmp_path)
+        try:
+            await landing.land(first, message("a.py"))
+            (repo / "notes.md").write_text("v2\n")
+            commit_all(repo, "the user's own commit")
+            # The lander's idea of the tip is now stale: the move must fail and be rebuilt.
+            await landing.land(second, message("b.py"))
+        finally:
+            await landing.aclose()
+
+    asyncio.run(scenario())
+    assert moves == [True, False, True]  # the second landing was built again on the new tip
+    subjects = sh(repo, "log", "--reverse", "--format=%s", f"{base}..HEAD").splitlines()
+    assert subjects == [
+        "fix(ruff): resolve 1 diagnostics in a.py",
+        "the user's own commit",
+        "fix(ruff): resolve 1 diagnostics in b.py",
+    ]
+    assert sh(repo, "show", "HEAD:notes.md") == "v2\n"
+    assert sh(repo, "show", "HEAD:a.py") == "A = 2\n"
+    assert sh(repo, "show", "HEAD:b.py") == "B = 2\n"
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_a_file_changed_on_the_target_is_refused_and_the_rest_land(make, tmp_path) -> None:
+    repo = make({"a.py": "A = 1\n", "b.py": "B = 1\n"})
+    patches = [patch_for(repo, "a.py", b"A = 2\n"), patch_for(repo, "b.py", b"B = 2\n")]
+    (repo / "a.py").write_text("A = 'the user'\n")
+    user = commit_all(repo, "the user's fix")
+
+    refused, landed = asyncio.run(land_all(lander(repo, tmp_path), patches))
+
+    assert isinstance(refused, LandingRefused) and not refused.skipped
+    assert "a.py changed on refs/heads/main" in refused.reason
+    assert isinstance(landed, Landed)
+    assert new_commits(repo, user) == [landed.commit]
+    assert (repo / "a.py").read_text() == "A = 'the user'\n"
+
+
+def test_a_file_the_user_edits_during_the_run_is_skipped_and_kept(make, tmp_path) -> None:
+    repo = make({"a.py": "A = 1\n", "b.py": "B = 1\n", "c.py": "C = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    patches = [patch_for(repo, name, b"X = 2\n") for name in ("a.py", "b.py", "c.py")]
+    (repo / "b.py").write_text("B = 'being edited'\n")
+
+    results = asyncio.run(land_all(lander(repo, tmp_path), patches))
+
+    refused = results[1]
+    assert isinstance(refused, LandingRefused) and refused.skipped
+    assert "b.py was changed in the working tree" in refused.reason
+    commits = new_commits(repo, base)
+    assert [files_of(repo, sha) for sha in commits] == [["a.py"], ["c.py"]]
+    assert (repo / "b.py").read_text() == "B = 'being edited'\n"
+    assert sh(repo, "status", "--porcelain") == " M b.py\n"
+
+
+def test_an_index_locked_after_the_branch_moved_takes_the_branch_back(
+    make, tmp_path, monkeypatch
+) -> None:
+    import stomper.landing
+
+    monkeypatch.setattr(stomper.landing, "_INDEX_LOCK_WAIT", 0.3)
+    repo = make({"a.py": "A = 1\n"})
+    head = sh(repo, "rev-parse", "HEAD").strip()
+    index_before = sh(repo, "ls-files", "--stage")
+    lock = repo / ".git" / "index.lock"
+    spy_on_moves(monkeypatch, after=lambda: lock.write_text(""))
+
+    (result,) = asyncio.run(land_all(lander(repo, tmp_path), [patch_for(repo, "a.py", b"A = 2\n")]))
+
+    assert isinstance(result, LandingRefused)
+    assert "rolled back" in result.reason and "a.py" in result.reason
+    assert sh(repo, "rev-parse", "HEAD").strip() == head
+    assert land_moves(repo) == ["stomper: land", "stomper: undo"]
+    lock.unlink()
+    assert sh(repo, "ls-files", "--stage") == index_before
+    assert (repo / "a.py").read_text() == "A = 1\n"
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_objects_are_the_ones_git_would_write(make, tmp_path, monkeypatch) -> None:
+    for name, value in FIXED_DATES.items():
+        monkeypatch.setenv(name, value)
+    files = {"deep/er/still/deeper/x.py": "X = 1\n", "deep/y.py": "Y = 1\n", "deep.py": "Z\n"}
+    files |= {"deep-er.txt": "sorts between deep and deep/\n", "top.py": "T = 1\n"}
+    repo = make(files)
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    patch = patch_for(repo, "deep/er/still/deeper/x.py", b"X = 2\n")
+
+    (landed,) = asyncio.run(land_all(lander(repo, tmp_path, checked_out=False), [patch]))
+    assert isinstance(landed, Landed)
+    assert sh(repo, "rev-parse", "HEAD").strip() == base
+
+    # What git's own plumbing makes of the same change, in a private index.
+    env = {"GIT_INDEX_FILE": str(tmp_path / "git-index")}
+
+    async def by_git() -> tuple[str, str]:
+        await git.git(repo, "read-tree", base, env=env)
+        info = f"{patch.mode},{patch.new_blob},{patch.path}"
+        await git.git(repo, "update-index", "--cacheinfo", info, env=env)
+        tree = (await git.git(repo, "write-tree", env=env)).stdout.decode().strip()
+        commit = await git.commit_tree(repo, tree, base, message(patch.path))
+        return tree, commit
+
+    tree, commit = asyncio.run(by_git())
+    assert sh(repo, "rev-parse", f"{landed.commit}^{{tree}}").strip() == tree
+    assert landed.commit == commit
+    assert_fsck_clean(repo)
+
+
+def test_loose_object_files_match_gits_bytes(make, tmp_path) -> None:
+    """Stored as git stores them: same header, same body, same compression."""
+    repo = make({"a.py": "A = 1\n"})
+    other = make_repo(tmp_path / "other", {"b.py": "B = 1\n"})
+    body = sh(repo, "cat-file", "commit", "HEAD").encode()
+    oid, stored = objects.object_id(b"commit", body)
+    (tmp_path / "objects").mkdir()
+    objects.write_loose(tmp_path / "objects", {oid: stored})
+    mine = (tmp_path / "objects" / oid[:2] / oid[2:]).read_bytes()
+    theirs = asyncio.run(git.git(other, "hash-object", "-w", "-t", "commit", "--stdin", stdin=body))
+    assert theirs.stdout.decode().strip() == oid
+    assert zlib.decompress(mine) == stored
+    assert mine == (other / ".git" / "objects" / oid[:2] / oid[2:]).read_bytes()
+    assert (tmp_path / "objects" / oid[:2] / oid[2:]).stat().st_mode & 0o222 == 0
+
+
+@pytest.fixture
+def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A time zone half an hour off the hour, for this process and its children."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_identity_and_zone_are_what_git_var_gives(make, tmp_path, zone) -> None:
+    repo = make({"a.py": "A = 1\n"})
+    patch = patch_for(repo, "a.py", b"A = 2\n")
+    ident = sh(repo, "var", "GIT_COMMITTER_IDENT").strip()
+    (landed,) = asyncio.run(land_all(lander(repo, tmp_path), [patch]))
+    assert isinstance(landed, Landed)
+    raw = sh(repo, "cat-file", "commit", landed.commit).splitlines()
+    person, _, zone_offset = ident.rsplit(" ", 2)
+    author, committer = raw[2], raw[3]
+    assert author.startswith(f"author {IDENTITY['user.name']} <{IDENTITY['user.email']}> ")
+    assert committer.startswith(f"committer {person} ")
+    assert author.endswith(" +0530") and committer.endswith(" " + zone_offset)
+    assert abs(int(committer.split()[-2]) - time.time()) < 60
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["a/b/c/d/e/f/g/deep.py", "with space.py", "ünïcode/ñame.py", "-dash.py", "x/\tab.py"],
+)
+def test_awkward_paths_land(make, tmp_path, path) -> None:
+    repo = make({path: "OLD = 1\n", "a/b/c/sibling.py": "S = 1\n", "zzz.py": "Z = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    patch = patch_for(repo, path, b"NEW = 1\n")
+    (landed,) = asyncio.run(land_all(lander(repo, tmp_path), [patch]))
+    assert isinstance(landed, Landed)
+    assert files_of(repo, landed.commit) == [path]
+    assert new_commits(repo, base) == [landed.commit]
+    assert (repo / path).read_text() == "NEW = 1\n"
+    assert sh(repo, "status", "--porcelain") == ""
+    assert_fsck_clean(repo)
+
+
+def test_the_targets_mode_is_kept(make, tmp_path) -> None:
+    repo = make({"run.py": "R = 1\n"})
+    patch = patch_for(repo, "run.py", b"R = 2\n")
+    (repo / "run.py").chmod(0o755)
+    commit_all(repo, "the user makes it executable")
+    (landed,) = asyncio.run(land_all(lander(repo, tmp_path), [patch]))
+    assert isinstance(landed, Landed)
+    assert sh(repo, "ls-tree", "HEAD", "run.py").startswith("100755 ")
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def sha256_repo(root: Path, files: Mapping[str, str]) -> Path:
+    root.mkdir(parents=True)
+    git.git_sync(root, "init", "--quiet", "--object-format=sha256", "--initial-branch=main")
+    for key, value in IDENTITY.items():
+        git.git_sync(root, "config", key, value)
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content)
+    commit_all(root, "initial")
+    return root
+
+
+@pytest.mark.parametrize("checked_out", [True, False])
+def test_sha256_repositories_land(tmp_path, checked_out) -> None:
+    repo = sha256_repo(tmp_path / "repo", {"a.py": "A = 1\n", "d/b.py": "B = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    assert len(base) == 64
+    patches = [patch_for(repo, "a.py", b"A = 2\n"), patch_for(repo, "d/b.py", b"B = 2\n")]
+    results = asyncio.run(land_all(lander(repo, tmp_path, checked_out=checked_out), patches))
+    tip = "main" if checked_out else "other"
+    commits = new_commits(repo, base, tip)
+    assert [r.commit for r in results if isinstance(r, Landed)] == commits
+    assert [files_of(repo, sha) for sha in commits] == [["a.py"], ["d/b.py"]]
+    assert sh(repo, "show", f"{tip}:d/b.py") == "B = 2\n"
+    assert (repo / "d" / "b.py").read_text() == ("B = 2\n" if checked_out else "B = 1\n")
+    assert sh(repo, "status", "--porcelain") == ""
+    assert_fsck_clean(repo)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("core.sharedRepository", "group"), ("i18n.commitEncoding", "latin1")]
+)
+def test_settings_the_writer_does_not_cover_fall_back_to_gits_plumbing(
+    make, tmp_path, setting, value
+) -> None:
+    repo = make({"a.py": "A = 1\n"})
+    sh(repo, "config", setting, value)
+    patch = patch_for(repo, "a.py", b"A = 2\n")
+    (landed,) = asyncio.run(land_all(lander(repo, tmp_path), [patch]))
+    assert isinstance(landed, Landed)
+    raw = sh(repo, "cat-file", "commit", landed.commit)
+    assert ("encoding latin1\n" in raw) == (value == "latin1")
+    if value == "group":
+        loose = repo / ".git" / "objects" / landed.commit[:2] / landed.commit[2:]
+        assert loose.parent.stat().st_mode & 0o2070 == 0o2070  # git's shared folders
+    assert sh(repo, "status", "--porcelain") == ""
+    assert_fsck_clean(repo)
+
+
+def child_pids() -> set[int]:
+    """The live child processes of this process (Linux)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid():
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="children are found through /proc")
+def test_aclose_ends_the_processes_it_started(make, tmp_path) -> None:
+    repo = make({"a.py": "A = 1\n"})
+    patch = patch_for(repo, "a.py", b"A = 2\n")
+    before = child_pids()
+
+    async def scenario() -> set[int]:
+        landing = lander(repo, tmp_path)
+        await landing.aclose()  # never opened: nothing to do
+        await landing.land(patch, message("a.py"))
+        running = child_pids() - before
+        await landing.aclose()
+        await landing.aclose()  # twice is fine
+        return running
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        running = asyncio.run(scenario())
+        gc.collect()
+    assert len(running) == 2  # cat-file --batch and update-ref --stdin, kept between landings
+    assert not child_pids() & running
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_a_queued_patch_whose_caller_is_cancelled_does_not_land(make, tmp_path) -> None:
+    repo = make({"a.py": "A = 1\n", "b.py": "B = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    first = patch_for(repo, "a.py", b"A = 2\n")
+    second = patch_for(repo, "b.py", b"B = 2\n")
+
+    async def scenario() -> None:
+        landing = lander(repo, tmp_path)
+        try:
+            leader = asyncio.ensure_future(landing.land(first, message("a.py")))
+            queued = asyncio.ensure_future(landing.land(second, message("b.py")))
+            await _until(lambda: landing._queue)  # the second waits behind the first
+            queued.cancel()
+            leader.cancel()  # begun: it lands all the same
+            for task in (leader, queued):
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            await landing.aclose()
+
+    asyncio.run(scenario())
+    (commit,) = new_commits(repo, base)
+    assert files_of(repo, commit) == ["a.py"]
+    assert (repo / "a.py").read_text() == "A = 2\n"
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+async def _until(condition: Callable[[], object]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("never happened")
+
+
+def test_units_landed_before_are_not_landed_again(make, tmp_path) -> None:
+    repo = make({"a.py": "A = 1\n"})
+    head = sh(repo, "rev-parse", "HEAD").strip()
+    patch = patch_for(repo, "a.py", b"A = 2\n")
+    landing = lander(repo, tmp_path, landed={"a.py": head})
+    (result,) = asyncio.run(land_all(landing, [patch]))
+    assert result == Landed(head, 0.0)
+    assert new_commits(repo, head) == []
+
+
+def cut_short(repo: Path, patch: Patch) -> git.TreeEntry:
+    """The branch moved with the patch's commit, as a landing killed half-way leaves it."""
+    env = {"GIT_INDEX_FILE": str(repo / ".git" / "cut-index")}
+    sh(repo, "read-tree", "HEAD")
+    done = asyncio.run(_commit_patch(repo, patch, env))
+    sh(repo, "update-ref", "refs/heads/main", done)
+    return git.TreeEntry(patch.mode, patch.new_blob)
+
+
+async def _commit_patch(repo: Path, patch: Patch, env: dict[str, str]) -> str:
+    await git.git(repo, "read-tree", "HEAD", env=env)
+    info = f"{patch.mode},{patch.new_blob},{patch.path}"
+    await git.git(repo, "update-index", "--cacheinfo", info, env=env)
+    tree = (await git.git(repo, "write-tree", env=env)).stdout.decode().strip()
+    return await git.commit_tree(repo, tree, "HEAD", "landed\n")
+
+
+@pytest.mark.parametrize("index_followed", [False, True])
+def test_repair_checkout_finishes_a_landing_cut_short(make, index_followed) -> None:
+    repo = make({"a.py": "A = 1\n"})
+    patch = patch_for(repo, "a.py", b"A = 2\n")
+    landed = cut_short(repo, patch)
+    if index_followed:  # killed between the index and the working tree
+        sh(repo, "update-index", "--cacheinfo", f"{patch.mode},{patch.new_blob},a.py")
+    assert sh(repo, "status", "--porcelain") != ""
+    assert asyncio.run(repair_checkout(repo, "a.py", patch.old_blob, landed))
+    assert (repo / "a.py").read_text() == "A = 2\n"
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_repair_checkout_leaves_a_file_the_user_changed(make) -> None:
+    repo = make({"a.py": "A = 1\n"})
+    patch = patch_for(repo, "a.py", b"A = 2\n")
+    landed = cut_short(repo, patch)
+    (repo / "a.py").write_text("A = 'mine'\n")
+    assert not asyncio.run(repair_checkout(repo, "a.py", patch.old_blob, landed))
+    assert (repo / "a.py").read_text() == "A = 'mine'\n"
