@@ -176,8 +176,9 @@ async def changed_files(root: Path, against: str) -> list[str]:
 # Worktrees --------------------------------------------------------------------------------
 
 
-async def add_worktree(root: Path, path: Path, commit: str) -> None:
-    await git(root, "worktree", "add", "--detach", "--quiet", str(path), commit)
+async def add_worktree(root: Path, path: Path, commit: str, *, checkout: bool = True) -> None:
+    populate = () if checkout else ("--no-checkout",)
+    await git(root, "worktree", "add", "--detach", "--quiet", *populate, str(path), commit)
 
 
 async def remove_worktree(root: Path, path: Path) -> None:

@@ -65,7 +65,8 @@ class LandingRefused(Exception):
 class Landed:
     commit: str
     seconds: float
-    """Time spent landing, not counting the wait for the landing lock."""
+    """This unit's share of the time its landing took (a chain's time is shared among its
+    units), not counting the wait for the landing lock."""
 
 
 @dataclass(eq=False)
@@ -194,9 +195,10 @@ class Lander:
             for request in batch:
                 if request.commit is None and request.error is None:
                     request.error = exc
-        seconds = time.monotonic() - started
+        # Each unit carries its share of the batch, so the shares add up to the time spent.
+        share = (time.monotonic() - started) / len(batch)
         for request in batch:
-            request.seconds = seconds
+            request.seconds = share
 
     async def _land_requests(self, requests: list[_Request]) -> None:
         if self.checked_out:

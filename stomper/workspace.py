@@ -142,7 +142,9 @@ class Workspaces:
         for attempt in range(_ADD_TRIES):
             async with self._admin:
                 try:
-                    await git.add_worktree(self.root, path, "HEAD")
+                    # Only the registration needs the lock; the checkout of the files is
+                    # the first reset, outside it, so the pool fills in parallel.
+                    await git.add_worktree(self.root, path, "HEAD", checkout=False)
                     return
                 except proc.CalledProcessError:
                     # Another run in the same repository may be adding one at this moment,
