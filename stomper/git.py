@@ -62,6 +62,23 @@ def _split_z(output: bytes) -> list[str]:
     return [part.decode() for part in output.split(b"\0") if part]
 
 
+def _status_paths(output: bytes) -> list[str]:
+    """The paths of ``git status --porcelain=v1 -z`` output, both sides of a rename."""
+    records = output.split(b"\0")
+    paths: list[str] = []
+    index = 0
+    while index < len(records):
+        record = records[index].decode()
+        index += 1
+        if len(record) < 4:
+            continue
+        paths.append(record[3:])
+        if record[0] in "RC":  # a rename or copy names its source in the next record
+            paths.append(records[index].decode())
+            index += 1
+    return paths
+
+
 # Repository facts -------------------------------------------------------------------------
 
 
@@ -150,19 +167,7 @@ async def dirty_files(root: Path) -> set[str]:
     done = await git(
         root, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=no"
     )
-    records = done.stdout.split(b"\0")
-    dirty: set[str] = set()
-    index = 0
-    while index < len(records):
-        record = records[index].decode()
-        index += 1
-        if len(record) < 4:
-            continue
-        dirty.add(record[3:])
-        if record[0] in "RC":  # a rename or copy names its source in the next record
-            dirty.add(records[index].decode())
-            index += 1
-    return dirty
+    return set(_status_paths(done.stdout))
 
 
 async def changed_files(root: Path, against: str) -> list[str]:
@@ -224,19 +229,7 @@ async def changed_in_worktree(worktree: Path) -> list[str]:
         "--untracked-files=all",
         "--ignored=no",
     )
-    records = done.stdout.split(b"\0")
-    changed: list[str] = []
-    index = 0
-    while index < len(records):
-        record = records[index].decode()
-        index += 1
-        if len(record) < 4:
-            continue
-        changed.append(record[3:])
-        if record[0] in "RC":
-            changed.append(records[index].decode())
-            index += 1
-    return changed
+    return _status_paths(done.stdout)
 
 
 async def reset_worktree(worktree: Path, commit: str) -> None:
@@ -434,19 +427,7 @@ async def changed_paths(root: Path, paths: Sequence[str]) -> set[str]:
         "--",
         *paths,
     )
-    records = done.stdout.split(b"\0")
-    changed: set[str] = set()
-    index = 0
-    while index < len(records):
-        record = records[index].decode()
-        index += 1
-        if len(record) < 4:
-            continue
-        changed.add(record[3:])
-        if record[0] in "RC":  # a rename or copy names its source in the next record
-            changed.add(records[index].decode())
-            index += 1
-    return changed
+    return set(_status_paths(done.stdout))
 
 
 async def restore_paths(root: Path, commit: str, paths: Sequence[str]) -> None:

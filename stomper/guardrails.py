@@ -35,7 +35,11 @@ async def scope_violation(tree: Path, unit_path: str, mode: str, base: str) -> s
     outside = sorted(path for path in touched if path != unit_path)
     if outside:
         return f"the change touches files outside the unit: {', '.join(outside)}"
-    file = tree / unit_path
+    return file_violation(tree / unit_path, unit_path, mode)
+
+
+def file_violation(file: Path, unit_path: str, mode: str) -> str | None:
+    """Why the unit's file is no longer a regular file of its mode, if it is not."""
     try:
         info = file.lstat()
     except FileNotFoundError:
@@ -44,8 +48,7 @@ async def scope_violation(tree: Path, unit_path: str, mode: str, base: str) -> s
         return f"the change turns {unit_path} into a symlink (to {file.readlink()})"
     if not stat.S_ISREG(info.st_mode):
         return f"the change makes {unit_path} something other than a regular file"
-    executable = bool(info.st_mode & stat.S_IXUSR)
-    if executable != (mode == "100755"):
+    if bool(info.st_mode & stat.S_IXUSR) != (mode == "100755"):
         return f"the change alters the mode of {unit_path}"
     return None
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from stomper import git, proc
 from stomper.diagnostics import Collector, Diagnostic
-from stomper.guardrails import scope_violation
+from stomper.guardrails import file_violation, scope_violation
 from stomper.journal import remove_tree
 from stomper.unit import Unit
 
@@ -195,15 +195,4 @@ def _scratch_violation(folder: Path, unit: Unit) -> str | None:
                 others.append(relative)
     if others:
         return f"the change touches files outside the unit: {', '.join(sorted(others))}"
-    file = folder / unit.path
-    try:
-        info = file.lstat()
-    except FileNotFoundError:
-        return f"the change deletes {unit.path}"
-    if stat.S_ISLNK(info.st_mode):
-        return f"the change turns {unit.path} into a symlink (to {file.readlink()})"
-    if not stat.S_ISREG(info.st_mode):
-        return f"the change makes {unit.path} something other than a regular file"
-    if bool(info.st_mode & stat.S_IXUSR) != (unit.mode == "100755"):
-        return f"the change alters the mode of {unit.path}"
-    return None
+    return file_violation(folder / unit.path, unit.path, unit.mode)
