@@ -8,7 +8,7 @@ stomper/
   runs/<run id>/events.jsonl the operations log
   runs/<run id>/checkpoints.sqlite   LangGraph's checkpoints
   runs/<run id>/index       the private index landing builds trees in
-  worktrees/<run id>/<n>    the units' workspaces
+  worktrees/<run id>/       the units' spaces: s<n> scratch folders, w<n> pooled worktrees
 ```
 Nothing here is inside the working tree, so no tool ever lints it.
 """
