@@ -335,20 +335,6 @@ async def worktree_differs(root: Path, path: str) -> bool:
     return done.returncode != 0
 
 
-async def status_of(root: Path, path: str) -> str:
-    done = await git(
-        root,
-        "--no-optional-locks",
-        "status",
-        "--porcelain=v1",
-        "-z",
-        "--untracked-files=no",
-        "--",
-        path,
-    )
-    return done.stdout.decode()
-
-
 @dataclass(frozen=True)
 class LoggedCommit:
     sha: str

@@ -41,62 +41,49 @@ class Hook:
         return await AutofixAgent().fix(task)
 
 
-def test_second_run_is_refused_and_a_dead_lock_is_taken_over(make, tmp_path) -> None:
-    repo = make({f"m{i}.py": module(["F401"]) for i in range(8)})
-    env = {**os.environ, "STOMPER_TEST_AGENT_DELAY": "30"}
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stomper",
-            "fix",
-            "--repo",
-            str(repo),
-            "--no-progress",
-            "--agent",
-            "stomper.testing.agents:delayed",
-        ],
-        env=env,
+def stomper(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    argv = [sys.executable, "-m", "stomper", "fix", "--repo", str(repo), "--no-progress", *args]
+    return subprocess.run(argv, capture_output=True, check=False)
+
+
+def slow_run(repo: Path) -> subprocess.Popen[bytes]:
+    """``stomper fix`` with an agent that takes 30 s a unit, in a child process."""
+    argv = [sys.executable, "-m", "stomper", "fix", "--repo", str(repo), "--no-progress"]
+    return subprocess.Popen(
+        [*argv, "--agent", "stomper.testing.agents:delayed"],
+        env={**os.environ, "STOMPER_TEST_AGENT_DELAY": "30"},
         stderr=subprocess.DEVNULL,
     )
-    locks = repo / ".git" / "stomper" / "locks"
+
+
+def wait_until(condition, what: str) -> None:
     deadline = time.monotonic() + 60
-    while not (locks.exists() and any(locks.iterdir())):
-        assert time.monotonic() < deadline, "the first run never took its lock"
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def spaces(repo: Path) -> list[Path]:
+    """The units' spaces a run has made (scratch folders and worktrees)."""
+    return list((repo / ".git" / "stomper" / "worktrees").glob("*/*"))
+
+
+def test_second_run_is_refused_and_a_dead_lock_is_taken_over(make, tmp_path) -> None:
+    repo = make({f"m{i}.py": module(["F401"]) for i in range(8)})
+    first = slow_run(repo)
+    locks = repo / ".git" / "stomper" / "locks"
+    wait_until(lambda: locks.exists() and any(locks.iterdir()), "the first run's lock")
     run_id = json.loads(next(locks.iterdir()).read_text())["run_id"]
-    second = subprocess.run(
-        [sys.executable, "-m", "stomper", "fix", "--repo", str(repo), "--no-progress"],
-        capture_output=True,
-        check=False,
-    )
+    second = stomper(repo)
     assert second.returncode == 2
     assert run_id.encode() in second.stderr and b"--branch" in second.stderr
     # With --branch a second run lands elsewhere, beside the first.
-    beside = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stomper",
-            "fix",
-            "--repo",
-            str(repo),
-            "--no-progress",
-            "--branch",
-            "beside",
-        ],
-        capture_output=True,
-        check=False,
-    )
+    beside = stomper(repo, "--branch", "beside")
     assert beside.returncode == 0, beside.stderr.decode()
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     # The lock of the killed run is stale: the next run takes it over.
-    third = subprocess.run(
-        [sys.executable, "-m", "stomper", "fix", "--repo", str(repo), "--no-progress"],
-        capture_output=True,
-        check=False,
-    )
+    third = stomper(repo)
     assert third.returncode == 0, third.stderr.decode()
     assert sh(repo, "status", "--porcelain") == ""
 
@@ -105,33 +92,14 @@ def test_clean_after_sigkill_removes_what_the_run_left_and_nothing_else(make) ->
     repo = make({f"m{i}.py": module(["F401"]) for i in range(6)})
     sh(repo, "branch", "keep-me")
     (repo / "untracked.txt").write_text("mine\n")
-    env = {**os.environ, "STOMPER_TEST_AGENT_DELAY": "30"}
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stomper",
-            "fix",
-            "--repo",
-            str(repo),
-            "--no-progress",
-            "--agent",
-            "stomper.testing.agents:delayed",
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    worktrees = repo / ".git" / "stomper" / "worktrees"
-    deadline = time.monotonic() + 60
-    while len(list(worktrees.glob("*/*"))) < 4:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    child = slow_run(repo)
+    wait_until(lambda: len(spaces(repo)) >= 4, "four units in flight")
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
-    assert any(worktrees.glob("*/*"))
+    assert spaces(repo)
     assert main(["clean", "--repo", str(repo)]) == 0
     assert sh(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
-    assert not any(worktrees.iterdir())
+    assert not any((repo / ".git" / "stomper" / "worktrees").iterdir())
     assert not any((repo / ".git" / "stomper" / "locks").iterdir())
     assert sh(repo, "branch", "--list").split() == ["keep-me", "*", "main"]
     assert (repo / "untracked.txt").read_text() == "mine\n"
@@ -205,27 +173,8 @@ def test_worktree_deleted_by_hand_mid_run(make) -> None:
 
 def killed_run(repo: Path) -> Path:
     """A run killed with its units in flight; the folder of its journal."""
-    env = {**os.environ, "STOMPER_TEST_AGENT_DELAY": "30"}
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "stomper",
-            "fix",
-            "--repo",
-            str(repo),
-            "--no-progress",
-            "--agent",
-            "stomper.testing.agents:delayed",
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    worktrees = repo / ".git" / "stomper" / "worktrees"
-    deadline = time.monotonic() + 60
-    while len(list(worktrees.glob("*/*"))) < 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    child = slow_run(repo)
+    wait_until(lambda: len(spaces(repo)) >= 3, "three units in flight")
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
     (run_dir,) = (repo / ".git" / "stomper" / "runs").iterdir()
