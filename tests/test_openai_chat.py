@@ -346,7 +346,7 @@ def test_the_api_key_never_leaves_the_client(make, capsys, monkeypatch) -> None:
     assert not (repo2 / ".git" / "stomper").exists()
 
 
-# The tests below need the pipeline's retry loop: attempts with feedback and guardrails.
+# Through the whole pipeline: attempts with feedback, and the guardrails.
 
 
 def test_a_garbage_answer_is_retried_with_feedback(make, capsys, monkeypatch) -> None:
