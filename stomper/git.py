@@ -209,15 +209,6 @@ def release_worktrees_sync(root: Path, folder: Path) -> None:
                 git_sync(root, "worktree", "remove", "--force", "--force", str(path), check=False)
 
 
-async def worktree_paths(root: Path) -> list[Path]:
-    done = await git(root, "worktree", "list", "--porcelain", "-z")
-    return [
-        Path(record[len("worktree ") :])
-        for record in _split_z(done.stdout)
-        if record.startswith("worktree ")
-    ]
-
-
 async def changed_in_worktree(worktree: Path) -> list[str]:
     """Every path the worktree's tree differs from its HEAD in, untracked files included."""
     done = await git(

@@ -116,6 +116,7 @@ async def fix_source(
     binary = _require_binary()
     argv = [binary, "check", "--fix-only", "--exit-zero", "--no-cache", "--quiet"]
     argv.append("--unsafe-fixes" if unsafe else "--no-unsafe-fixes")
+    # Codes of other tools (mypy's "assignment") would make ruff refuse the whole call.
     select, ignore = _ruff_codes(select), _ruff_codes(ignore)
     if select:
         argv += ["--select", ",".join(select)]
@@ -130,16 +131,11 @@ async def apply_fixes(
     root: Path, path: str, *, select: Sequence[str], ignore: Sequence[str], unsafe: bool
 ) -> None:
     """Let ruff fix what it can in one file of the tree at ``root`` (see ``fix_source``)."""
-    binary = _require_binary()
-    argv = [binary, "check", "--fix-only", "--exit-zero", "--no-cache", "--quiet"]
-    argv.append("--unsafe-fixes" if unsafe else "--no-unsafe-fixes")
-    # Codes of other tools (mypy's "assignment") would make ruff refuse the whole call.
-    select, ignore = _ruff_codes(select), _ruff_codes(ignore)
-    if select:
-        argv += ["--select", ",".join(select)]
-    if ignore:
-        argv += ["--ignore", ",".join(ignore)]
-    await proc.run((*argv, "--", path), cwd=root)
+    file = root / path
+    source = file.read_bytes()
+    fixed = await fix_source(source, file, select=select, ignore=ignore, unsafe=unsafe)
+    if fixed != source:
+        file.write_bytes(fixed)
 
 
 def _ruff_codes(codes: Sequence[str]) -> list[str]:
