@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -36,11 +37,12 @@ _LINE_PER_UNIT_UP_TO = 300
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    # Messages quote the user's input and name "[tool.stomper]": never markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
-def info(message: str) -> None:
-    err.print(message, soft_wrap=True)
+def info(message: str, *, markup: bool = True) -> None:
+    err.print(message, soft_wrap=True, markup=markup)
 
 
 class ProgressView:
