@@ -98,6 +98,14 @@ RepoOption = Annotated[
     Path | None,
     typer.Option("--repo", help="The repository to work on (default: the current directory)."),
 ]
+CheckpointerOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL",
+        help="Keep the run's checkpoints in this PostgreSQL database (postgresql://...) "
+        "instead of the run's journal; STOMPER_CHECKPOINTER keeps a password off the command line.",
+    ),
+]
 
 
 @app.command()
@@ -183,6 +191,7 @@ def fix(
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="No live progress view.")
     ] = False,
+    checkpointer: CheckpointerOption = None,
     repo: RepoOption = None,
 ) -> None:
     """Fix the diagnostics of ruff (and mypy) file by file, each fix landed as its own commit."""
@@ -207,6 +216,7 @@ def fix(
         "agent_timeout": agent_timeout,
         "test_cmd": test_cmd,
         "allow_suppressions": allow_suppressions,
+        "checkpointer": checkpointer,
     }
     request = FixRequest(
         cwd=cwd,
@@ -237,13 +247,24 @@ def resume(
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="No live progress view.")
     ] = False,
+    checkpointer: CheckpointerOption = None,
     repo: RepoOption = None,
 ) -> None:
     """Finish an interrupted or crashed run: landed units stay, the rest are worked again."""
     from stomper.commands.resume import resume as run
 
     cwd = _repo_dir(repo)
-    _finish(lambda: _run(run(cwd, run_id, json_output=json_output, progress=not no_progress)))
+    _finish(
+        lambda: _run(
+            run(
+                cwd,
+                run_id,
+                json_output=json_output,
+                progress=not no_progress,
+                checkpointer=checkpointer,
+            )
+        )
+    )
 
 
 @app.command()

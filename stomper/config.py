@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_serializer, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -17,6 +17,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from stomper.checkpoints import is_postgres_url, redact
 from stomper.diagnostics import TOOL_NAMES
 from stomper.errors import ConfigError
 
@@ -59,6 +60,11 @@ class Settings(BaseSettings):
     """Run in each unit's worktree after verification; a unit that makes it fail does not land."""
     test_timeout: float = Field(default=900.0, gt=0)
 
+    # Durability
+    checkpointer: str | None = Field(default=None, repr=False)
+    """A ``postgresql://`` URL to keep LangGraph's checkpoints in; unset, the run's journal.
+    It may hold a password: a dump of the settings holds it redacted."""
+
     @field_validator("tools", "select", "ignore", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
@@ -75,6 +81,22 @@ class Settings(BaseSettings):
             if name not in TOOL_NAMES:
                 raise ValueError(f"unknown tool {name!r}: choose from {', '.join(TOOL_NAMES)}")
         return list(dict.fromkeys(value))
+
+    @field_validator("checkpointer")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not is_postgres_url(value):
+            raise ValueError(
+                "give a postgresql:// or postgres:// URL, or leave it unset to keep the "
+                "checkpoints in the run's journal"
+            )
+        return value
+
+    @field_serializer("checkpointer")
+    def _redacted(self, value: str | None) -> str | None:
+        return None if value is None else redact(value)
 
     @classmethod
     def settings_customise_sources(
@@ -117,7 +139,10 @@ def _describe(exc: ValidationError) -> str:
     if error["type"] == "extra_forbidden":
         return f"invalid configuration: unknown key {key!r} in [tool.stomper]"
     message = error["msg"].removeprefix("Value error, ")
+    given = error.get("input")
+    if key == "checkpointer" and isinstance(given, str):
+        given = redact(given)
     return (
-        f"invalid configuration: {key}: {message} (got {error.get('input')!r}; "
+        f"invalid configuration: {key}: {message} (got {given!r}; "
         f"set by --{key.replace('_', '-')}, STOMPER_{key.upper()} or [tool.stomper] {key})"
     )

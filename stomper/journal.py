@@ -6,7 +6,7 @@ stomper/
   runs/<run id>/run.json    what the run is: base, target, options, status
   runs/<run id>/units.jsonl one line per finished unit
   runs/<run id>/events.jsonl the operations log
-  runs/<run id>/checkpoints.sqlite   LangGraph's checkpoints
+  runs/<run id>/checkpoints.sqlite   LangGraph's checkpoints, unless kept in PostgreSQL
   runs/<run id>/index       the private index landing builds trees in
   worktrees/<run id>/       the units' spaces: s<n> scratch folders, w<n> pooled worktrees
 ```

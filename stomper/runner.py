@@ -11,9 +11,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-from stomper import console
+from stomper import checkpoints, console
 from stomper.agents import Agent, needs_tree
 from stomper.agents import close as close_agent
 from stomper.config import Settings
@@ -134,7 +132,9 @@ async def execute(
     )
     status = "failed"
     try:
-        status = await _drive(context, journal, progress=progress)
+        status = await _drive(
+            context, journal, checkpointer=settings.checkpointer, progress=progress
+        )
     finally:
         with contextlib.suppress(Exception):
             await asyncio.shield(close_agent(agent))
@@ -146,7 +146,9 @@ async def execute(
     return Outcome(tuple(results), status, context.gauge.peak)
 
 
-async def _drive(context: RunContext, journal: Journal, *, progress: bool) -> str:
+async def _drive(
+    context: RunContext, journal: Journal, *, checkpointer: str | None, progress: bool
+) -> str:
     """Run or resume the graph; ``completed``, or ``interrupted`` when cancelled."""
     total = len(context.units)
     config: Any = {
@@ -156,7 +158,7 @@ async def _drive(context: RunContext, journal: Journal, *, progress: bool) -> st
     left = total - len(context.done)
     view = console.ProgressView(left, title=f"fixing {left} files", enabled=progress)
     try:
-        async with AsyncSqliteSaver.from_conn_string(str(journal.checkpoints)) as saver:
+        async with checkpoints.open_saver(journal, checkpointer) as saver:
             graph = compile_graph(saver)
             resumed = await saver.aget_tuple(config) is not None
             start = None if resumed else initial_state(total)

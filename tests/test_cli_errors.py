@@ -163,3 +163,16 @@ def test_flag_overrides_environment_overrides_config(make, capsys, monkeypatch) 
     assert load_settings(repo, {}).max_parallel_files == 3
     assert load_settings(repo, {}).tools == ["ruff", "mypy"]
     assert load_settings(repo, {"max_parallel_files": 5}).max_parallel_files == 5
+
+
+def test_checkpointer_that_is_no_postgres_url(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    before = snapshot(repo)
+    code = fix(repo, "--checkpointer", "mysql://me:hunter2@db/stomper")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "hunter2" not in err
+    message = " ".join(err.split())
+    for needle in ("checkpointer", "mysql://me:***@db/stomper", "[tool.stomper] checkpointer"):
+        assert needle in message, message
+    assert snapshot(repo) == before

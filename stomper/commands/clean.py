@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stomper import console
+from stomper import checkpoints, console
+from stomper.config import load_settings
+from stomper.errors import StomperError
 from stomper.journal import Journal, live_runs, read_lock, remove_tree
-from stomper.repository import open_repository
+from stomper.repository import Repository, open_repository
 from stomper.workspace import release_folder
 
 
@@ -14,7 +16,9 @@ async def clean(cwd: Path, *, journals: bool) -> int:
     """Remove worktrees, stale locks and private indexes of runs no live process owns.
 
     Landed commits are never touched; stomper makes no commit outside the target branch, so
-    there is nothing unlanded to lose. With ``journals``, the records of completed runs go too.
+    there is nothing unlanded to lose. With ``journals``, the records of completed runs go too,
+    and so do their checkpoints in a PostgreSQL database; a record whose checkpoints cannot be
+    removed stays, so that they are not lost track of.
     """
     repo = await open_repository(cwd)
     state = repo.state
@@ -37,9 +41,30 @@ async def clean(cwd: Path, *, journals: bool) -> int:
             journal.index_file.unlink()
             removed.append(f"private index of run {run_dir.name}")
         if journals and journal.exists() and journal.meta().get("status") == "completed":
+            kept = await _remove_checkpoints(repo, journal)
+            if kept:
+                console.info(
+                    f"kept the journal of completed run {run_dir.name}: {kept}", markup=False
+                )
+                continue
             remove_tree(run_dir)
             removed.append(f"journal of completed run {run_dir.name}")
     if live:
         console.info(f"left alone: {', '.join(sorted(live))} (still running)")
     console.info("\n".join(f"removed {item}" for item in removed) or "nothing to clean")
     return 0
+
+
+async def _remove_checkpoints(repo: Repository, journal: Journal) -> str:
+    """Remove a run's checkpoints from its PostgreSQL database; why not, if they stay."""
+    meta = journal.meta()
+    recorded = meta.get("settings", {}).get("checkpointer")
+    if recorded is None:
+        return ""  # they are in the journal
+    try:
+        configured = load_settings(repo.root, {}).checkpointer
+        url = checkpoints.resume_url(str(meta["run_id"]), recorded, configured)
+        await checkpoints.delete_run(url, str(meta["run_id"]))
+    except StomperError as exc:
+        return str(exc)
+    return ""

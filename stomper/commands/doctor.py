@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
-from stomper import console, git
+from stomper import checkpoints, console, git
 from stomper.agents import check, close, load_agent
 from stomper.config import Settings, load_settings
 from stomper.diagnostics import collectors_named
@@ -29,8 +30,8 @@ async def doctor(cwd: Path) -> int:
         ok = ok and good
         table.add_row(
             check,
-            f"[green]ok[/] {result}" if good else f"[red]no[/] {result}",
-            "" if good else todo,
+            f"[green]ok[/] {escape(result)}" if good else f"[red]no[/] {escape(result)}",
+            "" if good else escape(todo),
         )
 
     try:
@@ -77,6 +78,7 @@ async def doctor(cwd: Path) -> int:
             info.hint,
         )
     await _check_agent(settings, row)
+    await _check_checkpointer(settings, row)
     console.err.print(table)
     return 0 if ok else 1
 
@@ -96,3 +98,16 @@ async def _check_agent(settings: Settings, row: Callable[..., None]) -> None:
     else:
         good, message = checked
         row(f"agent {settings.agent}", good, message, "see the message")
+
+
+async def _check_checkpointer(settings: Settings, row: Callable[..., None]) -> None:
+    url = settings.checkpointer
+    if url is None:
+        row("checkpointer", True, "SQLite, in each run's journal")
+        return
+    try:
+        await checkpoints.check(url)
+    except StomperError as exc:
+        row("checkpointer", False, str(exc), "see the message")
+        return
+    row("checkpointer", True, checkpoints.redact(url))

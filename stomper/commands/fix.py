@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stomper import console, git, runner
+from stomper import checkpoints, console, git, runner
 from stomper.agents import Agent, load_agent, ready
 from stomper.config import Settings
 from stomper.diagnostics import collectors_named
@@ -63,6 +63,8 @@ async def run_fix(
     await ensure_tools(collectors)
     agent = agent if agent is not None else load_agent(settings.agent, settings)
     await ready(agent)
+    if settings.checkpointer is not None:
+        await checkpoints.check(settings.checkpointer)  # refused before the branch is touched
     target_ref, checked_out = await _target(repo, settings.branch)
     if not request.dry_run:
         await require_identity(repo)

@@ -6,11 +6,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from stomper import console, git, runner
+from stomper import checkpoints, console, git, runner
 from stomper.agents import Agent, load_agent, ready
 from stomper.commands.fix import require_identity, show
-from stomper.config import Settings
+from stomper.config import Settings, load_settings
 from stomper.diagnostics import Collector, Diagnostic, collectors_named, select
 from stomper.errors import ConfigError, RepositoryError
 from stomper.journal import Journal, StateDir, hold_lock, live_runs
@@ -25,8 +26,15 @@ from stomper.workspace import Workspaces, release_folder
 UNFINISHED = ("running", "interrupted", "failed")
 
 
-async def resume(cwd: Path, run_id: str | None, *, json_output: bool, progress: bool) -> int:
-    report = await run_resume(cwd, run_id, progress=progress)
+async def resume(
+    cwd: Path,
+    run_id: str | None,
+    *,
+    json_output: bool,
+    progress: bool,
+    checkpointer: str | None = None,
+) -> int:
+    report = await run_resume(cwd, run_id, progress=progress, checkpointer=checkpointer)
     return show(report, json_output=json_output)
 
 
@@ -46,8 +54,14 @@ def find_run(state: StateDir, run_id: str | None) -> Journal:
 
 
 async def run_resume(
-    cwd: Path, run_id: str | None, *, progress: bool = True, agent: Agent | None = None
+    cwd: Path,
+    run_id: str | None,
+    *,
+    progress: bool = True,
+    agent: Agent | None = None,
+    checkpointer: str | None = None,
 ) -> RunReport:
+    """Finish a run with its own options; ``checkpointer`` is the URL given by flag, if any."""
     started = time.monotonic()
     repo = await open_repository(cwd)
     state = repo.state
@@ -65,7 +79,7 @@ async def run_resume(
         str(meta["base"]),
         str(meta["target"]),
         bool(meta["checked_out"]),
-        Settings.model_validate(meta["settings"]),
+        _own_settings(run_id, meta["settings"], repo.root, checkpointer),
         bool(meta["dry_run"]),
     )
     if run.checked_out and repo.branch != run.target_ref:
@@ -79,6 +93,8 @@ async def run_resume(
     await ensure_tools(collectors)
     agent = agent if agent is not None else load_agent(run.settings.agent, run.settings)
     await ready(agent)
+    if run.settings.checkpointer is not None:
+        await checkpoints.check(run.settings.checkpointer)
     units, skipped = journal.read_plan()
     with hold_lock(state, run.target_ref, run_id):
         release_folder(repo.root, state.worktrees(run_id))
@@ -130,6 +146,16 @@ async def run_resume(
         started=started,
         peak=outcome.peak,
     )
+
+
+def _own_settings(run_id: str, recorded: dict[str, Any], root: Path, flag: str | None) -> Settings:
+    """The settings the run started with, with the real URL of its checkpoint database."""
+    settings = Settings.model_validate(recorded)
+    if settings.checkpointer is None:
+        return settings
+    configured = load_settings(root, {"checkpointer": flag}).checkpointer
+    url = checkpoints.resume_url(run_id, settings.checkpointer, configured)
+    return settings.model_copy(update={"checkpointer": url})
 
 
 class _Reconciled:
