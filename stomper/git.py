@@ -7,7 +7,7 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,14 +236,29 @@ async def head_of(worktree: Path) -> tuple[str | None, str | None]:
     return commit, await current_branch(worktree)
 
 
-async def read_blob(root: Path, blob: str) -> bytes:
-    return (await git(root, "cat-file", "blob", blob)).stdout
-
-
 async def write_blob(root: Path, path: str, content: bytes) -> str:
     """Store ``content`` as the blob of ``path`` (through that path's filters); its id."""
     done = await git(root, "hash-object", "-w", "--stdin", f"--path={path}", stdin=content)
     return _text(done)
+
+
+# Attributes under which git stores a file's bytes other than as they are in the tree.
+_CONVERSIONS = ("filter", "text", "eol", "crlf", "ident", "working-tree-encoding")
+
+
+async def converted_paths(root: Path, paths: Collection[str]) -> set[str]:
+    """Those of ``paths`` whose content git may convert on the way into the object store:
+    a clean filter, end-of-line conversion, ``ident`` or a working-tree encoding."""
+    names = b"".join(path.encode() + b"\0" for path in paths)
+    done = await git(root, "check-attr", "-z", "--stdin", *_CONVERSIONS, stdin=names)
+    fields = done.stdout.split(b"\0")
+    converted = set()
+    for at in range(0, len(fields) - 2, 3):
+        path, _attribute, value = fields[at : at + 3]
+        # "-text" (unset) means binary: stored as it is, like an attribute never given.
+        if value not in (b"unspecified", b"unset"):
+            converted.add(path.decode())
+    return converted
 
 
 async def hash_file(worktree: Path, path: str) -> str:

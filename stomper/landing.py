@@ -22,19 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from stomper import git, objects, proc
+from stomper import git, objects, proc, store
 from stomper.unit import Patch
 
 _CAS_RETRIES = 20
 # How long a landing waits for another process's index.lock to go before giving up the unit.
 _INDEX_LOCK_WAIT = 10.0
 _POLL = 0.05
-# Settings the in-process object writer does not reproduce; with any of them set, commits
-# are built by git's own plumbing instead.
-_OBJECT_SETTINGS = (
-    r"^(core\.(sharedrepository|fsync|fsyncobjectfiles)"
-    r"|i18n\.commitencoding|extensions\.compatobjectformat)$"
-)
 
 
 class _Landings:
@@ -346,9 +340,8 @@ async def _finish(landing: asyncio.Future[None]) -> None:
 async def _open_objects(root: Path, index_file: Path) -> _Objects:
     """The in-process object writer where it writes exactly what git would; else git's
     own plumbing (SHA-256 repositories, shared permissions, a legacy commit encoding)."""
-    object_format, objects_dir = await git.object_store(root)
-    settings = await git.config_matching(root, _OBJECT_SETTINGS)
-    if object_format != "sha1" or not _plain_objects(settings):
+    loose = await store.in_process_store(root)
+    if loose is None:
         return _PlumbingObjects(root, index_file)
     author = await git.ident(root, "GIT_AUTHOR_IDENT")
     committer = await git.ident(root, "GIT_COMMITTER_IDENT")
@@ -359,25 +352,7 @@ async def _open_objects(root: Path, index_file: Path) -> _Objects:
         author=objects.Ident.parse(author, fixed_date="GIT_AUTHOR_DATE" in os.environ),
         committer=objects.Ident.parse(committer, fixed_date="GIT_COMMITTER_DATE" in os.environ),
     )
-    return _InProcessObjects(trees, reader, objects_dir, fsync=_fsync_loose(settings))
-
-
-def _plain_objects(settings: Mapping[str, str]) -> bool:
-    shared = settings.get("core.sharedrepository", "false").lower()
-    encoding = settings.get("i18n.commitencoding", "utf-8").lower()
-    return (
-        shared in ("false", "umask", "0", "no", "off", "")
-        and encoding in ("utf-8", "utf8")
-        and "extensions.compatobjectformat" not in settings
-    )
-
-
-def _fsync_loose(settings: Mapping[str, str]) -> bool:
-    """Whether git would flush a loose object to disk (by default it does not)."""
-    if settings.get("core.fsyncobjectfiles", "false").lower() in ("true", "yes", "on", "1"):
-        return True
-    words = {word.strip() for word in settings.get("core.fsync", "").split(",")}
-    return bool(words & {"loose-object", "objects", "added", "committed", "all"})
+    return _InProcessObjects(trees, reader, loose.objects_dir, fsync=loose.fsync)
 
 
 @dataclass

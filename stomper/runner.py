@@ -132,6 +132,7 @@ async def execute(
     )
     status = "failed"
     try:
+        await workspaces.prepare(units)
         status = await _drive(
             context, journal, checkpointer=settings.checkpointer, progress=progress
         )
@@ -140,6 +141,7 @@ async def execute(
             await asyncio.shield(close_agent(agent))
         if lander is not None:
             await asyncio.shield(lander.aclose())
+        await asyncio.shield(workspaces.aclose())
         workspaces.close()
         journal.index_file.unlink(missing_ok=True)
         journal.update(status=status, finished=time.time())

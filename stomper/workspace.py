@@ -28,6 +28,7 @@ from stomper import git, proc
 from stomper.diagnostics import Collector, Diagnostic
 from stomper.guardrails import file_violation, scope_violation
 from stomper.journal import remove_tree
+from stomper.store import Blobs
 from stomper.unit import Unit
 
 _ADD_TRIES = 3
@@ -42,6 +43,7 @@ class Space:
     repo: Path
     real_tree: bool
     """A full worktree at the base (True), or a scratch folder with the one file."""
+    blobs: Blobs
 
     def file(self, unit: Unit) -> Path:
         return self.root / unit.path
@@ -80,16 +82,21 @@ class Space:
 
     async def blob(self, unit: Unit) -> str:
         """Write the unit's file into the object store; its blob id."""
-        return await git.write_blob(self.repo, unit.path, self.file(unit).read_bytes())
+        return await self.blobs.write(unit.path, self.file(unit).read_bytes())
 
 
 class Workspaces:
-    """The spaces of one run: scratch folders and a pool of worktrees, in one folder."""
+    """The spaces of one run: scratch folders and a pool of worktrees, in one folder.
+
+    :meth:`aclose` ends the git process it reads blobs through; :meth:`close` removes the
+    spaces.
+    """
 
     def __init__(self, root: Path, folder: Path, *, pool_size: int = 4) -> None:
         self.root = root
         self.folder = folder
         self.pool_size = pool_size
+        self.blobs = Blobs(root)
         self._free: asyncio.Queue[Path] = asyncio.Queue()
         self._made = 0
         # git reads every worktree's metadata when it adds or removes one, and fails on one
@@ -102,10 +109,9 @@ class Workspaces:
         """A private folder holding only the unit's file, at its base content."""
         path = self.folder / f"s{unit.index}"
         remove_tree(path)
-        content = await git.read_blob(self.root, unit.base_blob)
-        _place(path, unit, content)
+        _place(path, unit, await self.blobs.read(unit.base_blob))
         try:
-            yield Space(path, self.root, real_tree=False)
+            yield Space(path, self.root, False, self.blobs)
         finally:
             remove_tree(path)
 
@@ -115,7 +121,7 @@ class Workspaces:
         path = await self._take()
         try:
             await git.reset_worktree(path, commit)
-            yield Space(path, self.root, real_tree=True)
+            yield Space(path, self.root, True, self.blobs)
         finally:
             self._free.put_nowait(path)
 
@@ -155,6 +161,13 @@ class Workspaces:
                     remove_tree(path)
                     await git.prune_worktrees(self.root)
             await asyncio.sleep(0.05 * (attempt + 1))
+
+    async def prepare(self, units: Sequence[Unit]) -> None:
+        """Learn which unit files' blobs can be written without a git process each."""
+        await self.blobs.prepare([unit.path for unit in units])
+
+    async def aclose(self) -> None:
+        await self.blobs.aclose()
 
     def close(self) -> None:
         """Remove the run's spaces; safe to call from any state, also after a cancel."""

@@ -215,6 +215,7 @@ async def _reconcile(
             for collector in collectors:
                 found += await collector.collect(tree, paths)
     finally:
+        await workspaces.aclose()
         workspaces.close()
     by_path: dict[str, list[Diagnostic]] = {}
     for diag in found:
