@@ -191,6 +191,9 @@ class UnitTimes:
     started: float
     """The unit's first event (it had a slot: the limit is taken before it)."""
     done: float
+    released: float
+    """When the unit gave its slot back: its ``landing`` event (it waits to land outside
+    the limit), else its ``done``."""
     phases: dict[str, float]
     """Seconds in each phase: from an event to the unit's next event, summed over retries."""
 
@@ -214,7 +217,9 @@ def unit_times(events: Iterable[Mapping[str, Any]]) -> list[UnitTimes]:
         for event, following in zip(seen, seen[1:], strict=False):
             if event["phase"] in phases:
                 phases[event["phase"]] += following["at"] - event["at"]
-        out.append(UnitTimes(path, seen[0]["at"], seen[-1]["at"], phases))
+        landing = [event["at"] for event in seen if event["phase"] == "landing"]
+        done = seen[-1]["at"]
+        out.append(UnitTimes(path, seen[0]["at"], done, landing[-1] if landing else done, phases))
     return sorted(out, key=lambda unit: unit.started)
 
 
@@ -247,16 +252,16 @@ def handoffs(units: Sequence[UnitTimes], parallel: int, run_started: float) -> l
     """Per unit, the time its slot stood idle before it: orchestration.
 
     With at most N units at once, the k-th unit to start (k >= N) starts after the
-    (k-N)-th unit to finish; the gap between the two is what the orchestrator took to hand
-    the freed slot on (the limit, LangGraph's scheduling, checkpoint writes, journal
-    writes). The first N units are measured from the run's start (the journal's creation),
+    (k-N)-th unit to give its slot back; the gap between the two is what the orchestrator
+    took to hand the freed slot on (the limit, LangGraph's scheduling, checkpoint writes,
+    journal writes). The first N units are measured from the run's start (the journal's creation),
     which holds the graph's compilation and the opening of the checkpointer.
     """
     starts = sorted(unit.started for unit in units)
-    dones = sorted(unit.done for unit in units)
+    released = sorted(unit.released for unit in units)
     gaps = []
     for k, start in enumerate(starts):
-        freed = dones[k - parallel] if k >= parallel else run_started
+        freed = released[k - parallel] if k >= parallel else run_started
         gaps.append(max(0.0, start - freed))
     return gaps
 

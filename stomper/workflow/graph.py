@@ -106,20 +106,23 @@ async def process_unit(state: UnitInput, *, runtime: Runtime[RunContext]) -> dic
     def emit(phase: Phase) -> None:
         write(UnitEvent(unit.path, phase, ctx.gauge.running))
 
+    # The limit counts units being worked on; a unit waiting for its turn to land needs no
+    # workspace and no agent, so it gives its place to the next one.
     async with ctx.limit:
         with ctx.gauge.hold():
-            result = await ctx.pipeline.work(unit, emit)
-            ctx.record(result)
-            write(
-                UnitEvent(
-                    unit.path,
-                    Phase.DONE,
-                    ctx.gauge.running - 1,
-                    result.status.value,
-                    result.reason,
-                    result.commit,
-                )
-            )
+            produced = await ctx.pipeline.produce(unit, emit)
+    result = await ctx.pipeline.land(produced, emit)
+    ctx.record(result)
+    write(
+        UnitEvent(
+            unit.path,
+            Phase.DONE,
+            ctx.gauge.running,
+            result.status.value,
+            result.reason,
+            result.commit,
+        )
+    )
     return {"finished": 1}
 
 

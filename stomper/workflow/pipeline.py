@@ -32,6 +32,17 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Produced:
+    """A unit worked as far as it goes before landing."""
+
+    result: UnitResult
+    patch: Patch | None = None
+    """What is to land; None when the result is final (nothing to land, or refused)."""
+    started: float = 0.0
+    """When the unit began (``time.monotonic()``)."""
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """Everything a unit needs, shared by all the units of a run."""
 
@@ -46,36 +57,52 @@ class Pipeline:
     tree: bool = True
     """Units work in pooled worktrees (True) or in scratch folders holding their one file."""
 
-    async def work(self, unit: Unit, emit: Emit) -> UnitResult:
-        """Work one unit to its result; a failure of the unit is a result, never a raise."""
+    async def produce(self, unit: Unit, emit: Emit) -> Produced:
+        """Work ``unit`` to a patch ready to land, or to its final result; a failure of the
+        unit is a result, never a raise. This is the part the run's limit counts."""
         started = time.monotonic()
         try:
-            result = await self._work(unit, emit)
+            produced = await self._produce(unit, emit)
         except Exception as exc:  # one unit's failure must not cancel its siblings
-            result = _failed(unit, f"{type(exc).__name__}: {exc}", attempts=1)
-        return replace(result, duration_s=time.monotonic() - started)
+            produced = Produced(_failed(unit, f"{type(exc).__name__}: {exc}", attempts=1))
+        return replace(produced, started=started)
 
-    async def _work(self, unit: Unit, emit: Emit) -> UnitResult:
+    async def land(self, produced: Produced, emit: Emit) -> UnitResult:
+        """Land what :meth:`produce` made (waiting for the landings before it): the unit's
+        result. Landing is serial and needs no workspace, so it happens outside the limit."""
+        try:
+            result = await self._land(produced, emit)
+        except Exception as exc:
+            result = _refuse(produced.result, f"{type(exc).__name__}: {exc}")
+        return replace(result, duration_s=time.monotonic() - produced.started)
+
+    async def _produce(self, unit: Unit, emit: Emit) -> Produced:
         emit(Phase.ISOLATING)
         isolate = self.workspaces.tree(unit.base) if self.tree else self.workspaces.scratch(unit)
         async with isolate as space:
             before = await self._baseline(unit, space)
             result = await self._attempts(unit, space, before, emit)
             if result.status not in LANDABLE:
-                return result
+                return Produced(result)
             if self.gate is not None:
                 emit(Phase.VERIFYING)
                 blame = await self.gate.judge(space.root)
                 if blame is not None:
-                    return _refuse(result, blame)
+                    return Produced(_refuse(result, blame))
             patch = Patch(unit.path, unit.mode, unit.base_blob, await space.blob(unit))
+        return Produced(result, patch)
+
+    async def _land(self, produced: Produced, emit: Emit) -> UnitResult:
+        result, patch = produced.result, produced.patch
+        if patch is None:
+            return result
         if self.lander is None:
             root = self.workspaces.root
-            diff = await git.diff_blobs(root, patch.old_blob, patch.new_blob, unit.path)
+            diff = await git.diff_blobs(root, patch.old_blob, patch.new_blob, patch.path)
             return replace(result, diff=diff)
         emit(Phase.LANDING)
         message = commit_message(
-            path=unit.path,
+            path=patch.path,
             tools=sorted({diag.tool for diag in result.fixed}),
             codes=[diag.code for diag in result.fixed],
             run_id=self.run_id,
