@@ -5,7 +5,7 @@ Each class implements :class:`stomper.agents.Agent`; each factory takes the run'
 line: ``stomper fix --agent stomper.testing.agents:delayed``. The factories read their
 knobs from the environment, the one channel that reaches an agent loaded by name:
 
-- ``STOMPER_TEST_AGENT_DELAY``: seconds each call waits before fixing (default 0);
+- ``STOMPER_TEST_AGENT_DELAY``: seconds each call takes, its fixes included (default 0);
 - ``STOMPER_TEST_AGENT_LOG``: the file :class:`Counting` appends one line per call to;
 - ``STOMPER_TEST_AGENT_RAISE_ON``: comma-separated unit paths :class:`Raising` fails on
   (default: every unit);
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,7 +70,8 @@ class Instant:
 
 
 class DelayedAutofix:
-    """Waits ``delay`` seconds, then applies ruff's fixes: an agent of known latency.
+    """Applies ruff's fixes and answers ``delay`` seconds after it was called: an agent of
+    fixed latency, its own work included (a call takes longer only if the fixes do).
 
     The wait is ``asyncio.sleep``, so N of them overlap: with a perfect orchestrator,
     U units at N at once take ``ceil(U / N) * delay``.
@@ -87,9 +89,10 @@ class DelayedAutofix:
         self.needs_tree = wants_tree(self.inner, needs_tree)
 
     async def fix(self, task: AgentTask) -> AgentOutcome:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return await self.inner.fix(task)
+        answer_at = time.monotonic() + self.delay
+        outcome = await self.inner.fix(task)
+        await asyncio.sleep(max(0.0, answer_at - time.monotonic()))
+        return outcome
 
 
 class Counting:
