@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from stomper import console
+from stomper import console, proc
 from stomper.errors import StomperError
 from stomper.landing import exit_when_landed
 from stomper.report import EXIT_INTERRUPTED, EXIT_USER
@@ -83,6 +83,7 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
             for number in installed:
                 loop.remove_signal_handler(number)
 
+    proc.install_child_watcher()
     try:
         return asyncio.run(guarded())
     except (KeyboardInterrupt, asyncio.CancelledError):
