@@ -12,14 +12,22 @@ splits each unit's time:
 - agent: ``agent`` to ``verifying`` (ruff's fixes; summed over attempts);
 - verify: ``verifying`` to ``landing`` (the scope check, ruff on the file, the verdict,
   writing the blob, and giving the workspace back);
-- land: ``landing`` to ``done`` (the wait for the landing lock and the landing itself);
+- land: the unit's share of the landing that took it (``landing_s`` of the report: a
+  chain's time split among its units), not counting the wait for the landing lock;
+- wait to land: the rest of ``landing`` to ``done``, the queue behind other landings. A
+  unit waits outside the limit (its slot already went to the next unit), so the wait
+  costs no slot;
 - orchestration: the time the unit's slot stood idle before the unit began (see
   :func:`bench.harness.handoffs`).
+
+The overhead per unit, the figure the goals name, is isolate + verify + land +
+orchestration: everything but the agent and the wait in the landing queue.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -31,7 +39,6 @@ SEGMENTS = (
     ("isolate", "isolating"),
     ("agent", "agent"),
     ("verify", "verifying"),
-    ("land", "landing"),
 )
 
 
@@ -111,27 +118,41 @@ def report(label: str, fix: harness.FixRun) -> None:
     gaps = harness.handoffs(units, fix.parallel, float(meta["started"]))
     wall = fix.wall_s
     began = float(meta.get("finished", meta["started"])) - wall
-    rows = []
-    totals: dict[str, float] = {}
-    for name, phase in SEGMENTS:
-        values = [unit.phases[phase] for unit in units]
-        totals[name] = sum(values)
-        rows.append((name, harness.median(values), harness.p95(values), sum(values)))
-    rows.append(("orchestration", harness.median(gaps), harness.p95(gaps), sum(gaps)))
-    totals["orchestration"] = sum(gaps)
-    per_unit = [unit.done - unit.started for unit in units]
-    rows.append(
-        ("unit, isolate to done", harness.median(per_unit), harness.p95(per_unit), sum(per_unit))
-    )
+    # The unit's own share of its landing, as the journal records it.
+    records = (fix.run_dir / "units.jsonl").read_text(encoding="utf-8").splitlines()
+    own_landing = {
+        record["path"]: float(record["landing_s"]) for record in map(json.loads, records)
+    }
+    segments: dict[str, list[float]] = {
+        name: [unit.phases[phase] for unit in units] for name, phase in SEGMENTS
+    }
+    segments["land"] = [own_landing.get(unit.path, 0.0) for unit in units]
+    segments["wait to land"] = [
+        max(0.0, unit.phases["landing"] - own_landing.get(unit.path, 0.0)) for unit in units
+    ]
+    segments["orchestration"] = gaps
+    segments["overhead: isolate + verify + land + orchestration"] = [
+        isolate + verify + land + gap
+        for isolate, verify, land, gap in zip(
+            segments["isolate"], segments["verify"], segments["land"], gaps, strict=True
+        )
+    ]
+    segments["unit, isolate to done"] = [unit.done - unit.started for unit in units]
+    rows = [
+        (name, harness.median(values), harness.p95(values), sum(values))
+        for name, values in segments.items()
+    ]
     harness.note(f"\n### {label}: {len(units)} units\n")
     harness.note(harness.table(["segment", "median s", "p95 s", "sum s"], rows))
+    # What a slot is held for: everything before landing, and the hand-offs.
+    totals = {name: sum(segments[name]) for name in ("isolate", "agent", "verify", "orchestration")}
     slots = wall * fix.parallel
     first = min((unit.started for unit in units), default=began)
     last = max((unit.done for unit in units), default=began)
     accounted = sum(totals.values())
     harness.note(
         f"\nwall {wall:.2f}s x N={fix.parallel} = {slots:.1f} slot-s; phases and hand-offs "
-        f"{accounted:.1f} slot-s ({accounted / slots:.0%}); "
+        f"in slots {accounted:.1f} slot-s ({accounted / slots:.0%}); "
         f"before the first unit {first - began:.2f}s (collect, plan, journal); "
         f"after the last unit {began + wall - last:.2f}s; "
         f"the lander busy {harness.landing_busy(events):.2f}s of {wall:.2f}s wall"
