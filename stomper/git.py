@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -456,17 +455,7 @@ class _LongLived:
     async def _started(self) -> asyncio.subprocess.Process:
         if self._process is None:
             try:
-                self._process = await asyncio.create_subprocess_exec(
-                    *self._argv,
-                    cwd=self._root,
-                    env=proc.child_env(),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    # Its own process group: a Ctrl-C meant for stomper must not end it
-                    # half-way; stomper ends it, and the end of its input ends it too.
-                    start_new_session=True,
-                )
+                self._process = await proc.start(self._argv, cwd=self._root)
             except FileNotFoundError as exc:
                 raise _missing(exc, self._root) from None
         return self._process
@@ -476,13 +465,7 @@ class _LongLived:
         process, self._process = self._process, None
         if process is None:
             return
-        assert process.stdin is not None
-        process.stdin.close()
-        try:
-            _, err = await asyncio.wait_for(process.communicate(), _CLOSE_WAIT)
-        except TimeoutError:
-            _kill(process)
-            _, err = await process.communicate()
+        err = await proc.stop(process, wait=_CLOSE_WAIT)
         if process.returncode:
             self.error = err.decode(errors="replace").strip()
 

@@ -105,6 +105,38 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
     await asyncio.shield(proc.wait())
 
 
+async def start(
+    argv: Sequence[str], *, cwd: Path | str | None = None
+) -> asyncio.subprocess.Process:
+    """Start a child to be spoken to through its pipes for a while (a long-lived server).
+
+    It gets a process group of its own: a Ctrl-C meant for stomper must not end it half-way;
+    :func:`stop` ends it.
+    """
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=child_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+async def stop(process: asyncio.subprocess.Process, *, wait: float) -> bytes:
+    """End a child from :func:`start` at the end of its input, or kill its group when it
+    lingers past ``wait`` seconds; what it wrote to stderr."""
+    assert process.stdin is not None
+    process.stdin.close()
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), wait)
+    except TimeoutError:
+        await _kill_group(process)
+        _, err = await process.communicate()
+    return err
+
+
 def run_sync(
     argv: Sequence[str],
     *,
