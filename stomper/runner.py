@@ -15,7 +15,7 @@ from stomper import checkpoints, console
 from stomper.agents import Agent, needs_tree
 from stomper.agents import close as close_agent
 from stomper.config import Settings
-from stomper.diagnostics import Collector
+from stomper.diagnostics import Collector, close_collectors
 from stomper.errors import RepositoryError
 from stomper.events import UnitEvent
 from stomper.gate import TestGate
@@ -142,6 +142,7 @@ async def execute(
         if lander is not None:
             await asyncio.shield(lander.aclose())
         await asyncio.shield(workspaces.aclose())
+        await asyncio.shield(close_collectors(collectors))
         workspaces.close()
         journal.index_file.unlink(missing_ok=True)
         journal.update(status=status, finished=time.time())

@@ -120,6 +120,14 @@ def select(
     ]
 
 
+async def close_collectors(collectors: Iterable[Collector]) -> None:
+    """End what collectors keep running between calls (those that have an ``aclose``)."""
+    for collector in collectors:
+        aclose = getattr(collector, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 def collectors_named(names: Sequence[str]) -> list[Collector]:
     from stomper.diagnostics.mypy import MypyCollector
     from stomper.diagnostics.ruff import RuffCollector

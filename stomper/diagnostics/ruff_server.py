@@ -1,0 +1,170 @@
+"""ruff's findings for one file's bytes through one long-lived ``ruff server``.
+
+Verifying a unit means linting its file once more; as a ``ruff check`` process that costs
+about 6 ms of CPU, most of it starting the process. ``ruff server`` (ruff's language
+server, over stdin and stdout) answers the same question for an open document in well under
+a millisecond, with the same settings: it resolves the project's configuration for the
+document's path as ``ruff check --stdin-filename`` does.
+
+Only what this needs of the Language Server Protocol is spoken: initialize, open a
+document, pull its diagnostics, close it, shut down. Positions are asked for in code points
+(``utf-32``), ruff's own columns. The caller checks the first answers against ``ruff
+check`` and falls back to it whenever the server disagrees, stops answering, or is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from stomper import proc
+from stomper.diagnostics import Diagnostic
+
+_START_WAIT = 10.0
+_ANSWER_WAIT = 30.0
+_STOP_WAIT = 2.0
+# The server adds the fix's title to a message ("... \n\nhelp: Remove ..."); ruff check
+# does not.
+_HELP = "\n\nhelp:"
+
+
+class ServerError(Exception):
+    """The server failed to start, broke the protocol, or stopped answering."""
+
+
+class RuffServer:
+    """One ``ruff server`` for the tree at ``root``; :meth:`aclose` ends it."""
+
+    def __init__(self, binary: str, root: Path) -> None:
+        self.binary = binary
+        self.root = root
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self._ids = 0
+
+    async def start(self) -> None:
+        try:
+            self._process = await proc.start((self.binary, "server"), cwd=self.root)
+        except OSError as exc:
+            raise ServerError(f"cannot start ruff server: {exc}") from exc
+        folder = self.root.as_uri()
+        await self._ask(
+            "initialize",
+            {
+                "processId": None,
+                "rootUri": folder,
+                "workspaceFolders": [{"uri": folder, "name": self.root.name}],
+                "capabilities": {
+                    "general": {"positionEncodings": ["utf-32"]},
+                    "textDocument": {"diagnostic": {"dynamicRegistration": False}},
+                },
+                "initializationOptions": {},
+            },
+            wait=_START_WAIT,
+        )
+        await self._tell("initialized", {})
+
+    async def check(self, path: str, source: bytes) -> list[Diagnostic]:
+        """ruff's findings for ``source`` as the file ``root / path``."""
+        uri = (self.root / path).as_uri()
+        text = source.decode("utf-8", errors="replace")
+        document = {"uri": uri, "languageId": "python", "version": 1, "text": text}
+        async with self._lock:
+            await self._tell("textDocument/didOpen", {"textDocument": document})
+            try:
+                answer = await self._ask("textDocument/diagnostic", {"textDocument": {"uri": uri}})
+            finally:
+                await self._tell("textDocument/didClose", {"textDocument": {"uri": uri}})
+        if not isinstance(answer, dict) or answer.get("kind") != "full":
+            raise ServerError(f"unexpected answer to a diagnostic request: {answer!r:.200}")
+        return [_diagnostic(item, path) for item in answer.get("items", [])]
+
+    async def aclose(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        self._process = process
+        with contextlib.suppress(ServerError, OSError):
+            await self._ask("shutdown", None, wait=_STOP_WAIT)
+            await self._tell("exit", None)
+        self._process = None
+        await proc.stop(process, wait=_STOP_WAIT)
+
+    async def _tell(self, method: str, params: Any) -> None:
+        await self._send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    async def _ask(self, method: str, params: Any, *, wait: float = _ANSWER_WAIT) -> Any:
+        self._ids += 1
+        asked = self._ids
+        await self._send({"jsonrpc": "2.0", "id": asked, "method": method, "params": params})
+        try:
+            async with asyncio.timeout(wait):
+                while True:
+                    message = await self._receive()
+                    if "method" in message:
+                        if "id" in message:  # a request of the server's: none is needed here
+                            await self._send(
+                                {"jsonrpc": "2.0", "id": message["id"], "result": None}
+                            )
+                        continue
+                    if message.get("id") != asked:
+                        continue
+                    if "error" in message:
+                        raise ServerError(f"{method} failed: {message['error']}")
+                    return message.get("result")
+        except TimeoutError:
+            raise ServerError(f"ruff server did not answer {method} in {wait:g}s") from None
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        process = self._running()
+        assert process.stdin is not None
+        body = json.dumps(message).encode()
+        try:
+            process.stdin.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await process.stdin.drain()
+        except (OSError, RuntimeError) as exc:
+            raise ServerError(f"ruff server stopped: {exc}") from exc
+
+    async def _receive(self) -> dict[str, Any]:
+        process = self._running()
+        assert process.stdout is not None
+        try:
+            length = None
+            while True:
+                line = await process.stdout.readline()
+                if not line:
+                    raise ServerError("ruff server stopped")
+                if line == b"\r\n":
+                    break
+                name, _, value = line.decode("ascii").partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if length is None:
+                raise ServerError("a message without a length from ruff server")
+            message = json.loads(await process.stdout.readexactly(length))
+        except (ValueError, UnicodeDecodeError, asyncio.IncompleteReadError) as exc:
+            raise ServerError(f"ruff server broke the protocol: {exc}") from exc
+        if not isinstance(message, dict):
+            raise ServerError(f"ruff server sent {message!r:.200}")
+        return message
+
+    def _running(self) -> asyncio.subprocess.Process:
+        if self._process is None or self._process.returncode is not None:
+            raise ServerError("ruff server is not running")
+        return self._process
+
+
+def _diagnostic(item: dict[str, Any], path: str) -> Diagnostic:
+    start = item["range"]["start"]
+    message = str(item["message"])
+    return Diagnostic(
+        tool="ruff",
+        code=str(item.get("code") or "syntax-error"),
+        message=message.split(_HELP, 1)[0],
+        path=path,
+        line=int(start["line"]) + 1,
+        column=int(start["character"]) + 1,
+    )

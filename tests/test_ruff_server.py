@@ -1,0 +1,161 @@
+"""ruff's findings through ``ruff server`` equal ``ruff check``'s; a server that breaks or
+disagrees is dropped for ``ruff check``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from stomper.diagnostics import Diagnostic
+from stomper.diagnostics.ruff import RuffCollector, ruff_binary
+from stomper.diagnostics.ruff_server import RuffServer
+from stomper.testing.repos import RUFF_CONFIG
+
+SOURCES = {
+    "clean": "x = 1\n",
+    "fixable": "import os\n\n\nclass Box():\n    size = 1\n",
+    "unicode": 's = "é😀"; import sys\nt = "ü"  ;  u = 2\n',
+    "syntax error": "import os\ndef f(:\n    pass\n",
+    "noqa": "import os  # noqa: F401\nimport sys\n",
+    "no final newline": "import os",
+    "long line": "x = '" + "a" * 120 + "'\n",
+}
+CONFIG = RUFF_CONFIG + textwrap.dedent(
+    """
+    [tool.ruff.lint.per-file-ignores]
+    "legacy/*" = ["F401"]
+    """
+)
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    (tmp_path / "pyproject.toml").write_text(CONFIG)
+    for folder in ("pkg", "legacy"):
+        (tmp_path / folder).mkdir()
+    return tmp_path
+
+
+def positions(found: list[Diagnostic]) -> list[tuple[str, str, int, int, str]]:
+    return sorted((d.code, d.message, d.line, d.column, d.context) for d in found)
+
+
+def test_the_server_reports_what_ruff_check_reports(tree: Path) -> None:
+    binary = ruff_binary()
+    assert binary is not None
+
+    async def both() -> list[tuple[str, list[Diagnostic], list[Diagnostic]]]:
+        server = RuffServer(binary, tree)
+        checker = RuffCollector()
+        await server.start()
+        try:
+            out = []
+            for folder in ("pkg", "legacy"):
+                for name, text in SOURCES.items():
+                    path = f"{folder}/{name.replace(' ', '_')}.py"
+                    source = text.encode()
+                    by_server = await server.check(path, source)
+                    by_check = await checker._check_source(tree, path, source)
+                    out.append((path, by_server, by_check))
+            return out
+        finally:
+            await server.aclose()
+
+    results = asyncio.run(both())
+    assert any(by_check for _, _, by_check in results)  # the sources do have findings
+    for path, by_server, by_check in results:
+        # The server's diagnostics carry no context; the collector adds it from the source.
+        assert positions(by_server) == positions([replace(d, context="") for d in by_check]), path
+
+
+def test_the_collector_uses_the_server_after_it_agreed(tree: Path) -> None:
+    source = SOURCES["fixable"].encode()
+
+    async def collect() -> tuple[list[list[Diagnostic]], bool]:
+        collector = RuffCollector()
+        try:
+            found = [await collector.collect_source(tree, f"pkg/m{n}.py", source) for n in range(6)]
+            return found, collector._server is not None
+        finally:
+            await collector.aclose()
+
+    found, serving = asyncio.run(collect())
+    assert serving
+    codes = {d.code for d in found[0]}
+    assert codes == {"F401", "UP039"}
+    assert all(positions(f) == positions(found[0]) for f in found)
+
+
+FAKE_SERVER = """\
+import json, os, sys
+real, mode = os.environ["REAL_RUFF"], os.environ["FAKE_MODE"]
+if sys.argv[1:] != ["server"]:
+    os.execv(real, [real, *sys.argv[1:]])
+if mode == "exit":
+    sys.exit(3)
+def read():
+    length = None
+    while True:
+        line = sys.stdin.buffer.readline()
+        if not line:
+            sys.exit(0)
+        if line == b"\\r\\n":
+            break
+        name, _, value = line.decode().partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    return json.loads(sys.stdin.buffer.read(length))
+def send(message):
+    body = json.dumps(message).encode()
+    sys.stdout.buffer.write(b"Content-Length: %d\\r\\n\\r\\n" % len(body) + body)
+    sys.stdout.buffer.flush()
+while True:
+    message = read()
+    if "id" not in message:
+        continue
+    if message["method"] == "initialize":
+        send({"jsonrpc": "2.0", "id": message["id"], "result": {"capabilities": {}}})
+    elif message["method"] == "textDocument/diagnostic":
+        if mode == "garbage":
+            sys.stdout.buffer.write(b"Content-Length: 5\\r\\n\\r\\nnope!")
+            sys.stdout.buffer.flush()
+        else:  # "silent": finds nothing, where ruff check finds something
+            send({"jsonrpc": "2.0", "id": message["id"], "result": {"kind": "full", "items": []}})
+    else:
+        send({"jsonrpc": "2.0", "id": message["id"], "result": None})
+"""
+
+
+@pytest.mark.parametrize("mode", ["exit", "garbage", "silent"])
+def test_a_server_that_breaks_or_disagrees_is_dropped_for_ruff_check(
+    tree: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, mode
+) -> None:
+    real = ruff_binary()
+    assert real is not None
+    bin_dir = tmp_path_factory.mktemp("bin")
+    fake = bin_dir / "ruff"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_SERVER}")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("REAL_RUFF", real)
+    monkeypatch.setenv("FAKE_MODE", mode)
+    source = SOURCES["fixable"].encode()
+
+    async def collect() -> tuple[list[list[Diagnostic]], bool]:
+        collector = RuffCollector()
+        try:
+            found = [await collector.collect_source(tree, f"pkg/m{n}.py", source) for n in range(4)]
+            return found, collector._server is not None
+        finally:
+            await collector.aclose()
+
+    found, serving = asyncio.run(collect())
+    assert not serving
+    for each in found:
+        assert {d.code for d in each} == {"F401", "UP039"}
