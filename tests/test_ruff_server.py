@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from stomper.agents import AgentTask
+from stomper.agents.autofix import AutofixAgent
 from stomper.diagnostics import Diagnostic
-from stomper.diagnostics.ruff import RuffCollector, ruff_binary
+from stomper.diagnostics.ruff import RuffCollector, fix_source, ruff_binary
 from stomper.diagnostics.ruff_server import RuffServer
 from stomper.testing.repos import RUFF_CONFIG
+from stomper.unit import Unit
 
 SOURCES = {
     "clean": "x = 1\n",
@@ -25,6 +28,9 @@ SOURCES = {
     "noqa": "import os  # noqa: F401\nimport sys\n",
     "no final newline": "import os",
     "long line": "x = '" + "a" * 120 + "'\n",
+    "crlf": "import os\r\nimport sys\r\n\r\nclass Box():\r\n    pass\r\n",
+    "imports to sort": "import sys\nimport os\n\nprint(os, sys)\n",
+    "fixes on unicode lines": 'import os\ns = "é😀"   ;   t = "ü"\nclass A(object):\n    pass\n',
 }
 CONFIG = RUFF_CONFIG + textwrap.dedent(
     """
@@ -81,7 +87,7 @@ def test_the_collector_uses_the_server_after_it_agreed(tree: Path) -> None:
         collector = RuffCollector()
         try:
             found = [await collector.collect_source(tree, f"pkg/m{n}.py", source) for n in range(6)]
-            return found, collector._server is not None
+            return found, collector._server.serving
         finally:
             await collector.aclose()
 
@@ -151,7 +157,7 @@ def test_a_server_that_breaks_or_disagrees_is_dropped_for_ruff_check(
         collector = RuffCollector()
         try:
             found = [await collector.collect_source(tree, f"pkg/m{n}.py", source) for n in range(4)]
-            return found, collector._server is not None
+            return found, collector._server.serving
         finally:
             await collector.aclose()
 
@@ -159,3 +165,62 @@ def test_a_server_that_breaks_or_disagrees_is_dropped_for_ruff_check(
     assert not serving
     for each in found:
         assert {d.code for d in each} == {"F401", "UP039"}
+
+
+def test_the_servers_fix_all_is_ruff_checks_fix(tree: Path) -> None:
+    binary = ruff_binary()
+    assert binary is not None
+
+    async def both() -> list[tuple[str, bytes, bytes, bytes]]:
+        server = RuffServer(binary, tree)
+        await server.start()
+        try:
+            out = []
+            for name, text in SOURCES.items():
+                if name == "syntax error":
+                    continue  # nothing is fixed in a file that does not parse
+                path = f"pkg/{name.replace(' ', '_')}.py"
+                source = text.encode()
+                by_server = await server.fix_all(path, source)
+                by_check = await fix_source(source, tree / path, select=(), ignore=(), unsafe=False)
+                out.append((path, source, by_server, by_check))
+            return out
+        finally:
+            await server.aclose()
+
+    results = asyncio.run(both())
+    assert sum(source != by_check for _, source, _, by_check in results) >= 4
+    for path, _, by_server, by_check in results:
+        assert by_server == by_check, path
+
+
+async def autofix_some(agent: AutofixAgent, tree: Path, source: str) -> bool:
+    """Let ``agent`` fix five copies of ``source``; whether it ended on the server."""
+    try:
+        for n in range(5):
+            path = f"pkg/u{n}.py"
+            (tree / path).write_text(source)
+            diag = Diagnostic("ruff", "F401", "`os` imported but unused", path, 1)
+            unit = Unit(n, path, "0" * 40, (diag,), (diag,), "0" * 40, "100644")
+            await agent.fix(AgentTask(unit=unit, workspace=tree))
+        return agent._server.serving
+    finally:
+        await agent.aclose()
+
+
+@pytest.mark.parametrize("unsafe_in_config", [False, True])
+def test_autofix_uses_the_server_unless_the_project_speaks_of_unsafe_fixes(
+    tree: Path, unsafe_in_config: bool
+) -> None:
+    if unsafe_in_config:
+        config = CONFIG.replace("[tool.ruff]\n", "[tool.ruff]\nunsafe-fixes = true\n")
+        (tree / "pyproject.toml").write_text(config)
+    source = SOURCES["fixable"]
+    expected = asyncio.run(
+        fix_source(source.encode(), tree / "pkg/u0.py", select=(), ignore=(), unsafe=False)
+    )
+    assert expected != source.encode()
+    serving = asyncio.run(autofix_some(AutofixAgent(), tree, source))
+    assert serving is not unsafe_in_config
+    for n in range(5):
+        assert (tree / "pkg" / f"u{n}.py").read_bytes() == expected

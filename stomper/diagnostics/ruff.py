@@ -13,7 +13,7 @@ from pathlib import Path
 
 from stomper import proc
 from stomper.diagnostics import Diagnostic, ToolInfo, attach_context, fold
-from stomper.diagnostics.ruff_server import RuffServer, ServerError
+from stomper.diagnostics.ruff_server import RuffServer, Vetted
 from stomper.errors import ToolError
 
 # Explicit file lists are chunked: the kernel caps one argv, and 10,000 paths exceed it.
@@ -36,10 +36,6 @@ def _require_binary() -> str:
     return binary
 
 
-# Answers of ruff server compared with ruff check's before the server is taken at its word.
-_CROSS_CHECKS = 3
-
-
 class RuffCollector:
     """ruff's findings: over a tree through ``ruff check``; for one file's bytes through a
     long-lived ``ruff server`` once its first answers matched ``ruff check``'s, else through
@@ -49,9 +45,7 @@ class RuffCollector:
     per_file = True
 
     def __init__(self) -> None:
-        self._server: RuffServer | None = None
-        self._server_off = False
-        self._agreed = 0
+        self._server = Vetted(ruff_binary())
 
     async def info(self) -> ToolInfo:
         binary = ruff_binary()
@@ -80,46 +74,17 @@ class RuffCollector:
         return attach_context(root, found)
 
     async def collect_source(self, root: Path, path: str, source: bytes) -> list[Diagnostic]:
-        server = await self._server_for(root)
-        if server is None:
-            return await self._check_source(root, path, source)
-        try:
-            found = _with_context(await server.check(path, source), source)
-        except ServerError:
-            await self._retire()
-            return await self._check_source(root, path, source)
-        if self._agreed >= _CROSS_CHECKS:
-            return found
-        checked = await self._check_source(root, path, source)
-        if sorted(map(_position, found)) == sorted(map(_position, checked)):
-            self._agreed += 1
-        else:
-            await self._retire()
-        return checked
+        async def served(server: RuffServer) -> list[Diagnostic]:
+            return sorted(await server.check(path, source), key=_place)
+
+        async def checked() -> list[Diagnostic]:
+            return sorted(await self._check_source(root, path, source), key=_place)
+
+        found = await self._server.answer(root, source, served, checked)
+        return _with_context(found, source)
 
     async def aclose(self) -> None:
-        await self._retire()
-
-    async def _server_for(self, root: Path) -> RuffServer | None:
-        if self._server is None and not self._server_off:
-            server = RuffServer(_require_binary(), root)
-            try:
-                await server.start()
-            except ServerError:
-                self._server_off = True
-                await server.aclose()
-                return None
-            self._server = server
-        if self._server is not None and self._server.root != root:
-            return None
-        return self._server
-
-    async def _retire(self) -> None:
-        """Stop using the server (for good): ``ruff check`` answers from now on."""
-        server, self._server = self._server, None
-        self._server_off = True
-        if server is not None:
-            await server.aclose()
+        await self._server.aclose()
 
     async def _check_source(self, root: Path, path: str, source: bytes) -> list[Diagnostic]:
         binary = _require_binary()
@@ -129,7 +94,7 @@ class RuffCollector:
         )
         if done.returncode != 0:
             raise ToolError(f"ruff failed: {done.stderr.decode(errors='replace').strip()}")
-        return _with_context(parse(done.stdout, root), source)
+        return parse(done.stdout, root)
 
 
 def _with_context(found: list[Diagnostic], source: bytes) -> list[Diagnostic]:
@@ -140,8 +105,8 @@ def _with_context(found: list[Diagnostic], source: bytes) -> list[Diagnostic]:
     ]
 
 
-def _position(diag: Diagnostic) -> tuple[str, str, str, int, int]:
-    return (diag.path, diag.code, diag.message, diag.line, diag.column)
+def _place(diag: Diagnostic) -> tuple[int, int, str, str]:
+    return (diag.line, diag.column, diag.code, diag.message)
 
 
 def parse(output: bytes, root: Path) -> list[Diagnostic]:

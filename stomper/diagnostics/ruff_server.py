@@ -17,11 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from stomper import proc
 from stomper.diagnostics import Diagnostic
+
+T = TypeVar("T")
 
 _START_WAIT = 10.0
 _ANSWER_WAIT = 30.0
@@ -29,6 +33,8 @@ _STOP_WAIT = 2.0
 # The server adds the fix's title to a message ("... \n\nhelp: Remove ..."); ruff check
 # does not.
 _HELP = "\n\nhelp:"
+_FIX_ALL = "source.fixAll.ruff"
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 class ServerError(Exception):
@@ -59,7 +65,12 @@ class RuffServer:
                 "workspaceFolders": [{"uri": folder, "name": self.root.name}],
                 "capabilities": {
                     "general": {"positionEncodings": ["utf-32"]},
-                    "textDocument": {"diagnostic": {"dynamicRegistration": False}},
+                    "textDocument": {
+                        "diagnostic": {"dynamicRegistration": False},
+                        "codeAction": {
+                            "codeActionLiteralSupport": {"codeActionKind": {"valueSet": [_FIX_ALL]}}
+                        },
+                    },
                 },
                 "initializationOptions": {},
             },
@@ -70,7 +81,7 @@ class RuffServer:
     async def check(self, path: str, source: bytes) -> list[Diagnostic]:
         """ruff's findings for ``source`` as the file ``root / path``."""
         uri = (self.root / path).as_uri()
-        text = source.decode("utf-8", errors="replace")
+        text = source.decode("utf-8")
         document = {"uri": uri, "languageId": "python", "version": 1, "text": text}
         async with self._lock:
             await self._tell("textDocument/didOpen", {"textDocument": document})
@@ -81,6 +92,35 @@ class RuffServer:
         if not isinstance(answer, dict) or answer.get("kind") != "full":
             raise ServerError(f"unexpected answer to a diagnostic request: {answer!r:.200}")
         return [_diagnostic(item, path) for item in answer.get("items", [])]
+
+    async def fix_all(self, path: str, source: bytes) -> bytes:
+        """``source`` with every fix ruff would apply on its own (its "Fix all" action)."""
+        uri = (self.root / path).as_uri()
+        text = source.decode("utf-8")
+        document = {"uri": uri, "languageId": "python", "version": 1, "text": text}
+        lines = _line_starts(text)
+        whole = {"start": _at(0, 0), "end": _at(len(lines), 0)}
+        async with self._lock:
+            await self._tell("textDocument/didOpen", {"textDocument": document})
+            try:
+                actions = await self._ask(
+                    "textDocument/codeAction",
+                    {
+                        "textDocument": {"uri": uri},
+                        "range": whole,
+                        "context": {"diagnostics": [], "only": [_FIX_ALL]},
+                    },
+                )
+            finally:
+                await self._tell("textDocument/didClose", {"textDocument": {"uri": uri}})
+        edits = []
+        for action in actions or []:
+            if action.get("kind") != _FIX_ALL:
+                continue
+            if "edit" not in action:
+                raise ServerError("a fix-all action without its edit")
+            edits += action["edit"].get("changes", {}).get(uri, [])
+        return _apply(text, lines, edits).encode("utf-8")
 
     async def aclose(self) -> None:
         process, self._process = self._process, None
@@ -155,6 +195,112 @@ class RuffServer:
         if self._process is None or self._process.returncode is not None:
             raise ServerError("ruff server is not running")
         return self._process
+
+
+class Vetted:
+    """A ruff server for the tree at one root, used in place of ``ruff check`` once its first
+    answers matched ``ruff check``'s; dropped for good at the first disagreement, protocol
+    error or silence. Files that are not plain UTF-8 always go to ``ruff check``."""
+
+    def __init__(self, binary: str | None, *, cross_checks: int = 3) -> None:
+        self.binary = binary
+        self.cross_checks = cross_checks
+        self._server: RuffServer | None = None
+        self._off = binary is None
+        self._agreed = 0
+
+    async def answer(
+        self,
+        root: Path,
+        source: bytes,
+        served: Callable[[RuffServer], Awaitable[T]],
+        checked: Callable[[], Awaitable[T]],
+    ) -> T:
+        """``served(server)``, or ``checked()`` (ruff check) where the server is not to be
+        used or not yet trusted; both while it is being vetted."""
+        server = await self._server_for(root) if _plain_utf8(source) else None
+        if server is None:
+            return await checked()
+        try:
+            answer = await served(server)
+        except ServerError:
+            await self.aclose()
+            return await checked()
+        if self._agreed >= self.cross_checks:
+            return answer
+        reference = await checked()
+        if answer == reference:
+            self._agreed += 1
+        else:
+            await self.aclose()
+        return reference
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    async def aclose(self) -> None:
+        """Stop using the server, for good."""
+        server, self._server = self._server, None
+        self._off = True
+        if server is not None:
+            await server.aclose()
+
+    async def _server_for(self, root: Path) -> RuffServer | None:
+        if self._server is None and not self._off:
+            assert self.binary is not None
+            server = RuffServer(self.binary, root)
+            try:
+                await server.start()
+            except ServerError:
+                await server.aclose()
+                self._off = True
+                return None
+            self._server = server
+        if self._server is not None and self._server.root != root:
+            return None
+        return self._server
+
+
+def _plain_utf8(source: bytes) -> bool:
+    if source.startswith(b"\xef\xbb\xbf"):
+        return False  # a BOM: the server would see it as text
+    try:
+        source.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _at(line: int, character: int) -> dict[str, int]:
+    return {"line": line, "character": character}
+
+
+def _line_starts(text: str) -> list[int]:
+    """Where each line of ``text`` starts, lines ending as the protocol ends them (at
+    ``\r\n``, ``\n`` or ``\r``, and nowhere else)."""
+    return [0, *(match.end() for match in _LINE_END.finditer(text))]
+
+
+def _apply(text: str, starts: list[int], edits: list[dict[str, Any]]) -> str:
+    """``text`` with ``edits`` (non-overlapping, positions in code points) applied."""
+
+    def offset(position: dict[str, int]) -> int:
+        line = int(position["line"])
+        if line >= len(starts):
+            return len(text)
+        return min(starts[line] + int(position["character"]), len(text))
+
+    spans = sorted(
+        (
+            (offset(e["range"]["start"]), offset(e["range"]["end"]), str(e["newText"]))
+            for e in edits
+        ),
+        reverse=True,
+    )
+    for start, end, new in spans:
+        text = text[:start] + new + text[end:]
+    return text
 
 
 def _diagnostic(item: dict[str, Any], path: str) -> Diagnostic:

@@ -25,7 +25,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stomper.agents import Agent, AgentOutcome, AgentTask
+from stomper.agents import Agent, AgentOutcome, AgentTask, close
 from stomper.agents.autofix import AutofixAgent
 from stomper.errors import AgentError
 
@@ -68,6 +68,9 @@ class Instant:
     async def fix(self, task: AgentTask) -> AgentOutcome:
         return await self.inner.fix(task)
 
+    async def aclose(self) -> None:
+        await close(self.inner)
+
 
 class DelayedAutofix:
     """Applies ruff's fixes and answers ``delay`` seconds after it was called: an agent of
@@ -94,6 +97,9 @@ class DelayedAutofix:
         await asyncio.sleep(max(0.0, answer_at - time.monotonic()))
         return outcome
 
+    async def aclose(self) -> None:
+        await close(self.inner)
+
 
 class Counting:
     """Appends the unit's path to ``log`` on every call, then lets ``inner`` work.
@@ -111,6 +117,9 @@ class Counting:
     async def fix(self, task: AgentTask) -> AgentOutcome:
         await asyncio.to_thread(_append_line, self.log, task.unit.path)
         return await self.inner.fix(task)
+
+    async def aclose(self) -> None:
+        await close(self.inner)
 
 
 def _append_line(path: Path, line: str) -> None:
@@ -156,6 +165,9 @@ class Raising:
         if self.paths is None or task.unit.path in self.paths:
             raise AgentFailure(f"{self.message} on {task.unit.path}")
         return await self.otherwise.fix(task)
+
+    async def aclose(self) -> None:
+        await close(self.otherwise)
 
 
 # Factories for ``--agent module:attribute`` --------------------------------------------------
