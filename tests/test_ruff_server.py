@@ -156,8 +156,11 @@ def test_a_server_that_breaks_or_disagrees_is_dropped_for_ruff_check(
     async def collect() -> tuple[list[list[Diagnostic]], bool]:
         collector = RuffCollector()
         try:
-            found = [await collector.collect_source(tree, f"pkg/m{n}.py", source) for n in range(4)]
-            return found, collector._server.serving
+            # At once, so that the server is dropped while other requests are under way.
+            found = await asyncio.gather(
+                *(collector.collect_source(tree, f"pkg/m{n}.py", source) for n in range(8))
+            )
+            return list(found), collector._server.serving
         finally:
             await collector.aclose()
 

@@ -80,57 +80,56 @@ class RuffServer:
 
     async def check(self, path: str, source: bytes) -> list[Diagnostic]:
         """ruff's findings for ``source`` as the file ``root / path``."""
-        uri = (self.root / path).as_uri()
-        text = source.decode("utf-8")
-        document = {"uri": uri, "languageId": "python", "version": 1, "text": text}
-        async with self._lock:
-            await self._tell("textDocument/didOpen", {"textDocument": document})
-            try:
-                answer = await self._ask("textDocument/diagnostic", {"textDocument": {"uri": uri}})
-            finally:
-                await self._tell("textDocument/didClose", {"textDocument": {"uri": uri}})
+        answer = await self._on_document(path, source.decode("utf-8"), "textDocument/diagnostic")
         if not isinstance(answer, dict) or answer.get("kind") != "full":
             raise ServerError(f"unexpected answer to a diagnostic request: {answer!r:.200}")
         return [_diagnostic(item, path) for item in answer.get("items", [])]
 
     async def fix_all(self, path: str, source: bytes) -> bytes:
         """``source`` with every fix ruff would apply on its own (its "Fix all" action)."""
-        uri = (self.root / path).as_uri()
         text = source.decode("utf-8")
-        document = {"uri": uri, "languageId": "python", "version": 1, "text": text}
         lines = _line_starts(text)
-        whole = {"start": _at(0, 0), "end": _at(len(lines), 0)}
-        async with self._lock:
-            await self._tell("textDocument/didOpen", {"textDocument": document})
-            try:
-                actions = await self._ask(
-                    "textDocument/codeAction",
-                    {
-                        "textDocument": {"uri": uri},
-                        "range": whole,
-                        "context": {"diagnostics": [], "only": [_FIX_ALL]},
-                    },
-                )
-            finally:
-                await self._tell("textDocument/didClose", {"textDocument": {"uri": uri}})
+        actions = await self._on_document(
+            path,
+            text,
+            "textDocument/codeAction",
+            range={"start": _at(0, 0), "end": _at(len(lines), 0)},
+            context={"diagnostics": [], "only": [_FIX_ALL]},
+        )
+        if not isinstance(actions, list):
+            raise ServerError(f"unexpected answer to a code action request: {actions!r:.200}")
+        uri = (self.root / path).as_uri()
         edits = []
-        for action in actions or []:
-            if action.get("kind") != _FIX_ALL:
+        for action in actions:
+            if not isinstance(action, dict) or action.get("kind") != _FIX_ALL:
                 continue
             if "edit" not in action:
                 raise ServerError("a fix-all action without its edit")
             edits += action["edit"].get("changes", {}).get(uri, [])
         return _apply(text, lines, edits).encode("utf-8")
 
+    async def _on_document(self, path: str, text: str, method: str, **params: Any) -> Any:
+        """Open ``text`` as the document ``root / path``, ask ``method`` of it, close it."""
+        uri = (self.root / path).as_uri()
+        document = {"uri": uri, "languageId": "python", "version": 1, "text": text}
+        async with self._lock:
+            await self._tell("textDocument/didOpen", {"textDocument": document})
+            try:
+                return await self._ask(method, {"textDocument": {"uri": uri}, **params})
+            finally:
+                await self._tell("textDocument/didClose", {"textDocument": {"uri": uri}})
+
     async def aclose(self) -> None:
-        process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        self._process = process
-        with contextlib.suppress(ServerError, OSError):
-            await self._ask("shutdown", None, wait=_STOP_WAIT)
-            await self._tell("exit", None)
-        self._process = None
+        """Shut the server down (after the request under way, if one is), or kill it."""
+        async with self._lock:
+            process = self._process
+            if process is None:
+                return
+            if process.returncode is None:
+                with contextlib.suppress(ServerError):
+                    await self._ask("shutdown", None, wait=_STOP_WAIT)
+                    await self._tell("exit", None)
+            self._process = None
         await proc.stop(process, wait=_STOP_WAIT)
 
     async def _tell(self, method: str, params: Any) -> None:
