@@ -208,18 +208,61 @@ def release_worktrees_sync(root: Path, folder: Path) -> None:
                 git_sync(root, "worktree", "remove", "--force", "--force", str(path), check=False)
 
 
-async def changed_in_worktree(worktree: Path) -> list[str]:
-    """Every path the worktree's tree differs from its HEAD in, untracked files included."""
+@dataclass(frozen=True)
+class WorktreeState:
+    head: str | None
+    """The commit HEAD is at (None before the first commit)."""
+    branch: str | None
+    """The checked-out branch's short name; None on a detached HEAD."""
+    changed: list[str]
+    """Every path the tree differs from HEAD in (index or files), untracked files included,
+    both sides of a rename."""
+
+
+async def worktree_state(worktree: Path) -> WorktreeState:
+    """Where a worktree's HEAD is and what differs from it: one ``git status``."""
     done = await git(
         worktree,
         "--no-optional-locks",
         "status",
-        "--porcelain=v1",
+        "--porcelain=v2",
+        "--branch",
         "-z",
         "--untracked-files=all",
         "--ignored=no",
     )
-    return _status_paths(done.stdout)
+    return _worktree_state(done.stdout)
+
+
+# Fields before the path in a porcelain v2 record, by its first letter: ordinary changes,
+# renames and copies (whose source follows in the next record), unmerged paths.
+_V2_FIELDS = {"1": 8, "2": 9, "u": 10}
+
+
+def _worktree_state(output: bytes) -> WorktreeState:
+    head: str | None = None
+    branch: str | None = None
+    changed: list[str] = []
+    records = output.split(b"\0")
+    index = 0
+    while index < len(records):
+        record = records[index].decode()
+        index += 1
+        kind = record[:1]
+        if record.startswith("# branch.oid "):
+            oid = record.removeprefix("# branch.oid ")
+            head = None if oid == "(initial)" else oid
+        elif record.startswith("# branch.head "):
+            name = record.removeprefix("# branch.head ")
+            branch = None if name == "(detached)" else name
+        elif kind in ("?", "!"):
+            changed.append(record[2:])
+        elif kind in _V2_FIELDS:
+            changed.append(record.split(" ", _V2_FIELDS[kind])[-1])
+            if kind == "2":
+                changed.append(records[index].decode())
+                index += 1
+    return WorktreeState(head, branch, changed)
 
 
 async def reset_worktree(worktree: Path, commit: str) -> None:
@@ -227,12 +270,6 @@ async def reset_worktree(worktree: Path, commit: str) -> None:
     has them, and every untracked or ignored file (nested repositories too) removed."""
     await git(worktree, "checkout", "--detach", "--force", "--quiet", commit, "--")
     await git(worktree, "clean", "-ffdxq")
-
-
-async def head_of(worktree: Path) -> tuple[str | None, str | None]:
-    """The commit a worktree's HEAD is at, and its branch if it is on one."""
-    commit = await resolve_commit(worktree, "HEAD")
-    return commit, await current_branch(worktree)
 
 
 async def write_blob(root: Path, path: str, content: bytes) -> str:

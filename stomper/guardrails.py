@@ -27,12 +27,11 @@ SUPPRESSIONS = (
 
 async def scope_violation(tree: Path, unit_path: str, mode: str, base: str) -> str | None:
     """Why the change in the worktree ``tree`` reaches beyond the unit's file, if it does."""
-    head, branch = await git.head_of(tree)
-    if head != base or branch is not None:
+    state = await git.worktree_state(tree)
+    if state.head != base or state.branch is not None:
         # A commit in the workspace would hide the change from the diff against HEAD.
         return "the agent committed or switched branches in its workspace"
-    touched = await git.changed_in_worktree(tree)
-    outside = sorted(path for path in touched if path != unit_path)
+    outside = sorted(path for path in state.changed if path != unit_path)
     if outside:
         return f"the change touches files outside the unit: {', '.join(outside)}"
     return file_violation(tree / unit_path, unit_path, mode)
