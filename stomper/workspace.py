@@ -69,15 +69,19 @@ class Space:
         self.file(unit).write_bytes(content)
 
     async def collect(self, collectors: Sequence[Collector], unit: Unit) -> list[Diagnostic]:
-        """The unit file's findings as it stands in the space."""
+        """The unit file's findings as it stands in the space.
+
+        Tools whose findings depend on the file alone check its bytes as if at its place in
+        the checkout, in a worktree as in a scratch folder (ruff then answers through its
+        long-lived server); the others check the worktree.
+        """
         found: list[Diagnostic] = []
-        if self.real_tree:
-            for collector in collectors:
-                found += await collector.collect(self.root, [unit.path])
-            return found
         source = self.file(unit).read_bytes()
         for collector in collectors:
-            found += await collector.collect_source(self.repo, unit.path, source)
+            if collector.per_file:
+                found += await collector.collect_source(self.repo, unit.path, source)
+            else:
+                found += await collector.collect(self.root, [unit.path])
         return found
 
     async def blob(self, unit: Unit) -> str:
