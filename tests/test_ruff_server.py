@@ -103,6 +103,8 @@ import json, os, sys
 real, mode = os.environ["REAL_RUFF"], os.environ["FAKE_MODE"]
 if sys.argv[1:] != ["server"]:
     os.execv(real, [real, *sys.argv[1:]])
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write("server started\\n")
 if mode == "exit":
     sys.exit(3)
 def read():
@@ -151,6 +153,8 @@ def test_a_server_that_breaks_or_disagrees_is_dropped_for_ruff_check(
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("REAL_RUFF", real)
     monkeypatch.setenv("FAKE_MODE", mode)
+    log = bin_dir / "log"
+    monkeypatch.setenv("FAKE_LOG", str(log))
     source = SOURCES["fixable"].encode()
 
     async def collect() -> tuple[list[list[Diagnostic]], bool]:
@@ -166,6 +170,8 @@ def test_a_server_that_breaks_or_disagrees_is_dropped_for_ruff_check(
 
     found, serving = asyncio.run(collect())
     assert not serving
+    # Eight units asked at once, and one server was started for them all.
+    assert log.read_text().splitlines() == ["server started"]
     for each in found:
         assert {d.code for d in each} == {"F401", "UP039"}
 

@@ -207,6 +207,7 @@ class Vetted:
         self._server: RuffServer | None = None
         self._off = binary is None
         self._agreed = 0
+        self._starting = asyncio.Lock()
 
     async def answer(
         self,
@@ -246,16 +247,18 @@ class Vetted:
             await server.aclose()
 
     async def _server_for(self, root: Path) -> RuffServer | None:
-        if self._server is None and not self._off:
-            assert self.binary is not None
-            server = RuffServer(self.binary, root)
-            try:
-                await server.start()
-            except ServerError:
-                await server.aclose()
-                self._off = True
-                return None
-            self._server = server
+        # Units ask at once: the first starts the one server, the others wait for it.
+        async with self._starting:
+            if self._server is None and not self._off:
+                assert self.binary is not None
+                server = RuffServer(self.binary, root)
+                try:
+                    await server.start()
+                except ServerError:
+                    await server.aclose()
+                    self._off = True
+                    return None
+                self._server = server
         if self._server is not None and self._server.root != root:
             return None
         return self._server
