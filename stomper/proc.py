@@ -106,12 +106,13 @@ async def _kill_group(proc: asyncio.subprocess.Process) -> None:
 
 
 async def start(
-    argv: Sequence[str], *, cwd: Path | str | None = None
+    argv: Sequence[str], *, cwd: Path | str | None = None, keep_stderr: bool = True
 ) -> asyncio.subprocess.Process:
     """Start a child to be spoken to through its pipes for a while (a long-lived server).
 
     It gets a process group of its own: a Ctrl-C meant for stomper must not end it half-way;
-    :func:`stop` ends it.
+    :func:`stop` ends it. Its stderr is read only at the end, so a child that logs as it
+    goes must not keep it (``keep_stderr=False``): a full pipe would stall it.
     """
     return await asyncio.create_subprocess_exec(
         *argv,
@@ -119,7 +120,7 @@ async def start(
         env=child_env(),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL,
         start_new_session=True,
     )
 
@@ -134,7 +135,7 @@ async def stop(process: asyncio.subprocess.Process, *, wait: float) -> bytes:
     except TimeoutError:
         await _kill_group(process)
         _, err = await process.communicate()
-    return err
+    return err or b""
 
 
 def run_sync(

@@ -128,6 +128,9 @@ while True:
     if "id" not in message:
         continue
     if message["method"] == "initialize":
+        if mode == "chatty":  # more log than a pipe holds, before the first answer
+            sys.stderr.write("log line\\n" * 200_000)
+            sys.stderr.flush()
         send({"jsonrpc": "2.0", "id": message["id"], "result": {"capabilities": {}}})
     elif message["method"] == "textDocument/diagnostic":
         if mode == "garbage":
@@ -140,13 +143,10 @@ while True:
 """
 
 
-@pytest.mark.parametrize("mode", ["exit", "garbage", "silent"])
-def test_a_server_that_breaks_or_disagrees_is_dropped_for_ruff_check(
-    tree: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, mode
-) -> None:
+def fake_ruff(bin_dir: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> Path:
+    """Put a ruff first on PATH whose server behaves as ``mode`` says; its start log."""
     real = ruff_binary()
     assert real is not None
-    bin_dir = tmp_path_factory.mktemp("bin")
     fake = bin_dir / "ruff"
     fake.write_text(f"#!{sys.executable}\n{FAKE_SERVER}")
     fake.chmod(0o755)
@@ -155,6 +155,14 @@ def test_a_server_that_breaks_or_disagrees_is_dropped_for_ruff_check(
     monkeypatch.setenv("FAKE_MODE", mode)
     log = bin_dir / "log"
     monkeypatch.setenv("FAKE_LOG", str(log))
+    return log
+
+
+@pytest.mark.parametrize("mode", ["exit", "garbage", "silent"])
+def test_a_server_that_breaks_or_disagrees_is_dropped_for_ruff_check(
+    tree: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, mode
+) -> None:
+    log = fake_ruff(tmp_path_factory.mktemp("bin"), monkeypatch, mode)
     source = SOURCES["fixable"].encode()
 
     async def collect() -> tuple[list[list[Diagnostic]], bool]:
@@ -233,3 +241,20 @@ def test_autofix_uses_the_server_unless_the_project_speaks_of_unsafe_fixes(
     assert serving is not unsafe_in_config
     for n in range(5):
         assert (tree / "pkg" / f"u{n}.py").read_bytes() == expected
+
+
+def test_a_server_that_logs_a_lot_is_not_stalled_by_its_own_log(
+    tree: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_ruff(tmp_path_factory.mktemp("bin"), monkeypatch, "chatty")
+    binary = ruff_binary()
+    assert binary is not None
+
+    async def start_and_stop() -> None:
+        server = RuffServer(binary, tree)
+        try:
+            await server.start()  # ServerError if the log had filled an unread pipe
+        finally:
+            await server.aclose()
+
+    asyncio.run(start_and_stop())

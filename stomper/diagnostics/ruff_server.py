@@ -53,7 +53,11 @@ class RuffServer:
 
     async def start(self) -> None:
         try:
-            self._process = await proc.start((self.binary, "server"), cwd=self.root)
+            # It logs as it runs; what it says is not needed, and unread it would fill
+            # the pipe and stall the server.
+            self._process = await proc.start(
+                (self.binary, "server"), cwd=self.root, keep_stderr=False
+            )
         except OSError as exc:
             raise ServerError(f"cannot start ruff server: {exc}") from exc
         folder = self.root.as_uri()
