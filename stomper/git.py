@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -508,17 +506,9 @@ class _LongLived:
 
     async def _broken(self, process: asyncio.subprocess.Process) -> proc.CalledProcessError:
         """The process stopped answering: end it; the error to raise."""
-        _kill(process)
+        await proc.kill_group(process)
         await self.aclose()
         return proc.CalledProcessError(self._argv, process.returncode or -1, self.error.encode())
-
-
-def _kill(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return  # it ended meanwhile
 
 
 class ObjectReader(_LongLived):

@@ -86,10 +86,10 @@ async def run(
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
     except TimeoutError:
-        await _kill_group(proc)
+        await kill_group(proc)
         raise ProcessTimeout(argv, timeout or 0.0) from None
     except BaseException:
-        await _kill_group(proc)
+        await kill_group(proc)
         raise
     returncode = proc.returncode if proc.returncode is not None else -1
     if check and returncode not in ok_codes:
@@ -97,7 +97,8 @@ async def run(
     return Completed(returncode, stdout, stderr)
 
 
-async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+async def kill_group(proc: asyncio.subprocess.Process) -> None:
+    """Kill a child and everything it started, and reap it."""
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -133,7 +134,7 @@ async def stop(process: asyncio.subprocess.Process, *, wait: float) -> bytes:
     try:
         _, err = await asyncio.wait_for(process.communicate(), wait)
     except TimeoutError:
-        await _kill_group(process)
+        await kill_group(process)
         _, err = await process.communicate()
     return err or b""
 
