@@ -6,10 +6,14 @@ server, over stdin and stdout) answers the same question for an open document in
 a millisecond, with the same settings: it resolves the project's configuration for the
 document's path as ``ruff check --stdin-filename`` does.
 
+The same server gives ruff's "Fix all" edits for a file's bytes, as ``ruff check
+--fix-only`` would make them under the project's settings.
+
 Only what this needs of the Language Server Protocol is spoken: initialize, open a
-document, pull its diagnostics, close it, shut down. Positions are asked for in code points
-(``utf-32``), ruff's own columns. The caller checks the first answers against ``ruff
-check`` and falls back to it whenever the server disagrees, stops answering, or is missing.
+document, pull its diagnostics or its fix-all action, close it, shut down. Positions are
+asked for in code points (``utf-32``), ruff's own columns. :class:`Vetted` checks the first
+answers against ``ruff check`` and falls back to it for good when the server disagrees
+with them, stops answering, or is missing.
 """
 
 from __future__ import annotations
