@@ -10,25 +10,31 @@ Patches that queue up while a landing is under way land together next: a chain o
 still one per file with its own message, moved onto the branch with one ref update. When
 the target is the checked-out branch, only the landed files are brought up to date in the
 user's index and working tree, all of them at once; everything else of theirs stays as it was.
+That too is done in-process (:mod:`stomper.checkout`) where git stores the files' bytes as
+they are, and by ``git status`` and ``git restore`` elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from stomper import git, objects, proc, store
+from stomper import checkout, git, objects, proc, store
 from stomper.unit import Patch
 
 _CAS_RETRIES = 20
 # How long a landing waits for another process's index.lock to go before giving up the unit.
 _INDEX_LOCK_WAIT = 10.0
 _POLL = 0.05
+# Settings under which git's index entries are not a file's plain bytes and stat data, or
+# under which git would flush the index to disk: the checkout is then left to git.
+_CHECKOUT_SETTINGS = r"^core\.(filemode|ignorecase|fsync)$"
 
 
 class _Landings:
@@ -87,6 +93,8 @@ class _Link:
 
     request: _Request
     commit: str
+    mode: str
+    """The file's mode on the target."""
 
 
 class _Objects(Protocol):
@@ -132,6 +140,23 @@ class Lander:
         self._refs = git.RefTransactions(root, reason="stomper: land")
         self._tip: str | None = None
         """Where this lander last left the target; None when it must be read again."""
+        self._in_process_checkout: frozenset[str] = frozenset()
+        """Paths whose landing the user's checkout takes in-process (see :meth:`prepare`)."""
+
+    async def prepare(self, paths: Collection[str]) -> None:
+        """Learn which of the run's ``paths`` can be brought up to date in the user's
+        checkout without git processes; until then, and for the others, git does it."""
+        if not self.checked_out:
+            return
+        settings = await git.config_matching(self.root, _CHECKOUT_SETTINGS)
+        fsync = {word.strip() for word in settings.get("core.fsync", "").split(",")}
+        if (
+            settings.get("core.filemode", "true").lower() in store.FALSE
+            or settings.get("core.ignorecase", "false").lower() in store.TRUE
+            or fsync & {"index", "added", "all"}
+        ):
+            return
+        self._in_process_checkout = await store.verbatim_paths(self.root, paths)
 
     async def land(self, patch: Patch, message: str) -> Landed:
         """Land ``patch`` as one commit with ``message``, or raise :class:`LandingRefused`.
@@ -242,7 +267,7 @@ class Lander:
             # The target's mode, not the unit's: a mode the user changed meanwhile stays.
             entry = git.TreeEntry(before.mode, patch.new_blob)
             head = await objects_.commit(head, patch.path, entry, request.message)
-            chain.append(_Link(request, head))
+            chain.append(_Link(request, head, before.mode))
         return chain
 
     async def _read_tip(self) -> str:
@@ -276,7 +301,7 @@ class Lander:
 
     async def _refuse_changed_in_checkout(self, requests: list[_Request]) -> list[_Request]:
         """Refuse the requests whose file the user changed in the checkout; the others."""
-        changed = await git.changed_paths(self.root, [r.patch.path for r in requests])
+        changed = await self._changed_in_checkout([r.patch.path for r in requests])
         for request in requests:
             if request.patch.path in changed:
                 request.error = LandingRefused(
@@ -285,22 +310,74 @@ class Lander:
                 )
         return [request for request in requests if request.error is None]
 
+    async def _changed_in_checkout(self, paths: Sequence[str]) -> set[str]:
+        """Those of ``paths`` whose index entry or file differs from HEAD's."""
+        objects_ = await self._in_process_objects(paths)
+        if objects_ is not None:
+            tip = await self._read_tip()
+            head = {}
+            for path in paths:
+                entry = await objects_.entry(tip, path)
+                if entry is not None:  # else not on the target: refused as changed there
+                    head[path] = (int(entry.mode, 8), entry.blob)
+            with contextlib.suppress(checkout.Unsupported):
+                return await asyncio.to_thread(
+                    checkout.changed_paths, self.root, self.user_index, head
+                )
+        return await git.changed_paths(self.root, paths)
+
     async def _update_checkout(self, chain: Sequence[_Link], tip: str) -> None:
         """Bring the landed files up to date in the user's index and working tree, or, when
         another process holds the index for too long, take the chain back off the branch."""
         head = chain[-1].commit
         paths = [link.request.patch.path for link in chain]
+        files = await self._landed_files(chain)
         waited = 0.0
         while True:
             try:
-                await git.restore_paths(self.root, head, paths)
+                await self._write_checkout(files, head, paths)
                 return
-            except proc.CalledProcessError as exc:
+            except (checkout.Locked, proc.CalledProcessError) as exc:
                 if waited >= _INDEX_LOCK_WAIT:
                     await self._roll_back(head, tip, paths, exc)
                     raise
                 await asyncio.sleep(_POLL)
                 waited += _POLL
+
+    async def _write_checkout(
+        self, files: list[checkout.Landed] | None, head: str, paths: list[str]
+    ) -> None:
+        if files is not None:
+            with contextlib.suppress(checkout.Unsupported):  # raised before anything is written
+                # A file the user changed since it was checked stays theirs, and its entry.
+                await asyncio.to_thread(checkout.update, self.root, self.user_index, files)
+                return
+        await git.restore_paths(self.root, head, paths)
+
+    async def _landed_files(self, chain: Sequence[_Link]) -> list[checkout.Landed] | None:
+        """The chain's files with their new bytes, for an in-process update of the checkout;
+        None when git must do it."""
+        objects_ = await self._in_process_objects([link.request.patch.path for link in chain])
+        if objects_ is None:
+            return None
+        files = []
+        for link in chain:
+            patch = link.request.patch
+            found = await objects_.reader.read(patch.new_blob)
+            if found is None or found[0] != b"blob":
+                return None
+            mode = int(link.mode, 8)
+            new = found[1]
+            files.append(checkout.Landed(patch.path, mode, patch.old_blob, patch.new_blob, new))
+        return files
+
+    async def _in_process_objects(self, paths: Collection[str]) -> _InProcessObjects | None:
+        """The in-process object store, when the checkout of ``paths`` can be updated
+        in-process; None when git's own commands must do it."""
+        if not all(path in self._in_process_checkout for path in paths):
+            return None
+        objects_ = await self._open_objects()
+        return objects_ if isinstance(objects_, _InProcessObjects) else None
 
     async def _roll_back(self, head: str, tip: str, paths: list[str], cause: Exception) -> None:
         """Take the chain back off the branch, so the branch does not run ahead of the
@@ -419,14 +496,18 @@ class _PlumbingObjects:
 
 async def repair_checkout(root: Path, path: str, old_blob: str, landed: git.TreeEntry) -> bool:
     """Finish a landing cut short after the branch moved: the file is still the old one in
-    the user's working tree, and in their index or already the landed one there. True when
-    something was repaired."""
+    the user's working tree or their index, and the landed one or the old one in the other.
+    True when something was repaired."""
     current = await git.index_entry(root, path)
     if current is None:
         return False
     if current.blob == old_blob and not await git.worktree_differs(root, path):
         await git.set_index_entry(root, path, landed)
         await git.checkout_index(root, path)
+        return True
+    # Cut short between the working tree and the index (the in-process order, git's own).
+    if current.blob == old_blob and await git.hash_file(root, path) == landed.blob:
+        await git.set_index_entry(root, path, landed)
         return True
     # Cut short between the index and the working tree: the file there is still the old one.
     if current == landed and await git.hash_file(root, path) == old_blob:

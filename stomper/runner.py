@@ -133,6 +133,8 @@ async def execute(
     status = "failed"
     try:
         await workspaces.prepare(units)
+        if lander is not None:
+            await lander.prepare([unit.path for unit in units])
         status = await _drive(
             context, journal, checkpointer=settings.checkpointer, progress=progress
         )

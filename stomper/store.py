@@ -23,7 +23,9 @@ _OBJECT_SETTINGS = (
     r"^(core\.(sharedrepository|fsync|fsyncobjectfiles)"
     r"|i18n\.commitencoding|extensions\.compatobjectformat)$"
 )
-_TRUE = ("true", "yes", "on", "1")
+TRUE = ("true", "yes", "on", "1")
+FALSE = ("false", "no", "off", "0")
+"""How git spells a boolean setting."""
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,21 @@ def _plain_objects(settings: Mapping[str, str]) -> bool:
 
 def _fsync_loose(settings: Mapping[str, str]) -> bool:
     """Whether git would flush a loose object to disk (by default it does not)."""
-    if settings.get("core.fsyncobjectfiles", "false").lower() in _TRUE:
+    if settings.get("core.fsyncobjectfiles", "false").lower() in TRUE:
         return True
     words = {word.strip() for word in settings.get("core.fsync", "").split(",")}
     return bool(words & {"loose-object", "objects", "added", "committed", "all"})
+
+
+async def verbatim_paths(root: Path, paths: Collection[str]) -> frozenset[str]:
+    """Those of ``paths`` whose bytes git stores as they are in the working tree: no
+    ``core.autocrlf``, and no clean filter, end-of-line, ``ident`` or encoding attribute."""
+    if not paths:
+        return frozenset()
+    settings = await git.config_matching(root, r"^core\.autocrlf$")
+    if settings.get("core.autocrlf", "false").lower() in (*TRUE, "input"):
+        return frozenset()  # every text file is converted on the way in
+    return frozenset(paths) - await git.converted_paths(root, paths)
 
 
 class Blobs:
@@ -78,12 +91,8 @@ class Blobs:
     async def prepare(self, paths: Collection[str]) -> None:
         """Find which of ``paths`` may be written in-process (one git call for them all)."""
         self._loose = await in_process_store(self.root)
-        if self._loose is None or not paths:
-            return
-        settings = await git.config_matching(self.root, r"^core\.autocrlf$")
-        if settings.get("core.autocrlf", "false").lower() in (*_TRUE, "input"):
-            return  # every text file is converted on the way in
-        self._verbatim = frozenset(paths) - await git.converted_paths(self.root, paths)
+        if self._loose is not None:
+            self._verbatim = await verbatim_paths(self.root, paths)
 
     async def read(self, blob: str) -> bytes:
         """The bytes of ``blob`` as stored (no smudge filter applied)."""

@@ -1,8 +1,9 @@
 """Durable runs: killed at any point, a run resumes and lands every unit exactly once.
 
-The kill points are made exact by a shim in front of the real git: after the n-th call of a
-given git command has done its work, the shim writes its pid to a marker file and sleeps,
-holding stomper at that point until the test kills it.
+The kill points are made exact by a shim in front of the real git, or by a hook git runs
+when a ref moves: after the n-th call of a given git command has done its work, or the n-th
+move of the branch, the shim or hook writes its pid to a marker file and sleeps, holding
+stomper at that point until the test kills it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,23 @@ case " $* " in
     ;;
 esac
 exit $rc
+"""
+
+
+# git runs it once a ref transaction is committed: the branch has moved, and stomper has not
+# yet heard so from its `git update-ref --stdin`.
+MOVED_HOOK = """#!/bin/bash
+[ "$1" = committed ] || exit 0
+grep -q " refs/heads/main$" || exit 0
+exec 9>>"$STOMPER_TEST_HANG_DIR/lock"
+flock 9
+n=$(( $(cat "$STOMPER_TEST_HANG_DIR/count" 2>/dev/null || echo 0) + 1 ))
+echo "$n" > "$STOMPER_TEST_HANG_DIR/count"
+flock -u 9
+if [ "$n" = "$STOMPER_TEST_HANG_AT" ]; then
+  echo $$ > "$STOMPER_TEST_HANG_DIR/marker"
+  sleep 600
+fi
 """
 
 
@@ -87,6 +105,17 @@ def shim_env(tmp_path: Path, env: dict[str, str], verb: str, at: int) -> dict[st
         "STOMPER_TEST_HANG_AT": str(at),
         "STOMPER_TEST_HANG_DIR": str(hang),
     }
+
+
+def moved_hook_env(tmp_path: Path, repo: Path, env: dict[str, str], at: int) -> dict[str, str]:
+    """Hold stomper once the branch made its ``at``-th move (a reference-transaction hook)."""
+    hook = repo / ".git" / "hooks" / "reference-transaction"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(MOVED_HOOK)
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR)
+    hang = tmp_path / "hang"
+    hang.mkdir(exist_ok=True)
+    return {**env, "STOMPER_TEST_HANG_AT": str(at), "STOMPER_TEST_HANG_DIR": str(hang)}
 
 
 def wait_for(condition, what: str, seconds: float = 90) -> None:
@@ -153,16 +182,18 @@ def kill_and_resume(tmp_path: Path, repo: Path, child: subprocess.Popen[bytes], 
 
 
 # A landing moves the branch through a long-lived `git update-ref --stdin`, then brings the
-# checkout along with one `git restore`: held there, a landing has moved the branch and not
-# yet recorded its units. Units that queue up land together as one landing, so only with
-# one unit at a time is the 60th landing the last.
+# checkout along, in-process or (for files git converts) with one `git restore`: held after
+# the branch moved, or after that restore, a landing has not yet recorded its units. Units
+# that queue up land together as one landing, so only with one unit at a time is the 60th
+# landing the last.
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("verb", "at", "parallel", "point"),
     [
         ("agent", 1, 4, "before any landing"),
-        ("restore", 10, 4, "mid-way, inside a landing"),
-        ("restore", UNITS, 1, "inside the last landing"),
+        ("moved", 10, 4, "mid-way, the branch moved, the checkout not yet"),
+        ("moved", UNITS, 1, "inside the last landing"),
+        ("restore", 10, 4, "mid-way, after git brought the checkout along"),
         ("prune", 1, 4, "after the last landing, before the report"),
     ],
 )
@@ -175,7 +206,13 @@ def test_sigkill_at_each_point_then_resume(
         child = stomper(repo, "fix", env=agent_env(tmp_path, delay="3"))
         wait_for(lambda: len(calls(tmp_path)) >= at, point)
     else:
-        env = shim_env(tmp_path, agent_env(tmp_path), verb, at)
+        if verb == "moved":
+            env = moved_hook_env(tmp_path, repo, agent_env(tmp_path), at)
+        else:
+            if verb == "restore":
+                # Files git converts on the way in are brought along by git, not in-process.
+                (repo / ".git" / "info" / "attributes").write_text("*.py text=auto\n")
+            env = shim_env(tmp_path, agent_env(tmp_path), verb, at)
         env["STOMPER_MAX_PARALLEL_FILES"] = str(parallel)
         child = stomper(repo, "fix", env=env)
         wait_for((tmp_path / "hang" / "marker").exists, point)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from stomper import git, objects
+from stomper import checkout, git, objects
 from stomper.landing import Landed, Lander, LandingRefused, commit_message, repair_checkout
 from stomper.testing.repos import IDENTITY, commit_all, make_repo
 from stomper.unit import Patch
@@ -53,8 +53,13 @@ def lander(repo: Path, tmp_path: Path, *, checked_out: bool = True, **kwargs: An
     )
 
 
-async def land_all(landing: Lander, patches: list[Patch]) -> list[Landed | BaseException]:
-    """Hand every patch over at once, as units finishing together would."""
+async def land_all(
+    landing: Lander, patches: list[Patch], *, prepare: bool = True
+) -> list[Landed | BaseException]:
+    """Hand every patch over at once, as units finishing together would (after the run's
+    preparation, unless told not to: then git updates the checkout)."""
+    if prepare:
+        await landing.prepare([patch.path for patch in patches])
 
     async def one(patch: Patch) -> Landed | BaseException:
         try:
@@ -113,15 +118,19 @@ def project(count: int) -> dict[str, str]:
     return {f"pkg/m{i:02d}.py": f"VALUE = {i}\n" for i in range(count)}
 
 
-def test_chained_landing_is_one_commit_per_file_in_one_ref_update(make, tmp_path, counted) -> None:
+@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "git"])
+def test_chained_landing_is_one_commit_per_file_in_one_ref_update(
+    make, tmp_path, counted, monkeypatch, in_process
+) -> None:
     repo = make(project(8))
     base = sh(repo, "rev-parse", "HEAD").strip()
     patches = [
         patch_for(repo, f"pkg/m{i:02d}.py", f"VALUE = {i + 100}\n".encode()) for i in range(8)
     ]
-    checkouts = counted("restore_paths")
+    restores = counted("restore_paths")
+    updates = count_checkout_updates(monkeypatch)
 
-    results = asyncio.run(land_all(lander(repo, tmp_path), patches))
+    results = asyncio.run(land_all(lander(repo, tmp_path), patches, prepare=in_process))
 
     commits = new_commits(repo, base)
     assert [r.commit for r in results if isinstance(r, Landed)] == commits
@@ -133,12 +142,61 @@ def test_chained_landing_is_one_commit_per_file_in_one_ref_update(make, tmp_path
     # The first patch lands alone; the seven that queued behind it land as one chain: one
     # ref update, one update of the checkout, for all seven.
     assert land_moves(repo) == ["stomper: land", "stomper: land"]
-    assert len(checkouts) == 2
+    assert (len(updates), len(restores)) == ((2, 0) if in_process else (0, 2))
     assert len({r.seconds for r in results[1:] if isinstance(r, Landed)}) == 1
     for i in range(8):
         assert (repo / f"pkg/m{i:02d}.py").read_text() == f"VALUE = {i + 100}\n"
     assert sh(repo, "status", "--porcelain") == ""
     assert_fsck_clean(repo)
+
+
+def count_checkout_updates(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Record the paths of each in-process update of the checkout done from here on."""
+    seen: list[list[str]] = []
+    original = checkout.update
+
+    def update(root: Path, index_file: Path, files: list[checkout.Landed]) -> list[str]:
+        left = original(root, index_file, files)
+        seen.append([file.path for file in files])
+        return left
+
+    monkeypatch.setattr(checkout, "update", update)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        pytest.param(lambda repo: sh(repo, "update-index", "--split-index"), id="split-index"),
+        pytest.param(
+            lambda repo: sh(repo, "config", "core.fileMode", "false"), id="filemode-false"
+        ),
+        pytest.param(
+            lambda repo: (repo / ".gitattributes").write_text("*.py text eol=crlf\n"),
+            id="eol-attribute",
+        ),
+    ],
+)
+def test_a_checkout_git_must_update_is_left_to_git(
+    make, tmp_path, counted, monkeypatch, setup: Callable[[Path], object]
+) -> None:
+    repo = make(project(3))
+    setup(repo)
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    restores = counted("restore_paths")
+    updates = count_checkout_updates(monkeypatch)
+    patches = [patch_for(repo, f"pkg/m{i:02d}.py", f"VALUE = {i + 7}\n".encode()) for i in range(3)]
+
+    results = asyncio.run(land_all(lander(repo, tmp_path), patches))
+
+    assert all(isinstance(result, Landed) for result in results)
+    assert len(new_commits(repo, base)) == 3
+    assert restores and not updates
+    for i in range(3):
+        assert (repo / f"pkg/m{i:02d}.py").read_bytes().replace(b"\r\n", b"\n") == (
+            f"VALUE = {i + 7}\n".encode()
+        )
+    assert sh(repo, "status", "--porcelain", "--untracked-files=no") == ""
 
 
 def spy_on_moves(
@@ -517,13 +575,15 @@ async def _commit_patch(repo: Path, patch: Patch, env: dict[str, str]) -> str:
     return await git.commit_tree(repo, tree, "HEAD", "landed\n")
 
 
-@pytest.mark.parametrize("index_followed", [False, True])
-def test_repair_checkout_finishes_a_landing_cut_short(make, index_followed) -> None:
+@pytest.mark.parametrize("followed", ["nothing", "index", "file"])
+def test_repair_checkout_finishes_a_landing_cut_short(make, followed) -> None:
     repo = make({"a.py": "A = 1\n"})
     patch = patch_for(repo, "a.py", b"A = 2\n")
     landed = cut_short(repo, patch)
-    if index_followed:  # killed between the index and the working tree
+    if followed == "index":  # killed between the index and the working tree
         sh(repo, "update-index", "--cacheinfo", f"{patch.mode},{patch.new_blob},a.py")
+    if followed == "file":  # killed between the working tree and the index
+        (repo / "a.py").write_text("A = 2\n")
     assert sh(repo, "status", "--porcelain") != ""
     assert asyncio.run(repair_checkout(repo, "a.py", patch.old_blob, landed))
     assert (repo / "a.py").read_text() == "A = 2\n"

@@ -36,8 +36,8 @@ from tests.test_durability import (
     assert_nothing_left,
     calls,
     landed_units,
+    moved_hook_env,
     project,
-    shim_env,
     stomper,
     wait_for,
 )
@@ -318,7 +318,7 @@ def test_sigkill_mid_run_then_resume_from_postgres(tmp_path, monkeypatch, postgr
     # The children inherit the URL through agent_env, which copies this environment.
     monkeypatch.setenv("STOMPER_CHECKPOINTER", postgres.url())
     repo = make_repo(tmp_path / "repo", project())
-    child = stomper(repo, "fix", env=shim_env(tmp_path, agent_env(tmp_path), "restore", 10))
+    child = stomper(repo, "fix", env=moved_hook_env(tmp_path, repo, agent_env(tmp_path), 10))
     marker = tmp_path / "hang" / "marker"
     wait_for(marker.exists, "the tenth landing")
     landed_before = set(landed_units(repo))

@@ -1,0 +1,320 @@
+"""The user's index and working tree updated in-process, checked against git's own view."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stomper import checkout, git
+from stomper.testing.repos import make_repo
+from tests.conftest import sh
+
+MODES = {"100644": 0o100644, "100755": 0o100755}
+NESTED = {
+    "top.py": "TOP = 1\n",
+    "pkg/__init__.py": "",
+    "pkg/a.py": "A = 1\n",
+    "pkg/sub/b.py": "B = 1\n",
+    "pkg/sub/deep/c.py": "C = 1\n",
+    "other/d.py": "D = 1\n",
+}
+
+
+def land(repo: Path, files: Mapping[str, bytes]) -> list[checkout.Landed]:
+    """Move the checked-out branch to a commit changing ``files``, as a landing does, and
+    describe the change; the user's index and working tree are left as they were."""
+    index = repo / ".git" / "scratch-index"
+    env = {"GIT_INDEX_FILE": str(index)}
+    run(repo, "read-tree", "HEAD", env=env)
+    landed = []
+    for path, content in files.items():
+        mode, _, old = sh(repo, "ls-tree", "HEAD", "--", path).split("\t")[0].split()
+        blob = run(repo, "hash-object", "-w", "--stdin", stdin=content)
+        run(repo, "update-index", "--cacheinfo", f"{mode},{blob},{path}", env=env)
+        landed.append(checkout.Landed(path, MODES[mode], old, blob, content))
+    tree = run(repo, "write-tree", env=env)
+    commit = sh(repo, "commit-tree", tree, "-p", "HEAD", "-m", "landed").strip()
+    sh(repo, "update-ref", "refs/heads/main", commit)
+    index.unlink()
+    return landed
+
+
+def run(repo: Path, *args: str, env: dict[str, str] | None = None, stdin: bytes = b"") -> str:
+    return asyncio.run(git.git(repo, *args, env=env, stdin=stdin)).stdout.decode().strip()
+
+
+def user_index(repo: Path) -> Path:
+    return repo / ".git" / "index"
+
+
+def assert_checkout_is_head(repo: Path) -> None:
+    """The index and working tree are exactly HEAD's, as git sees them."""
+    assert sh(repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert sh(repo, "write-tree").strip() == sh(repo, "rev-parse", "HEAD^{tree}").strip()
+    assert sh(repo, "diff-files", "--name-only") == ""
+
+
+def tree_records(repo: Path) -> dict[tuple[str, ...], int]:
+    """The folders of the index's ``TREE`` extension and their entry counts (-1: invalid)."""
+    index = checkout.Index.read(user_index(repo), ())
+    (payload,) = [data for signature, data in index.extensions if signature == b"TREE"]
+    records: dict[tuple[str, ...], int] = {}
+    at = 0
+
+    def walk(folder: tuple[str, ...]) -> None:
+        nonlocal at
+        nul = payload.index(b"\0", at)
+        newline = payload.index(b"\n", nul)
+        count, subtrees = map(int, payload[nul + 1 : newline].split(b" "))
+        records[folder] = count
+        at = newline + 1 + (20 if count >= 0 else 0)
+        for _ in range(subtrees):
+            name = payload[at : payload.index(b"\0", at)].decode()
+            walk((*folder, name))
+
+    walk(())
+    return records
+
+
+def test_landed_files_reach_index_and_working_tree(make) -> None:
+    repo = make(NESTED)
+    landed = land(repo, {"pkg/sub/b.py": b"B = 2\n", "top.py": b"TOP = 2\n"})
+
+    left = checkout.update(repo, user_index(repo), landed)
+
+    assert left == []
+    assert (repo / "pkg/sub/b.py").read_bytes() == b"B = 2\n"
+    assert (repo / "top.py").read_bytes() == b"TOP = 2\n"
+    assert_checkout_is_head(repo)
+    assert not (repo / ".git" / "index.lock").exists()
+    # Nothing needed a refresh: the stat data written is the files' own.
+    assert sh(repo, "diff-files", "--name-only") == ""
+
+
+def test_the_tree_cache_is_invalidated_only_along_the_landed_paths(make) -> None:
+    repo = make(NESTED)
+    sh(repo, "read-tree", "HEAD")  # a complete cache of tree ids
+    assert all(count >= 0 for count in tree_records(repo).values())
+
+    checkout.update(repo, user_index(repo), land(repo, {"pkg/sub/b.py": b"B = 2\n"}))
+
+    records = tree_records(repo)
+    assert {folder for folder, count in records.items() if count < 0} == {
+        (),
+        ("pkg",),
+        ("pkg", "sub"),
+    }
+    assert records[("pkg", "sub", "deep")] >= 0 and records[("other",)] >= 0
+    assert_checkout_is_head(repo)
+
+
+def test_an_entry_racily_clean_against_the_old_index_is_smudged(make) -> None:
+    """A file modified in the second its entry was recorded, keeping its size, looks clean
+    by its stat data; git compares it because the index is no older. Once the index is
+    rewritten later, only a smudged size keeps the change visible (racy-git.txt)."""
+    repo = make(NESTED)
+    sh(repo, "config", "core.trustctime", "false")
+    then = 1_700_000_000
+    racy = repo / "pkg" / "a.py"
+    racy.write_text("A = 7\n")
+    os.utime(racy, (then, then))
+    sh(repo, "add", "pkg/a.py")
+    racy.write_text("A = 8\n")  # same size, same second
+    os.utime(racy, (then, then))
+    os.utime(user_index(repo), (then, then))
+    # (--no-optional-locks: a status that wrote the index would smudge the entry itself)
+    assert "MM pkg/a.py" in sh(repo, "--no-optional-locks", "status", "--porcelain")
+
+    checkout.update(repo, user_index(repo), land(repo, {"top.py": b"TOP = 2\n"}))
+
+    assert os.stat(user_index(repo)).st_mtime > then
+    assert "MM pkg/a.py" in sh(repo, "status", "--porcelain")
+
+
+def test_a_racy_entry_whose_file_is_unchanged_keeps_its_stat_data(make) -> None:
+    repo = make(NESTED)
+    os.utime(user_index(repo), (1_700_000_000, 1_700_000_000))
+    clean = repo / "pkg" / "a.py"
+    os.utime(clean, (1_700_000_000, 1_700_000_000))
+    sh(repo, "update-index", "--refresh")
+    os.utime(user_index(repo), (1_700_000_000, 1_700_000_000))
+    before = entry_size(repo, "pkg/a.py")
+
+    checkout.update(repo, user_index(repo), land(repo, {"top.py": b"TOP = 2\n"}))
+
+    assert entry_size(repo, "pkg/a.py") == before == len("A = 1\n")
+    assert_checkout_is_head(repo)
+
+
+def entry_size(repo: Path, path: str) -> int:
+    out = sh(repo, "ls-files", "--debug", "--", path)
+    return int(out.split("size: ")[1].split()[0])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda repo: (repo / "pkg/a.py").write_text("A = 'mine'\n"), id="edited"),
+        pytest.param(lambda repo: (repo / "pkg/a.py").unlink(), id="deleted"),
+        pytest.param(lambda repo: (repo / "pkg/a.py").chmod(0o755), id="made-executable"),
+        pytest.param(lambda repo: sh(repo, "rm", "--cached", "-q", "pkg/a.py"), id="unstaged"),
+        pytest.param(
+            lambda repo: [(repo / "pkg/a.py").write_text("A = 3\n"), sh(repo, "add", "pkg/a.py")],
+            id="staged",
+        ),
+        pytest.param(
+            lambda repo: [(repo / "pkg/a.py").unlink(), (repo / "pkg/a.py").symlink_to("b.py")],
+            id="symlink",
+        ),
+    ],
+)
+def test_a_file_the_user_changed_is_found_and_left_alone(
+    make, change: Callable[[Path], object]
+) -> None:
+    repo = make(NESTED)
+    change(repo)
+    status = sh(repo, "status", "--porcelain", "--untracked-files=no")
+    head = {
+        path: (MODES[mode], blob)
+        for path, (mode, blob) in entries(repo, "HEAD", "pkg/a.py", "top.py").items()
+    }
+
+    assert checkout.changed_paths(repo, user_index(repo), head) == {"pkg/a.py"}
+    assert "pkg/a.py" in status and "top.py" not in status
+
+    entry_before = sh(repo, "ls-files", "-s", "--", "pkg/a.py")
+    file = repo / "pkg/a.py"
+    file_before = file.read_bytes() if file.exists() else None
+    landed = land(repo, {"pkg/a.py": b"A = 2\n", "top.py": b"TOP = 2\n"})
+
+    assert checkout.update(repo, user_index(repo), landed) == ["pkg/a.py"]
+
+    assert (file.read_bytes() if file.exists() else None) == file_before
+    assert (repo / "top.py").read_bytes() == b"TOP = 2\n"
+    assert sh(repo, "ls-files", "-s", "--", "pkg/a.py") == entry_before
+
+
+def entries(repo: Path, commit: str, *paths: str) -> dict[str, tuple[str, str]]:
+    found = {}
+    for line in sh(repo, "ls-tree", commit, "--", *paths).splitlines():
+        meta, path = line.split("\t")
+        mode, _, blob = meta.split()
+        found[path] = (mode, blob)
+    return found
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        pytest.param(("update-index", "--split-index"), id="split-index"),
+        pytest.param(("update-index", "--index-version", "4"), id="version-4"),
+        pytest.param(("update-index", "--skip-worktree", "pkg/a.py"), id="skip-worktree"),
+        pytest.param(("update-index", "--assume-unchanged", "pkg/a.py"), id="assume-unchanged"),
+    ],
+)
+def test_an_index_git_must_write_is_left_to_git(make, setup: tuple[str, ...]) -> None:
+    repo = make(NESTED)
+    sh(repo, *setup)
+    before = user_index(repo).read_bytes()
+    landed = land(repo, {"pkg/a.py": b"A = 2\n"})
+
+    with pytest.raises(checkout.Unsupported):
+        checkout.update(repo, user_index(repo), landed)
+
+    assert user_index(repo).read_bytes() == before
+    assert (repo / "pkg/a.py").read_bytes() == b"A = 1\n"
+    assert not (repo / ".git" / "index.lock").exists()
+
+
+def test_an_index_locked_by_another_process_is_not_touched(make) -> None:
+    repo = make(NESTED)
+    lock = repo / ".git" / "index.lock"
+    lock.write_bytes(b"theirs")
+    before = user_index(repo).read_bytes()
+
+    with pytest.raises(checkout.Locked):
+        checkout.update(repo, user_index(repo), land(repo, {"pkg/a.py": b"A = 2\n"}))
+
+    assert lock.read_bytes() == b"theirs"
+    assert user_index(repo).read_bytes() == before
+    assert (repo / "pkg/a.py").read_bytes() == b"A = 1\n"
+
+
+def test_an_index_without_a_checksum_stays_without_one(make) -> None:
+    repo = make(NESTED)
+    # What git writes with index.skipHash (2.40 on): the trailing hash left as zeros.
+    data = user_index(repo).read_bytes()
+    user_index(repo).write_bytes(data[:-20] + bytes(20))
+    assert sh(repo, "--no-optional-locks", "status", "--porcelain") == ""
+
+    checkout.update(repo, user_index(repo), land(repo, {"pkg/a.py": b"A = 2\n"}))
+
+    assert user_index(repo).read_bytes()[-20:] == bytes(20)
+    assert_checkout_is_head(repo)
+
+
+def test_the_untracked_cache_is_dropped_and_untracked_files_still_show(make) -> None:
+    repo = make(NESTED)
+    sh(repo, "config", "core.untrackedCache", "true")
+    (repo / "pkg" / "new.py").write_text("NEW = 1\n")
+    sh(repo, "status", "--porcelain")
+    signatures = [sig for sig, _ in checkout.Index.read(user_index(repo), ()).extensions]
+    assert b"UNTR" in signatures
+
+    checkout.update(repo, user_index(repo), land(repo, {"pkg/a.py": b"A = 2\n"}))
+
+    signatures = [sig for sig, _ in checkout.Index.read(user_index(repo), ()).extensions]
+    assert b"UNTR" not in signatures
+    assert sh(repo, "status", "--porcelain") == "?? pkg/new.py\n"
+
+
+def test_an_executable_file_keeps_its_mode(make) -> None:
+    repo = make(NESTED)
+    (repo / "tool.py").write_text("print(1)\n")
+    (repo / "tool.py").chmod(0o755)
+    sh(repo, "add", "tool.py")
+    sh(repo, "commit", "-qm", "tool")
+
+    checkout.update(repo, user_index(repo), land(repo, {"tool.py": b"print(2)\n"}))
+
+    assert (repo / "tool.py").stat().st_mode & stat.S_IXUSR
+    assert_checkout_is_head(repo)
+
+
+folders = st.lists(st.sampled_from(["a", "b", "a/c", "a/c/d", "e/f", ""]), min_size=1, max_size=8)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    layout=folders,
+    landed_share=st.floats(min_value=0.0, max_value=1.0),
+    cached=st.booleans(),
+)
+def test_any_landing_leaves_the_index_git_would(
+    tmp_path_factory: pytest.TempPathFactory, layout: list[str], landed_share: float, cached: bool
+) -> None:
+    files = {f"{folder}/m{i}.py".lstrip("/"): f"V = {i}\n" for i, folder in enumerate(layout)}
+    repo = make_repo(tmp_path_factory.mktemp("prop"), files)
+    if cached:
+        sh(repo, "read-tree", "HEAD")
+    chosen = sorted(files)[: max(1, round(landed_share * len(files)))]
+
+    left = checkout.update(
+        repo, user_index(repo), land(repo, {path: b"V = 'new'\n" for path in chosen})
+    )
+
+    assert left == []
+    assert_checkout_is_head(repo)
+    for path in chosen:
+        assert (repo / path).read_bytes() == b"V = 'new'\n"
