@@ -10,18 +10,20 @@ from __future__ import annotations
 import ast
 import re
 import stat
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 from stomper import git
 from stomper.diagnostics import Diagnostic
 
+# Each with a word every match holds (in lower case): a source without it has no match.
 SUPPRESSIONS = (
-    ("# noqa", re.compile(r"#\s*noqa\b", re.IGNORECASE)),
-    ("# type: ignore", re.compile(r"#\s*type:\s*ignore\b")),
-    ("pyright: ignore", re.compile(r"pyright:\s*ignore\b")),
-    ("pytest.mark.skip", re.compile(r"\bpytest\.mark\.skip(if)?\b|\bpytest\.skip\(")),
-    ("pytest.mark.xfail", re.compile(r"\bpytest\.mark\.xfail\b|\bpytest\.xfail\(")),
+    ("# noqa", "noqa", re.compile(r"#\s*noqa\b", re.IGNORECASE)),
+    ("# type: ignore", "ignore", re.compile(r"#\s*type:\s*ignore\b")),
+    ("pyright: ignore", "ignore", re.compile(r"pyright:\s*ignore\b")),
+    ("pytest.mark.skip", "skip", re.compile(r"\bpytest\.mark\.skip(if)?\b|\bpytest\.skip\(")),
+    ("pytest.mark.xfail", "xfail", re.compile(r"\bpytest\.mark\.xfail\b|\bpytest\.xfail\(")),
 )
 
 
@@ -54,10 +56,11 @@ def file_violation(file: Path, unit_path: str, mode: str) -> str | None:
 
 def suppression_violation(before: str, after: str, targeted: Sequence[Diagnostic]) -> str | None:
     """Why the change silences a tool instead of fixing the code, if it does."""
+    lowered = after.lower()
     added = [
         name
-        for name, pattern in SUPPRESSIONS
-        if len(pattern.findall(after)) > len(pattern.findall(before))
+        for name, word, pattern in SUPPRESSIONS
+        if word in lowered and len(pattern.findall(after)) > len(pattern.findall(before))
     ]
     if added:
         return f"the change adds suppressions instead of fixes: {', '.join(added)}"
@@ -69,8 +72,15 @@ def suppression_violation(before: str, after: str, targeted: Sequence[Diagnostic
 
 def _deleted_definitions(before: str, after: str, targeted: Sequence[Diagnostic]) -> list[str]:
     """Top-level functions and classes that held a targeted diagnostic and are gone."""
-    old, new = _definitions(before), _definitions(after)
-    if old is None or new is None:
+    new = _definitions(after)
+    if new is None:
+        return []
+    # Parsing costs milliseconds a file; when every name the old source could define at
+    # its top level is still defined, nothing was deleted and the old one need not be.
+    if _top_level_names(before) <= new.keys():
+        return []
+    old = _definitions(before)
+    if old is None:
         return []
     lines = {diag.line for diag in targeted}
     return sorted(
@@ -90,3 +100,18 @@ def _definitions(source: str) -> dict[str, tuple[int, int]] | None:
         for node in tree.body
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
     }
+
+
+# Where a top-level ``def`` or ``class`` can begin: at the start of a line (any of Python's
+# line ends), after form feeds (which reset the indentation), or after ``async`` and any
+# white space or line continuation. Then the name, up to what may follow it.
+_TOP_LEVEL_DEFINITION = re.compile(
+    r"(?:^|(?<=\r))(?:[ \t]*\f)*(?:async[\s\\]+)?(?:def|class)[\s\\]+([^\s(\[:\\]+)",
+    re.MULTILINE,
+)
+
+
+def _top_level_names(source: str) -> set[str]:
+    """Every name a top-level definition of ``source`` may have (a superset: a match may
+    also lie in a string), normalized as Python normalizes identifiers."""
+    return {unicodedata.normalize("NFKC", name) for name in _TOP_LEVEL_DEFINITION.findall(source)}

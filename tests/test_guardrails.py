@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stomper.agents import AgentOutcome, AgentTask, AttemptFailed
 from stomper.commands.fix import FixRequest, run_fix
 from stomper.config import Settings
-from stomper.diagnostics import ruff
-from stomper.guardrails import suppression_violation
+from stomper.diagnostics import Diagnostic, ruff
+from stomper.guardrails import _deleted_definitions, suppression_violation
 from stomper.report import RunReport
 from stomper.testing.repos import module
 from tests.conftest import sh
@@ -279,5 +282,116 @@ def test_tests_failing_at_base_are_not_blamed(make) -> None:
 
 def test_suppression_patterns() -> None:
     assert suppression_violation("x = 1\n", "x = 1  # type: ignore\n", ())
+    assert suppression_violation("x = 1\n", "x = 1  # NOQA: F401\n", ())
+    assert suppression_violation("x = 1\n", "x = 1  # pyright: ignore[reportX]\n", ())
+    assert suppression_violation("", "pytest.xfail('later')\n", ())
     assert suppression_violation("", "@pytest.mark.skip\ndef test(): pass\n", ())
     assert suppression_violation("x = 1  # noqa\n", "y = 1  # noqa\n", ()) is None
+
+
+def deleted_by_parsing_both(before: str, after: str, lines: set[int]) -> list[str]:
+    """What the deleted-definition check means, by parsing both sources every time."""
+
+    def definitions(source: str) -> dict[str, tuple[int, int]] | None:
+        try:
+            body = ast.parse(source).body
+        except SyntaxError:
+            return None
+        kinds = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+        return {
+            node.name: (node.lineno, node.end_lineno or node.lineno)
+            for node in body
+            if isinstance(node, kinds)
+        }
+
+    old, new = definitions(before), definitions(after)
+    if old is None or new is None:
+        return []
+    return sorted(
+        name
+        for name, (start, end) in old.items()
+        if name not in new and any(start <= line <= end for line in lines)
+    )
+
+
+# Top-level definitions in the shapes Python allows, and look-alikes that are not ones.
+BLOCKS = [
+    "def {n}():\n    return 1\n",
+    "async def {n}():\n    return 1\n",
+    "class {n}:\n    def method(self):\n        return 1\n",
+    "@decorator\ndef {n}():\n    pass\n",
+    "def \\\n  {n}():\n    pass\n",
+    "async \\\n    def {n}():\n    pass\n",
+    "\\\n  def {n}(): pass\n",
+    "\fdef {n}():\n    pass\n",
+    "  \f\fclass {n}(object): pass\n",
+    "class {n}\\\n  (object): pass\n",
+    "def {n}(): pass\r",
+    "def {n}(): pass\r\n",
+    "if True:\n    def {n}():\n        pass\n",
+    "TEXT = '''\ndef {n}():\n'''\n",
+    "# def {n}\n",
+    "{n} = lambda: 1\n",
+]
+NAMES = ["alpha", "beta", "ﬁx", "e\u0301t\u00e9", "_x9"]
+
+
+@pytest.mark.parametrize(
+    ("before", "name", "line"),
+    [
+        ("async \\\n    def gone():\n    pass\n", "gone", 2),
+        ("class \\\n  gone(object): pass\n", "gone", 1),
+        (" \f\fdef gone(): pass\n", "gone", 1),
+        ("X = 1\rdef gone(): pass\r", "gone", 2),
+        ("def gone\\\n(): pass\n", "gone", 1),
+        ("def ﬁx(): pass\n", "fix", 1),
+    ],
+)
+def test_a_deleted_definition_of_any_shape_is_found(before: str, name: str, line: int) -> None:
+    targeted = [Diagnostic("ruff", "F401", "x", "a.py", line, 1)]
+    assert _deleted_definitions(before, "Y = 2\n", targeted) == [name]
+
+
+# What an agent may do to the old source: drop a block, rename one, nest one, or swallow
+# everything after a point into a string.
+EDITS = ["drop", "rename", "nest", "quote", "keep"]
+
+
+@st.composite
+def sources(draw: st.DrawFn) -> tuple[str, str, set[int]]:
+    chosen = draw(st.lists(st.tuples(st.sampled_from(BLOCKS), st.sampled_from(NAMES)), max_size=6))
+    blocks = [block.format(n=name) for block, name in chosen]
+    prefix = draw(st.sampled_from(["", "\ufeff", "import os\n"]))
+    before = prefix + "".join(blocks)
+    edited = list(blocks)
+    for _ in range(draw(st.integers(0, 3))):
+        if not edited:
+            break
+        at = draw(st.integers(0, len(edited) - 1))
+        edit = draw(st.sampled_from(EDITS))
+        if edit == "drop":
+            del edited[at]
+        elif edit == "rename":
+            edited[at] = edited[at].replace(chosen[at % len(chosen)][1], "renamed", 1)
+        elif edit == "nest":
+            body = "".join("    " + line for line in edited[at].splitlines(keepends=True))
+            edited[at] = "class Holder:\n" + body
+        elif edit == "quote":
+            edited[at] = 'LATER = """\n' + edited[at]
+            edited.append('"""\n')
+    after = prefix + "".join(edited)
+    count = before.count("\n") + 1
+    lines = set(draw(st.lists(st.integers(1, count), max_size=4)))
+    return before, after, lines
+
+
+@settings(max_examples=1500, deadline=None)
+@given(sources())
+def test_the_deleted_definitions_are_those_parsing_both_finds(
+    case: tuple[str, str, set[int]],
+) -> None:
+    before, after, lines = case
+    targeted = [Diagnostic("ruff", "F401", "x", "a.py", line, 1) for line in lines]
+    assert _deleted_definitions(before, after, targeted) == deleted_by_parsing_both(
+        before, after, lines
+    )
