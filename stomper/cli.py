@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 import tempfile
@@ -84,6 +85,9 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
                 loop.remove_signal_handler(number)
 
     proc.install_child_watcher()
+    # What is alive now (the imported modules, the command's settings) lives for the whole
+    # run: the collector need not scan it again each time a run's parse makes young objects.
+    gc.freeze()
     try:
         return asyncio.run(guarded())
     except (KeyboardInterrupt, asyncio.CancelledError):
