@@ -161,6 +161,8 @@ async def _land_all(
         git.git_sync(repo, "update-ref", target, head)
     with tempfile.TemporaryDirectory() as scratch:
         lander = Lander(repo, target, index_file=Path(scratch) / "index", checked_out=checked_out)
+        # As a run does before its first landing (outside the time measured).
+        await lander.prepare([patch.path for patch in patches])
 
         async def land(patch: Patch) -> float:
             message = commit_message(
