@@ -54,15 +54,6 @@ class Locked(Exception):
 
 
 @dataclass(frozen=True)
-class Entry:
-    """One path's entry in the index, as found on disk."""
-
-    offset: int
-    mode: int
-    blob: str
-
-
-@dataclass(frozen=True)
 class Landed:
     """A file a landing changed: it goes from ``old_blob`` to ``content`` (``new_blob``)."""
 
@@ -73,81 +64,155 @@ class Landed:
     content: bytes
 
 
-class Index:
-    """An index file as read, with the entries of some paths found."""
+class Checkout:
+    """The index and working tree of the checkout at ``root``, whose index file is
+    ``index_file``.
 
-    def __init__(self, data: bytes, mtime: int, paths: Collection[str]) -> None:
-        self.data = data
-        signature, version, count = _HEADER.unpack_from(data)
-        if signature != b"DIRC" or version not in (2, 3):
-            raise Unsupported(f"index version {version}")
-        self.entries: dict[str, Entry] = {}
-        self.racy: list[tuple[int, bytes]] = []
-        """Entries whose file was modified no earlier than the index: their stat data
-        cannot tell whether they are clean (Documentation/technical/racy-git.txt)."""
-        self.end = self._scan(count, mtime, {path.encode(): path for path in paths})
-        self.extensions = list(self._extensions())
+    The index last read or written here is kept: while the file still holds those bytes
+    (compared in full at each read), its entries are not walked again, which on a large
+    index costs more than the rest of a landing. Not for concurrent use.
+    """
 
-    @classmethod
-    def read(cls, file: Path, paths: Collection[str]) -> Index:
-        """Read ``file`` and find the entries of ``paths``."""
+    def __init__(self, root: Path, index_file: Path) -> None:
+        self.root = root
+        self.index_file = index_file
+        self._known: Index | None = None
+        self.walks = 0
+        """How many times the entries were walked."""
+
+    def changed_paths(self, head: Mapping[str, tuple[int, str]]) -> set[str]:
+        """Those of ``head``'s paths (to their mode and blob at HEAD) whose index entry or
+        working-tree file differs from HEAD: what ``git status`` would list of them."""
+        index = self._read()
+        return {
+            path
+            for path, (mode, blob) in head.items()
+            if index.entry(path) != (mode, blob) or not _holds(self.root / path, mode, blob)
+        }
+
+    def update(self, files: Sequence[Landed]) -> list[str]:
+        """Under git's index lock, write each landed file into the working tree and its
+        entry into the index, where both still hold its old blob; the paths left alone
+        (changed by the user since they were checked), whose entry and file stay theirs.
+
+        Raises :class:`Locked` when another process holds the lock, :class:`Unsupported`
+        (with nothing written) when the index is one git must write.
+        """
+        lock = self.index_file.with_name(self.index_file.name + ".lock")
         try:
-            with file.open("rb") as handle:
+            descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError as exc:
+            raise Locked(f"{lock} exists: another git process is running") from exc
+        with open(descriptor, "wb") as out:
+            try:
+                index = self._read()
+                changed: dict[str, tuple[str, os.stat_result]] = {}
+                left = []
+                for file in files:
+                    target = self.root / file.path
+                    if index.entry(file.path) != (file.mode, file.old_blob) or not _holds(
+                        target, file.mode, file.old_blob
+                    ):
+                        left.append(file.path)
+                        continue
+                    changed[file.path] = (file.new_blob, _write(target, file.content, file.mode))
+                written = index.rewritten(self.root, changed)
+                out.write(written.data)
+            except BaseException:
+                lock.unlink(missing_ok=True)
+                raise
+        os.replace(lock, self.index_file)
+        self._known = written
+        return left
+
+    def _read(self) -> Index:
+        try:
+            with self.index_file.open("rb") as handle:
                 mtime = os.fstat(handle.fileno()).st_mtime_ns // 1_000_000_000
                 data = handle.read()
         except FileNotFoundError as exc:
             raise Unsupported("there is no index") from exc
-        return cls(data, mtime, paths)
+        known = self._known
+        if known is not None and known.data == data and mtime >= known.since:
+            return known.at(mtime)
+        self.walks += 1
+        self._known = Index.walk(data, mtime)
+        return self._known
 
-    def _scan(self, count: int, mtime: int, wanted: Mapping[bytes, str]) -> int:
-        """Walk the entries, finding the wanted and the racy ones; where the entries end."""
-        data = self.data
+
+class Index:
+    """An index file's bytes, where each entry starts, and which entries may be racy."""
+
+    def __init__(
+        self, data: bytes, offsets: dict[bytes, int], recent: dict[int, int], since: int
+    ) -> None:
+        self.data = data
+        self.offsets = offsets
+        """Every entry's offset, by its path."""
+        self.recent = recent
+        """The mtime (in seconds) of each entry modified in the second ``since`` or later:
+        the only entries that can be racy against an index written then or later."""
+        self.since = since
+        self.end = _HEADER.size
+        if offsets:
+            last = max(offsets.values())
+            self.end = last + _entry_at(data, last)[0]
+        self.extensions = list(_extensions(data, self.end))
+
+    @classmethod
+    def walk(cls, data: bytes, mtime: int) -> Index:
+        """The index in ``data``, written in the second ``mtime``: every entry visited."""
+        signature, version, count = _HEADER.unpack_from(data)
+        if signature != b"DIRC" or version not in (2, 3):
+            raise Unsupported(f"index version {version}")
+        offsets: dict[bytes, int] = {}
+        recent: dict[int, int] = {}
         offset = _HEADER.size
         for _ in range(count):
-            flags = int.from_bytes(data[offset + 60 : offset + 62])
-            head = _FIXED + 2 if flags & _EXTENDED else _FIXED
-            length = flags & _NAME_LENGTH
-            if length == _NAME_LENGTH:  # a long name: its length is where its NUL is
-                length = data.index(b"\0", offset + head) - offset - head
-            name = data[offset + head : offset + head + length]
-            if int.from_bytes(data[offset + 8 : offset + 12]) >= mtime:
-                self.racy.append((offset, name))
-            path = wanted.get(name)
-            if path is not None:
-                self._found(path, offset, flags, head)
-            offset += (head + length + 8) & ~7
-        return offset
+            second = int.from_bytes(data[offset + 8 : offset + 12])
+            if second >= mtime:
+                recent[offset] = second
+            size, name = _entry_at(data, offset)
+            offsets[name] = offset
+            offset += size
+        return cls(data, offsets, recent, mtime)
 
-    def _found(self, path: str, offset: int, flags: int, head: int) -> None:
+    def at(self, mtime: int) -> Index:
+        """This index found again in a file written in the second ``mtime``."""
+        recent = {offset: second for offset, second in self.recent.items() if second >= mtime}
+        return Index(self.data, self.offsets, recent, mtime)
+
+    def entry(self, path: str) -> tuple[int, str] | None:
+        """The mode and blob of ``path`` at stage 0; None when it has no entry."""
+        offset = self.offsets.get(path.encode())
+        if offset is None:
+            return None
+        data = self.data
+        flags = int.from_bytes(data[offset + 60 : offset + 62])
         special = flags & (_ASSUME_VALID | _STAGE)
-        if head > _FIXED:
-            special |= int.from_bytes(self.data[offset + 62 : offset + 64]) & _SKIP_OR_INTENT
+        if flags & _EXTENDED:
+            special |= int.from_bytes(data[offset + 62 : offset + 64]) & _SKIP_OR_INTENT
         if special:
             raise Unsupported(f"{path} is unmerged or flagged in the index")
-        mode = int.from_bytes(self.data[offset + 24 : offset + 28])
-        self.entries[path] = Entry(offset, mode, self.data[offset + 40 : offset + 60].hex())
+        mode = int.from_bytes(data[offset + 24 : offset + 28])
+        return mode, data[offset + 40 : offset + 60].hex()
 
-    def _extensions(self) -> Iterator[tuple[bytes, bytes]]:
-        data, at, stop = self.data, self.end, len(self.data) - _CHECKSUM
-        while at < stop:
-            signature, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8])
-            if not b"A" <= signature[:1] <= b"Z":
-                # A required extension (a split or sparse index): git must write this index.
-                raise Unsupported(f"index extension {signature.decode(errors='replace')}")
-            yield signature, data[at + 8 : at + 8 + size]
-            at += 8 + size
-
-    def rewritten(self, root: Path, changed: Mapping[str, tuple[str, os.stat_result]]) -> bytes:
+    def rewritten(self, root: Path, changed: Mapping[str, tuple[str, os.stat_result]]) -> Index:
         """The index with the ``changed`` paths at their new blob and stat data."""
         body = bytearray(self.data[: self.end])
-        for offset, name in self.racy:
-            # As git does when it writes an index: an entry whose stat data looks clean
-            # but whose content is not loses its size, so that git compares it again.
+        for offset, second in self.recent.items():
+            if second < self.since:
+                continue
+            # Racily clean (Documentation/technical/racy-git.txt): as git does when it
+            # writes an index, an entry whose content is not what its stat data claims
+            # loses its size, so that git compares it again.
+            name = _entry_at(body, offset)[1]
             mode = int.from_bytes(body[offset + 24 : offset + 28])
             if not _holds(root / os.fsdecode(name), mode, body[offset + 40 : offset + 60].hex()):
                 body[offset + 36 : offset + 40] = bytes(4)
+        recent = dict(self.recent)
         for path, (blob, info) in changed.items():
-            offset = self.entries[path].offset
+            offset = self.offsets[path.encode()]
             body[offset : offset + 24] = _stat_words(
                 info.st_ctime_ns // 1_000_000_000,
                 info.st_ctime_ns % 1_000_000_000,
@@ -158,6 +223,7 @@ class Index:
             )
             body[offset + 28 : offset + 40] = _stat_words(info.st_uid, info.st_gid, info.st_size)
             body[offset + 40 : offset + 60] = bytes.fromhex(blob)
+            recent[offset] = info.st_mtime_ns // 1_000_000_000
         folders = [tuple(path.encode().split(b"/")[:-1]) for path in changed]
         for signature, payload in self.extensions:
             if signature == b"TREE":
@@ -166,58 +232,33 @@ class Index:
                 continue  # a cache git rebuilds (untracked files, fsmonitor, offsets)
             body += signature + len(payload).to_bytes(4) + payload
         if self.data[-_CHECKSUM:] == bytes(_CHECKSUM):  # index.skipHash: git writes no hash
-            return bytes(body + bytes(_CHECKSUM))
-        return bytes(body + hashlib.sha1(body, usedforsecurity=False).digest())
+            body += bytes(_CHECKSUM)
+        else:
+            body += hashlib.sha1(body, usedforsecurity=False).digest()
+        # The entries kept their places. The file is written now, so no earlier second
+        # than this index's can make an entry racy against it.
+        return Index(bytes(body), self.offsets, recent, self.since)
 
 
-def changed_paths(root: Path, index_file: Path, head: Mapping[str, tuple[int, str]]) -> set[str]:
-    """Those of ``head``'s paths (to their mode and blob at HEAD) whose index entry or
-    working-tree file differs from HEAD: what ``git status`` would list of them."""
-    index = Index.read(index_file, head)
-    return {
-        path
-        for path, (mode, blob) in head.items()
-        if _entry_of(index, path) != (mode, blob) or not _holds(root / path, mode, blob)
-    }
+def _entry_at(data: bytes | bytearray, offset: int) -> tuple[int, bytes]:
+    """The size and path of the entry at ``offset``."""
+    flags = int.from_bytes(data[offset + 60 : offset + 62])
+    head = _FIXED + 2 if flags & _EXTENDED else _FIXED
+    length = flags & _NAME_LENGTH
+    if length == _NAME_LENGTH:  # a long name: its length is where its NUL is
+        length = data.index(b"\0", offset + head) - offset - head
+    return (head + length + 8) & ~7, bytes(data[offset + head : offset + head + length])
 
 
-def update(root: Path, index_file: Path, files: Sequence[Landed]) -> list[str]:
-    """Under git's index lock, write each landed file into the working tree and its entry
-    into the index, where both still hold its old blob; the paths left alone (changed by
-    the user since they were checked), whose index entry and file stay as they are.
-
-    Raises :class:`Locked` when another process holds the lock, :class:`Unsupported`
-    (with nothing written) when the index is one git must write.
-    """
-    lock = index_file.with_name(index_file.name + ".lock")
-    try:
-        descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError as exc:
-        raise Locked(f"{lock} exists: another git process is running") from exc
-    with open(descriptor, "wb") as out:
-        try:
-            index = Index.read(index_file, [file.path for file in files])
-            changed: dict[str, tuple[str, os.stat_result]] = {}
-            left = []
-            for file in files:
-                target = root / file.path
-                if _entry_of(index, file.path) != (file.mode, file.old_blob) or not _holds(
-                    target, file.mode, file.old_blob
-                ):
-                    left.append(file.path)
-                    continue
-                changed[file.path] = (file.new_blob, _write(target, file.content, file.mode))
-            out.write(index.rewritten(root, changed))
-        except BaseException:
-            lock.unlink(missing_ok=True)
-            raise
-    os.replace(lock, index_file)
-    return left
-
-
-def _entry_of(index: Index, path: str) -> tuple[int, str] | None:
-    entry = index.entries.get(path)
-    return None if entry is None else (entry.mode, entry.blob)
+def _extensions(data: bytes, start: int) -> Iterator[tuple[bytes, bytes]]:
+    at, stop = start, len(data) - _CHECKSUM
+    while at < stop:
+        signature, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8])
+        if not b"A" <= signature[:1] <= b"Z":
+            # A required extension (a split or sparse index): git must write this index.
+            raise Unsupported(f"index extension {signature.decode(errors='replace')}")
+        yield signature, data[at + 8 : at + 8 + size]
+        at += 8 + size
 
 
 def _holds(file: Path, mode: int, blob: str) -> bool:

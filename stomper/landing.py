@@ -142,6 +142,7 @@ class Lander:
         """Where this lander last left the target; None when it must be read again."""
         self._in_process_checkout: frozenset[str] = frozenset()
         """Paths whose landing the user's checkout takes in-process (see :meth:`prepare`)."""
+        self._checkout = checkout.Checkout(root, self.user_index)
 
     async def prepare(self, paths: Collection[str]) -> None:
         """Learn which of the run's ``paths`` can be brought up to date in the user's
@@ -321,9 +322,7 @@ class Lander:
                 if entry is not None:  # else not on the target: refused as changed there
                     head[path] = (int(entry.mode, 8), entry.blob)
             with contextlib.suppress(checkout.Unsupported):
-                return await asyncio.to_thread(
-                    checkout.changed_paths, self.root, self.user_index, head
-                )
+                return await asyncio.to_thread(self._checkout.changed_paths, head)
         return await git.changed_paths(self.root, paths)
 
     async def _update_checkout(self, chain: Sequence[_Link], tip: str) -> None:
@@ -350,7 +349,7 @@ class Lander:
         if files is not None:
             with contextlib.suppress(checkout.Unsupported):  # raised before anything is written
                 # A file the user changed since it was checked stays theirs, and its entry.
-                await asyncio.to_thread(checkout.update, self.root, self.user_index, files)
+                await asyncio.to_thread(self._checkout.update, files)
                 return
         await git.restore_paths(self.root, head, paths)
 

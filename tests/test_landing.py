@@ -153,14 +153,14 @@ def test_chained_landing_is_one_commit_per_file_in_one_ref_update(
 def count_checkout_updates(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Record the paths of each in-process update of the checkout done from here on."""
     seen: list[list[str]] = []
-    original = checkout.update
+    original = checkout.Checkout.update
 
-    def update(root: Path, index_file: Path, files: list[checkout.Landed]) -> list[str]:
-        left = original(root, index_file, files)
+    def update(self: checkout.Checkout, files: list[checkout.Landed]) -> list[str]:
+        left = original(self, files)
         seen.append([file.path for file in files])
         return left
 
-    monkeypatch.setattr(checkout, "update", update)
+    monkeypatch.setattr(checkout.Checkout, "update", update)
     return seen
 
 
