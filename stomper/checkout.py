@@ -14,10 +14,14 @@ directly (format: git's ``Documentation/gitformat-index.txt``), as git would lea
   record is kept; the other optional extensions are dropped, which git allows (they are
   caches it rebuilds).
 
-Only what git stores as plain bytes is handled here: index versions 2 and 3 without a split
-or sparse index, entries at stage 0 without the assume-unchanged, skip-worktree or
-intent-to-add flags, and files whose content git does not convert. Anything else raises
-:class:`Unsupported`, and git's own commands do the work.
+Only index versions 2 and 3 without a split or sparse index are handled, and entries at
+stage 0 without the assume-unchanged, skip-worktree or intent-to-add flags; anything else
+raises :class:`Unsupported`, and git's own commands do the work. Whether git converts a
+file's content (filters, end-of-line, encoding) is the caller's to know: such files are
+not for this module.
+
+The index last read or written is kept (:class:`Checkout`), so that a run of landings walks
+its entries once, not twice a landing.
 """
 
 from __future__ import annotations
@@ -106,16 +110,21 @@ class Checkout:
         with open(descriptor, "wb") as out:
             try:
                 index = self._read()
-                changed: dict[str, tuple[str, os.stat_result]] = {}
-                left = []
-                for file in files:
-                    target = self.root / file.path
-                    if index.entry(file.path) != (file.mode, file.old_blob) or not _holds(
-                        target, file.mode, file.old_blob
-                    ):
-                        left.append(file.path)
-                        continue
-                    changed[file.path] = (file.new_blob, _write(target, file.content, file.mode))
+                # Every entry is looked at before any file is written: Unsupported leaves
+                # nothing half done.
+                ready = [
+                    file
+                    for file in files
+                    if index.entry(file.path) == (file.mode, file.old_blob)
+                    and _holds(self.root / file.path, file.mode, file.old_blob)
+                ]
+                changed = {
+                    file.path: (
+                        file.new_blob,
+                        _write(self.root / file.path, file.content, file.mode),
+                    )
+                    for file in ready
+                }
                 written = index.rewritten(self.root, changed)
                 out.write(written.data)
             except BaseException:
@@ -123,7 +132,7 @@ class Checkout:
                 raise
         os.replace(lock, self.index_file)
         self._known = written
-        return left
+        return [file.path for file in files if file.path not in changed]
 
     def _read(self) -> Index:
         try:

@@ -264,6 +264,19 @@ def test_an_index_git_must_write_is_left_to_git(make, setup: tuple[str, ...]) ->
     assert not (repo / ".git" / "index.lock").exists()
 
 
+def test_a_flagged_entry_in_a_batch_leaves_every_file_of_it_alone(make) -> None:
+    repo = make(NESTED)
+    sh(repo, "update-index", "--skip-worktree", "pkg/sub/b.py")
+    before = user_index(repo).read_bytes()
+    landed = land(repo, {"pkg/a.py": b"A = 2\n", "pkg/sub/b.py": b"B = 2\n"})
+
+    with pytest.raises(checkout.Unsupported):
+        checkout.Checkout(repo, user_index(repo)).update(landed)
+
+    assert (repo / "pkg/a.py").read_bytes() == b"A = 1\n"
+    assert user_index(repo).read_bytes() == before
+
+
 def test_an_index_locked_by_another_process_is_not_touched(make) -> None:
     repo = make(NESTED)
     lock = repo / ".git" / "index.lock"
