@@ -45,6 +45,7 @@ _STAGE = 0x3000
 _NAME_LENGTH = 0xFFF
 _SKIP_OR_INTENT = 0x6000
 _EXECUTABLE = 0o100755
+_GITLINK = 0o160000
 _CHECKSUM = 20
 _KEPT_EXTENSIONS = (b"TREE", b"REUC")
 
@@ -217,6 +218,8 @@ class Index:
             # loses its size, so that git compares it again.
             name = _entry_at(body, offset)[1]
             mode = int.from_bytes(body[offset + 24 : offset + 28])
+            if mode == _GITLINK:
+                continue  # a submodule is compared by its commit, never by stat data
             if not _holds(root / os.fsdecode(name), mode, body[offset + 40 : offset + 60].hex()):
                 body[offset + 36 : offset + 40] = bytes(4)
         recent = dict(self.recent)

@@ -184,6 +184,19 @@ def test_a_racy_entry_whose_file_is_unchanged_keeps_its_stat_data(make) -> None:
     assert_checkout_is_head(repo)
 
 
+def test_a_racy_submodule_entry_is_left_as_git_leaves_it(make, tmp_path) -> None:
+    repo = make(NESTED)
+    make_repo(repo / "sub", {"s.py": "S = 1\n"})
+    sh(repo, "add", "sub")
+    os.utime(user_index(repo), (1_700_000_000, 1_700_000_000))  # every entry racy
+    before = entry_size(repo, "sub")
+
+    checkout.Checkout(repo, user_index(repo)).update(land(repo, {"top.py": b"TOP = 2\n"}))
+
+    assert entry_size(repo, "sub") == before != 0
+    assert entry_size(repo, "pkg/a.py") == len("A = 1\n")
+
+
 def entry_size(repo: Path, path: str) -> int:
     out = sh(repo, "ls-files", "--debug", "--", path)
     return int(out.split("size: ")[1].split()[0])
