@@ -72,12 +72,14 @@ def suppression_violation(before: str, after: str, targeted: Sequence[Diagnostic
 
 def _deleted_definitions(before: str, after: str, targeted: Sequence[Diagnostic]) -> list[str]:
     """Top-level functions and classes that held a targeted diagnostic and are gone."""
-    new = _definitions(after)
-    if new is None:
+    # Parsing costs milliseconds a file. Without a name the old source could define at its
+    # top level, nothing can be gone; when the new source still defines every one of
+    # them, nothing is, and the old source need not be parsed.
+    names = _top_level_names(before)
+    if not names:
         return []
-    # Parsing costs milliseconds a file; when every name the old source could define at
-    # its top level is still defined, nothing was deleted and the old one need not be.
-    if _top_level_names(before) <= new.keys():
+    new = _definitions(after)
+    if new is None or names <= new.keys():
         return []
     old = _definitions(before)
     if old is None:
