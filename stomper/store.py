@@ -24,7 +24,7 @@ _OBJECT_SETTINGS = (
     r"|i18n\.commitencoding|extensions\.compatobjectformat)$"
 )
 TRUE = ("true", "yes", "on", "1")
-FALSE = ("false", "no", "off", "0")
+FALSE = ("false", "no", "off", "0", "")
 """How git spells a boolean setting."""
 
 
