@@ -6,6 +6,7 @@ import asyncio
 import gc
 import os
 import sys
+import threading
 import time
 import warnings
 import zlib
@@ -302,6 +303,64 @@ def test_a_file_the_user_edits_during_the_run_is_skipped_and_kept(make, tmp_path
     assert [files_of(repo, sha) for sha in commits] == [["a.py"], ["c.py"]]
     assert (repo / "b.py").read_text() == "B = 'being edited'\n"
     assert sh(repo, "status", "--porcelain") == " M b.py\n"
+
+
+def test_the_users_git_working_beside_the_landings_loses_nothing(make, tmp_path) -> None:
+    """While patches land one at a time, the user keeps staging other files and running
+    git status (which rewrites the index when it can): each side waits for or retries
+    around the other's index lock, and nothing either of them wrote is lost."""
+    repo = make(project(40))
+    ours = [f"pkg/m{i:02d}.py" for i in range(30)]
+    theirs = [f"pkg/m{i:02d}.py" for i in range(30, 40)]
+    patches = [patch_for(repo, path, f"VALUE = 'landed {path}'\n".encode()) for path in ours]
+    staged: dict[str, str] = {}
+    done = threading.Event()
+
+    def user() -> None:
+        round_ = 0
+        while not done.is_set():
+            path = theirs[round_ % len(theirs)]
+            text = f"MINE = {round_}\n"
+            (repo / path).write_text(text)
+            added = git.git_sync(repo, "add", "--", path, check=False)
+            if added.returncode == 0:
+                staged[path] = text
+            else:  # our lock was held: the user's git says so; put the file back
+                (repo / path).write_text(staged.get(path, sh(repo, "show", f"HEAD:{path}")))
+            git.git_sync(repo, "status", "--porcelain", check=False)
+            round_ += 1
+
+    async def one_at_a_time() -> list[Landed | BaseException]:
+        landing = lander(repo, tmp_path)
+        await landing.prepare(ours)
+        results: list[Landed | BaseException] = []
+        try:
+            for patch in patches:
+                try:
+                    results.append(await landing.land(patch, message(patch.path)))
+                except LandingRefused as refused:
+                    results.append(refused)
+        finally:
+            await landing.aclose()
+        return results
+
+    worker = threading.Thread(target=user)
+    worker.start()
+    try:
+        results = asyncio.run(one_at_a_time())
+    finally:
+        done.set()
+        worker.join()
+
+    assert all(isinstance(result, Landed) for result in results), results
+    for path in ours:
+        assert (repo / path).read_text() == f"VALUE = 'landed {path}'\n"
+    for path, text in staged.items():
+        assert (repo / path).read_text() == text
+        assert sh(repo, "show", f":{path}") == text
+    status = sh(repo, "status", "--porcelain", "--untracked-files=no")
+    assert sorted(status.splitlines()) == sorted(f"M  {path}" for path in staged)
+    assert staged, "the user's git never got the index"
 
 
 def test_an_index_locked_after_the_branch_moved_takes_the_branch_back(
