@@ -154,7 +154,13 @@ class Index:
     """An index file's bytes, where each entry starts, and which entries may be racy."""
 
     def __init__(
-        self, data: bytes, offsets: dict[bytes, int], recent: dict[int, int], since: int
+        self,
+        data: bytes,
+        offsets: dict[bytes, int],
+        recent: dict[int, int],
+        *,
+        since: int,
+        end: int,
     ) -> None:
         self.data = data
         self.offsets = offsets
@@ -163,11 +169,9 @@ class Index:
         """The mtime (in seconds) of each entry modified in the second ``since`` or later:
         the only entries that can be racy against an index written then or later."""
         self.since = since
-        self.end = _HEADER.size
-        if offsets:
-            last = max(offsets.values())
-            self.end = last + _entry_at(data, last)[0]
-        self.extensions = list(_extensions(data, self.end))
+        self.end = end
+        """Where the entries end and the extensions begin."""
+        self.extensions = list(_extensions(data, end))
 
     @classmethod
     def walk(cls, data: bytes, mtime: int) -> Index:
@@ -185,12 +189,12 @@ class Index:
             size, name = _entry_at(data, offset)
             offsets[name] = offset
             offset += size
-        return cls(data, offsets, recent, mtime)
+        return cls(data, offsets, recent, since=mtime, end=offset)
 
     def at(self, mtime: int) -> Index:
         """This index found again in a file written in the second ``mtime``."""
         recent = {offset: second for offset, second in self.recent.items() if second >= mtime}
-        return Index(self.data, self.offsets, recent, mtime)
+        return Index(self.data, self.offsets, recent, since=mtime, end=self.end)
 
     def entry(self, path: str) -> tuple[int, str] | None:
         """The mode and blob of ``path`` at stage 0; None when it has no entry."""
@@ -249,7 +253,7 @@ class Index:
             body += hashlib.sha1(body, usedforsecurity=False).digest()
         # The entries kept their places. The file is written now, so no earlier second
         # than this index's can make an entry racy against it.
-        return Index(bytes(body), self.offsets, recent, self.since)
+        return Index(bytes(body), self.offsets, recent, since=self.since, end=self.end)
 
 
 def _entry_at(data: bytes | bytearray, offset: int) -> tuple[int, bytes]:
