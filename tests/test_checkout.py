@@ -184,7 +184,7 @@ def test_a_racy_entry_whose_file_is_unchanged_keeps_its_stat_data(make) -> None:
     assert_checkout_is_head(repo)
 
 
-def test_a_racy_submodule_entry_is_left_as_git_leaves_it(make, tmp_path) -> None:
+def test_a_racy_submodule_entry_is_left_as_git_leaves_it(make) -> None:
     repo = make(NESTED)
     make_repo(repo / "sub", {"s.py": "S = 1\n"})
     sh(repo, "add", "sub")
