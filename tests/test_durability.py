@@ -25,41 +25,43 @@ from tests.conftest import sh
 
 UNITS = 60
 
-SHIM = """#!/bin/bash
-"$STOMPER_TEST_REAL_GIT" "$@"
+# Counts its calls; at the STOMPER_TEST_HANG_AT-th it leaves its pid in the marker file and
+# sleeps, holding stomper where it waits for it until the test kills it.
+HANG_AT_COUNT = """hang_at_count() {
+  exec 9>>"$STOMPER_TEST_HANG_DIR/lock"
+  flock 9
+  n=$(( $(cat "$STOMPER_TEST_HANG_DIR/count" 2>/dev/null || echo 0) + 1 ))
+  echo "$n" > "$STOMPER_TEST_HANG_DIR/count"
+  flock -u 9
+  if [ "$n" = "$STOMPER_TEST_HANG_AT" ]; then
+    echo $$ > "$STOMPER_TEST_HANG_DIR/marker"
+    sleep 600
+  fi
+}
+"""
+
+SHIM = (
+    "#!/bin/bash\n"
+    + HANG_AT_COUNT
+    + """"$STOMPER_TEST_REAL_GIT" "$@"
 rc=$?
 case " $* " in
-  *" $STOMPER_TEST_HANG_VERB "*)
-    exec 9>>"$STOMPER_TEST_HANG_DIR/lock"
-    flock 9
-    n=$(( $(cat "$STOMPER_TEST_HANG_DIR/count" 2>/dev/null || echo 0) + 1 ))
-    echo "$n" > "$STOMPER_TEST_HANG_DIR/count"
-    flock -u 9
-    if [ "$n" = "$STOMPER_TEST_HANG_AT" ]; then
-      echo $$ > "$STOMPER_TEST_HANG_DIR/marker"
-      sleep 600
-    fi
-    ;;
+  *" $STOMPER_TEST_HANG_VERB "*) hang_at_count ;;
 esac
 exit $rc
 """
-
+)
 
 # git runs it once a ref transaction is committed: the branch has moved, and stomper has not
 # yet heard so from its `git update-ref --stdin`.
-MOVED_HOOK = """#!/bin/bash
-[ "$1" = committed ] || exit 0
+MOVED_HOOK = (
+    "#!/bin/bash\n"
+    + HANG_AT_COUNT
+    + """[ "$1" = committed ] || exit 0
 grep -q " refs/heads/main$" || exit 0
-exec 9>>"$STOMPER_TEST_HANG_DIR/lock"
-flock 9
-n=$(( $(cat "$STOMPER_TEST_HANG_DIR/count" 2>/dev/null || echo 0) + 1 ))
-echo "$n" > "$STOMPER_TEST_HANG_DIR/count"
-flock -u 9
-if [ "$n" = "$STOMPER_TEST_HANG_AT" ]; then
-  echo $$ > "$STOMPER_TEST_HANG_DIR/marker"
-  sleep 600
-fi
+hang_at_count
 """
+)
 
 
 def project() -> dict[str, str]:
