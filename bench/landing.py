@@ -27,7 +27,7 @@ from typing import Any
 
 from bench import harness
 from bench.repos import synthetic_repo, unit_path
-from stomper import git, proc
+from stomper import git, proc, store
 from stomper.landing import Lander, commit_message
 from stomper.unit import Patch
 
@@ -162,7 +162,7 @@ async def _land_all(
     with tempfile.TemporaryDirectory() as scratch:
         lander = Lander(repo, target, index_file=Path(scratch) / "index", checked_out=checked_out)
         # As a run does before its first landing (outside the time measured).
-        await lander.prepare([patch.path for patch in patches])
+        await lander.prepare(await store.verbatim_paths(repo, [p.path for p in patches]))
 
         async def land(patch: Patch) -> float:
             message = commit_message(

@@ -144,9 +144,11 @@ class Lander:
         """Paths whose landing the user's checkout takes in-process (see :meth:`prepare`)."""
         self._checkout = checkout.Checkout(root, self.user_index)
 
-    async def prepare(self, paths: Collection[str]) -> None:
-        """Learn which of the run's ``paths`` can be brought up to date in the user's
-        checkout without git processes; until then, and for the others, git does it."""
+    async def prepare(self, verbatim: Collection[str]) -> None:
+        """Learn which paths can be brought up to date in the user's checkout without git
+        processes: of ``verbatim``, the run's paths whose bytes git stores as they are
+        (:func:`stomper.store.verbatim_paths`), all unless a setting says otherwise. Until
+        then, and for the others, git does it."""
         if not self.checked_out:
             return
         settings = await git.config_matching(self.root, _CHECKOUT_SETTINGS)
@@ -157,7 +159,7 @@ class Lander:
             or fsync & {"index", "added", "all"}
         ):
             return
-        self._in_process_checkout = await store.verbatim_paths(self.root, paths)
+        self._in_process_checkout = frozenset(verbatim)
 
     async def land(self, patch: Patch, message: str) -> Landed:
         """Land ``patch`` as one commit with ``message``, or raise :class:`LandingRefused`.

@@ -134,7 +134,7 @@ async def execute(
     try:
         await workspaces.prepare(units)
         if lander is not None:
-            await lander.prepare([unit.path for unit in units])
+            await lander.prepare(workspaces.blobs.verbatim)
         status = await _drive(
             context, journal, checkpointer=settings.checkpointer, progress=progress
         )

@@ -86,13 +86,15 @@ class Blobs:
         self.root = root
         self._reader = git.ObjectReader(root)
         self._loose: Loose | None = None
-        self._verbatim: frozenset[str] = frozenset()
+        self.verbatim: frozenset[str] = frozenset()
+        """The unit paths whose blobs are written in-process: those git stores as they are,
+        once :meth:`prepare` found them (none when objects must go through git)."""
 
     async def prepare(self, paths: Collection[str]) -> None:
         """Find which of ``paths`` may be written in-process (one git call for them all)."""
         self._loose = await in_process_store(self.root)
         if self._loose is not None:
-            self._verbatim = await verbatim_paths(self.root, paths)
+            self.verbatim = await verbatim_paths(self.root, paths)
 
     async def read(self, blob: str) -> bytes:
         """The bytes of ``blob`` as stored (no smudge filter applied)."""
@@ -104,7 +106,7 @@ class Blobs:
     async def write(self, path: str, content: bytes) -> str:
         """Store ``content`` as the blob of ``path``, as ``git hash-object -w --path`` would;
         its id."""
-        if self._loose is None or path not in self._verbatim:
+        if self._loose is None or path not in self.verbatim:
             return await git.write_blob(self.root, path, content)
         oid, stored = objects.object_id(b"blob", content)
         await asyncio.to_thread(

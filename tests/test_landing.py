@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from stomper import checkout, git, objects
+from stomper import checkout, git, objects, store
 from stomper.landing import Landed, Lander, LandingRefused, commit_message, repair_checkout
 from stomper.testing.repos import IDENTITY, commit_all, make_repo
 from stomper.unit import Patch
@@ -60,7 +60,8 @@ async def land_all(
     """Hand every patch over at once, as units finishing together would (after the run's
     preparation, unless told not to: then git updates the checkout)."""
     if prepare:
-        await landing.prepare([patch.path for patch in patches])
+        paths = [patch.path for patch in patches]
+        await landing.prepare(await store.verbatim_paths(landing.root, paths))
 
     async def one(patch: Patch) -> Landed | BaseException:
         try:
@@ -332,7 +333,7 @@ def test_the_users_git_working_beside_the_landings_loses_nothing(make, tmp_path)
 
     async def one_at_a_time() -> list[Landed | BaseException]:
         landing = lander(repo, tmp_path)
-        await landing.prepare(ours)
+        await landing.prepare(await store.verbatim_paths(repo, ours))
         results: list[Landed | BaseException] = []
         try:
             for patch in patches:

@@ -19,7 +19,7 @@ async def written(repo: Path, paths: list[str], path: str, content: bytes) -> tu
     blobs = Blobs(repo)
     try:
         await blobs.prepare(paths)
-        in_process = path in blobs._verbatim
+        in_process = path in blobs.verbatim
         return await blobs.write(path, content), in_process
     finally:
         await blobs.aclose()
