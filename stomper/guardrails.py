@@ -1,8 +1,9 @@
 """Guardrails: what an agent's change must not do, whatever the diagnostics say.
 
 Every patch passes these before it can land: it stays inside the unit's one file (no other
-file, no new, deleted or renamed file, no change of mode, no symlink), and it does not
-silence a tool instead of fixing the code (unless the project allows suppressions).
+file, no new, deleted or renamed file, no change of mode, no symlink), and it neither
+silences a tool nor deletes the flagged code instead of fixing it (unless the project
+allows suppressions).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import ast
 import re
 import stat
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,9 +74,12 @@ def suppression_violation(before: str, after: str, targeted: Sequence[Diagnostic
 
 def _deleted_definitions(before: str, after: str, targeted: Sequence[Diagnostic]) -> list[str]:
     """Top-level functions and classes that held a targeted diagnostic and are gone."""
-    # Parsing costs milliseconds a file. Without a name the old source could define at its
-    # top level, nothing can be gone; when the new source still defines every one of
-    # them, nothing is, and the old source need not be parsed.
+    # Parsing costs milliseconds a file. A change whose lines cannot remove a definition
+    # needs none; without a name the old source could define at its top level, nothing
+    # can be gone; when the new source still defines every one of them, nothing is, and
+    # the old source need not be parsed.
+    if _keeps_every_definition(before, after):
+        return []
     names = _top_level_names(before)
     if not names:
         return []
@@ -94,8 +99,12 @@ def _deleted_definitions(before: str, after: str, targeted: Sequence[Diagnostic]
 
 def _definitions(source: str) -> dict[str, tuple[int, int]] | None:
     try:
-        tree = ast.parse(source)
-    except SyntaxError:
+        # An invalid escape in a string is warned of: not this tool's to say.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError):
+        # ValueError: a NUL in the source (early 3.11); RecursionError: nesting too deep.
         return None
     return {
         node.name: (node.lineno, node.end_lineno or node.lineno)
@@ -116,4 +125,61 @@ _TOP_LEVEL_DEFINITION = re.compile(
 def _top_level_names(source: str) -> set[str]:
     """Every name a top-level definition of ``source`` may have (a superset: a match may
     also lie in a string), normalized as Python normalizes identifiers."""
-    return {unicodedata.normalize("NFKC", name) for name in _TOP_LEVEL_DEFINITION.findall(source)}
+    return {
+        name if name.isascii() else unicodedata.normalize("NFKC", name)
+        for name in _TOP_LEVEL_DEFINITION.findall(source)
+    }
+
+
+def _keeps_every_definition(before: str, after: str) -> bool:
+    """Whether every top-level definition of ``before`` is one of ``after`` too, as far as
+    the lines that differ tell without parsing (False: they do not tell).
+
+    They tell when neither source's lines hold a backslash, a brace or a triple quote, and
+    the line before them does not end in a backslash. Each of those lines then ends in a
+    string exactly when it began in one: within a triple-quoted string it is text;
+    elsewhere its strings close on it, or the source does not parse (and none is counted
+    as gone). So the lines around them are read alike in both sources, and a definition
+    there stays one, or the new source does not parse (a definition within brackets).
+    A definition among them stays one when, of the new lines, one still begins a
+    definition of that name.
+    """
+    old, new, previous = _changed_lines(before, after)
+    if previous.rstrip("\r\n").endswith("\\"):
+        return False
+    if _UNSAFE.search(old) or _UNSAFE.search(new):
+        return False
+    return _top_level_names(old) <= _top_level_names(new)
+
+
+# What can carry a string on to the next line, or end one begun on an earlier line: a
+# backslash, a triple quote, a brace (from 3.12, a replacement field of an f-string, in
+# which a quote opens a string).
+_UNSAFE = re.compile(r"[\\{}]|'{3}|\"{3}")
+
+
+def _changed_lines(before: str, after: str) -> tuple[str, str, str]:
+    """The whole lines where ``before`` and ``after`` differ (each source's), and the line
+    before them. Lines end at ``\n``: a block of them is also whole lines to Python."""
+    size = min(len(before), len(after))
+    # The longest common prefix and suffix, found by halving (each test a C comparison).
+    low, high = 0, size
+    while low < high:
+        middle = (low + high + 1) // 2
+        if before[:middle] == after[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    start = before.rfind("\n", 0, low) + 1
+    low, high = 0, size - start
+    while low < high:
+        middle = (low + high + 1) // 2
+        if before[len(before) - middle :] == after[len(after) - middle :]:
+            low = middle
+        else:
+            high = middle - 1
+    # Both from a line end within the common part: whole lines in both sources.
+    newline = before.find("\n", len(before) - low)
+    kept = 0 if newline < 0 else len(before) - newline - 1
+    previous = before[before.rfind("\n", 0, max(start - 1, 0)) + 1 : start]
+    return before[start : len(before) - kept], after[start : len(after) - kept], previous

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from stomper.agents import AgentOutcome, AgentTask, AttemptFailed
 from stomper.commands.fix import FixRequest, run_fix
 from stomper.config import Settings
 from stomper.diagnostics import Diagnostic, ruff
-from stomper.guardrails import _deleted_definitions, suppression_violation
+from stomper.guardrails import _deleted_definitions, _keeps_every_definition, suppression_violation
 from stomper.report import RunReport
 from stomper.testing.repos import module
 from tests.conftest import sh
@@ -332,6 +333,9 @@ BLOCKS = [
     "TEXT = '''\ndef {n}():\n'''\n",
     "# def {n}\n",
     "{n} = lambda: 1\n",
+    "class {n}():\n    size = 1\n",
+    "class Hang:\n    \\\n    x = 1\n",
+    "X = 1 + \\\n    2\n",
 ]
 NAMES = ["alpha", "beta", "ﬁx", "e\u0301t\u00e9", "_x9"]
 
@@ -352,9 +356,81 @@ def test_a_deleted_definition_of_any_shape_is_found(before: str, name: str, line
     assert _deleted_definitions(before, "Y = 2\n", targeted) == [name]
 
 
-# What an agent may do to the old source: drop a block, rename one, nest one, or swallow
-# everything after a point into a string.
-EDITS = ["drop", "rename", "nest", "quote", "keep"]
+@pytest.mark.parametrize(
+    ("before", "after", "line"),
+    [
+        pytest.param(
+            "def gone():\n    pass\n", "X = '''\ndef gone():\n    pass\n'''\n", 1, id="quote"
+        ),
+        pytest.param(
+            "def gone(): pass\n",
+            "class Holder:\n    \\\ndef gone(): pass\n",
+            1,
+            id="backslash",
+        ),
+        pytest.param(
+            "class Hang:\n    \\\n    x = 1\ndef gone(): pass\n",
+            "class Hang:\n    \\\ndef gone(): pass\n",
+            4,
+            id="line-before-ends-in-backslash",
+        ),
+        pytest.param("X = 1\ndef gone():\n    pass\n", "X = 1\n", 2, id="header-gone"),
+        # From 3.12 on, a brace opens a replacement field in an f-string's text, where a
+        # triple quote opens a string: the definition after it becomes text. (3.11 reads
+        # the f-string whole, and the new source does not parse.)
+        pytest.param(
+            'X = f"""\na\n"""\ndef gone(): pass\nZ = """}"""\n',
+            'X = f"""\n{\n"""\ndef gone(): pass\nZ = """}"""\n',
+            4,
+            id="brace",
+        ),
+    ],
+)
+def test_changed_lines_that_may_hide_a_definition_are_parsed(
+    before: str, after: str, line: int
+) -> None:
+    targeted = [Diagnostic("ruff", "F821", "x", "a.py", line, 1)]
+    assert not _keeps_every_definition(before, after)
+    expected = deleted_by_parsing_both(before, after, {line})
+    assert _deleted_definitions(before, after, targeted) == expected
+    assert expected == ([] if "{" in after and sys.version_info < (3, 12) else ["gone"])
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        pytest.param(
+            "import os\n\n\ndef kept():\n    pass\n", "\n\ndef kept():\n    pass\n", id="F401"
+        ),
+        pytest.param("class Box():\n    size = 1\n", "class Box:\n    size = 1\n", id="UP039"),
+        pytest.param(
+            "def missing(key, table):\n    return not key in table\n",
+            "def missing(key, table):\n    return key not in table\n",
+            id="E713",
+        ),
+        pytest.param('GREETING = f"hello"  # it\'s\n', 'GREETING = "hello"  # it\'s\n', id="F541"),
+    ],
+)
+def test_a_change_that_keeps_every_definition_needs_no_parse(before: str, after: str) -> None:
+    assert _keeps_every_definition(before, after)
+    assert _deleted_definitions(before, after, []) == []
+
+
+# What an agent may do to the old source: drop a block, rename one, nest one, swallow
+# everything after a point into a string, put lines before one, cut its last line, or
+# change its header as ruff's fixes do.
+EDITS = ["drop", "rename", "nest", "quote", "keep", "insert", "cut", "reheader"]
+INSERTS = [
+    "x = 1\n",
+    "@decorator\n",
+    "if True:\n    pass\n",
+    "class Holder:\n",
+    "x = (\n",
+    "    \\\n",
+    "class Holder:\n    \\\n",
+    "# a comment \\\n",
+    "'''\n",
+]
 
 
 @st.composite
@@ -379,6 +455,12 @@ def sources(draw: st.DrawFn) -> tuple[str, str, set[int]]:
         elif edit == "quote":
             edited[at] = 'LATER = """\n' + edited[at]
             edited.append('"""\n')
+        elif edit == "insert":
+            edited[at] = draw(st.sampled_from(INSERTS)) + edited[at]
+        elif edit == "cut":
+            edited[at] = "".join(edited[at].splitlines(keepends=True)[:-1])
+        elif edit == "reheader":
+            edited[at] = edited[at].replace("():", ":", 1).replace("(object):", ":", 1)
     after = prefix + "".join(edited)
     count = before.count("\n") + 1
     lines = set(draw(st.lists(st.integers(1, count), max_size=4)))
