@@ -82,6 +82,8 @@ class Checkout:
         self.root = root
         self.index_file = index_file
         self._known: Index | None = None
+        self.settled = Settled()
+        """The files read lately and what they held."""
         self.walks = 0
         """How many times the entries were walked."""
 
@@ -126,7 +128,7 @@ class Checkout:
                     )
                     for file in ready
                 }
-                written = index.rewritten(self.root, changed)
+                written = index.rewritten(self.root, changed, self.settled)
                 out.write(written.data)
             except BaseException:
                 lock.unlink(missing_ok=True)
@@ -211,11 +213,24 @@ class Index:
         mode = int.from_bytes(data[offset + 24 : offset + 28])
         return mode, data[offset + 40 : offset + 60].hex()
 
-    def rewritten(self, root: Path, changed: Mapping[str, tuple[str, os.stat_result]]) -> Index:
-        """The index with the ``changed`` paths at their new blob and stat data."""
+    def rewritten(
+        self,
+        root: Path,
+        changed: Mapping[str, tuple[str, os.stat_result]],
+        settled: Settled | None = None,
+    ) -> Index:
+        """The index with the ``changed`` paths at their new blob and stat data (the files
+        as they were just written). ``settled`` spares the racily clean entries it can vouch
+        for the reading of their files."""
+        settled = settled or Settled()
         body = bytearray(self.data[: self.end])
+        landed = {self.offsets[path.encode()] for path in changed}
+        # A moment before any of the checks below: when the last file was written.
+        clock = max(
+            (info for _, info in changed.values()), key=lambda info: info.st_ctime_ns, default=None
+        )
         for offset, second in self.recent.items():
-            if second < self.since:
+            if second < self.since or offset in landed:
                 continue
             # Racily clean (Documentation/technical/racy-git.txt): as git does when it
             # writes an index, an entry whose content is not what its stat data claims
@@ -224,7 +239,8 @@ class Index:
             mode = int.from_bytes(body[offset + 24 : offset + 28])
             if mode == _GITLINK:
                 continue  # a submodule is compared by its commit, never by stat data
-            if not _holds(root / os.fsdecode(name), mode, body[offset + 40 : offset + 60].hex()):
+            held = bytes(body[offset + 40 : offset + 60])
+            if not settled.holds(os.path.join(root, os.fsdecode(name)), mode, held, clock):
                 body[offset + 36 : offset + 40] = bytes(4)
         recent = dict(self.recent)
         for path, (blob, info) in changed.items():
@@ -281,13 +297,72 @@ def _holds(file: Path, mode: int, blob: str) -> bool:
     """Whether ``file`` is a regular file of ``mode`` whose bytes are the blob ``blob``."""
     try:
         info = file.lstat()
-        if not stat.S_ISREG(info.st_mode) or bool(info.st_mode & stat.S_IXUSR) != (
-            mode == _EXECUTABLE
-        ):
+        if not _regular_of(info, mode):
             return False
         return objects.object_id(b"blob", file.read_bytes())[0] == blob
     except OSError:
         return False
+
+
+class Settled:
+    """Files found to hold their entry's blob after the clock had passed their last change.
+
+    A file's change stamps its inode with the time (``st_ctime``, which no one can set
+    back). A file read after a moment when the clock was past its ``st_ctime`` can only
+    have changed since with a later stamp: while its stat data is what it was then, it
+    still holds what was read. That spares reading, again and again, the files landed in
+    the second of the index, which each index written in that second must check (and
+    which, at a hundred landings a second, are a hundred files a landing).
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[int, bytes, tuple[int, ...]]] = {}
+        self.reads = 0
+        """How many files were read to check them."""
+
+    def holds(self, file: str, mode: int, blob: bytes, clock: os.stat_result | None) -> bool:
+        """Whether ``file`` is a regular file of ``mode`` holding the blob ``blob``; read
+        unless vouched for. ``clock`` is the stat data of a file written before this call,
+        on the file system of the checkout, or None."""
+        try:
+            info = os.lstat(file)
+        except OSError:
+            return False
+        signature = _signature(info)
+        if self._files.get(file) == (mode, blob, signature):
+            return True
+        if not _regular_of(info, mode):
+            return False
+        self.reads += 1
+        try:
+            with open(file, "rb") as handle:
+                data = handle.read()
+        except OSError:
+            return False
+        if objects.object_id(b"blob", data)[0] != blob.hex():
+            return False
+        if (
+            clock is not None
+            and info.st_dev == clock.st_dev
+            and info.st_ctime_ns < clock.st_ctime_ns
+        ):
+            self._files[file] = (mode, blob, signature)
+        return True
+
+
+def _signature(info: os.stat_result) -> tuple[int, ...]:
+    return (
+        info.st_mode,
+        info.st_size,
+        info.st_dev,
+        info.st_ino,
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+    )
+
+
+def _regular_of(info: os.stat_result, mode: int) -> bool:
+    return stat.S_ISREG(info.st_mode) and bool(info.st_mode & stat.S_IXUSR) == (mode == _EXECUTABLE)
 
 
 def _write(file: Path, content: bytes, mode: int) -> os.stat_result:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stomper import checkout, git
+from stomper import checkout, git, objects
 from stomper.testing.repos import make_repo
 from tests.conftest import sh
 
@@ -182,6 +182,52 @@ def test_a_racy_entry_whose_file_is_unchanged_keeps_its_stat_data(make) -> None:
 
     assert entry_size(repo, "pkg/a.py") == before == len("A = 1\n")
     assert_checkout_is_head(repo)
+
+
+def test_a_racy_file_is_read_again_only_when_its_stat_data_changed(make) -> None:
+    repo = make(NESTED)
+    user = checkout.Checkout(repo, user_index(repo))
+
+    def land_racy(path: str, content: bytes) -> int:
+        """Land with every entry racy against the old index: the reads it took."""
+        os.utime(user_index(repo), (1_700_000_000, 1_700_000_000))
+        time.sleep(0.02)  # the clock moves past the last file written
+        reads = user.settled.reads
+        assert user.update(land(repo, {path: content})) == []
+        return user.settled.reads - reads
+
+    # The first landing reads every other file; after it, only the last one landed.
+    tracked = sh(repo, "ls-files").split()
+    assert land_racy("top.py", b"TOP = 2\n") == len(tracked) - 1
+    assert land_racy("pkg/a.py", b"A = 2\n") == 1
+    assert land_racy("other/d.py", b"D = 2\n") == 1
+    # The user changes a file already vouched for, keeping its size and its mtime: the
+    # inode's change time still tells, the file is read, and git will compare it again.
+    changed = repo / "pkg" / "a.py"
+    before = changed.stat()
+    changed.write_bytes(b"A = 3\n")
+    os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert land_racy("pkg/sub/b.py", b"B = 2\n") == 2
+    assert entry_size(repo, "pkg/a.py") == 0
+    assert " M pkg/a.py" in sh(repo, "status", "--porcelain")
+
+
+def test_a_file_is_vouched_for_only_once_the_clock_passed_its_change(tmp_path: Path) -> None:
+    file = tmp_path / "f.py"
+    file.write_bytes(b"F = 1\n")
+    blob = bytes.fromhex(objects.object_id(b"blob", b"F = 1\n")[0])
+    settled = checkout.Settled()
+    # A clock no later than the file's change: a change in the same tick would not show.
+    for _ in range(2):
+        assert settled.holds(str(file), 0o100644, blob, file.stat())
+    assert settled.reads == 2
+    time.sleep(0.02)
+    (tmp_path / "later").write_bytes(b"")
+    assert settled.holds(str(file), 0o100644, blob, (tmp_path / "later").stat())
+    assert settled.holds(str(file), 0o100644, blob, None)
+    assert settled.reads == 3
+    assert not settled.holds(str(file), 0o100755, blob, None)  # not of that mode
+    assert not settled.holds(str(tmp_path / "gone.py"), 0o100644, blob, None)
 
 
 def test_a_racy_submodule_entry_is_left_as_git_leaves_it(make) -> None:
