@@ -27,20 +27,26 @@ def fixable_module(rng: random.Random) -> str:
     return module(codes)
 
 
-def synthetic_files(units: int, *, seed: int = 11) -> dict[str, str]:
-    """``units`` files, each one fully fixable unit, spread over packages of 100."""
+def synthetic_files(units: int, *, seed: int = 11, padding_kb: float = 0.0) -> dict[str, str]:
+    """``units`` files, each one fully fixable unit, spread over packages of 100; each
+    with about ``padding_kb`` KB of clean functions after its diagnostics."""
     rng = random.Random(seed)
     files = {"pyproject.toml": RUFF_CONFIG}
+    blocks = round(padding_kb * 1000 / _BLOCK)
     for number in range(units):
         path = unit_path(number)
         files.setdefault(path.rsplit("/", 1)[0] + "/__init__.py", "")
         files[path] = fixable_module(rng)
+        if blocks:
+            files[path] += "\n\n" + _filler(f"fn_{number}", blocks)
     return files
 
 
-def synthetic_repo(root: Path, units: int, *, seed: int = 11) -> Path:
-    """A repository at ``root`` with ``units`` fixable files."""
-    return make_repo(root, synthetic_files(units, seed=seed), message="synthetic project")
+def synthetic_repo(root: Path, units: int, *, seed: int = 11, padding_kb: float = 0.0) -> Path:
+    """A repository at ``root`` with ``units`` fixable files (padded as
+    :func:`synthetic_files` says)."""
+    files = synthetic_files(units, seed=seed, padding_kb=padding_kb)
+    return make_repo(root, files, message="synthetic project")
 
 
 def _filler(prefix: str, count: int) -> str:
@@ -68,9 +74,7 @@ def sympy_sized_files(
     real projects.
     """
     rng = random.Random(seed)
-    # A block's size with a name of typical length, and the blank lines between blocks.
-    block = len(_filler("fn_1000", 50)) / 50 + 2
-    mean_blocks = megabytes * 1e6 / files / block
+    mean_blocks = megabytes * 1e6 / files / _BLOCK
     weights = [rng.lognormvariate(0.0, 0.8) for _ in range(files)]
     scale = mean_blocks * files / sum(weights)
     dirty_numbers = set(rng.sample(range(files), min(dirty, files)))
@@ -98,3 +102,7 @@ def sympy_sized_repo(
 
 def tree_size(files: dict[str, str]) -> int:
     return sum(len(content.encode()) for content in files.values())
+
+
+# A filler block's size with a name of typical length, and the blank lines between blocks.
+_BLOCK = len(_filler("fn_1000", 50)) / 50 + 2
