@@ -94,7 +94,7 @@ class Checkout:
         return {
             path
             for path, (mode, blob) in head.items()
-            if index.entry(path) != (mode, blob) or not _holds(self.root / path, mode, blob)
+            if index.entry(path) != (mode, blob) or not self._holds(path, mode, blob)
         }
 
     def update(self, files: Sequence[Landed]) -> list[str]:
@@ -119,7 +119,7 @@ class Checkout:
                     file
                     for file in files
                     if index.entry(file.path) == (file.mode, file.old_blob)
-                    and _holds(self.root / file.path, file.mode, file.old_blob)
+                    and self._holds(file.path, file.mode, file.old_blob)
                 ]
                 changed = {
                     file.path: (
@@ -136,6 +136,9 @@ class Checkout:
         os.replace(lock, self.index_file)
         self._known = written
         return [file.path for file in files if file.path not in changed]
+
+    def _holds(self, path: str, mode: int, blob: str) -> bool:
+        return self.settled.holds(os.path.join(self.root, path), mode, bytes.fromhex(blob), None)
 
     def _read(self) -> Index:
         try:
@@ -291,17 +294,6 @@ def _extensions(data: bytes, start: int) -> Iterator[tuple[bytes, bytes]]:
             raise Unsupported(f"index extension {signature.decode(errors='replace')}")
         yield signature, data[at + 8 : at + 8 + size]
         at += 8 + size
-
-
-def _holds(file: Path, mode: int, blob: str) -> bool:
-    """Whether ``file`` is a regular file of ``mode`` whose bytes are the blob ``blob``."""
-    try:
-        info = file.lstat()
-        if not _regular_of(info, mode):
-            return False
-        return objects.object_id(b"blob", file.read_bytes())[0] == blob
-    except OSError:
-        return False
 
 
 class Settled:
