@@ -58,6 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only", choices=("synthetic", "sympy"), help="measure one of the two repositories"
     )
     parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="runs of each measurement; with more than one, a last table gives the median, "
+        "lowest and highest of the runs' median overheads (a shared machine's speed "
+        "varies from run to run)",
+    )
+    parser.add_argument(
         "--spaces",
         default="tree,scratch",
         help="comma-separated workspaces to measure: tree (a pooled worktree), scratch (a "
@@ -84,20 +92,40 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         label = f"sympy-sized ({args.sympy_files} files, {harness.megabytes(size):.0f} MB)"
         extra = ["--max-files", str(args.sympy_units)] if args.sympy_units else []
         repos.append((label, repo, extra))
+    runs = max(1, int(args.runs))
+    summary = []
     for label, repo, extra in repos:
         base = git_head(repo)
         for space in spaces:
-            # Each measurement starts from the generated commit, with no earlier run's
-            # commits or journal.
-            reset(repo, base)
-            fix = harness.run_fix(
-                repo,
-                agent=f"{harness.AGENTS}:instant",
-                parallel=parallel,
-                env=harness.space_env(space),
-                args=extra,
+            overheads, cpu = [], []
+            for number in range(runs):
+                # Each measurement starts from the generated commit, with no earlier run's
+                # commits or journal.
+                reset(repo, base)
+                fix = harness.run_fix(
+                    repo,
+                    agent=f"{harness.AGENTS}:instant",
+                    parallel=parallel,
+                    env=harness.space_env(space),
+                    args=extra,
+                )
+                run_label = f" (run {number + 1} of {runs})" if runs > 1 else ""
+                overheads.append(report(f"{label}, workspace: {space}{run_label}", fix))
+                cpu.append(fix.cpu_s)
+            summary.append(
+                (
+                    f"{label}, {space}",
+                    runs,
+                    1000 * harness.median(overheads),
+                    1000 * min(overheads),
+                    1000 * max(overheads),
+                    harness.median(cpu),
+                )
             )
-            report(f"{label}, workspace: {space}", fix)
+    if runs > 1:
+        harness.note(f"\n### median overhead over {runs} runs\n")
+        headers = ["repository, workspace", "runs", "median ms", "lowest ms", "highest ms"]
+        harness.note(harness.table([*headers, "median CPU s"], summary))
 
 
 def git_head(repo: Path) -> str:
@@ -110,7 +138,8 @@ def reset(repo: Path, commit: str) -> None:
     git.git_sync(repo, "worktree", "prune")
 
 
-def report(label: str, fix: harness.FixRun) -> None:
+def report(label: str, fix: harness.FixRun) -> float:
+    """Print the run's table; its median overhead per unit (s)."""
     fix.note_failures()
     meta = fix.meta()
     events = fix.events()
@@ -165,3 +194,4 @@ def report(label: str, fix: harness.FixRun) -> None:
         f"and ruff); peak RSS {fix.max_rss_kb / 1024:.0f} MB; journal {journal:.2f} MB; "
         f"load at end {fix.load:.1f}"
     )
+    return harness.median(segments["overhead: isolate + verify + land + orchestration"])
