@@ -138,7 +138,7 @@ class Checkout:
         return [file.path for file in files if file.path not in changed]
 
     def _holds(self, path: str, mode: int, blob: str) -> bool:
-        return self.settled.holds(os.path.join(self.root, path), mode, bytes.fromhex(blob), None)
+        return self.settled.holds(os.path.join(self.root, path), mode, blob, None)
 
     def _read(self) -> Index:
         try:
@@ -220,12 +220,11 @@ class Index:
         self,
         root: Path,
         changed: Mapping[str, tuple[str, os.stat_result]],
-        settled: Settled | None = None,
+        settled: Settled,
     ) -> Index:
         """The index with the ``changed`` paths at their new blob and stat data (the files
         as they were just written). ``settled`` spares the racily clean entries it can vouch
         for the reading of their files."""
-        settled = settled or Settled()
         body = bytearray(self.data[: self.end])
         landed = {self.offsets[path.encode()] for path in changed}
         # A moment before any of the checks below: when the last file was written.
@@ -242,7 +241,7 @@ class Index:
             mode = int.from_bytes(body[offset + 24 : offset + 28])
             if mode == _GITLINK:
                 continue  # a submodule is compared by its commit, never by stat data
-            held = bytes(body[offset + 40 : offset + 60])
+            held = body[offset + 40 : offset + 60].hex()
             if not settled.holds(os.path.join(root, os.fsdecode(name)), mode, held, clock):
                 body[offset + 36 : offset + 40] = bytes(4)
         recent = dict(self.recent)
@@ -308,11 +307,11 @@ class Settled:
     """
 
     def __init__(self) -> None:
-        self._files: dict[str, tuple[int, bytes, tuple[int, ...]]] = {}
+        self._files: dict[str, tuple[int, str, tuple[int, ...]]] = {}
         self.reads = 0
         """How many files were read to check them."""
 
-    def holds(self, file: str, mode: int, blob: bytes, clock: os.stat_result | None) -> bool:
+    def holds(self, file: str, mode: int, blob: str, clock: os.stat_result | None) -> bool:
         """Whether ``file`` is a regular file of ``mode`` holding the blob ``blob``; read
         unless vouched for. ``clock`` is the stat data of a file written before this call,
         on the file system of the checkout, or None."""
@@ -331,7 +330,7 @@ class Settled:
                 data = handle.read()
         except OSError:
             return False
-        if objects.object_id(b"blob", data)[0] != blob.hex():
+        if objects.object_id(b"blob", data)[0] != blob:
             return False
         if (
             clock is not None

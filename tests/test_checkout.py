@@ -216,7 +216,7 @@ def test_a_racy_file_is_read_again_only_when_its_stat_data_changed(make) -> None
 def test_a_file_is_vouched_for_only_once_the_clock_passed_its_change(tmp_path: Path) -> None:
     file = tmp_path / "f.py"
     file.write_bytes(b"F = 1\n")
-    blob = bytes.fromhex(objects.object_id(b"blob", b"F = 1\n")[0])
+    blob = objects.object_id(b"blob", b"F = 1\n")[0]
     settled = checkout.Settled()
     # A clock no later than the file's change: a change in the same tick would not show.
     for _ in range(2):
