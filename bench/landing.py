@@ -27,7 +27,7 @@ from typing import Any
 
 from bench import harness
 from bench.repos import synthetic_repo, unit_path
-from stomper import git, proc, store
+from stomper import git, objects, proc
 from stomper.landing import Lander, commit_message
 from stomper.unit import Patch
 
@@ -169,9 +169,15 @@ async def _land_all(
         head = git.git_sync(repo, "rev-parse", "HEAD").stdout.decode().strip()
         git.git_sync(repo, "update-ref", target, head)
     with tempfile.TemporaryDirectory() as scratch:
-        lander = Lander(repo, target, index_file=Path(scratch) / "index", checked_out=checked_out)
+        lander = Lander(
+            repo,
+            target,
+            run_id="bench-landing",
+            index_file=Path(scratch) / "index",
+            checked_out=checked_out,
+        )
         # As a run does before its first landing (outside the time measured).
-        await lander.prepare(await store.verbatim_paths(repo, [p.path for p in patches]))
+        await lander.prepare(await objects.verbatim_paths(repo, [p.path for p in patches]))
 
         async def land(patch: Patch) -> float:
             message = commit_message(

@@ -1,399 +1,147 @@
-"""The user's checkout, brought up to date in-process for the files a landing changed.
+"""The user's checkout, brought along when a landing moves its branch: by git, under git's lock.
 
-When a unit lands on the checked-out branch, its file must change in the user's index and
-working tree, and nothing else of theirs may. git's own ``status`` and ``restore`` do it in
-two processes that each read the whole index; here the index file is read and rewritten
-directly (format: git's ``Documentation/gitformat-index.txt``), as git would leave it:
+When units land on the checked-out branch, the branch moves and the landed files must change
+in the user's index and working tree, while nothing else of theirs may. It happens in the
+order ``git commit`` itself keeps: ``index.lock`` is taken first (git's lock, created
+exclusively), the branch moves while it is held, the index and the files follow, and only
+then does the lock go. A ``git commit``, ``add`` or ``stash`` of the user's at that moment
+waits for the lock or fails on it, as git's commands do with each other; none of them ever
+sees the branch moved and the index not.
 
-- under git's lock protocol: ``index.lock`` created exclusively, written, renamed over;
-- only entries of the landed paths change (object id and stat data); every other byte of
-  every other entry stays, except that entries which may be *racily clean* against the old
-  index (modified in the second it was written) lose their size, so git compares their
-  content again, as git itself does when it writes an index;
-- the cache of tree ids (``TREE``) is invalidated along the landed paths; the resolve-undo
-  record is kept; the other optional extensions are dropped, which git allows (they are
-  caches it rebuilds).
+The index and the files are written by git itself: ``git read-tree -m -u OLD NEW`` into a
+copy of the index. That two-tree merge rewrites exactly the files that differ between the
+two commits, refuses, writing nothing, when the user changed any of them (staged or not),
+keeps every other entry as the user left it, and writes stat data, racy-git smudging,
+filters, sparse and split indexes as git does. The copy then replaces the index, still
+under the lock. (One change of the user's the merge does not see: a file deleted from the
+working tree counts as unchanged, and is written again. The lander looks for changed files
+before it moves the branch, deletions included.)
 
-Only index versions 2 and 3 without a split or sparse index are handled, and entries at
-stage 0 without the assume-unchanged, skip-worktree or intent-to-add flags; anything else
-raises :class:`Unsupported`, and git's own commands do the work. Whether git converts a
-file's content (filters, end-of-line, encoding) is the caller's to know: such files are
-not for this module.
-
-The index last read or written is kept (:class:`Checkout`), so that a run of landings walks
-its entries once, not twice a landing.
+The lock holds one line naming the run that took it (git never reads a lock's content), so
+that a lock left behind by a run that was killed is known as stomper's, and removed by the
+next command (:func:`release_stale`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import contextlib
 import os
-import stat
-import struct
-from collections.abc import Collection, Iterator, Mapping, Sequence
+import shutil
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stomper import objects
+from stomper import git, proc
 
-_HEADER = struct.Struct(">4sII")
-_FIXED = 62
-"""Bytes of an entry before its name: ten stat fields, the object id, the flags."""
-_ASSUME_VALID = 0x8000
-_EXTENDED = 0x4000
-_STAGE = 0x3000
-_NAME_LENGTH = 0xFFF
-_SKIP_OR_INTENT = 0x6000
-_EXECUTABLE = 0o100755
-_GITLINK = 0o160000
-_CHECKSUM = 20
-_KEPT_EXTENSIONS = (b"TREE", b"REUC")
+_POLL = 0.02
+_OWNER = b"stomper: landing of run "
+_COPY = ".stomper"
+"""The suffix of the index's copy that git brings along before it replaces the index."""
 
 
-class Unsupported(Exception):
-    """The index or a file uses something this module does not write; git's commands must."""
+class IndexBusy(Exception):
+    """Another process held the index lock for longer than a landing waits."""
 
 
-class Locked(Exception):
-    """Another process holds the index lock."""
+class CheckoutRefused(Exception):
+    """git would not bring the checkout along (nothing was written); ``str()`` says why."""
 
 
 @dataclass(frozen=True)
-class Landed:
-    """A file a landing changed: it goes from ``old_blob`` to ``content`` (``new_blob``)."""
+class HeldIndex:
+    """The user's index while this process holds its lock."""
 
-    path: str
-    mode: int
-    old_blob: str
-    new_blob: str
-    content: bytes
+    root: Path
+    index: Path
 
-
-class Checkout:
-    """The index and working tree of the checkout at ``root``, whose index file is
-    ``index_file``.
-
-    The index last read or written here is kept: while the file still holds those bytes
-    (compared in full at each read), its entries are not walked again, which on a large
-    index costs more than the rest of a landing. Not for concurrent use.
-    """
-
-    def __init__(self, root: Path, index_file: Path) -> None:
-        self.root = root
-        self.index_file = index_file
-        self._known: Index | None = None
-        self.settled = Settled()
-        """The files read lately and what they held."""
-        self.walks = 0
-        """How many times the entries were walked."""
-
-    def changed_paths(self, head: Mapping[str, tuple[int, str]]) -> set[str]:
-        """Those of ``head``'s paths (to their mode and blob at HEAD) whose index entry or
-        working-tree file differs from HEAD: what ``git status`` would list of them."""
-        index = self._read()
-        return {
-            path
-            for path, (mode, blob) in head.items()
-            if index.entry(path) != (mode, blob) or not self._holds(path, mode, blob)
-        }
-
-    def update(self, files: Sequence[Landed]) -> list[str]:
-        """Under git's index lock, write each landed file into the working tree and its
-        entry into the index, where both still hold its old blob; the paths left alone
-        (changed by the user since they were checked), whose entry and file stay theirs.
-
-        Raises :class:`Locked` when another process holds the lock, :class:`Unsupported`
-        (with nothing written) when the index is one git must write.
-        """
-        lock = self.index_file.with_name(self.index_file.name + ".lock")
+    async def follow(self, old: str, new: str) -> None:
+        """Bring the index and the working tree from commit ``old`` to ``new``, or raise
+        :class:`CheckoutRefused` with both as they were."""
+        copy = self.index.with_name(self.index.name + _COPY)
         try:
-            descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError as exc:
-            raise Locked(f"{lock} exists: another git process is running") from exc
-        with open(descriptor, "wb") as out:
+            if self.index.exists():
+                shutil.copyfile(self.index, copy)
             try:
-                index = self._read()
-                # Every entry is looked at before any file is written: Unsupported leaves
-                # nothing half done.
-                ready = [
-                    file
-                    for file in files
-                    if index.entry(file.path) == (file.mode, file.old_blob)
-                    and self._holds(file.path, file.mode, file.old_blob)
-                ]
-                changed = {
-                    file.path: (
-                        file.new_blob,
-                        _write(self.root / file.path, file.content, file.mode),
-                    )
-                    for file in ready
-                }
-                written = index.rewritten(self.root, changed, self.settled)
-                out.write(written.data)
-            except BaseException:
-                lock.unlink(missing_ok=True)
-                raise
-        os.replace(lock, self.index_file)
-        self._known = written
-        return [file.path for file in files if file.path not in changed]
+                await git.read_tree_merge(self.root, old, new, index_file=copy)
+            except proc.CalledProcessError as exc:
+                raise CheckoutRefused(exc.output.decode(errors="replace").strip()) from None
+            os.replace(copy, self.index)
+        finally:
+            copy.unlink(missing_ok=True)
 
-    def _holds(self, path: str, mode: int, blob: str) -> bool:
-        return self.settled.holds(os.path.join(self.root, path), mode, blob, None)
-
-    def _read(self) -> Index:
+    async def restore(self, paths: Sequence[str]) -> None:
+        """Write ``paths`` back from the index into the working tree: after a
+        :class:`CheckoutRefused` that left some of them written (a disk error half-way)."""
+        copy = self.index.with_name(self.index.name + _COPY)
         try:
-            with self.index_file.open("rb") as handle:
-                mtime = os.fstat(handle.fileno()).st_mtime_ns // 1_000_000_000
-                data = handle.read()
-        except FileNotFoundError as exc:
-            raise Unsupported("there is no index") from exc
-        known = self._known
-        if known is not None and known.data == data and mtime >= known.since:
-            return known.at(mtime)
-        self.walks += 1
-        self._known = Index.walk(data, mtime)
-        return self._known
+            if self.index.exists():
+                shutil.copyfile(self.index, copy)
+            await git.checkout_paths(self.root, paths, index_file=copy)
+            os.replace(copy, self.index)
+        finally:
+            copy.unlink(missing_ok=True)
 
 
-class Index:
-    """An index file's bytes, where each entry starts, and which entries may be racy."""
-
-    def __init__(
-        self,
-        data: bytes,
-        offsets: dict[bytes, int],
-        recent: dict[int, int],
-        *,
-        since: int,
-        end: int,
-    ) -> None:
-        self.data = data
-        self.offsets = offsets
-        """Every entry's offset, by its path."""
-        self.recent = recent
-        """The mtime (in seconds) of each entry modified in the second ``since`` or later:
-        the only entries that can be racy against an index written then or later."""
-        self.since = since
-        self.end = end
-        """Where the entries end and the extensions begin."""
-        self.extensions = list(_extensions(data, end))
-
-    @classmethod
-    def walk(cls, data: bytes, mtime: int) -> Index:
-        """The index in ``data``, written in the second ``mtime``: every entry visited."""
-        signature, version, count = _HEADER.unpack_from(data)
-        if signature != b"DIRC" or version not in (2, 3):
-            raise Unsupported(f"index version {version}")
-        offsets: dict[bytes, int] = {}
-        recent: dict[int, int] = {}
-        offset = _HEADER.size
-        for _ in range(count):
-            second = int.from_bytes(data[offset + 8 : offset + 12])
-            if second >= mtime:
-                recent[offset] = second
-            size, name = _entry_at(data, offset)
-            offsets[name] = offset
-            offset += size
-        return cls(data, offsets, recent, since=mtime, end=offset)
-
-    def at(self, mtime: int) -> Index:
-        """This index found again in a file written in the second ``mtime``."""
-        recent = {offset: second for offset, second in self.recent.items() if second >= mtime}
-        return Index(self.data, self.offsets, recent, since=mtime, end=self.end)
-
-    def entry(self, path: str) -> tuple[int, str] | None:
-        """The mode and blob of ``path`` at stage 0; None when it has no entry."""
-        offset = self.offsets.get(path.encode())
-        if offset is None:
-            return None
-        data = self.data
-        flags = int.from_bytes(data[offset + 60 : offset + 62])
-        special = flags & (_ASSUME_VALID | _STAGE)
-        if flags & _EXTENDED:
-            special |= int.from_bytes(data[offset + 62 : offset + 64]) & _SKIP_OR_INTENT
-        if special:
-            raise Unsupported(f"{path} is unmerged or flagged in the index")
-        mode = int.from_bytes(data[offset + 24 : offset + 28])
-        return mode, data[offset + 40 : offset + 60].hex()
-
-    def rewritten(
-        self,
-        root: Path,
-        changed: Mapping[str, tuple[str, os.stat_result]],
-        settled: Settled,
-    ) -> Index:
-        """The index with the ``changed`` paths at their new blob and stat data (the files
-        as they were just written). ``settled`` spares the racily clean entries it can vouch
-        for the reading of their files."""
-        body = bytearray(self.data[: self.end])
-        landed = {self.offsets[path.encode()] for path in changed}
-        # A moment before any of the checks below: when the last file was written.
-        clock = max(
-            (info for _, info in changed.values()), key=lambda info: info.st_ctime_ns, default=None
-        )
-        for offset, second in self.recent.items():
-            if second < self.since or offset in landed:
-                continue
-            # Racily clean (Documentation/technical/racy-git.txt): as git does when it
-            # writes an index, an entry whose content is not what its stat data claims
-            # loses its size, so that git compares it again.
-            name = _entry_at(body, offset)[1]
-            mode = int.from_bytes(body[offset + 24 : offset + 28])
-            if mode == _GITLINK:
-                continue  # a submodule is compared by its commit, never by stat data
-            held = body[offset + 40 : offset + 60].hex()
-            if not settled.holds(os.path.join(root, os.fsdecode(name)), mode, held, clock):
-                body[offset + 36 : offset + 40] = bytes(4)
-        recent = dict(self.recent)
-        for path, (blob, info) in changed.items():
-            offset = self.offsets[path.encode()]
-            body[offset : offset + 24] = _stat_words(
-                info.st_ctime_ns // 1_000_000_000,
-                info.st_ctime_ns % 1_000_000_000,
-                info.st_mtime_ns // 1_000_000_000,
-                info.st_mtime_ns % 1_000_000_000,
-                info.st_dev,
-                info.st_ino,
-            )
-            body[offset + 28 : offset + 40] = _stat_words(info.st_uid, info.st_gid, info.st_size)
-            body[offset + 40 : offset + 60] = bytes.fromhex(blob)
-            recent[offset] = info.st_mtime_ns // 1_000_000_000
-        folders = [tuple(path.encode().split(b"/")[:-1]) for path in changed]
-        for signature, payload in self.extensions:
-            if signature == b"TREE":
-                payload = _invalidated(payload, folders)
-            elif signature not in _KEPT_EXTENSIONS:
-                continue  # a cache git rebuilds (untracked files, fsmonitor, offsets)
-            body += signature + len(payload).to_bytes(4) + payload
-        if self.data[-_CHECKSUM:] == bytes(_CHECKSUM):  # index.skipHash: git writes no hash
-            body += bytes(_CHECKSUM)
-        else:
-            body += hashlib.sha1(body, usedforsecurity=False).digest()
-        # The entries kept their places. The file is written now, so no earlier second
-        # than this index's can make an entry racy against it.
-        return Index(bytes(body), self.offsets, recent, since=self.since, end=self.end)
+def lock_of(index: Path) -> Path:
+    return index.with_name(index.name + ".lock")
 
 
-def _entry_at(data: bytes | bytearray, offset: int) -> tuple[int, bytes]:
-    """The size and path of the entry at ``offset``."""
-    flags = int.from_bytes(data[offset + 60 : offset + 62])
-    head = _FIXED + 2 if flags & _EXTENDED else _FIXED
-    length = flags & _NAME_LENGTH
-    if length == _NAME_LENGTH:  # a long name: its length is where its NUL is
-        length = data.index(b"\0", offset + head) - offset - head
-    return (head + length + 8) & ~7, bytes(data[offset + head : offset + head + length])
-
-
-def _extensions(data: bytes, start: int) -> Iterator[tuple[bytes, bytes]]:
-    at, stop = start, len(data) - _CHECKSUM
-    while at < stop:
-        signature, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8])
-        if not b"A" <= signature[:1] <= b"Z":
-            # A required extension (a split or sparse index): git must write this index.
-            raise Unsupported(f"index extension {signature.decode(errors='replace')}")
-        yield signature, data[at + 8 : at + 8 + size]
-        at += 8 + size
-
-
-class Settled:
-    """Files found to hold their entry's blob after the clock had passed their last change.
-
-    A file's change stamps its inode with the time (``st_ctime``, which no one can set
-    back). A file read after a moment when the clock was past its ``st_ctime`` can only
-    have changed since with a later stamp: while its stat data is what it was then, it
-    still holds what was read. That spares reading, again and again, the files landed in
-    the second of the index, which each index written in that second must check (and
-    which, at a hundred landings a second, are a hundred files a landing).
-    """
-
-    def __init__(self) -> None:
-        self._files: dict[str, tuple[int, str, tuple[int, ...]]] = {}
-        self.reads = 0
-        """How many files were read to check them."""
-
-    def holds(self, file: str, mode: int, blob: str, clock: os.stat_result | None) -> bool:
-        """Whether ``file`` is a regular file of ``mode`` holding the blob ``blob``; read
-        unless vouched for. ``clock`` is the stat data of a file written before this call,
-        on the file system of the checkout, or None."""
+@contextlib.asynccontextmanager
+async def hold_index(
+    root: Path, index: Path, run_id: str, *, wait: float
+) -> AsyncIterator[HeldIndex]:
+    """Hold git's lock on ``index`` (waiting up to ``wait`` seconds for another process to
+    let it go, else :class:`IndexBusy`); released however the block ends."""
+    lock = lock_of(index)
+    waited = 0.0
+    while True:
         try:
-            info = os.lstat(file)
-        except OSError:
-            return False
-        signature = _signature(info)
-        if self._files.get(file) == (mode, blob, signature):
-            return True
-        if not _regular_of(info, mode):
-            return False
-        self.reads += 1
-        try:
-            with open(file, "rb") as handle:
-                data = handle.read()
-        except OSError:
-            return False
-        if objects.object_id(b"blob", data)[0] != blob:
-            return False
-        if (
-            clock is not None
-            and info.st_dev == clock.st_dev
-            and info.st_ctime_ns < clock.st_ctime_ns
-        ):
-            self._files[file] = (mode, blob, signature)
-        return True
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            break
+        except FileExistsError:
+            if waited >= wait:
+                raise IndexBusy(
+                    f"another git process held {lock} for {wait:g}s; the unit was not landed"
+                ) from None
+            await asyncio.sleep(_POLL)
+            waited += _POLL
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(_OWNER + f"{run_id} (pid {os.getpid()})\n".encode())
+        yield HeldIndex(root, index)
+    finally:
+        lock.unlink(missing_ok=True)
 
 
-def _signature(info: os.stat_result) -> tuple[int, ...]:
-    return (
-        info.st_mode,
-        info.st_size,
-        info.st_dev,
-        info.st_ino,
-        info.st_mtime_ns,
-        info.st_ctime_ns,
-    )
+def lock_owner(index: Path) -> str | None:
+    """The run whose landing holds (or a killed landing left) the lock on ``index``; None
+    when there is no lock or another program holds it."""
+    try:
+        content = lock_of(index).read_bytes()
+    except OSError:
+        return None
+    if not content.startswith(_OWNER):
+        return None
+    return content[len(_OWNER) :].split(b" ", 1)[0].decode(errors="replace")
 
 
-def _regular_of(info: os.stat_result, mode: int) -> bool:
-    return stat.S_ISREG(info.st_mode) and bool(info.st_mode & stat.S_IXUSR) == (mode == _EXECUTABLE)
-
-
-def _write(file: Path, content: bytes, mode: int) -> os.stat_result:
-    """Replace ``file`` by a new one holding ``content``, as git's checkout does."""
-    file.unlink()
-    permissions = 0o777 if mode == _EXECUTABLE else 0o666
-    with open(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, permissions), "wb") as out:
-        out.write(content)
-    return file.lstat()
-
-
-def _stat_words(*values: int) -> bytes:
-    """Stat fields as the index keeps them: each cut to 32 bits, as git does."""
-    return b"".join((value & 0xFFFFFFFF).to_bytes(4) for value in values)
-
-
-def _invalidated(tree: bytes, folders: Collection[tuple[bytes, ...]]) -> bytes:
-    """The ``TREE`` extension with every folder on ``folders`` marked invalid.
-
-    Each record is ``name NUL entry-count SP subtree-count LF``, then the folder's tree id
-    unless the count is -1 (invalid); a folder's subtrees follow it, depth first.
-    """
-    invalid = {folder[:depth] for folder in folders for depth in range(len(folder) + 1)}
-    out = bytearray()
-    at = 0
-
-    def copy(folder: tuple[bytes, ...]) -> None:
-        nonlocal at
-        start = at
-        nul = tree.index(b"\0", at)
-        newline = tree.index(b"\n", nul)
-        count, subtrees = tree[nul + 1 : newline].split(b" ")
-        at = newline + 1 + (_CHECKSUM if int(count) >= 0 else 0)
-        if folder in invalid:
-            out.extend(tree[start:nul] + b"\0-1 " + subtrees + b"\n")
-        else:
-            out.extend(tree[start:at])
-        for _ in range(int(subtrees)):
-            copy((*folder, tree[at : tree.index(b"\0", at)]))
-
-    if tree:
-        copy(())
-    return bytes(out)
+def release_stale(index: Path, alive: Callable[[str], bool]) -> str | None:
+    """Remove the lock on ``index`` when a run that is no longer alive left it; that run's
+    id, or None when there was nothing to remove."""
+    lock = lock_of(index)
+    try:
+        content, before = lock.read_bytes(), lock.stat()
+    except OSError:
+        return None
+    owner = lock_owner(index)
+    if owner is None or alive(owner):
+        return None
+    # Only that very lock: a git process may have taken the index since it was read.
+    with contextlib.suppress(OSError):
+        now = lock.stat()
+        same = (now.st_ino, now.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+        if same and lock.read_bytes() == content:
+            lock.unlink()
+    index.with_name(index.name + _COPY).unlink(missing_ok=True)
+    return owner

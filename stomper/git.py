@@ -301,6 +301,13 @@ async def hash_file(worktree: Path, path: str) -> str:
     return _text(done)
 
 
+async def hash_path(worktree: Path, path: str) -> str | None:
+    """The blob id the worktree's ``path`` would get (through its filters), written nowhere;
+    None when there is no such file."""
+    done = await git(worktree, "hash-object", "--", path, check=False)
+    return _text(done) if done.returncode == 0 else None
+
+
 async def diff_blobs(root: Path, old: str, new: str, path: str) -> str:
     done = await git(
         root,
@@ -349,6 +356,27 @@ async def write_tree(root: Path, *, index_file: Path) -> str:
 async def commit_tree(root: Path, tree: str, parent: str, message: str) -> str:
     return _text(
         await git(root, "commit-tree", tree, "-p", parent, "-F", "-", stdin=message.encode())
+    )
+
+
+async def read_tree_merge(root: Path, old: str, new: str, *, index_file: Path) -> None:
+    """Bring ``index_file`` and the working tree from ``old``'s tree to ``new``'s, as a
+    checkout does (``read-tree -m -u``): only files that differ between the two are written,
+    and git refuses, writing nothing, when one of those was changed in the checkout."""
+    await git(root, "read-tree", "-m", "-u", old, new, env={"GIT_INDEX_FILE": str(index_file)})
+
+
+async def checkout_paths(root: Path, paths: Sequence[str], *, index_file: Path) -> None:
+    """Write ``paths`` from ``index_file`` into the working tree (and refresh their stat)."""
+    names = b"".join(path.encode() + b"\0" for path in paths)
+    await git(
+        root,
+        "checkout-index",
+        "--force",
+        "-z",
+        "--stdin",
+        stdin=names,
+        env={"GIT_INDEX_FILE": str(index_file)},
     )
 
 

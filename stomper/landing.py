@@ -1,40 +1,36 @@
 """Landing: one unit's patch becomes one commit on the target, one landing at a time.
 
-Commits are built without a checkout and, in the common case, without a git process each:
-the trees on the file's path and the commit are written in-process (:mod:`stomper.objects`)
-from trees read once through a long-lived ``git cat-file --batch``, and the branch moves by
-compare-and-swap on its old value through a long-lived ``git update-ref --stdin``, so a commit
-the user makes meanwhile is never overwritten (the landing retries on the new tip).
+Commits are built without a checkout and, in the common case, without a git process: the
+trees along the file's path and the commit are written through libgit2
+(:mod:`stomper.objects`), and the branch moves by compare-and-swap on its old value through a
+long-lived ``git update-ref --stdin``, so a commit the user makes meanwhile is never
+overwritten (the landing tries again on the new tip).
 
 Patches that queue up while a landing is under way land together next: a chain of commits,
 still one per file with its own message, moved onto the branch with one ref update. When
-the target is the checked-out branch, only the landed files are brought up to date in the
-user's index and working tree, all of them at once; everything else of theirs stays as it was.
-That too is done in-process (:mod:`stomper.checkout`) where git stores the files' bytes as
-they are, and by ``git status`` and ``git restore`` elsewhere.
+the target is the checked-out branch, the whole landing happens under git's own index lock,
+taken before the branch moves and released after the user's index and working tree have
+followed it (:mod:`stomper.checkout`): only the landed files change there, everything else
+of the user's stays as it was, and a ``git commit`` of theirs at the same moment waits or
+fails as it would beside another git command, never committing the index of before.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from stomper import checkout, git, objects, proc, store
+from stomper import checkout, git, objects
 from stomper.unit import Patch
 
 _CAS_RETRIES = 20
 # How long a landing waits for another process's index.lock to go before giving up the unit.
 _INDEX_LOCK_WAIT = 10.0
-_POLL = 0.05
-# Settings under which git's index entries are not a file's plain bytes and stat data, or
-# under which git would flush the index to disk: the checkout is then left to git.
-_CHECKOUT_SETTINGS = r"^core\.(filemode|ignorecase|fsync)$"
 
 
 class _Landings:
@@ -86,6 +82,10 @@ class _Request:
             return Landed(self.commit, self.seconds)
         raise self.error or LandingRefused(f"the landing of {self.patch.path} was cut short")
 
+    def refuse(self, reason: str, *, skipped: bool = False) -> None:
+        if self.commit is None and self.error is None:
+            self.error = LandingRefused(reason, skipped=skipped)
+
 
 @dataclass(frozen=True)
 class _Link:
@@ -93,19 +93,15 @@ class _Link:
 
     request: _Request
     commit: str
-    mode: str
-    """The file's mode on the target."""
 
 
 class _Objects(Protocol):
-    """Builds commits that change one file of their parent."""
+    """Builds chains of commits, each changing one file of the one before."""
 
-    async def entry(self, commit: str, path: str) -> git.TreeEntry | None: ...
-
-    async def commit(self, parent: str, path: str, entry: git.TreeEntry, message: str) -> str: ...
-
-    async def flush(self) -> None:
-        """Make what was built visible to other git processes."""
+    async def chain(self, tip: str, requests: Sequence[_Request]) -> list[_Link]:
+        """A commit per request whose file at ``tip`` is still what its unit started from,
+        each on the one before; the others are left out."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -113,7 +109,7 @@ class _Objects(Protocol):
 class Lander:
     """Lands patches on ``target_ref`` of the repository at ``root``, one landing at a time.
 
-    It keeps git processes running between landings: :meth:`aclose` ends them.
+    It keeps a git process running between landings: :meth:`aclose` ends it.
     """
 
     def __init__(
@@ -121,6 +117,7 @@ class Lander:
         root: Path,
         target_ref: str,
         *,
+        run_id: str,
         index_file: Path,
         checked_out: bool,
         landed: Mapping[str, str] = {},
@@ -128,38 +125,28 @@ class Lander:
     ) -> None:
         self.root = root
         self.target_ref = target_ref
+        self.run_id = run_id
         self.index_file = index_file
+        """A private index, for git's plumbing where libgit2 may not write the objects."""
         self.checked_out = checked_out
         self.user_index = user_index or root / ".git" / "index"
-        """The checkout's own index, whose lock other git processes may hold."""
+        """The checkout's own index, whose lock the landing takes."""
         self.landed = dict(landed)
-        """Units of this run already on the target (path to commit), found by their trailers."""
+        """Units of this run on the target (path to commit): found by their trailers before
+        this lander began, or landed by it."""
         self._lock = asyncio.Lock()
         self._queue: list[_Request] = []
         self._objects: _Objects | None = None
         self._refs = git.RefTransactions(root, reason="stomper: land")
         self._tip: str | None = None
         """Where this lander last left the target; None when it must be read again."""
-        self._in_process_checkout: frozenset[str] = frozenset()
-        """Paths whose landing the user's checkout takes in-process (see :meth:`prepare`)."""
-        self._checkout = checkout.Checkout(root, self.user_index)
+        self._verbatim: frozenset[str] = frozenset()
 
     async def prepare(self, verbatim: Collection[str]) -> None:
-        """Learn which paths can be brought up to date in the user's checkout without git
-        processes: of ``verbatim``, the run's paths whose bytes git stores as they are
-        (:func:`stomper.store.verbatim_paths`), all unless a setting says otherwise. Until
-        then, and for the others, git does it."""
-        if not self.checked_out:
-            return
-        settings = await git.config_matching(self.root, _CHECKOUT_SETTINGS)
-        fsync = {word.strip() for word in settings.get("core.fsync", "").split(",")}
-        if (
-            settings.get("core.filemode", "true").lower() in store.FALSE
-            or settings.get("core.ignorecase", "false").lower() in store.TRUE
-            or fsync & {"index", "added", "all"}
-        ):
-            return
-        self._in_process_checkout = frozenset(verbatim)
+        """Learn which paths git keeps as they are in the working tree
+        (:func:`stomper.objects.verbatim_paths`): whether the user changed one of those is
+        checked in-process before a landing, the others by ``git status``."""
+        self._verbatim = frozenset(verbatim)
 
     async def land(self, patch: Patch, message: str) -> Landed:
         """Land ``patch`` as one commit with ``message``, or raise :class:`LandingRefused`.
@@ -211,8 +198,7 @@ class Lander:
             await self._land_requests(batch)
         except LandingRefused as refused:
             for request in batch:
-                if request.commit is None and request.error is None:
-                    request.error = LandingRefused(refused.reason, skipped=refused.skipped)
+                request.refuse(refused.reason, skipped=refused.skipped)
         except Exception as exc:  # each unit fails with it; none may cancel its siblings
             for request in batch:
                 if request.commit is None and request.error is None:
@@ -223,55 +209,100 @@ class Lander:
             request.seconds = share
 
     async def _land_requests(self, requests: list[_Request]) -> None:
-        if self.checked_out:
-            requests = await self._refuse_changed_in_checkout(requests)
         objects_ = await self._open_objects()
         for _ in range(_CAS_RETRIES):
             if not requests:
                 return
-            tip = await self._read_tip()
-            chain = await self._build_chain(objects_, tip, requests)
-            if not chain:
-                if await self._tip_is_current(tip):
-                    _refuse_unchained(requests, chain, self.target_ref)
-                    return
+            if not self.checked_out:
+                requests = await self._land_once(objects_, requests, None)
                 continue
-            await objects_.flush()
-            if self.checked_out:
-                await self._wait_for_index()
-            if not await self._refs.move(self.target_ref, chain[-1].commit, tip):
-                self._tip = None  # the user moved the branch: build again on the new tip
-                continue
-            self._tip = chain[-1].commit
-            _refuse_unchained(requests, chain, self.target_ref)
-            if self.checked_out:
-                await self._update_checkout(chain, tip)
+            try:
+                async with checkout.hold_index(
+                    self.root, self.user_index, self.run_id, wait=_INDEX_LOCK_WAIT
+                ) as held:
+                    requests = await self._refuse_changed_in_checkout(objects_, requests)
+                    requests = await self._land_once(objects_, requests, held)
+            except checkout.IndexBusy as busy:
+                raise LandingRefused(str(busy)) from None
+        if requests:
+            raise LandingRefused(
+                f"{self.target_ref} kept moving; gave up after {_CAS_RETRIES} tries"
+                + (f" ({self._refs.error})" if self._refs.error else "")
+            )
+
+    async def _land_once(
+        self, objects_: _Objects, requests: list[_Request], held: checkout.HeldIndex | None
+    ) -> list[_Request]:
+        """One try at landing ``requests`` as a chain on the target's tip; those left to
+        try again (when the tip moved under it, or a file of the user's was in the way)."""
+        if not requests:
+            return []
+        tip = await self._read_tip()
+        chain = await objects_.chain(tip, requests)
+        if not chain:
+            if await self._tip_is_current(tip):
+                _refuse_unchained(requests, chain, self.target_ref)
+                return []
+            return requests
+        head = chain[-1].commit
+        if not await self._refs.move(self.target_ref, head, tip):
+            self._tip = None  # the user moved the branch: build again on the new tip
+            return requests
+        self._tip = head
+        if held is not None:
+            try:
+                await held.follow(tip, head)
+            except checkout.CheckoutRefused as refused:
+                return await self._take_back(held, chain, tip, str(refused), requests)
+        _refuse_unchained(requests, chain, self.target_ref)
+        for link in chain:
+            link.request.commit = link.commit
+            self.landed[link.request.patch.path] = link.commit
+        return []
+
+    async def _take_back(
+        self,
+        held: checkout.HeldIndex,
+        chain: Sequence[_Link],
+        tip: str,
+        why: str,
+        requests: list[_Request],
+    ) -> list[_Request]:
+        """The checkout could not follow the moved branch: take the chain back off it, and
+        refuse the units whose file the user changed meanwhile (the others try again), or,
+        when none did, every unit of the chain with git's reason."""
+        head = chain[-1].commit
+        paths = [link.request.patch.path for link in chain]
+        written = [
+            patch.path
+            for patch in (link.request.patch for link in chain)
+            if await git.hash_path(self.root, patch.path) == patch.new_blob
+        ]
+        if written:  # git wrote some files before it failed: they go back first
+            await held.restore(written)
+        if not await git.move_ref(self.root, self.target_ref, tip, head, reason="stomper: undo"):
+            # The branch moved on meanwhile, with the chain on it: the chain has landed, and
+            # the checkout is left for the next command to bring along.
+            self._tip = None
             for link in chain:
                 link.request.commit = link.commit
                 self.landed[link.request.patch.path] = link.commit
-            return
-        raise LandingRefused(
-            f"{self.target_ref} kept moving; gave up after {_CAS_RETRIES} tries"
-            + (f" ({self._refs.error})" if self._refs.error else "")
-        )
-
-    async def _build_chain(
-        self, objects_: _Objects, tip: str, requests: Sequence[_Request]
-    ) -> list[_Link]:
-        """A commit per request whose file on the target is still what its unit started
-        from, each on the one before; the others are left out."""
-        chain: list[_Link] = []
-        head = tip
+            return []
+        self._tip = tip
+        changed = await git.changed_paths(self.root, paths)
+        if not changed:
+            for link in chain:
+                link.request.refuse(
+                    f"cannot update the checkout for {', '.join(paths)} (rolled back): {why}"
+                )
+            return [r for r in requests if r.error is None and r.commit is None]
         for request in requests:
-            patch = request.patch
-            before = await objects_.entry(head, patch.path)
-            if before is None or before.blob != patch.old_blob:
-                continue
-            # The target's mode, not the unit's: a mode the user changed meanwhile stays.
-            entry = git.TreeEntry(before.mode, patch.new_blob)
-            head = await objects_.commit(head, patch.path, entry, request.message)
-            chain.append(_Link(request, head, before.mode))
-        return chain
+            if request.patch.path in changed:
+                request.refuse(
+                    f"{request.patch.path} was changed in the working tree during the run",
+                    skipped=True,
+                )
+        return [r for r in requests if r.error is None]
 
     async def _read_tip(self) -> str:
         if self._tip is None:
@@ -290,113 +321,35 @@ class Lander:
             self._objects = await _open_objects(self.root, self.index_file)
         return self._objects
 
-    async def _wait_for_index(self) -> None:
-        lock = self.user_index.with_name("index.lock")
-        waited = 0.0
-        while lock.exists():
-            if waited >= _INDEX_LOCK_WAIT:
-                raise LandingRefused(
-                    f"another git process held {lock} for {_INDEX_LOCK_WAIT:g}s; "
-                    "the unit was not landed"
-                )
-            await asyncio.sleep(_POLL)
-            waited += _POLL
+    async def _refuse_changed_in_checkout(
+        self, objects_: _Objects, requests: list[_Request]
+    ) -> list[_Request]:
+        """Refuse the requests whose file the user changed in the checkout; the others.
 
-    async def _refuse_changed_in_checkout(self, requests: list[_Request]) -> list[_Request]:
-        """Refuse the requests whose file the user changed in the checkout; the others."""
-        changed = await self._changed_in_checkout([r.patch.path for r in requests])
+        git's merge refuses them too, but only after the branch moved, which then moves
+        back: this look first keeps the branch still in the common case.
+        """
+        paths = [r.patch.path for r in requests]
+        if isinstance(objects_, _LibgitObjects) and all(p in self._verbatim for p in paths):
+            # libgit2's word that a file is unchanged is taken; what it calls changed is
+            # asked of git (libgit2 knows no skip-worktree, for one).
+            flagged = await asyncio.to_thread(objects_.odb.changed_in_checkout, paths)
+            paths = sorted(flagged) if flagged is not None else paths
+        changed = await git.changed_paths(self.root, paths) if paths else set()
         for request in requests:
             if request.patch.path in changed:
-                request.error = LandingRefused(
+                request.refuse(
                     f"{request.patch.path} was changed in the working tree during the run",
                     skipped=True,
                 )
         return [request for request in requests if request.error is None]
-
-    async def _changed_in_checkout(self, paths: Sequence[str]) -> set[str]:
-        """Those of ``paths`` whose index entry or file differs from HEAD's."""
-        objects_ = await self._in_process_objects(paths)
-        if objects_ is not None:
-            tip = await self._read_tip()
-            head = {}
-            for path in paths:
-                entry = await objects_.entry(tip, path)
-                if entry is not None:  # else not on the target: refused as changed there
-                    head[path] = (int(entry.mode, 8), entry.blob)
-            with contextlib.suppress(checkout.Unsupported):
-                return await asyncio.to_thread(self._checkout.changed_paths, head)
-        return await git.changed_paths(self.root, paths)
-
-    async def _update_checkout(self, chain: Sequence[_Link], tip: str) -> None:
-        """Bring the landed files up to date in the user's index and working tree, or, when
-        another process holds the index for too long, take the chain back off the branch."""
-        head = chain[-1].commit
-        paths = [link.request.patch.path for link in chain]
-        files = await self._landed_files(chain)
-        waited = 0.0
-        while True:
-            try:
-                await self._write_checkout(files, head, paths)
-                return
-            except (checkout.Locked, proc.CalledProcessError) as exc:
-                if waited >= _INDEX_LOCK_WAIT:
-                    await self._roll_back(head, tip, paths, exc)
-                    raise
-                await asyncio.sleep(_POLL)
-                waited += _POLL
-
-    async def _write_checkout(
-        self, files: list[checkout.Landed] | None, head: str, paths: list[str]
-    ) -> None:
-        if files is not None:
-            with contextlib.suppress(checkout.Unsupported):  # raised before anything is written
-                # A file the user changed since it was checked stays theirs, and its entry.
-                await asyncio.to_thread(self._checkout.update, files)
-                return
-        await git.restore_paths(self.root, head, paths)
-
-    async def _landed_files(self, chain: Sequence[_Link]) -> list[checkout.Landed] | None:
-        """The chain's files with their new bytes, for an in-process update of the checkout;
-        None when git must do it."""
-        objects_ = await self._in_process_objects([link.request.patch.path for link in chain])
-        if objects_ is None:
-            return None
-        files = []
-        for link in chain:
-            patch = link.request.patch
-            found = await objects_.reader.read(patch.new_blob)
-            if found is None or found[0] != b"blob":
-                return None
-            mode = int(link.mode, 8)
-            new = found[1]
-            files.append(checkout.Landed(patch.path, mode, patch.old_blob, patch.new_blob, new))
-        return files
-
-    async def _in_process_objects(self, paths: Collection[str]) -> _InProcessObjects | None:
-        """The in-process object store, when the checkout of ``paths`` can be updated
-        in-process; None when git's own commands must do it."""
-        if not all(path in self._in_process_checkout for path in paths):
-            return None
-        objects_ = await self._open_objects()
-        return objects_ if isinstance(objects_, _InProcessObjects) else None
-
-    async def _roll_back(self, head: str, tip: str, paths: list[str], cause: Exception) -> None:
-        """Take the chain back off the branch, so the branch does not run ahead of the
-        checkout; returns only when the user moved the branch on meanwhile."""
-        if await git.move_ref(self.root, self.target_ref, tip, head, reason="stomper: undo"):
-            self._tip = tip
-            raise LandingRefused(
-                f"cannot update the checkout for {', '.join(paths)} (rolled back): {cause}"
-            )
 
 
 def _refuse_unchained(requests: Sequence[_Request], chain: Sequence[_Link], target: str) -> None:
     chained = {id(link.request) for link in chain}
     for request in requests:
         if id(request) not in chained:
-            request.error = LandingRefused(
-                f"{request.patch.path} changed on {target} since the run began"
-            )
+            request.refuse(f"{request.patch.path} changed on {target} since the run began")
 
 
 async def _finish(landing: asyncio.Future[None]) -> None:
@@ -416,75 +369,75 @@ async def _finish(landing: asyncio.Future[None]) -> None:
 
 
 async def _open_objects(root: Path, index_file: Path) -> _Objects:
-    """The in-process object writer where it writes exactly what git would; else git's
+    """Commits through libgit2 where it writes exactly what git would; else through git's
     own plumbing (SHA-256 repositories, shared permissions, a legacy commit encoding)."""
-    loose = await store.in_process_store(root)
-    if loose is None:
+    found = await objects.open_objects(root)
+    people = await objects.idents(root) if found is not None and found.writable else None
+    if found is None or people is None:
         return _PlumbingObjects(root, index_file)
-    author = await git.ident(root, "GIT_AUTHOR_IDENT")
-    committer = await git.ident(root, "GIT_COMMITTER_IDENT")
-    reader = git.ObjectReader(root)
-    trees = objects.Trees(
-        reader.read,
-        # With GIT_*_DATE set, git commits every commit at that date; else at the moment.
-        author=objects.Ident.parse(author, fixed_date="GIT_AUTHOR_DATE" in os.environ),
-        committer=objects.Ident.parse(committer, fixed_date="GIT_COMMITTER_DATE" in os.environ),
-    )
-    return _InProcessObjects(trees, reader, loose.objects_dir, fsync=loose.fsync)
+    author, committer = people
+    return _LibgitObjects(found, author, committer)
 
 
 @dataclass
-class _InProcessObjects:
-    """Objects written in-process (SHA-1 repositories)."""
+class _LibgitObjects:
+    """Commits written through libgit2, a whole chain in one hop off the event loop."""
 
-    trees: objects.Trees
-    reader: git.ObjectReader
-    objects_dir: Path
-    fsync: bool = field(default=False, kw_only=True)
+    odb: objects.Objects
+    author: objects.Ident
+    committer: objects.Ident
 
-    async def entry(self, commit: str, path: str) -> git.TreeEntry | None:
-        found = await self.trees.entry(commit, path)
-        return git.TreeEntry(*found) if found is not None else None
+    async def chain(self, tip: str, requests: Sequence[_Request]) -> list[_Link]:
+        return await asyncio.to_thread(self._chain, tip, requests)
 
-    async def commit(self, parent: str, path: str, entry: git.TreeEntry, message: str) -> str:
-        return await self.trees.commit(parent, path, entry.mode, entry.blob, message)
-
-    async def flush(self) -> None:
-        pending, self.trees.pending = self.trees.pending, {}
-        # File writes off the event loop: one hop to a thread for a whole chain.
-        if len(pending) >= objects.PACK_AT:
-            await asyncio.to_thread(objects.write_pack, self.objects_dir, pending)
-        elif pending:
-            await asyncio.to_thread(
-                objects.write_loose, self.objects_dir, pending, fsync=self.fsync
+    def _chain(self, tip: str, requests: Sequence[_Request]) -> list[_Link]:
+        chain: list[_Link] = []
+        head = tip
+        for request in requests:
+            patch = request.patch
+            before = self.odb.entry(head, patch.path)
+            if before is None or before.blob != patch.old_blob:
+                continue
+            # The target's mode, not the unit's: a mode the user changed meanwhile stays.
+            entry = git.TreeEntry(before.mode, patch.new_blob)
+            head = self.odb.commit(
+                head,
+                {patch.path: entry},
+                request.message,
+                author=self.author,
+                committer=self.committer,
             )
+            chain.append(_Link(request, head))
+        return chain
 
     async def aclose(self) -> None:
-        await self.reader.aclose()
+        pass
 
 
 @dataclass
 class _PlumbingObjects:
-    """Objects built by git's plumbing in a private index: a few processes per commit."""
+    """Commits built by git's plumbing in a private index: a few processes per commit."""
 
     root: Path
     index_file: Path
     index_tip: str | None = None
     """The commit whose tree the private index holds."""
 
-    async def entry(self, commit: str, path: str) -> git.TreeEntry | None:
-        await self._load(commit)
-        return await git.index_entry(self.root, path, index_file=self.index_file)
-
-    async def commit(self, parent: str, path: str, entry: git.TreeEntry, message: str) -> str:
-        await self._load(parent)
-        await git.set_index_entry(self.root, path, entry, index_file=self.index_file)
-        tree = await git.write_tree(self.root, index_file=self.index_file)
-        self.index_tip = await git.commit_tree(self.root, tree, parent, message)
-        return self.index_tip
-
-    async def flush(self) -> None:
-        pass  # git wrote each object as it built it
+    async def chain(self, tip: str, requests: Sequence[_Request]) -> list[_Link]:
+        chain: list[_Link] = []
+        head = tip
+        for request in requests:
+            patch = request.patch
+            await self._load(head)
+            before = await git.index_entry(self.root, patch.path, index_file=self.index_file)
+            if before is None or before.blob != patch.old_blob:
+                continue
+            entry = git.TreeEntry(before.mode, patch.new_blob)
+            await git.set_index_entry(self.root, patch.path, entry, index_file=self.index_file)
+            tree = await git.write_tree(self.root, index_file=self.index_file)
+            head = self.index_tip = await git.commit_tree(self.root, tree, head, request.message)
+            chain.append(_Link(request, head))
+        return chain
 
     async def aclose(self) -> None:
         pass

@@ -96,6 +96,7 @@ async def execute(
         lander = Lander(
             run.repo.root,
             run.target_ref,
+            run_id=run.run_id,
             index_file=journal.index_file,
             checked_out=run.checked_out,
             landed=landed,
