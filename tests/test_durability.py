@@ -8,6 +8,7 @@ stomper at that point until the test kills it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -26,7 +27,8 @@ from tests.conftest import sh
 UNITS = 60
 
 # Counts its calls; at the STOMPER_TEST_HANG_AT-th it leaves its pid in the marker file and
-# sleeps, holding stomper where it waits for it until the test kills it.
+# waits, holding stomper where it waits for it until the test kills it or lets it go (by
+# making the release file).
 HANG_AT_COUNT = """hang_at_count() {
   exec 9>>"$STOMPER_TEST_HANG_DIR/lock"
   flock 9
@@ -35,7 +37,10 @@ HANG_AT_COUNT = """hang_at_count() {
   flock -u 9
   if [ "$n" = "$STOMPER_TEST_HANG_AT" ]; then
     echo $$ > "$STOMPER_TEST_HANG_DIR/marker"
-    sleep 600
+    for _ in $(seq 12000); do
+      [ -e "$STOMPER_TEST_HANG_DIR/release" ] && break
+      sleep 0.05
+    done
   fi
 }
 """
@@ -183,9 +188,10 @@ def kill_and_resume(tmp_path: Path, repo: Path, child: subprocess.Popen[bytes], 
     assert_nothing_left(repo)
 
 
-# A landing moves the branch through a long-lived `git update-ref --stdin`, then brings the
-# checkout along, in-process or (for files git converts) with one `git restore`: held after
-# the branch moved, or after that restore, a landing has not yet recorded its units. Units
+# A landing takes git's index lock, moves the branch through a long-lived `git update-ref
+# --stdin`, then brings the checkout along with one `git read-tree -m -u` into a copy of the
+# index that then replaces it: held after the branch moved, or after that read-tree, a landing
+# has not yet recorded its units, and the lock is still taken. Units
 # that queue up land together as one landing, so only with one unit at a time is the 60th
 # landing the last.
 @pytest.mark.slow
@@ -195,7 +201,7 @@ def kill_and_resume(tmp_path: Path, repo: Path, child: subprocess.Popen[bytes], 
         ("agent", 1, 4, "before any landing"),
         ("moved", 10, 4, "mid-way, the branch moved, the checkout not yet"),
         ("moved", UNITS, 1, "inside the last landing"),
-        ("restore", 10, 4, "mid-way, after git brought the checkout along"),
+        ("read-tree", 10, 4, "mid-way, git brought the checkout along, the index not yet"),
         ("prune", 1, 4, "after the last landing, before the report"),
     ],
 )
@@ -211,9 +217,6 @@ def test_sigkill_at_each_point_then_resume(
         if verb == "moved":
             env = moved_hook_env(tmp_path, repo, agent_env(tmp_path), at)
         else:
-            if verb == "restore":
-                # Files git converts on the way in are brought along by git, not in-process.
-                (repo / ".git" / "info" / "attributes").write_text("*.py text=auto\n")
             env = shim_env(tmp_path, agent_env(tmp_path), verb, at)
         env["STOMPER_MAX_PARALLEL_FILES"] = str(parallel)
         child = stomper(repo, "fix", env=env)
@@ -229,3 +232,84 @@ def test_signal_mid_run_then_resume(tmp_path, reference_tree, how) -> None:
     wait_for(lambda: len(landed_units(repo)) >= 10, "ten landings")
     kill_and_resume(tmp_path, repo, child, how)
     assert sh(repo, "rev-parse", "HEAD^{tree}").strip() == reference_tree
+
+
+def runs_json(repo: Path) -> tuple[list[dict], str]:
+    """``stomper runs --json``: the runs, and what it said on stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "stomper", "runs", "--json", "--repo", str(repo)],
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads(done.stdout), done.stderr.decode()
+
+
+def run_ids(repo: Path) -> list[str]:
+    return [path.name for path in (repo / ".git" / "stomper" / "runs").iterdir()]
+
+
+def landed_commits_of(repo: Path, run_id: str) -> int:
+    out = sh(repo, "log", "--format=%(trailers:key=Stomper-Run,valueonly)", "HEAD")
+    return sum(1 for line in out.splitlines() if line.strip() == run_id)
+
+
+def test_the_next_command_after_a_kill_mid_landing_puts_the_checkout_right(
+    tmp_path, reference_tree
+) -> None:
+    """Killed after the branch moved and before the index followed, a run leaves git's
+    index lock and staged reverts behind: the next command, whichever, releases the lock
+    and brings the landed files along, says so, and a new run then skips nothing."""
+    repo = make_repo(tmp_path / "repo", project())
+    env = moved_hook_env(tmp_path, repo, agent_env(tmp_path), 10)
+    child = stomper(repo, "fix", env=env)
+    wait_for((tmp_path / "hang" / "marker").exists, "the tenth move of the branch")
+    child.kill()
+    child.communicate(timeout=60)
+    os.kill(int((tmp_path / "hang" / "marker").read_text()), signal.SIGKILL)
+    (repo / ".git" / "hooks" / "reference-transaction").unlink()
+    lock = repo / ".git" / "index.lock"
+    assert lock.exists()
+    assert sh(repo, "status", "--porcelain").startswith("M  ")  # the staged reverts
+
+    (summary,), said = runs_json(repo)
+    (run_id,) = run_ids(repo)
+    assert f"removed the index lock that run {run_id} left" in said
+    assert "into the index and working tree" in said
+    assert not lock.exists()
+    assert sh(repo, "status", "--porcelain") == ""
+    assert summary["status"] == "crashed"
+    assert summary["commits"] == landed_commits_of(repo, run_id) >= 10
+
+    again = stomper(repo, "fix", "--json", env=agent_env(tmp_path))
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err.decode()
+    report = json.loads(out)
+    assert report["totals"]["skipped"] == 0
+    assert sh(repo, "rev-parse", "HEAD^{tree}").strip() == reference_tree
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_ctrl_c_during_a_landing_counts_what_it_landed(tmp_path) -> None:
+    """The landing under way when Ctrl-C comes finishes; its units are recorded, so the
+    summary, the journal and `stomper runs` count what the branch holds."""
+    repo = make_repo(tmp_path / "repo", project())
+    env = moved_hook_env(tmp_path, repo, agent_env(tmp_path), 5)
+    child = stomper(repo, "fix", "--json", env=env)
+    wait_for((tmp_path / "hang" / "marker").exists, "the fifth move of the branch")
+    child.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # the run is cancelled while the landing waits for git
+    (tmp_path / "hang" / "release").touch()
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err.decode()
+    (run_id,) = run_ids(repo)
+    on_branch = landed_commits_of(repo, run_id)
+    report = json.loads(out)
+    assert report["status"] == "interrupted"
+    assert report["totals"]["commits"] == on_branch
+    journal = repo / ".git" / "stomper" / "runs" / run_id / "units.jsonl"
+    recorded = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sum(1 for unit in recorded if unit["commit"]) == on_branch
+    (summary,), _ = runs_json(repo)
+    assert summary["commits"] == on_branch
+    assert sh(repo, "status", "--porcelain") == ""

@@ -8,6 +8,7 @@ from stomper import checkpoints, console
 from stomper.config import load_settings
 from stomper.errors import StomperError
 from stomper.journal import Journal, live_runs, read_lock, remove_tree
+from stomper.recovery import recover
 from stomper.repository import Repository, open_repository
 from stomper.workspace import release_folder
 
@@ -21,6 +22,7 @@ async def clean(cwd: Path, *, journals: bool) -> int:
     removed stays, so that they are not lost track of.
     """
     repo = await open_repository(cwd)
+    await recover(repo)
     state = repo.state
     live = live_runs(state)
     removed: list[str] = []

@@ -17,6 +17,7 @@ from stomper.errors import ConfigError, RepositoryError
 from stomper.journal import Journal, StateDir, hold_lock, live_runs
 from stomper.landing import repair_checkout
 from stomper.plan import ensure_tools
+from stomper.recovery import recover
 from stomper.report import RunReport
 from stomper.repository import open_repository
 from stomper.unit import Status, Unit, UnitResult
@@ -64,6 +65,7 @@ async def run_resume(
     """Finish a run with its own options; ``checkpointer`` is the URL given by flag, if any."""
     started = time.monotonic()
     repo = await open_repository(cwd)
+    await recover(repo)
     state = repo.state
     journal = find_run(state, run_id)
     meta = journal.meta()
@@ -121,7 +123,7 @@ async def run_resume(
         for result in reconciled.results.values():
             journal.record(result)
         units = [reconciled.rebased.get(unit.index, unit) for unit in units]
-        journal.update(status="running", resumed=time.time())
+        journal.update(status="running", resumed=time.time(), checkout_repaired=False)
         left = sum(1 for unit in units if unit.path not in done)
         console.info(
             f"resuming run {run_id}: {len(done)} of {len(units)} units already done, {left} to go"

@@ -7,12 +7,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
-from stomper import console
-from stomper.journal import Journal, StateDir, live_runs
-from stomper.repository import open_repository
+from stomper import console, git
+from stomper.journal import Journal, live_runs
+from stomper.recovery import recover
+from stomper.repository import Repository, open_repository
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,8 @@ class RunSummary:
     age_s: float
 
 
-def summarize(state: StateDir) -> list[RunSummary]:
+async def summarize(repo: Repository) -> list[RunSummary]:
+    state = repo.state
     live = live_runs(state)
     found = []
     for meta_file in sorted((state.root / "runs").glob("*/run.json"), reverse=True):
@@ -45,16 +48,27 @@ def summarize(state: StateDir) -> list[RunSummary]:
                 target=str(meta.get("target")),
                 units=int(meta.get("units", 0)),
                 done=len(results),
-                commits=sum(1 for result in results.values() if result.commit),
+                commits=await _landed(repo, meta),
                 age_s=time.time() - float(meta.get("started", time.time())),
             )
         )
     return found
 
 
+async def _landed(repo: Repository, meta: dict[str, Any]) -> int:
+    """The commits of the run on its target, counted from their trailers: what the branch
+    holds, whatever the journal had time to record."""
+    tip = await git.ref_target(repo.root, str(meta.get("target")))
+    if tip is None or meta.get("dry_run"):
+        return 0
+    commits = await git.stomper_commits(repo.root, tip, str(meta.get("base")))
+    return sum(1 for commit in commits if commit.run == meta["run_id"])
+
+
 async def runs(cwd: Path, *, json_output: bool) -> int:
     repo = await open_repository(cwd)
-    found = summarize(repo.state)
+    await recover(repo)
+    found = await summarize(repo)
     if json_output:
         sys.stdout.write(json.dumps([asdict(run) for run in found], indent=2) + "\n")
         return 0

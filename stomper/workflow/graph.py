@@ -111,7 +111,15 @@ async def process_unit(state: UnitInput, *, runtime: Runtime[RunContext]) -> dic
     async with ctx.limit:
         with ctx.gauge.hold():
             produced = await ctx.pipeline.produce(unit, emit)
-    result = await ctx.pipeline.land(produced, emit)
+    try:
+        result = await ctx.pipeline.land(produced, emit)
+    except asyncio.CancelledError:
+        # A landing under way finishes before the cancellation passes on: what it landed
+        # is recorded, so that the journal and the summary count what is on the branch.
+        landed = ctx.pipeline.landed(produced)
+        if landed is not None:
+            ctx.record(landed)
+        raise
     ctx.record(result)
     write(
         UnitEvent(

@@ -76,6 +76,18 @@ class Pipeline:
             result = _refuse(produced.result, f"{type(exc).__name__}: {exc}")
         return replace(result, duration_s=time.monotonic() - produced.started)
 
+    def landed(self, produced: Produced) -> UnitResult | None:
+        """The unit's result if its patch is on the target now, for a landing whose caller
+        was cancelled while it finished; None when it did not land."""
+        patch = produced.patch
+        if self.lander is None or patch is None:
+            return None
+        commit = self.lander.landed.get(patch.path)
+        if commit is None:
+            return None
+        duration = time.monotonic() - produced.started
+        return replace(produced.result, commit=commit, duration_s=duration)
+
     async def _produce(self, unit: Unit, emit: Emit) -> Produced:
         emit(Phase.ISOLATING)
         isolate = self.workspaces.tree(unit.base) if self.tree else self.workspaces.scratch(unit)
