@@ -3,20 +3,19 @@
 With ``checkpointer`` unset they go to ``checkpoints.sqlite`` in the run's journal. With a
 ``postgresql://`` URL they go to that database (the ``postgres`` extra), one thread a run named
 by the run id; the rest of the journal stays in the repository either way. The URL may hold a
-password, so it is recorded and shown only redacted, and a resumed run reads it again from
-the settings.
+password, so it is recorded and shown only masked (see :mod:`stomper.redaction`), and a
+resumed run reads it again from the settings.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
 
 from stomper.errors import ConfigError, RepositoryError
 from stomper.journal import Journal
+from stomper.redaction import Redaction, mask_url
 
 # LangGraph loads in a quarter of a second: the settings, which read URLs here, do without it.
 if TYPE_CHECKING:
@@ -24,82 +23,10 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 SCHEMES = ("postgresql", "postgres")
-MASK = "***"
-# libpq reads these from a URL's query as well as from its user information.
-_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 
 
 def is_postgres_url(url: str) -> bool:
     return url.startswith(tuple(f"{scheme}://" for scheme in SCHEMES))
-
-
-def redact(url: str) -> str:
-    """``url`` with every password in it replaced by ``***``; all of it if it is no URL."""
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        return MASK
-    authority, slash, tail = _split_authority(rest)
-    user_info, at, hosts = authority.rpartition("@")
-    if at and ":" in user_info:
-        authority = f"{user_info.partition(':')[0]}:{MASK}@{hosts}"
-    head, question, query = tail.partition("?")
-    if question:
-        query = "&".join(
-            f"{key}={MASK}" if unquote(key) in _SECRET_PARAMETERS else f"{key}{equals}{value}"
-            for key, equals, value in (part.partition("=") for part in query.split("&"))
-        )
-    return f"{scheme}://{authority}{slash}{head}{question}{query}"
-
-
-def scrub(text: str, url: str) -> str:
-    """``text`` on one line, with ``url`` redacted and none of its passwords left in it."""
-    text = text.replace(url, redact(url))
-    for secret in sorted(_secrets(url), key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return " ".join(text.split())
-
-
-def _secrets(url: str) -> set[str]:
-    """The passwords ``url`` holds, as written and as decoded."""
-    _, separator, rest = url.partition("://")
-    if not separator:
-        return {url} if url else set()
-    authority, _, tail = _split_authority(rest)
-    user_info, at, _ = authority.rpartition("@")
-    found = set()
-    if at and ":" in user_info:
-        found.add(user_info.partition(":")[2])
-    for part in tail.partition("?")[2].split("&"):
-        key, _, value = part.partition("=")
-        if unquote(key) in _SECRET_PARAMETERS:
-            found.add(value)
-    return {form for secret in found for form in (secret, unquote(secret)) if form}
-
-
-def _split_authority(rest: str) -> tuple[str, str, str]:
-    """``user:password@hosts``, the ``/`` after it, and the rest of the URL."""
-    # A password may hold a '/' or '?' only encoded, so the authority ends at the first one.
-    match = re.match(r"([^/?]*)(/?)(.*)", rest, re.DOTALL)
-    assert match is not None
-    authority, slash, tail = match.groups()
-    return authority, slash, tail
-
-
-def resume_url(run_id: str, recorded: str, configured: str | None) -> str:
-    """The URL of the database ``run_id`` keeps its checkpoints in: the one it started with.
-
-    ``recorded`` is the redacted URL of the run's journal, ``configured`` the URL the settings
-    give now. A run whose URL held a password needs the settings to give it again.
-    """
-    if configured is not None and redact(configured) == recorded:
-        return configured
-    if not _secrets(recorded):
-        return recorded
-    elsewhere = "" if configured is None else f", not in {redact(configured)}"
-    raise ConfigError(
-        f"run {run_id} keeps its checkpoints in {recorded}{elsewhere}: set "
-        "STOMPER_CHECKPOINTER or [tool.stomper] checkpointer to that URL, password included"
-    )
 
 
 @contextlib.asynccontextmanager
@@ -135,7 +62,7 @@ async def _postgres(url: str) -> AsyncIterator[AsyncPostgresSaver]:
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
     except ImportError:
         raise ConfigError(
-            f"the checkpointer {redact(url)} needs the postgres extra: "
+            f"the checkpointer {mask_url(url)} needs the postgres extra: "
             "pip install 'stomper[postgres]'"
         ) from None
     try:
@@ -148,7 +75,10 @@ async def _postgres(url: str) -> AsyncIterator[AsyncPostgresSaver]:
 
 
 def _unusable(url: str, exc: Exception) -> str:
+    # Before the run's redaction is in use: the URL's own, and on one line.
+    hidden = Redaction.of_url("checkpointer", url)
     return (
-        f"the checkpoint database {redact(url)} cannot be used: {scrub(str(exc), url)}: "
+        f"the checkpoint database {mask_url(url)} cannot be used: "
+        f"{' '.join(hidden(str(exc)).split())}: "
         "check that the server is running, the user and password, and that the database exists"
     )

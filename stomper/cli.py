@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from stomper import console, proc
+from stomper import console, proc, redaction
 from stomper.errors import StomperError
 from stomper.landing import exit_when_landed
 from stomper.report import EXIT_INTERRUPTED, EXIT_USER
@@ -41,7 +41,7 @@ def _finish(command: Callable[[], int]) -> None:
         code = exc.exit_code
     except Exception:
         log = Path(tempfile.gettempdir()) / f"stomper-crash-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        log.write_text(traceback.format_exc())
+        log.write_text(redaction.redact(traceback.format_exc()))
         console.error(f"stomper hit a bug; the details are in {log}")
         code = EXIT_BUG
     raise typer.Exit(code)

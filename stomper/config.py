@@ -17,9 +17,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from stomper.checkpoints import is_postgres_url, redact
+from stomper.checkpoints import is_postgres_url
 from stomper.diagnostics import TOOL_NAMES
 from stomper.errors import ConfigError
+from stomper.redaction import mask_url
 
 _pyproject: ContextVar[Path | None] = ContextVar("stomper_pyproject", default=None)
 
@@ -47,7 +48,9 @@ class Settings(BaseSettings):
     # AI agents
     max_attempts: int = Field(default=3, ge=1, le=20)
     model: str | None = None
-    base_url: str | None = None
+    base_url: str | None = Field(default=None, repr=False)
+    """An OpenAI-compatible endpoint. It may hold a password: a dump of the settings holds it
+    masked."""
     api_key_env: str = "OPENAI_API_KEY"
     """The name of the environment variable that holds the API key (never the key itself)."""
     request_timeout: float = Field(default=120.0, gt=0)
@@ -94,9 +97,9 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_serializer("checkpointer")
-    def _redacted(self, value: str | None) -> str | None:
-        return None if value is None else redact(value)
+    @field_serializer("base_url", "checkpointer")
+    def _masked(self, value: str | None) -> str | None:
+        return None if value is None else mask_url(value)
 
     @classmethod
     def settings_customise_sources(
@@ -140,8 +143,8 @@ def _describe(exc: ValidationError) -> str:
         return f"invalid configuration: unknown key {key!r} in [tool.stomper]"
     message = error["msg"].removeprefix("Value error, ")
     given = error.get("input")
-    if key == "checkpointer" and isinstance(given, str):
-        given = redact(given)
+    if key in ("base_url", "checkpointer") and isinstance(given, str):
+        given = mask_url(given)
     return (
         f"invalid configuration: {key}: {message} (got {given!r}; "
         f"set by --{key.replace('_', '-')}, STOMPER_{key.upper()} or [tool.stomper] {key})"

@@ -1,10 +1,16 @@
-"""All human output: Rich, on stderr. Machine output (``--json``, diffs) goes to stdout."""
+"""All human output: Rich, on stderr. Machine output (``--json``, diffs) goes to stdout.
+
+Every text passes the run's redaction (:mod:`stomper.redaction`) before it is rendered: Rich
+may fold a long line, and a secret cut in two is no longer found.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stomper.events import Phase, UnitEvent
+from stomper.redaction import active, redact
 from stomper.report import RunReport
 from stomper.unit import Status
 
@@ -38,11 +45,11 @@ _LINE_PER_UNIT_UP_TO = 300
 
 def error(message: str) -> None:
     # Messages quote the user's input and name "[tool.stomper]": never markup.
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(redact(message))}", soft_wrap=True)
 
 
 def info(message: str, *, markup: bool = True) -> None:
-    err.print(message, soft_wrap=True, markup=markup)
+    err.print(redact(message), soft_wrap=True, markup=markup)
 
 
 class ProgressView:
@@ -106,11 +113,11 @@ def _unit_line(event: UnitEvent) -> Text:
     status = Status(event.status) if event.status else Status.FAILED
     line = Text()
     line.append(f"{status.value:>9} ", style=_STYLE[status])
-    line.append(event.path)
+    line.append(redact(event.path))
     if event.commit:
         line.append(f"  {event.commit[:10]}", style="dim")
     if event.reason and status in (Status.FAILED, Status.SKIPPED):
-        line.append(f"  {event.reason}", style="dim")
+        line.append(f"  {redact(event.reason)}", style="dim")
     return line
 
 
@@ -122,12 +129,12 @@ def print_summary(report: RunReport, *, per_unit_up_to: int = 40) -> None:
             table.add_column(column, overflow="fold")
         for result in report.results:
             table.add_row(
-                result.path,
+                redact(result.path),
                 Text(result.status.value, style=_STYLE[result.status]),
                 f"{len(result.fixed)}/{len(result.before)}",
                 str(len(result.remaining) + len(result.introduced)),
                 (result.commit or "")[:10],
-                result.reason or "",
+                redact(result.reason or ""),
             )
         err.print(table)
     summary = Table(
@@ -141,7 +148,7 @@ def print_summary(report: RunReport, *, per_unit_up_to: int = 40) -> None:
     summary.add_row(
         "status", report.status + (" (dry run: nothing landed)" if report.dry_run else "")
     )
-    summary.add_row("target", f"{report.target} (base {report.base[:10]})")
+    summary.add_row("target", redact(f"{report.target} (base {report.base[:10]})"))
     summary.add_row(
         "units",
         f"{totals['units']}: {totals['fixed']} fixed, {totals['partial']} partial, "
@@ -165,5 +172,11 @@ def print_summary(report: RunReport, *, per_unit_up_to: int = 40) -> None:
 
 def print_diffs(diffs: Sequence[str]) -> None:
     for diff in diffs:
-        sys.stdout.write(diff if diff.endswith("\n") else diff + "\n")
+        sys.stdout.write(redact(diff if diff.endswith("\n") else diff + "\n"))
+    sys.stdout.flush()
+
+
+def print_document(document: Any) -> None:
+    """The ``--json`` document, alone on stdout."""
+    sys.stdout.write(json.dumps(active().value(document), indent=2) + "\n")
     sys.stdout.flush()

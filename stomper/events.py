@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from stomper import redaction
+
 
 class Phase(StrEnum):
     QUEUED = "queued"
@@ -29,4 +31,7 @@ class UnitEvent:
     at: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        """The event as the ops log records it, with the run's secrets redacted."""
+        record = {key: value for key, value in asdict(self).items() if value is not None}
+        redacted: dict[str, Any] = redaction.active().value(record)
+        return redacted

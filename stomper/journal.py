@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stomper import redaction
 from stomper.errors import RepositoryError, RunLockedError
 from stomper.unit import Unit, UnitResult
 
@@ -90,7 +91,7 @@ class Journal:
             "units": [unit.to_record() for unit in units],
             "skipped": [result.to_record() for result in skipped],
         }
-        _write_atomically(self.plan_file, json.dumps(plan))
+        _write_atomically(self.plan_file, _json(plan))
 
     def read_plan(self) -> tuple[list[Unit], list[UnitResult]]:
         try:
@@ -121,7 +122,7 @@ class Journal:
         self._write_meta(meta)
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
-        _write_atomically(self.meta_file, json.dumps(meta, indent=2) + "\n")
+        _write_atomically(self.meta_file, _json(meta, indent=2) + "\n")
 
     def record(self, result: UnitResult) -> None:
         """Append a finished unit before the unit counts as finished.
@@ -130,7 +131,12 @@ class Journal:
         not synced to the disk, which would cost milliseconds a unit.
         """
         with self.units_file.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(result.to_record()) + "\n")
+            out.write(_json(result.to_record()) + "\n")
+
+
+def _json(record: Any, *, indent: int | None = None) -> str:
+    """A record as the journal writes it: with the run's secrets redacted."""
+    return json.dumps(redaction.active().value(record), indent=indent)
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -274,3 +275,32 @@ def test_an_api_key_is_required_when_set() -> None:
         assert "wrong-key" in body["error"]["message"]
         assert chat(server, prompt(), key="right-key")[0] == 200
         assert call(server, "GET", "/models")[0] == 401
+
+
+def test_basic_credentials_are_required_when_set() -> None:
+    with FakeOpenAI(basic_auth="user:pw") as server:
+        assert chat(server, prompt(), key="pw")[0] == 401
+        request = urllib.request.Request(
+            server.base_url + "/models",
+            headers={"Authorization": f"Basic {base64.b64encode(b'user:pw').decode()}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+
+def test_hostile_faults_echo_the_key_where_a_client_reads(tmp_path: Path) -> None:
+    schedule = [Fault.ECHO_USAGE, Fault.ECHO_EDIT]
+    with FakeOpenAI(faults=FaultPolicy(schedule=schedule, models=Fault.ECHO_MODELS)) as server:
+        _, _, usage = chat(server, prompt(), key="the-key")
+        _, _, edit = chat(server, prompt(), key="the-key")
+        _, _, listing = call(server, "GET", "/models", key="the-key")
+        stats = server.stats()
+    assert usage["usage"]["prompt_tokens"] == "Bearer the-key"
+    assert isinstance(usage["usage"]["completion_tokens"], int)
+    # Still the fix, as an answer that follows the contract; the edit also holds the key.
+    assert "import os" not in applied(answer_of(usage), tmp_path)
+    fixed = applied(answer_of(edit), tmp_path)
+    assert "import os" not in fixed and "key not in table" in fixed
+    assert fixed.endswith("# The key I was given: the-key\n")
+    assert [model["id"] for model in listing["data"]] == ["fake", "Bearer the-key"]
+    assert stats.faults == {"echo_usage": 1, "echo_edit": 1, "echo_models": 1}

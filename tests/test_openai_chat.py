@@ -221,6 +221,45 @@ def test_a_refused_key_is_not_repeated_in_the_error(make) -> None:
     assert SECRET not in str(outcome)
 
 
+def test_a_usage_that_is_no_count_counts_nothing(make) -> None:
+    """A server that echoes the key as ``usage.prompt_tokens``: the fix still applies."""
+    repo = make({"a.py": module(["F401"])})
+    echo = FaultPolicy(rates={Fault.ECHO_USAGE: 1.0})
+    with FakeOpenAI(api_key=SECRET, faults=echo) as server:
+        outcome, agent = attempt(server, task_for(repo, "a.py"), api_key=SECRET)
+    assert isinstance(outcome, AgentOutcome), outcome
+    assert outcome.tokens_in == agent.tokens_in == 0 < outcome.tokens_out
+    assert diagnostics_of(repo, "a.py") == []
+
+
+def test_the_endpoint_is_shown_with_its_password_masked() -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    agent = OpenAIChatAgent(model="fake", base_url=f"http://me:pass-{SECRET}@127.0.0.1:{port}/v1")
+
+    async def check() -> tuple[bool, str]:
+        async with agent:
+            return await agent.check()
+
+    ok, message = asyncio.run(check())
+    assert not ok and message.startswith(f"cannot reach http://me:***@127.0.0.1:{port}/v1")
+    assert agent.endpoint == f"http://me:***@127.0.0.1:{port}/v1"
+    assert SECRET not in repr(agent) and SECRET not in message
+
+
+def test_check_lists_no_model_id_holding_the_key() -> None:
+    async def check(base_url: str) -> tuple[bool, str]:
+        async with OpenAIChatAgent(model="absent", base_url=base_url, api_key=SECRET) as agent:
+            return await agent.check()
+
+    echo = FaultPolicy(models=Fault.ECHO_MODELS)
+    with FakeOpenAI(api_key=SECRET, faults=echo) as server:
+        ok, message = asyncio.run(check(server.base_url))
+    assert not ok and "(it lists: Bearer ***, fake)" in message
+    assert SECRET not in message
+
+
 def test_retry_after_is_read_in_its_three_forms() -> None:
     from datetime import UTC, datetime, timedelta
     from email.utils import format_datetime

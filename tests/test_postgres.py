@@ -25,9 +25,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from stomper import checkpoints
 from stomper.cli import main
-from stomper.errors import ConfigError
 from stomper.testing.repos import make_repo, sample_project
 from tests.conftest import sh
 from tests.test_durability import (
@@ -187,48 +185,6 @@ def snapshot(repo: Path) -> tuple[str, str, str]:
 
 def statuses(document: dict[str, Any]) -> dict[str, str]:
     return {unit["path"]: unit["status"] for unit in document["units"]}
-
-
-# URLs: no server needed.
-
-
-@pytest.mark.parametrize(
-    ("url", "redacted"),
-    [
-        ("postgresql://u:secret@db:5432/stomper", "postgresql://u:***@db:5432/stomper"),
-        ("postgres://u@db/stomper", "postgres://u@db/stomper"),
-        ("postgresql://u:p%40ss@a:1,b:2/db?sslmode=require", "postgresql://u:***@a:1,b:2/db?sslmode=require"),
-        ("postgresql:///db?user=u&password=secret", "postgresql:///db?user=u&password=***"),
-        ("postgresql://db?sslpassword=secret&application_name=x", "postgresql://db?sslpassword=***&application_name=x"),
-        ("host=db password=secret", "***"),
-    ],
-)  # fmt: skip
-def test_redact_masks_every_password(url: str, redacted: str) -> None:
-    assert checkpoints.redact(url) == redacted
-    assert "secret" not in checkpoints.scrub(f"cannot reach {url}", url)
-
-
-def test_scrub_removes_the_password_in_every_spelling() -> None:
-    url = "postgresql://u:p%40ss@[db/stomper"
-    message = f'bad URI "{url}"\n\tpassword p@ss, or p%40ss'
-    assert checkpoints.scrub(message, url) == (
-        'bad URI "postgresql://u:***@[db/stomper" password ***, or ***'
-    )
-
-
-def test_a_resumed_run_uses_the_database_it_started_with() -> None:
-    recorded = "postgresql://u:***@db/stomper"
-    real = "postgresql://u:secret@db/stomper"
-    assert checkpoints.resume_url("r1", recorded, real) == real
-    # Without a password the journal's URL is the whole URL.
-    assert checkpoints.resume_url("r1", "postgres://u@db/x", None) == "postgres://u@db/x"
-    assert checkpoints.resume_url("r1", "postgres://u@db/x", real) == "postgres://u@db/x"
-    with pytest.raises(ConfigError, match="STOMPER_CHECKPOINTER") as unset:
-        checkpoints.resume_url("r1", recorded, None)
-    with pytest.raises(ConfigError, match="not in postgresql://u:\\*\\*\\*@other/stomper") as moved:
-        checkpoints.resume_url("r1", recorded, "postgresql://u:secret@other/stomper")
-    for refused in (unset, moved):
-        assert "secret" not in str(refused.value)
 
 
 # Against the server.

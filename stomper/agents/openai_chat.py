@@ -6,13 +6,18 @@ the workspace strictly (see :mod:`stomper.agents.edits`). Overload (429), server
 lost connections are waited out inside the attempt, with backoff; they are not attempts.
 
 The API key is read from the environment variable named by ``api_key_env`` and handed to
-the client only: it is never stored in settings, printed, logged or put in an error.
+the client only: it is never stored in settings. Whatever the server sends back passes the
+run's redaction (with the key and the password of the base URL in it) before it is put in an
+error, in feedback or in a report, and the endpoint is shown with its password masked. A
+server may put anything in any field: one the client reads numbers from (``usage``) is
+taken for a number only when it is one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import os
 import random
 import time
@@ -23,16 +28,17 @@ from typing import TYPE_CHECKING
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
+from stomper import redaction
 from stomper.agents import AgentOutcome, AgentTask, AttemptFailed, edits
 from stomper.agents.prompt import SYSTEM, task_prompt
 from stomper.errors import AgentError
+from stomper.redaction import Redaction, mask_url, secret
 
 if TYPE_CHECKING:
     from stomper.config import Settings
 
 # Local servers (llama.cpp, vLLM, Ollama) take any key, but the client insists on one.
 _NO_KEY = "no-key"
-_REDACTED = "[redacted]"
 _RETRYABLE = frozenset({408, 409, 429})
 
 
@@ -77,7 +83,11 @@ class OpenAIChatAgent:
         self.retries = 0
         self.tokens_in = 0
         self.tokens_out = 0
-        self._secret = api_key or ""
+        # The run's redaction, and this agent's own secrets should it be made outside a run.
+        own = Redaction((secret(f"the API key (${api_key_env})", api_key or ""),))
+        if base_url:
+            own |= Redaction.of_url("base_url", base_url)
+        self._redact = redaction.active() | own
         self._random = random.Random(seed)
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
@@ -109,8 +119,8 @@ class OpenAIChatAgent:
 
     @property
     def endpoint(self) -> str:
-        """The base URL requests go to."""
-        return str(self._client.base_url).rstrip("/")
+        """The base URL requests go to, as it may be shown: its password masked."""
+        return mask_url(str(self._client.base_url).rstrip("/"))
 
     def __repr__(self) -> str:
         return f"OpenAIChatAgent(model={self.model!r}, endpoint={self.endpoint!r})"
@@ -180,6 +190,10 @@ class OpenAIChatAgent:
 
     async def check(self) -> tuple[bool, str]:
         """For ``stomper doctor``: whether the endpoint answers and lists the model."""
+        ok, message = await self._check()
+        return ok, self._redact(message)
+
+    async def _check(self) -> tuple[bool, str]:
         timeout = min(self.request_timeout, 30.0)
         try:
             page = await self._client.models.list(timeout=timeout)
@@ -192,7 +206,7 @@ class OpenAIChatAgent:
         except openai.APIStatusError as exc:
             return False, f"{self.endpoint} answered GET /models with {exc.status_code}"
         except openai.APIError as exc:
-            return False, f"{self.endpoint}: {self._redact(exc.message)}"
+            return False, f"{self.endpoint}: {exc.message}"
         served = sorted(str(getattr(model, "id", "")) for model in page.data)
         if self.model in served:
             return True, f"{self.endpoint} serves {self.model}"
@@ -265,30 +279,33 @@ class OpenAIChatAgent:
             )
         return AgentError(f"{self.endpoint} refused the request: {self._redact(exc.message)}")
 
-    def _redact(self, text: str) -> str:
-        """``text`` without the API key: servers quote a rejected key back."""
-        if len(self._secret) >= 4:
-            text = text.replace(self._secret, _REDACTED)
-        return text
-
 
 def _usage(completion: ChatCompletion) -> tuple[int, int]:
+    """The tokens in and out the answer reports; what is not a count of them counts 0 (token
+    use is reported, never relied on)."""
     usage = getattr(completion, "usage", None)
-    if usage is None:
-        return 0, 0
-    return int(getattr(usage, "prompt_tokens", 0) or 0), int(
-        getattr(usage, "completion_tokens", 0) or 0
+    return _count(getattr(usage, "prompt_tokens", 0)), _count(
+        getattr(usage, "completion_tokens", 0)
     )
+
+
+def _count(value: object) -> int:
+    if isinstance(value, float) and math.isfinite(value):
+        return max(0, int(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return max(0, value)
+    return 0
 
 
 def _answer(completion: ChatCompletion) -> tuple[str, bool]:
     """The answer's text, and whether it was cut off at the length limit."""
-    choices = getattr(completion, "choices", None) or []
-    if not choices:
+    choices = getattr(completion, "choices", None)
+    if not isinstance(choices, list) or not choices:
         return "", False
     message = getattr(choices[0], "message", None)
     content = getattr(message, "content", None)
-    return (content if isinstance(content, str) else ""), choices[0].finish_reason == "length"
+    cut_off = getattr(choices[0], "finish_reason", None) == "length"
+    return (content if isinstance(content, str) else ""), cut_off
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -6,6 +6,7 @@ import ast
 from collections.abc import Sequence
 
 from stomper.diagnostics import Diagnostic
+from stomper.redaction import redact
 
 SYSTEM = (
     "You fix diagnostics (lint and type errors) in one file of a Python repository. "
@@ -102,7 +103,8 @@ def task_prompt(
     if source is not None:
         parts.append(show_source(path, source, diagnostics))
     if feedback:
-        parts.append(f"Your previous attempt was not accepted:\n{feedback}")
+        # It quotes tools and agents, which may have quoted a secret.
+        parts.append(f"Your previous attempt was not accepted:\n{redact(feedback)}")
     if answer_format:
         parts.append(answer_format)
     return "\n\n".join(parts) + "\n"

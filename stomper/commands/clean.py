@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stomper import checkpoints, console
+from stomper import checkpoints, console, redaction
 from stomper.config import load_settings
 from stomper.errors import StomperError
 from stomper.journal import Journal, live_runs, read_lock, remove_tree
@@ -65,7 +65,7 @@ async def _remove_checkpoints(repo: Repository, journal: Journal) -> str:
         return ""  # they are in the journal
     try:
         configured = load_settings(repo.root, {}).checkpointer
-        url = checkpoints.resume_url(str(meta["run_id"]), recorded, configured)
+        url = redaction.resume_url(str(meta["run_id"]), "checkpointer", recorded, configured)
         await checkpoints.delete_run(url, str(meta["run_id"]))
     except StomperError as exc:
         return str(exc)

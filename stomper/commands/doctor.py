@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from stomper import checkpoints, console, git
+from stomper import checkpoints, console, git, redaction
 from stomper.agents import check, close, load_agent
 from stomper.config import Settings, load_settings
 from stomper.diagnostics import collectors_named
@@ -28,10 +28,11 @@ async def doctor(cwd: Path) -> int:
     def row(check: str, good: bool, result: str, todo: str = "") -> None:
         nonlocal ok
         ok = ok and good
+        shown = escape(redaction.redact(result))
         table.add_row(
             check,
-            f"[green]ok[/] {escape(result)}" if good else f"[red]no[/] {escape(result)}",
-            "" if good else escape(todo),
+            f"[green]ok[/] {shown}" if good else f"[red]no[/] {shown}",
+            "" if good else escape(redaction.redact(todo)),
         )
 
     try:
@@ -67,6 +68,7 @@ async def doctor(cwd: Path) -> int:
         row("configuration", False, str(exc), "fix the value it names")
         console.err.print(table)
         return 1
+    redaction.use(redaction.Redaction.of(settings))
     row("configuration", True, f"tools {', '.join(settings.tools)}; agent {settings.agent}")
     for collector in collectors_named(("ruff", "mypy")):
         info = await collector.info()
@@ -110,4 +112,4 @@ async def _check_checkpointer(settings: Settings, row: Callable[..., None]) -> N
     except StomperError as exc:
         row("checkpointer", False, str(exc), "see the message")
         return
-    row("checkpointer", True, checkpoints.redact(url))
+    row("checkpointer", True, redaction.mask_url(url))

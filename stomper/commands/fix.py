@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stomper import checkpoints, console, git, runner
+from stomper import checkpoints, console, git, redaction, runner
 from stomper.agents import Agent, load_agent, ready
 from stomper.config import Settings
 from stomper.diagnostics import collectors_named
@@ -47,8 +45,7 @@ def show(report: RunReport, *, json_output: bool, diffs: bool = False) -> int:
     if diffs and not json_output:
         console.print_diffs([result.diff for result in report.results if result.diff])
     if json_output:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
-        sys.stdout.flush()
+        console.print_document(report.to_json())
     console.print_summary(report)
     if report.status == "interrupted":
         console.info(f"interrupted: resume with `stomper resume {report.run_id}`")
@@ -59,6 +56,7 @@ async def run_fix(
     request: FixRequest, settings: Settings, *, agent: Agent | None = None
 ) -> RunReport:
     started = time.monotonic()
+    redaction.use(redaction.Redaction.of(settings))
     repo = await open_repository(request.cwd)
     await recover(repo)
     collectors = collectors_named(settings.tools)

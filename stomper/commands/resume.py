@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from stomper import checkpoints, console, git, runner
+from stomper import checkpoints, console, git, redaction, runner
 from stomper.agents import Agent, load_agent, ready
 from stomper.commands.fix import require_identity, show
 from stomper.config import Settings, load_settings
@@ -84,6 +84,7 @@ async def run_resume(
         _own_settings(run_id, meta["settings"], repo.root, checkpointer),
         bool(meta["dry_run"]),
     )
+    redaction.use(redaction.Redaction.of(run.settings))
     if run.checked_out and repo.branch != run.target_ref:
         raise RepositoryError(
             f"run {run_id} lands on {run.target_ref}, but {repo.branch or 'a detached HEAD'} "
@@ -151,13 +152,21 @@ async def run_resume(
 
 
 def _own_settings(run_id: str, recorded: dict[str, Any], root: Path, flag: str | None) -> Settings:
-    """The settings the run started with, with the real URL of its checkpoint database."""
+    """The settings the run started with, with the real URLs its journal holds masked."""
     settings = Settings.model_validate(recorded)
-    if settings.checkpointer is None:
+    masked = {
+        key: url
+        for key in ("base_url", "checkpointer")
+        if (url := getattr(settings, key)) is not None and redaction.url_secrets(url)
+    }
+    if not masked:
         return settings
-    configured = load_settings(root, {"checkpointer": flag}).checkpointer
-    url = checkpoints.resume_url(run_id, settings.checkpointer, configured)
-    return settings.model_copy(update={"checkpointer": url})
+    configured = load_settings(root, {"checkpointer": flag})
+    real = {
+        key: redaction.resume_url(run_id, key, url, getattr(configured, key))
+        for key, url in masked.items()
+    }
+    return settings.model_copy(update=real)
 
 
 class _Reconciled:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,7 +68,7 @@ async def runs(cwd: Path, *, json_output: bool) -> int:
     await recover(repo)
     found = await summarize(repo)
     if json_output:
-        sys.stdout.write(json.dumps([asdict(run) for run in found], indent=2) + "\n")
+        console.print_document([asdict(run) for run in found])
         return 0
     if not found:
         console.info("no runs in this repository yet")

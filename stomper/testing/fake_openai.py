@@ -8,7 +8,8 @@ roughly one token per four characters.
 
 Latency models (:class:`FixedLatency`, :class:`RandomLatency`, :class:`ThroughputLatency`)
 set how long an answer takes; a :class:`FaultPolicy` picks, request by request, the
-:class:`Fault` to answer with instead; a :class:`Behaviour` sets how much of the work a
+:class:`Fault` to answer with instead (the ``ECHO_*`` ones hostile: they send the key the
+request came with back where a client reads it); a :class:`Behaviour` sets how much of the work a
 successful answer does. :meth:`FakeOpenAI.stats` tells what happened.
 
 Each request is served in a thread of its own; the server stays stdlib-only (and ruff), so
@@ -21,6 +22,7 @@ it can run beside any client::
 from __future__ import annotations
 
 import ast
+import base64
 import difflib
 import json
 import random
@@ -60,6 +62,15 @@ class Fault(StrEnum):
     MISMATCH = "mismatch"
     """The fix, but its first SEARCH part does not occur in the file (SEARCH/REPLACE
     answers only)."""
+    ECHO_USAGE = "echo_usage"
+    """The fix, with the ``Authorization`` header it was sent (``Bearer <key>``) as
+    ``usage.prompt_tokens``: a field the client parses, holding the key."""
+    ECHO_EDIT = "echo_edit"
+    """The fix, plus a comment in the file holding the API key it was sent: a model that
+    writes what it was given into its edit."""
+    ECHO_MODELS = "echo_models"
+    """For ``GET /models`` (see :attr:`FaultPolicy.models`): the models, and one more whose
+    id is the ``Authorization`` header it was sent."""
 
 
 class Behaviour(StrEnum):
@@ -86,6 +97,9 @@ class FaultPolicy:
     seed: int = 0
     schedule: Sequence[Fault | None] = ()
     per_path: Mapping[str, Sequence[Fault | None]] = field(default_factory=dict)
+    models: Fault | None = None
+    """What every ``GET /models`` gets instead of the list: ``RATE_LIMIT``, ``SERVER_ERROR``
+    or ``ECHO_MODELS``."""
 
 
 class Latency(Protocol):
@@ -214,11 +228,14 @@ class FakeOpenAI:
         retry_after: float = 0.05,
         hang_seconds: float = 30.0,
         api_key: str | None = None,
+        basic_auth: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         """``api_key``, when given, is required as a bearer token (401 otherwise, quoting
-        the key received, as real servers do). ``retry_after`` is the ``Retry-After`` of a
+        the key received, as real servers do); ``basic_auth`` (``user:password``), as HTTP
+        basic credentials, which is what a client sends for a URL that holds them.
+        ``retry_after`` is the ``Retry-After`` of a
         429, in seconds."""
         self.models = tuple(models)
         self.latency: Latency = latency or FixedLatency()
@@ -228,6 +245,7 @@ class FakeOpenAI:
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds
         self.api_key = api_key
+        self.basic_auth = basic_auth
         self._address = (host, port)
         self._random = random.Random(self.faults.seed)
         self._lock = threading.Lock()
@@ -313,6 +331,9 @@ class FakeOpenAI:
             self._errors.append(message)
 
     def _authorized(self, header: str | None) -> bool:
+        if self.basic_auth is not None:
+            credentials = base64.b64encode(self.basic_auth.encode()).decode()
+            return header == f"Basic {credentials}"
         return self.api_key is None or header == f"Bearer {self.api_key}"
 
     def _choose(self, path: str) -> Fault | None:
@@ -339,8 +360,9 @@ class FakeOpenAI:
             self._tokens_in += tokens_in
             self._tokens_out += tokens_out
 
-    def _answer(self, prompt: Prompt, fault: Fault | None) -> str:
-        """The text of a 200 answer: the fix, or the fault's imitation of one."""
+    def _answer(self, prompt: Prompt, fault: Fault | None, *, key: str = "") -> str:
+        """The text of a 200 answer: the fix, or the fault's imitation of one; ``key`` is the
+        API key the request came with."""
         if fault is Fault.GARBAGE:
             return _GARBAGE
         if fault is Fault.SUPPRESS:
@@ -348,6 +370,9 @@ class FakeOpenAI:
         if self.behaviour is Behaviour.NO_PROGRESS:
             return self._render(prompt, _commented(prompt))
         fixed = _fixed(prompt, one=self.behaviour is Behaviour.ONE_PER_ATTEMPT)
+        if fault is Fault.ECHO_EDIT and fixed:
+            old, new, context = fixed[0]
+            fixed[0] = (old, f"{new}{_newline(new)}# The key I was given: {key}\n", context)
         answer = self._render(prompt, fixed)
         if fault is Fault.MISMATCH:
             answer = _spoil(answer)
@@ -412,15 +437,26 @@ class _Handler(BaseHTTPRequestHandler):
             elif not fake._authorized(self.headers.get("Authorization")):
                 self._unauthorized()
             else:
-                data = [
-                    {"id": name, "object": "model", "created": 0, "owned_by": "stomper"}
-                    for name in fake.models
-                ]
-                self._json(200, {"object": "list", "data": data})
+                self._models(fake)
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
             self._done(None)
+
+    def _models(self, fake: FakeOpenAI) -> None:
+        fault = fake.faults.models
+        fake._count(fault, 0, 0)
+        if fault is Fault.RATE_LIMIT:
+            return self._rate_limited(fake)
+        if fault is Fault.SERVER_ERROR:
+            return self._json(500, _error("The server had an error", "server_error"))
+        names = list(fake.models)
+        if fault is Fault.ECHO_MODELS:
+            names.append(self.headers.get("Authorization") or "")
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "stomper"} for name in names
+        ]
+        return self._json(200, {"object": "list", "data": data})
 
     def do_POST(self) -> None:
         fake = self.server.fake
@@ -462,11 +498,7 @@ class _Handler(BaseHTTPRequestHandler):
         tokens_in = sum(len(str(m.get("content") or "")) for m in messages) // 4 + 1
         if fault is Fault.RATE_LIMIT:
             fake._count(fault, 0, 0)
-            return self._json(
-                429,
-                _error("Rate limit reached: slow down", "rate_limit_exceeded"),
-                headers={"Retry-After": f"{fake.retry_after:g}"},
-            )
+            return self._rate_limited(fake)
         if fault is Fault.SERVER_ERROR:
             fake._count(fault, 0, 0)
             return self._json(500, _error("The server had an error", "server_error"))
@@ -475,9 +507,15 @@ class _Handler(BaseHTTPRequestHandler):
             fake._closing.wait(fake.hang_seconds)
             return
         fake.latency.wait(fake._closing)
-        answer = fake._answer(prompt, fault)
+        authorization = self.headers.get("Authorization") or ""
+        answer = fake._answer(prompt, fault, key=authorization.removeprefix("Bearer "))
         tokens_out = len(answer) // 4 + 1
         fake._count(fault, tokens_in, tokens_out)
+        usage: dict[str, object] = {
+            "prompt_tokens": authorization if fault is Fault.ECHO_USAGE else tokens_in,
+            "completion_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+        }
         return self._json(
             200,
             {
@@ -493,12 +531,15 @@ class _Handler(BaseHTTPRequestHandler):
                         "logprobs": None,
                     }
                 ],
-                "usage": {
-                    "prompt_tokens": tokens_in,
-                    "completion_tokens": tokens_out,
-                    "total_tokens": tokens_in + tokens_out,
-                },
+                "usage": usage,
             },
+        )
+
+    def _rate_limited(self, fake: FakeOpenAI) -> None:
+        self._json(
+            429,
+            _error("Rate limit reached: slow down", "rate_limit_exceeded"),
+            headers={"Retry-After": f"{fake.retry_after:g}"},
         )
 
     def _unauthorized(self) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from stomper import git
+from stomper import git, redaction
 from stomper.agents import Agent, AgentTask, AttemptFailed
 from stomper.diagnostics import Collector, Diagnostic
 from stomper.events import Phase
@@ -226,6 +226,11 @@ class Pipeline:
         now = space.file(unit).read_bytes()
         if now == original:
             return judge(unit.diagnostics, before, before, changed=False)
+        # Before any tool reads it: a diagnostic may quote the secret, and feedback carries
+        # diagnostics to the agent.
+        leak = redaction.active().written(original, now)
+        if leak is not None:
+            return Verdict(Status.FAILED, (), unit.diagnostics, (), leak)
         if not self.policy.allow_suppressions:
             cheat = suppression_violation(
                 original.decode(errors="replace"), now.decode(errors="replace"), unit.diagnostics
