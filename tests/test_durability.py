@@ -215,7 +215,9 @@ def test_sigkill_at_each_point_then_resume(
         wait_for(lambda: len(calls(tmp_path)) >= at, point)
     else:
         if verb == "moved":
-            env = moved_hook_env(tmp_path, repo, agent_env(tmp_path), at)
+            # One unit at a time lands alone only while landing is quicker than a unit.
+            delay = "0.3" if parallel == 1 else "0.05"
+            env = moved_hook_env(tmp_path, repo, agent_env(tmp_path, delay), at)
         else:
             env = shim_env(tmp_path, agent_env(tmp_path), verb, at)
         env["STOMPER_MAX_PARALLEL_FILES"] = str(parallel)
