@@ -445,13 +445,6 @@ _CLOSE_WAIT = 5.0
 _COMMITTED = [b"start: ok\n", b"prepare: ok\n", b"commit: ok\n"]
 
 
-async def object_store(root: Path) -> tuple[str, Path]:
-    """The repository's object format (``sha1``, ``sha256``) and its object directory."""
-    done = await git(root, "rev-parse", "--show-object-format", "--git-path", "objects")
-    object_format, objects = done.stdout.decode().splitlines()
-    return object_format, root / objects
-
-
 async def ident(root: Path, variable: str) -> bytes:
     """``GIT_AUTHOR_IDENT`` or ``GIT_COMMITTER_IDENT``, exactly as git would commit it."""
     return (await git(root, "var", variable)).stdout.rstrip(b"\n")
@@ -482,25 +475,6 @@ async def changed_paths(root: Path, paths: Sequence[str]) -> set[str]:
         *paths,
     )
     return set(_status_paths(done.stdout))
-
-
-async def restore_paths(root: Path, commit: str, paths: Sequence[str]) -> None:
-    """Set ``paths`` in the checkout's index and working tree to what ``commit`` has: one
-    write of the index for them all, nothing else of the user's touched."""
-    names = b"".join(path.encode() + b"\0" for path in paths)
-    await git(
-        root,
-        # Not the user's checkout of a branch: no post-checkout hook, as checkout-index.
-        "-c",
-        "core.hooksPath=/dev/null",
-        "restore",
-        f"--source={commit}",
-        "--staged",
-        "--worktree",
-        "--pathspec-from-file=-",
-        "--pathspec-file-nul",
-        stdin=names,
-    )
 
 
 class _LongLived:

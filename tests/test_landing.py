@@ -303,6 +303,35 @@ def test_a_file_the_user_deleted_during_the_run_is_skipped_and_stays_deleted(
     assert sh(repo, "status", "--porcelain") == " D b.py\n"
 
 
+async def land_one_at_a_time(landing: Lander, patches: list[Patch]) -> list[Landed | BaseException]:
+    """Land each patch after the one before has landed, as units finishing apart would."""
+    await landing.prepare(await objects.verbatim_paths(landing.root, [p.path for p in patches]))
+    results: list[Landed | BaseException] = []
+    try:
+        for patch in patches:
+            try:
+                results.append(await landing.land(patch, message(patch.path)))
+            except LandingRefused as refused:
+                results.append(refused)
+    finally:
+        await landing.aclose()
+    return results
+
+
+def beside(
+    user: Callable[[], None], done: threading.Event, landings: Callable[[], Any]
+) -> list[Landed | BaseException]:
+    """Run ``landings`` while ``user`` runs in a thread of its own, until ``done``."""
+    worker = threading.Thread(target=user)
+    worker.start()
+    try:
+        results: list[Landed | BaseException] = asyncio.run(landings())
+    finally:
+        done.set()
+        worker.join()
+    return results
+
+
 def test_the_users_git_working_beside_the_landings_loses_nothing(make, tmp_path) -> None:
     """While patches land one at a time, the user keeps staging other files and running
     git status (which rewrites the index when it can): each side waits for or retries
@@ -328,27 +357,7 @@ def test_the_users_git_working_beside_the_landings_loses_nothing(make, tmp_path)
             git.git_sync(repo, "status", "--porcelain", check=False)
             round_ += 1
 
-    async def one_at_a_time() -> list[Landed | BaseException]:
-        landing = lander(repo, tmp_path)
-        await landing.prepare(await objects.verbatim_paths(repo, ours))
-        results: list[Landed | BaseException] = []
-        try:
-            for patch in patches:
-                try:
-                    results.append(await landing.land(patch, message(patch.path)))
-                except LandingRefused as refused:
-                    results.append(refused)
-        finally:
-            await landing.aclose()
-        return results
-
-    worker = threading.Thread(target=user)
-    worker.start()
-    try:
-        results = asyncio.run(one_at_a_time())
-    finally:
-        done.set()
-        worker.join()
+    results = beside(user, done, lambda: land_one_at_a_time(lander(repo, tmp_path), patches))
 
     assert all(isinstance(result, Landed) for result in results), results
     for path in ours:
@@ -486,27 +495,7 @@ def test_the_users_commits_beside_the_landings_revert_nothing(make, tmp_path) ->
                 committed.append(sh(repo, "rev-parse", "HEAD").strip())
             round_ += 1
 
-    async def one_at_a_time() -> list[Landed | BaseException]:
-        landing = lander(repo, tmp_path)
-        await landing.prepare(await objects.verbatim_paths(repo, ours))
-        results: list[Landed | BaseException] = []
-        try:
-            for patch in patches:
-                try:
-                    results.append(await landing.land(patch, message(patch.path)))
-                except LandingRefused as refused:
-                    results.append(refused)
-        finally:
-            await landing.aclose()
-        return results
-
-    worker = threading.Thread(target=user)
-    worker.start()
-    try:
-        results = asyncio.run(one_at_a_time())
-    finally:
-        done.set()
-        worker.join()
+    results = beside(user, done, lambda: land_one_at_a_time(lander(repo, tmp_path), patches))
 
     assert all(isinstance(result, Landed) for result in results), results
     for path in ours:
