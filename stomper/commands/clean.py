@@ -7,7 +7,7 @@ from pathlib import Path
 from stomper import checkpoints, console
 from stomper.config import load_settings
 from stomper.errors import StomperError
-from stomper.journal import Journal, live_runs, read_lock, remove_tree
+from stomper.journal import Journal, live_runs, remove_stale_locks, remove_tree
 from stomper.repository import Repository, open_repository
 from stomper.workspace import release_folder
 
@@ -28,11 +28,7 @@ async def clean(cwd: Path, *, journals: bool) -> int:
         if folder.name not in live:
             release_folder(repo.root, folder)
             removed.append(f"worktrees of run {folder.name}")
-    for lock in sorted((state.root / "locks").glob("*.lock")):
-        owner = read_lock(lock)
-        if owner is None or str(owner.get("run_id")) not in live:
-            lock.unlink(missing_ok=True)
-            removed.append(f"stale lock {lock.name}")
+    removed += [f"stale lock {name}" for name in remove_stale_locks(state)]
     for run_dir in sorted((state.root / "runs").glob("*")):
         if run_dir.name in live:
             continue

@@ -80,7 +80,7 @@ async def run_fix(
 
     state = repo.state
     journal = Journal(state.run_dir(run.run_id))
-    with hold_lock(state, target_ref, run.run_id):
+    async with hold_lock(state, target_ref, run.run_id):
         for folder in stale_worktree_dirs(state):
             release_folder(repo.root, folder)
         if not checked_out and not await git.create_ref(

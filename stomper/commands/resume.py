@@ -96,7 +96,7 @@ async def run_resume(
     if run.settings.checkpointer is not None:
         await checkpoints.check(run.settings.checkpointer)
     units, skipped = journal.read_plan()
-    with hold_lock(state, run.target_ref, run_id):
+    async with hold_lock(state, run.target_ref, run_id):
         release_folder(repo.root, state.worktrees(run_id))
         tip = await git.ref_target(repo.root, run.target_ref)
         if tip is None:
