@@ -70,7 +70,40 @@ def test_detached_head_needs_branch(make, capsys) -> None:
 
 def test_unknown_tool(make, capsys) -> None:
     repo = make({"a.py": module(["F401"])})
-    assert_refused(fix(repo, "--tool", "pylint"), capsys, "tools", "unknown tool 'pylint'")
+    code = fix(repo, "--tool", "pylint")
+    err = capsys.readouterr().err
+    assert code == 2 and "--tools" not in err
+    assert "unknown tool 'pylint'" in err and "set by --tool)" in err
+
+
+def test_invalid_variable_names_the_variable_and_no_flag(make, capsys, monkeypatch) -> None:
+    repo = make({"a.py": module(["F401"])})
+    monkeypatch.setenv("STOMPER_REQUEST_TIMEOUT", "abc")
+    code = fix(repo)
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert "set by STOMPER_REQUEST_TIMEOUT" in captured.err
+    assert "--request-timeout" not in captured.err
+
+
+def test_stomper_setting_that_is_no_table(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    pyproject = repo / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + "\n[tool]\nstomper = 5\n")
+    commit_all(repo, "config")
+    before = snapshot(repo)
+    assert_refused(fix(repo), capsys, "tool.stomper", "is 5, not a table", "[tool.stomper]")
+    assert snapshot(repo) == before
+
+
+def test_malformed_base_url_is_refused_before_any_request(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    before = snapshot(repo)
+    code = fix(repo, "--agent", "openai", "--model", "m", "--base-url", "not-a-url")
+    err = capsys.readouterr().err
+    assert "cannot reach" not in err
+    assert code == 2 and "base_url: give an http:// or https:// URL" in err
+    assert snapshot(repo) == before
 
 
 def test_tool_not_installed(make, capsys, monkeypatch) -> None:
@@ -173,6 +206,6 @@ def test_checkpointer_that_is_no_postgres_url(make, capsys) -> None:
     assert code == 2
     assert "hunter2" not in err
     message = " ".join(err.split())
-    for needle in ("checkpointer", "mysql://me:***@db/stomper", "[tool.stomper] checkpointer"):
+    for needle in ("checkpointer", "mysql://me:***@db/stomper", "set by --checkpointer"):
         assert needle in message, message
     assert snapshot(repo) == before
