@@ -174,6 +174,53 @@ def test_unknown_agent(make, capsys) -> None:
     assert_refused(fix(repo, "--agent", "wizard"), capsys, "unknown agent 'wizard'")
 
 
+def raising_factory(settings: object) -> object:
+    raise RuntimeError("no such model\nsee the log")
+
+
+def no_agent_factory(settings: object) -> object:
+    return 42
+
+
+class NamelessAgent:
+    def __init__(self, settings: object) -> None:
+        self.settings = settings
+
+    async def fix(self, task: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("agent", "words"),
+    [
+        ("os:sep", ["cannot load agent 'os:sep'", "is a str, not a factory"]),
+        ("os:no_such_name", ["cannot load agent 'os:no_such_name'", "AttributeError"]),
+        ("no_such_module_here:x", ["cannot load agent", "ModuleNotFoundError"]),
+        (":x", ["cannot load agent ':x'"]),
+        (
+            "tests.test_cli_errors:raising_factory",
+            ["factory", "failed: RuntimeError: no such model see the log"],
+        ),
+        (
+            "tests.test_cli_errors:no_agent_factory",
+            ["returned a int, which is no agent", "async fix(task)"],
+        ),
+        ("tests.test_cli_errors:NamelessAgent", ["returned a NamelessAgent, which is no agent"]),
+    ],
+)
+def test_an_agent_of_ones_own_that_cannot_work_is_refused(make, capsys, agent, words) -> None:
+    repo = make({"a.py": module(["F401"])})
+    before = snapshot(repo)
+    code = fix(repo, "--agent", agent)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    message = " ".join(err.split())
+    for needle in words:
+        assert needle in message, message
+    assert snapshot(repo) == before
+
+
 def test_unknown_flag(make, capsys) -> None:
     repo = make({"a.py": module(["F401"])})
     code = fix(repo, "--frobnicate")
