@@ -95,6 +95,26 @@ def toplevel_sync(cwd: Path) -> Path | None:
     return Path(_text(done)).resolve() if done.returncode == 0 else None
 
 
+async def outside_work_tree(cwd: Path) -> str | None:
+    """Where ``cwd`` is when it has no working tree: ``bare`` (a bare repository) or
+    ``git-dir`` (inside a repository's git directory); None when neither."""
+    done = await git(cwd, "rev-parse", "--is-bare-repository", "--is-inside-git-dir", check=False)
+    if done.returncode != 0:
+        return None
+    bare, inside = (done.stdout.decode().split() + ["", ""])[:2]
+    return "bare" if bare == "true" else "git-dir" if inside == "true" else None
+
+
+async def index_problem(root: Path) -> str | None:
+    """What git says when it cannot read the index (a corrupt or truncated file); None when
+    it can. The pathspec matches no tracked file, so the index is read and nothing listed."""
+    done = await git(root, "ls-files", "-z", "--", ".git", check=False)
+    if done.returncode == 0:
+        return None
+    said = done.stderr.decode(errors="replace").strip().removeprefix("fatal: ")
+    return " ".join(said.split()) or f"git ls-files exited {done.returncode}"
+
+
 async def git_dirs(root: Path) -> tuple[Path, Path]:
     """The repository's own git directory and the common one its worktrees share."""
     done = await git(root, "rev-parse", "--absolute-git-dir", "--git-common-dir")

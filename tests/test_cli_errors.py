@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +28,28 @@ def assert_refused(code: int, capsys: pytest.CaptureFixture[str], *needles: str)
         assert needle in message, message
 
 
+def bound_by_permissions(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run stomper in a child that file permissions bind, also when the tests run as root
+    (as in CI): it runs without the capabilities that let root override them."""
+    argv = [sys.executable, "-m", "stomper", *args]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root cannot be bound by file permissions without setpriv")
+        caps = "-dac_override,-dac_read_search"
+        argv = [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+
+def assert_refused_child(done: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    message = " ".join(done.stderr.split())
+    for needle in needles:
+        assert needle in message, message
+
+
 def snapshot(repo: Path) -> tuple[str, str, str]:
     return (
         sh(repo, "rev-parse", "HEAD"),
@@ -34,6 +60,53 @@ def snapshot(repo: Path) -> tuple[str, str, str]:
 
 def test_not_a_repository(tmp_path, capsys) -> None:
     assert_refused(fix(tmp_path), capsys, "not a git repository", "--repo")
+
+
+def test_bare_repository(tmp_path, capsys) -> None:
+    sh(tmp_path, "init", "--quiet", "--bare")
+    assert_refused(fix(tmp_path), capsys, "is a bare repository", "no working tree")
+
+
+def test_inside_the_git_directory(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    assert_refused(fix(repo / ".git"), capsys, "inside a repository's git directory")
+
+
+def test_corrupt_index(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    head = sh(repo, "rev-parse", "HEAD")
+    (repo / ".git" / "index").write_bytes(b"DIRC garbage")
+    assert_refused(fix(repo), capsys, "git cannot read the index", "git reset")
+    assert sh(repo, "rev-parse", "HEAD") == head
+    assert (repo / ".git" / "index").read_bytes() == b"DIRC garbage"
+    assert "import os" in (repo / "a.py").read_text()
+
+
+@pytest.mark.parametrize("where", ["stomper", "stomper/cache"])
+def test_state_folder_that_is_a_file(make, capsys, where) -> None:
+    repo = make({"a.py": module(["F401"])})
+    blocker = repo / ".git" / where
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("mine\n")
+    before = snapshot(repo)
+    assert_refused(fix(repo), capsys, f"{blocker} is a file", "move it away")
+    assert snapshot(repo) == before
+    assert blocker.read_text() == "mine\n"
+
+
+def test_read_only_git_directory(make) -> None:
+    repo = make({"a.py": module(["F401"])})
+    before = snapshot(repo)
+    (repo / ".git").chmod(0o555)
+    try:
+        done = bound_by_permissions("fix", "--repo", str(repo), "--no-progress")
+        cleaned = bound_by_permissions("clean", "--repo", str(repo))
+    finally:
+        (repo / ".git").chmod(0o755)
+    for refused in (done, cleaned):
+        assert_refused_child(refused, "cannot write its runs in", "writable")
+        assert "ruff" not in refused.stderr
+    assert snapshot(repo) == before
 
 
 def test_repository_without_commits(tmp_path, capsys) -> None:

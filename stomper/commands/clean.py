@@ -8,7 +8,7 @@ from stomper import checkpoints, console
 from stomper.config import load_settings
 from stomper.errors import StomperError
 from stomper.journal import Journal, live_runs, remove_stale_locks, remove_tree
-from stomper.repository import Repository, open_repository
+from stomper.repository import Repository, open_repository, require_state
 from stomper.workspace import release_folder
 
 
@@ -21,6 +21,7 @@ async def clean(cwd: Path, *, journals: bool) -> int:
     removed stays, so that they are not lost track of.
     """
     repo = await open_repository(cwd)
+    require_state(repo)
     state = repo.state
     live = live_runs(state)
     removed: list[str] = []

@@ -17,7 +17,13 @@ from stomper.gate import split_command
 from stomper.journal import Journal, hold_lock, new_run_id, stale_worktree_dirs
 from stomper.plan import Scope, ensure_tools, make_plan
 from stomper.report import RunReport
-from stomper.repository import Repository, open_repository, repo_relative
+from stomper.repository import (
+    Repository,
+    open_repository,
+    repo_relative,
+    require_index,
+    require_state,
+)
 from stomper.workspace import release_folder
 
 
@@ -59,6 +65,8 @@ async def run_fix(
 ) -> RunReport:
     started = time.monotonic()
     repo = await open_repository(request.cwd)
+    require_state(repo)
+    await require_index(repo)
     collectors = collectors_named(settings.tools)
     await ensure_tools(collectors)
     agent = agent if agent is not None else load_agent(settings.agent, settings)

@@ -18,7 +18,7 @@ from stomper.journal import Journal, StateDir, hold_lock, live_runs
 from stomper.landing import repair_checkout
 from stomper.plan import ensure_tools
 from stomper.report import RunReport
-from stomper.repository import open_repository
+from stomper.repository import open_repository, require_index, require_state
 from stomper.unit import Status, Unit, UnitResult
 from stomper.verify import judge
 from stomper.workspace import Workspaces, release_folder
@@ -64,6 +64,8 @@ async def run_resume(
     """Finish a run with its own options; ``checkpointer`` is the URL given by flag, if any."""
     started = time.monotonic()
     repo = await open_repository(cwd)
+    require_state(repo)
+    await require_index(repo)
     state = repo.state
     journal = find_run(state, run_id)
     meta = journal.meta()
