@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 from stomper.cli import main
 from stomper.testing.repos import commit_all, module
-from tests.conftest import sh
+from tests.conftest import run_json, sh
 
 
 def fix(repo: Path, *args: str) -> int:
@@ -329,3 +330,96 @@ def test_checkpointer_that_is_no_postgres_url(make, capsys) -> None:
     for needle in ("checkpointer", "mysql://me:***@db/stomper", "set by --checkpointer"):
         assert needle in message, message
     assert snapshot(repo) == before
+
+
+def fake_ruff(folder: Path, script: str) -> Path:
+    """A program called ruff, first on PATH: ``script`` is its shell body."""
+    folder.mkdir()
+    ruff = folder / "ruff"
+    ruff.write_text("#!/bin/sh\n" + script)
+    ruff.chmod(0o755)
+    return ruff
+
+
+def test_a_ruff_that_prints_no_json(make, tmp_path, capsys, monkeypatch) -> None:
+    repo = make({"a.py": module(["F401"])})
+    fake_ruff(tmp_path / "bin", 'if [ "$1" = --version ]; then echo "ruff 0.9.0"; fi\necho hello\n')
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    before = snapshot(repo)
+    assert_refused(fix(repo), capsys, "ruff printed no JSON report", "'hello'", "reinstall")
+    assert snapshot(repo) == before
+
+
+@pytest.mark.parametrize(
+    ("script", "words"),
+    [
+        ("exit 7\n", ["ruff does not run", "--version exited 7", "reinstall ruff"]),
+        ("echo 'broken: 7' >&2\nexit 7\n", ["exited 7: broken: 7"]),
+        ("echo 'Python 3.11'\n", ["is not ruff", "'Python 3.11'"]),
+    ],
+    ids=["silent", "talking", "not-ruff"],
+)
+def test_a_ruff_that_does_not_run_is_not_called_missing(
+    make, tmp_path, capsys, monkeypatch, script, words
+) -> None:
+    repo = make({"a.py": module(["F401"])})
+    fake_ruff(tmp_path / "bin", script)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    code = fix(repo)
+    err = capsys.readouterr().err
+    assert "not installed" not in err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    message = " ".join(err.split())
+    for needle in words:
+        assert needle in message, message
+
+
+def units_of(document: str) -> dict[str, tuple[str, str | None]]:
+    units = json.loads(document)["units"]
+    return {unit["path"]: (unit["status"], unit["reason"]) for unit in units}
+
+
+LATIN_1 = b'# coding: latin-1\nimport os\nx = "\xe9"\n'
+
+
+def test_a_file_that_is_not_utf8_is_skipped_with_the_reason(make, capsys) -> None:
+    repo = make({"latin.py": LATIN_1, "a.py": module(["F401"])})
+    code, document = run_json(repo, capsys=capsys)
+    assert code == 1
+    units = {unit["path"]: unit for unit in document["units"]}
+    assert units["a.py"]["status"] == "fixed"
+    latin = units["latin.py"]
+    assert latin["status"] == "skipped" and latin["commit"] is None
+    assert "UTF-8" in latin["reason"] and "CalledProcessError" not in latin["reason"]
+    assert (repo / "latin.py").read_bytes() == LATIN_1
+
+
+def test_an_unreadable_file_is_skipped_as_unreadable(make) -> None:
+    repo = make({"a.py": module(["F401"]), "b.py": module(["F401"])})
+    (repo / "a.py").chmod(0)
+    try:
+        done = bound_by_permissions("fix", "--repo", str(repo), "--no-progress", "--json")
+    finally:
+        (repo / "a.py").chmod(0o644)
+    assert done.returncode == 1, done.stderr
+    units = units_of(done.stdout)
+    assert units["b.py"] == ("fixed", None)
+    status, reason = units["a.py"]
+    assert status == "skipped" and reason is not None
+    assert "cannot read the file" in reason and "Permission denied" in reason
+    assert "changed" not in reason
+    assert (repo / "a.py").read_text() == module(["F401"])
+
+
+def test_an_unreadable_folder_is_no_crash(make) -> None:
+    repo = make({"a.py": module(["F401"]), "sub/c.py": module(["F401"])})
+    (repo / "sub").chmod(0)
+    try:
+        done = bound_by_permissions("fix", "--repo", str(repo), "--no-progress", "--json")
+    finally:
+        (repo / "sub").chmod(0o755)
+    assert done.returncode == 1, done.stderr
+    units = units_of(done.stdout)
+    assert units["a.py"] == ("fixed", None)
+    status, reason = units["sub/c.py"]
+    assert status == "skipped" and reason is not None and "cannot read the file" in reason

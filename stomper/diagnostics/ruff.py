@@ -10,14 +10,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from stomper import proc
-from stomper.diagnostics import Diagnostic, ToolInfo, attach_context, fold
+from stomper.diagnostics import Diagnostic, ToolInfo, attach_context, failure, fold
 from stomper.diagnostics.ruff_server import RuffServer, Vetted
 from stomper.errors import ToolError
 
 # Explicit file lists are chunked: the kernel caps one argv, and 10,000 paths exceed it.
 _CHUNK = 2000
+_VERSION_TIMEOUT = 30.0
 
 
 def ruff_binary() -> str | None:
@@ -51,8 +53,19 @@ class RuffCollector:
         binary = ruff_binary()
         if binary is None:
             return ToolInfo("ruff", False, None, "pip install ruff")
-        done = await proc.run((binary, "--version"), check=False)
-        return ToolInfo("ruff", done.returncode == 0, done.stdout.decode().strip(), binary)
+        hint = f"reinstall ruff (pip install ruff), or put a working one first on PATH: {binary}"
+        try:
+            done = await proc.run((binary, "--version"), check=False, timeout=_VERSION_TIMEOUT)
+        except (OSError, proc.ProcessTimeout) as exc:
+            return ToolInfo("ruff", False, None, hint, f"{binary} does not run ({exc}): {hint}")
+        said = done.stdout.decode(errors="replace").strip()
+        if done.returncode != 0:
+            problem = f"ruff does not run: {failure(f'{binary} --version', done)}: {hint}"
+            return ToolInfo("ruff", False, None, hint, problem)
+        if not said.startswith("ruff "):
+            problem = f"{binary} is not ruff (its --version printed {said[:80]!r}): {hint}"
+            return ToolInfo("ruff", False, None, hint, problem)
+        return ToolInfo("ruff", True, said, binary)
 
     async def collect(
         self, root: Path, paths: Sequence[str], *, cache_dir: Path | None = None
@@ -69,7 +82,7 @@ class RuffCollector:
                 argv += ["--cache-dir", str(cache_dir), "--force-exclude"]
             done = await proc.run((*argv, "--", *chunk), cwd=root, check=False)
             if done.returncode != 0:
-                raise ToolError(f"ruff failed: {done.stderr.decode(errors='replace').strip()}")
+                raise ToolError(failure("ruff check", done))
             found += parse(done.stdout, root)
         return attach_context(root, found)
 
@@ -93,7 +106,7 @@ class RuffCollector:
             (*argv, "--stdin-filename", str(root / path), "-"), cwd=root, stdin=source, check=False
         )
         if done.returncode != 0:
-            raise ToolError(f"ruff failed: {done.stderr.decode(errors='replace').strip()}")
+            raise ToolError(failure("ruff check", done))
         return parse(done.stdout, root)
 
 
@@ -110,22 +123,29 @@ def _place(diag: Diagnostic) -> tuple[int, int, str, str]:
 
 
 def parse(output: bytes, root: Path) -> list[Diagnostic]:
-    out = []
-    for item in json.loads(output or b"[]"):
-        location = item.get("location") or {}
-        filename = Path(item["filename"])
-        path = filename.relative_to(root) if filename.is_absolute() else filename
-        out.append(
-            Diagnostic(
-                tool="ruff",
-                code=item.get("code") or "syntax-error",
-                message=item["message"],
-                path=path.as_posix(),
-                line=int(location.get("row", 0)),
-                column=int(location.get("column", 0)),
-            )
-        )
-    return out
+    """ruff's JSON report; a :class:`ToolError` when what it printed is not one."""
+    try:
+        return [_diagnostic(item, root) for item in json.loads(output or b"[]")]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        shown = " ".join(output[:80].decode(errors="replace").split())
+        raise ToolError(
+            f"ruff printed no JSON report ({type(exc).__name__}; it began {shown!r}): "
+            f"check that {ruff_binary()} is ruff, or reinstall it (pip install ruff)"
+        ) from None
+
+
+def _diagnostic(item: dict[str, Any], root: Path) -> Diagnostic:
+    location = item.get("location") or {}
+    filename = Path(item["filename"])
+    path = filename.relative_to(root) if filename.is_absolute() else filename
+    return Diagnostic(
+        tool="ruff",
+        code=item.get("code") or "syntax-error",
+        message=item["message"],
+        path=path.as_posix(),
+        line=int(location.get("row", 0)),
+        column=int(location.get("column", 0)),
+    )
 
 
 async def fix_source(
@@ -151,7 +171,9 @@ async def fix_source(
     if ignore:
         argv += ["--ignore", ",".join(ignore)]
     argv += ["--stdin-filename", str(config_path), "-"]
-    done = await proc.run(argv, cwd=config_path.parent, stdin=source)
+    done = await proc.run(argv, cwd=config_path.parent, stdin=source, check=False)
+    if done.returncode != 0:
+        raise ToolError(f"ruff could not fix {config_path.name}: {failure('ruff check', done)}")
     return done.stdout
 
 
