@@ -82,9 +82,11 @@ class Journal:
 
     def meta(self) -> dict[str, Any]:
         try:
-            loaded: dict[str, Any] = json.loads(self.meta_file.read_text())
+            loaded = json.loads(self.meta_file.read_text())
         except (OSError, ValueError) as exc:
             raise RepositoryError(f"the run journal {self.meta_file} is unreadable: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise RepositoryError(f"the run journal {self.meta_file} holds no JSON object")
         return loaded
 
     def write_plan(self, units: Sequence[Unit], skipped: Sequence[UnitResult]) -> None:

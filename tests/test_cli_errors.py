@@ -423,3 +423,62 @@ def test_an_unreadable_folder_is_no_crash(make) -> None:
     assert units["a.py"] == ("fixed", None)
     status, reason = units["sub/c.py"]
     assert status == "skipped" and reason is not None and "cannot read the file" in reason
+
+
+def interrupted_run(make, capsys) -> tuple[Path, Path]:
+    """A repository with one finished run, recorded as interrupted: its run.json."""
+    repo = make({"a.py": module(["F401"]), "b.py": module(["F821"])})
+    assert fix(repo) == 1
+    capsys.readouterr()
+    (meta_file,) = (repo / ".git" / "stomper" / "runs").glob("*/run.json")
+    meta = json.loads(meta_file.read_text())
+    meta["status"] = "interrupted"
+    meta_file.write_text(json.dumps(meta))
+    return repo, meta_file
+
+
+def tamper(meta_file: Path, change) -> None:
+    meta = json.loads(meta_file.read_text())
+    change(meta)
+    meta_file.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda meta: meta.pop("run_id"), ["damaged (no run_id)"]),
+        (lambda meta: meta.update(run_id="other"), ["run_id 'other' is not the name"]),
+        (lambda meta: meta.update(base="f" * 40), ["is not a commit of this repository"]),
+        (lambda meta: meta.update(target=7), ["target is 7, not a str"]),
+        (lambda meta: meta.update(checked_out="yes"), ["checked_out is 'yes', not a bool"]),
+        (
+            lambda meta: meta["settings"].update(max_parallel_files="many"),
+            ["setting max_parallel_files: Input should be a valid integer"],
+        ),
+        (lambda meta: meta["settings"].update(frobnicate=1), ["setting frobnicate"]),
+        (lambda meta: meta.update(settings=[]), ["settings is [], not a dict"]),
+    ],
+    ids=["no-run-id", "other-run-id", "base", "target", "checked-out", "value", "key", "list"],
+)
+def test_resume_refuses_a_tampered_journal_in_one_line(make, capsys, change, words) -> None:
+    repo, meta_file = interrupted_run(make, capsys)
+    tamper(meta_file, change)
+    before = snapshot(repo)
+    code = main(["resume", "--repo", str(repo), "--no-progress", meta_file.parent.name])
+    assert_refused(code, capsys, "cannot be resumed", str(meta_file), *words)
+    assert snapshot(repo) == before
+
+
+def test_a_journal_that_is_no_object_is_refused_and_listed_as_damaged(make, capsys) -> None:
+    repo, meta_file = interrupted_run(make, capsys)
+    meta_file.write_text("[1, 2]")
+    before = snapshot(repo)
+    code = main(["resume", "--repo", str(repo), "--no-progress"])
+    assert_refused(code, capsys, "holds no JSON object", "stomper runs", str(meta_file.parent))
+    assert main(["resume", "--repo", str(repo), meta_file.parent.name]) == 2
+    assert main(["runs", "--repo", str(repo), "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["run_id"] == meta_file.parent.name and listed["status"] == "damaged"
+    assert main(["clean", "--repo", str(repo), "--journals"]) == 0
+    assert meta_file.exists()
+    assert snapshot(repo) == before

@@ -37,7 +37,7 @@ async def clean(cwd: Path, *, journals: bool) -> int:
         if journal.index_file.exists():
             journal.index_file.unlink()
             removed.append(f"private index of run {run_dir.name}")
-        if journals and journal.exists() and journal.meta().get("status") == "completed":
+        if journals and journal.exists() and _status(journal) == "completed":
             kept = await _remove_checkpoints(repo, journal)
             if kept:
                 console.info(
@@ -52,16 +52,25 @@ async def clean(cwd: Path, *, journals: bool) -> int:
     return 0
 
 
+def _status(journal: Journal) -> object:
+    """The run's recorded status; None when its record is damaged (it is then kept)."""
+    try:
+        return journal.meta().get("status")
+    except StomperError:
+        return None
+
+
 async def _remove_checkpoints(repo: Repository, journal: Journal) -> str:
     """Remove a run's checkpoints from its PostgreSQL database; why not, if they stay."""
-    meta = journal.meta()
-    recorded = meta.get("settings", {}).get("checkpointer")
-    if recorded is None:
+    settings = journal.meta().get("settings")
+    recorded = settings.get("checkpointer") if isinstance(settings, dict) else None
+    if not isinstance(recorded, str):
         return ""  # they are in the journal
+    run_id = journal.dir.name
     try:
         configured = load_settings(repo.root, {}).checkpointer
-        url = checkpoints.resume_url(str(meta["run_id"]), recorded, configured)
-        await checkpoints.delete_run(url, str(meta["run_id"]))
+        url = checkpoints.resume_url(run_id, recorded, configured)
+        await checkpoints.delete_run(url, run_id)
     except StomperError as exc:
         return str(exc)
     return ""

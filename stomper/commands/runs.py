@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.table import Table
 
 from stomper import console
+from stomper.errors import RepositoryError
 from stomper.journal import Journal, StateDir, live_runs
 from stomper.repository import open_repository
 
@@ -28,28 +29,43 @@ class RunSummary:
 
 
 def summarize(state: StateDir) -> list[RunSummary]:
+    """Every run, newest first; one whose record is damaged is listed as ``damaged``."""
     live = live_runs(state)
     found = []
     for meta_file in sorted((state.root / "runs").glob("*/run.json"), reverse=True):
         journal = Journal(meta_file.parent)
-        meta = journal.meta()
+        run_id = journal.dir.name
+        try:
+            meta = journal.meta()
+        except RepositoryError:
+            meta = {"status": "damaged"}
         results = journal.results()
         status = str(meta.get("status"))
-        if status == "running" and meta["run_id"] not in live:
+        if status == "running" and run_id not in live:
             status = "crashed"
         found.append(
             RunSummary(
-                run_id=str(meta["run_id"]),
+                run_id=run_id,
                 command=str(meta.get("command")),
                 status=status,
                 target=str(meta.get("target")),
-                units=int(meta.get("units", 0)),
+                units=_count(meta.get("units")),
                 done=len(results),
                 commits=sum(1 for result in results.values() if result.commit),
-                age_s=time.time() - float(meta.get("started", time.time())),
+                age_s=time.time() - _started(meta.get("started")),
             )
         )
     return found
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _started(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return time.time()
 
 
 async def runs(cwd: Path, *, json_output: bool) -> int:
