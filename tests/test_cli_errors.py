@@ -482,3 +482,20 @@ def test_a_journal_that_is_no_object_is_refused_and_listed_as_damaged(make, caps
     assert main(["clean", "--repo", str(repo), "--journals"]) == 0
     assert meta_file.exists()
     assert snapshot(repo) == before
+
+
+def test_demo_in_a_folder_that_cannot_be_made(tmp_path, capsys) -> None:
+    (tmp_path / "a-file").write_text("mine\n")
+    code = main(["demo", "--dir", str(tmp_path / "a-file" / "demo")])
+    assert_refused(code, capsys, "cannot make the sample repository", "Not a directory", "--dir")
+    code = main(["demo", "--dir", str(tmp_path / "a-file")])
+    assert_refused(code, capsys, "is not an empty folder")
+    assert (tmp_path / "a-file").read_text() == "mine\n"
+
+
+def test_demo_in_a_folder_that_cannot_be_written(tmp_path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    done = bound_by_permissions("demo", "--dir", str(locked / "demo"))
+    assert_refused_child(done, "cannot make the sample repository", "Permission denied", "--dir")
+    assert list(locked.iterdir()) == []
