@@ -29,6 +29,8 @@ class Scope:
 class Plan:
     units: tuple[Unit, ...]
     skipped: tuple[UnitResult, ...]
+    codes: frozenset[str] = frozenset()
+    """Every code the tools reported in scope, targeted or not."""
 
 
 async def scope_files(repo: Repository, scope: Scope) -> list[str]:
@@ -114,4 +116,4 @@ async def make_plan(
             break
         entry = entries[path]
         units.append(Unit(len(units), path, repo.head, targeted, baseline, entry.blob, entry.mode))
-    return Plan(tuple(units), tuple(skipped))
+    return Plan(tuple(units), tuple(skipped), frozenset(diag.code for diag in found))

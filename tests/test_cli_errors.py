@@ -499,3 +499,18 @@ def test_demo_in_a_folder_that_cannot_be_written(tmp_path) -> None:
     done = bound_by_permissions("demo", "--dir", str(locked / "demo"))
     assert_refused_child(done, "cannot make the sample repository", "Permission denied", "--dir")
     assert list(locked.iterdir()) == []
+
+
+def test_a_select_that_matches_nothing_is_warned_of(make, capsys) -> None:
+    repo = make({"a.py": module(["F401", "E713"])})
+    before = snapshot(repo)
+    assert fix(repo, "--select", "XYZ") == 0
+    err = capsys.readouterr().err
+    (warning,) = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert "select XYZ matches no diagnostic" in warning and "E713, F401" in warning
+    assert snapshot(repo) == before
+    assert fix(repo, "--select", "F4,XYZ") == 0
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert "select XYZ matches" in warning and "F4" not in warning.split("matches")[0]
+    assert fix(repo, "--select", "E7") == 0
+    assert "warning" not in capsys.readouterr().err

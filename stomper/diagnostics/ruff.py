@@ -164,8 +164,7 @@ async def fix_source(
     binary = _require_binary()
     argv = [binary, "check", "--fix-only", "--exit-zero", "--no-cache", "--quiet"]
     argv.append("--unsafe-fixes" if unsafe else "--no-unsafe-fixes")
-    # Codes of other tools (mypy's "assignment") would make ruff refuse the whole call.
-    select, ignore = _ruff_codes(select), _ruff_codes(ignore)
+    select, ignore = await _selectors(binary, select), await _selectors(binary, ignore)
     if select:
         argv += ["--select", ",".join(select)]
     if ignore:
@@ -188,5 +187,29 @@ async def apply_fixes(
         file.write_bytes(fixed)
 
 
-def _ruff_codes(codes: Sequence[str]) -> list[str]:
-    return [code for code in codes if re.fullmatch(r"[A-Z]+[0-9]*", code)]
+async def _selectors(binary: str, codes: Sequence[str]) -> list[str]:
+    """Those of ``codes`` that ruff knows as rule selectors: a code of another tool (mypy's
+    "assignment") or one that matches no rule (a typo) would make ruff refuse the call."""
+    wanted = [code for code in codes if re.fullmatch(r"[A-Z]+[0-9]*", code)]
+    if not wanted:
+        return []
+    if binary not in _known_rules:
+        done = await proc.run(
+            (binary, "rule", "--all", "--output-format", "json"),
+            check=False,
+            timeout=_VERSION_TIMEOUT,
+        )
+        try:
+            _known_rules[binary] = frozenset(str(rule["code"]) for rule in json.loads(done.stdout))
+        except (ValueError, TypeError, KeyError):
+            _known_rules[binary] = frozenset()
+    known = _known_rules[binary]
+    if not known:
+        return wanted  # a ruff that cannot list its rules: let it judge the codes itself
+    return [
+        code for code in wanted if code == "ALL" or any(rule.startswith(code) for rule in known)
+    ]
+
+
+# The rule codes each ruff knows, asked once a process: what ruff knows does not change.
+_known_rules: dict[str, frozenset[str]] = {}
