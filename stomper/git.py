@@ -10,6 +10,7 @@ from pathlib import Path
 
 from stomper import proc
 from stomper.errors import ToolError
+from stomper.unit import unquote_path
 
 GIT = "git"
 # Output that is parsed must not depend on the user's colour, pager or diff drivers.
@@ -424,7 +425,7 @@ async def stomper_commits(root: Path, tip: str, since: str) -> list[LoggedCommit
         sha, run, unit, rest = block.split("\x1f", 3)
         files = tuple(name.strip("\n") for name in rest.split("\0") if name.strip("\n"))
         if run.strip():
-            commits.append(LoggedCommit(sha, run.strip(), unit.strip(), files))
+            commits.append(LoggedCommit(sha, run.strip(), unquote_path(unit.strip()), files))
     return commits
 
 
