@@ -88,8 +88,8 @@ def require_state(repo: Repository) -> None:
                 f"{folder} is a file, where stomper keeps its runs: move it away or remove it"
             )
     try:
-        state.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=state):
+        # A probe where the state is or will be; nothing is left behind.
+        with tempfile.TemporaryFile(dir=state if state.exists() else state.parent):
             pass
     except OSError as exc:
         raise RepositoryError(
