@@ -72,8 +72,10 @@ class Settings(BaseSettings):
     api_key_env: str = "OPENAI_API_KEY"
     """The name of the environment variable that holds the API key (never the key itself)."""
     request_timeout: float = Field(default=120.0, gt=0)
+    max_answer_bytes: int = Field(default=1_000_000, ge=1_000)
+    """The most a model's answer may hold; a longer one is refused unread, as a failed attempt."""
     agent_timeout: float = Field(default=600.0, gt=0)
-    """Seconds one unit's agent may take, all attempts and waits included."""
+    """Seconds one unit's agent may take, all attempts, waits and checks of them included."""
     agent_cmd: str | None = None
     """An argv template for ``--agent command``, with ``{prompt_file}`` and ``{file}``."""
     allow_suppressions: bool = False

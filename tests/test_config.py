@@ -121,3 +121,10 @@ def test_a_malformed_base_url_shows_no_password(tmp_path) -> None:
         load_settings(tmp_path, {"base_url": "http://me:hunter2@:80/v1"})
     assert "hunter2" not in str(refused.value)
     assert "http://me:***@:80/v1" in str(refused.value)
+
+
+def test_answers_are_bounded_by_default(tmp_path) -> None:
+    assert load_settings(tmp_path, {}).max_answer_bytes == 1_000_000
+    root = with_config(tmp_path / "repo", "max_answer_bytes = 10")
+    with pytest.raises(ConfigError, match="max_answer_bytes"):
+        load_settings(root, {})
