@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -25,6 +27,25 @@ from stomper.redaction import mask_url
 _pyproject: ContextVar[Path | None] = ContextVar("stomper_pyproject", default=None)
 
 CodeList = Annotated[list[str], NoDecode]
+
+FLAGS = {
+    "tools": "--tool",
+    "select": "--select",
+    "ignore": "--ignore",
+    "max_parallel_files": "--max-parallel-files",
+    "agent": "--agent",
+    "unsafe_fixes": "--unsafe-fixes",
+    "branch": "--branch",
+    "max_attempts": "--max-attempts",
+    "model": "--model",
+    "base_url": "--base-url",
+    "agent_cmd": "--agent-cmd",
+    "agent_timeout": "--agent-timeout",
+    "test_cmd": "--test-cmd",
+    "allow_suppressions": "--allow-suppressions",
+    "checkpointer": "--checkpointer",
+}
+"""The flag of each setting that has one, as error messages name it."""
 
 
 class Settings(BaseSettings):
@@ -54,8 +75,10 @@ class Settings(BaseSettings):
     api_key_env: str = "OPENAI_API_KEY"
     """The name of the environment variable that holds the API key (never the key itself)."""
     request_timeout: float = Field(default=120.0, gt=0)
+    max_answer_bytes: int = Field(default=1_000_000, ge=1_000)
+    """The most a model's answer may hold; a longer one is refused unread, as a failed attempt."""
     agent_timeout: float = Field(default=600.0, gt=0)
-    """Seconds one unit's agent may take, all attempts and waits included."""
+    """Seconds one unit's agent may take, all attempts, waits and checks of them included."""
     agent_cmd: str | None = None
     """An argv template for ``--agent command``, with ``{prompt_file}`` and ``{file}``."""
     allow_suppressions: bool = False
@@ -84,6 +107,25 @@ class Settings(BaseSettings):
             if name not in TOOL_NAMES:
                 raise ValueError(f"unknown tool {name!r}: choose from {', '.join(TOOL_NAMES)}")
         return list(dict.fromkeys(value))
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            parts = urllib.parse.urlsplit(value)
+            well_formed = (
+                parts.scheme in ("http", "https")
+                and bool(parts.hostname)
+                and not any(char.isspace() for char in value)
+                and (parts.port is None or parts.port > 0)
+            )
+        except ValueError:  # a port that is no number, a bracket left open
+            well_formed = False
+        if not well_formed:
+            raise ValueError("give an http:// or https:// URL, such as http://localhost:11434/v1")
+        return value
 
     @field_validator("checkpointer")
     @classmethod
@@ -123,29 +165,51 @@ def load_settings(root: Path | None, flags: Mapping[str, Any]) -> Settings:
     """Settings for the repository at ``root``; ``flags`` holds only the flags given."""
     pyproject = root / "pyproject.toml" if root is not None else None
     if pyproject is not None and pyproject.is_file():
-        try:
-            tomllib.loads(pyproject.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read {pyproject}: {exc}") from None
+        _check_table(pyproject)
+    given = {key: value for key, value in flags.items() if value is not None}
     token = _pyproject.set(pyproject)
     try:
-        return Settings(**{key: value for key, value in flags.items() if value is not None})
+        return Settings(**given)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(_describe(exc, given)) from None
     finally:
         _pyproject.reset(token)
 
 
-def _describe(exc: ValidationError) -> str:
+def _check_table(pyproject: Path) -> None:
+    """Refuse a project file that does not parse, or whose ``[tool.stomper]`` is no table."""
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {pyproject}: {exc}") from None
+    tool = data.get("tool", {})
+    table = tool.get("stomper", {}) if isinstance(tool, dict) else {}
+    if not isinstance(tool, dict) or not isinstance(table, dict):
+        name, value = ("tool", tool) if not isinstance(tool, dict) else ("tool.stomper", table)
+        raise ConfigError(
+            f"invalid configuration: {name} in {pyproject} is {value!r}, not a table: "
+            "write stomper's settings under a [tool.stomper] header"
+        )
+
+
+def _describe(exc: ValidationError, flags: Mapping[str, Any]) -> str:
     error = exc.errors()[0]
-    key = ".".join(str(part) for part in error["loc"]) or "settings"
+    key = str(error["loc"][0]) if error["loc"] else "settings"
     if error["type"] == "extra_forbidden":
         return f"invalid configuration: unknown key {key!r} in [tool.stomper]"
     message = error["msg"].removeprefix("Value error, ")
     given = error.get("input")
-    if key in ("base_url", "checkpointer") and isinstance(given, str):
+    # A malformed base URL is shown as given, unless it holds a user part.
+    if isinstance(given, str) and (key == "checkpointer" or key == "base_url" and "@" in given):
         given = mask_url(given)
-    return (
-        f"invalid configuration: {key}: {message} (got {given!r}; "
-        f"set by --{key.replace('_', '-')}, STOMPER_{key.upper()} or [tool.stomper] {key})"
-    )
+    return f"invalid configuration: {key}: {message} (got {given!r}, set by {_source(key, flags)})"
+
+
+def _source(key: str, flags: Mapping[str, Any]) -> str:
+    """Where the value of ``key`` came from: the flag, the variable, or the project file."""
+    if key in flags:
+        return FLAGS.get(key, key)
+    variable = f"STOMPER_{key.upper()}"
+    if any(name.upper() == variable for name in os.environ):
+        return variable
+    return f"[tool.stomper] {key} in pyproject.toml"

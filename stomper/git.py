@@ -10,6 +10,7 @@ from pathlib import Path
 
 from stomper import proc
 from stomper.errors import ToolError
+from stomper.unit import unquote_path
 
 GIT = "git"
 # Output that is parsed must not depend on the user's colour, pager or diff drivers.
@@ -93,6 +94,26 @@ async def toplevel(cwd: Path) -> Path | None:
 def toplevel_sync(cwd: Path) -> Path | None:
     done = git_sync(cwd, "rev-parse", "--show-toplevel", check=False)
     return Path(_text(done)).resolve() if done.returncode == 0 else None
+
+
+async def outside_work_tree(cwd: Path) -> str | None:
+    """Where ``cwd`` is when it has no working tree: ``bare`` (a bare repository) or
+    ``git-dir`` (inside a repository's git directory); None when neither."""
+    done = await git(cwd, "rev-parse", "--is-bare-repository", "--is-inside-git-dir", check=False)
+    if done.returncode != 0:
+        return None
+    bare, inside = (done.stdout.decode().split() + ["", ""])[:2]
+    return "bare" if bare == "true" else "git-dir" if inside == "true" else None
+
+
+async def index_problem(root: Path) -> str | None:
+    """What git says when it cannot read the index (a corrupt or truncated file); None when
+    it can. The pathspec matches no tracked file, so the index is read and nothing listed."""
+    done = await git(root, "ls-files", "-z", "--", ".git", check=False)
+    if done.returncode == 0:
+        return None
+    said = done.stderr.decode(errors="replace").strip().removeprefix("fatal: ")
+    return " ".join(said.split()) or f"git ls-files exited {done.returncode}"
 
 
 async def git_dirs(root: Path) -> tuple[Path, Path]:
@@ -432,7 +453,7 @@ async def stomper_commits(root: Path, tip: str, since: str) -> list[LoggedCommit
         sha, run, unit, rest = block.split("\x1f", 3)
         files = tuple(name.strip("\n") for name in rest.split("\0") if name.strip("\n"))
         if run.strip():
-            commits.append(LoggedCommit(sha, run.strip(), unit.strip(), files))
+            commits.append(LoggedCommit(sha, run.strip(), unquote_path(unit.strip()), files))
     return commits
 
 

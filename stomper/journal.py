@@ -2,7 +2,7 @@
 
 ```
 stomper/
-  locks/<target>.lock       the live run of a target branch: run id, pid, host, start time
+  locks/<target>.lock       held (flock) by the live run of a target branch; names it
   runs/<run id>/run.json    what the run is: base, target, options, status
   runs/<run id>/units.jsonl one line per finished unit
   runs/<run id>/events.jsonl the operations log
@@ -15,14 +15,16 @@ Nothing here is inside the working tree, so no tool ever lints it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import secrets
 import shutil
 import socket
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,9 +83,11 @@ class Journal:
 
     def meta(self) -> dict[str, Any]:
         try:
-            loaded: dict[str, Any] = json.loads(self.meta_file.read_text())
+            loaded = json.loads(self.meta_file.read_text())
         except (OSError, ValueError) as exc:
             raise RepositoryError(f"the run journal {self.meta_file} is unreadable: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise RepositoryError(f"the run journal {self.meta_file} holds no JSON object")
         return loaded
 
     def write_plan(self, units: Sequence[Unit], skipped: Sequence[UnitResult]) -> None:
@@ -149,96 +153,186 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 # Locks -----------------------------------------------------------------------------------
+# A run holds its target's lock file with flock(2): the kernel lets go of it when the holding
+# process ends, however it ends, so a lock never outlives its run and no pid is guessed at.
+# The file's JSON (run id, pid, host) only tells messages, `runs` and `clean` whose it is.
+# A lock file appears, or replaces a dead run's, already locked and written in full: it is
+# made beside its place, then linked or renamed there.
 
-
-def _process_start(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, so a reused pid is told apart."""
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else None
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (state first); None off Linux."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()
-
-
-def _alive(owner: dict[str, Any]) -> bool:
-    if owner.get("host") != socket.gethostname():
-        return True  # another machine's run on a shared disk: never take it over
-    pid = int(owner.get("pid", -1))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    fields = _stat_fields(pid)
-    if fields is not None and fields[0] in ("Z", "X"):
-        return False  # killed, and not yet reaped by its parent
-    started = owner.get("started")
-    return started is None or _process_start(pid) in (None, started)
+# A probe of `stomper runs` or `clean` holds a lock for microseconds: try again a little.
+_TAKE_TRIES = 20
+_TAKE_WAIT = 0.01
 
 
 @dataclass(frozen=True)
 class LockOwner:
-    run_id: str
-    pid: int
-    host: str
-    started: int | None
+    """What a lock file says of its run; what it lacks or garbles is None."""
+
+    run_id: str | None
+    pid: int | None
+    host: str | None
+
+    def describe(self) -> str:
+        if self.run_id is None:
+            return "another stomper run"
+        where = [f"pid {self.pid}"] if self.pid is not None else []
+        where += [f"on {self.host}"] if self.host is not None else []
+        return f"run {self.run_id}" + (f" ({' '.join(where)})" if where else "")
 
 
-def read_lock(path: Path) -> dict[str, Any] | None:
+def read_lock(path: Path) -> LockOwner:
     try:
-        loaded: dict[str, Any] = json.loads(path.read_text())
+        loaded = json.loads(path.read_bytes())
     except (OSError, ValueError):
-        return None
-    return loaded
+        loaded = None
+    fields = loaded if isinstance(loaded, dict) else {}
+    run_id, pid, host = fields.get("run_id"), fields.get("pid"), fields.get("host")
+    return LockOwner(
+        run_id if isinstance(run_id, str) and run_id else None,
+        pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+        host if isinstance(host, str) and host else None,
+    )
+
+
+def held_locks(state: StateDir) -> dict[Path, LockOwner]:
+    """The lock files a live process holds, with what each says of its run."""
+    return {
+        path: read_lock(path)
+        for path in sorted((state.root / "locks").glob("*.lock"))
+        if _held(path)
+    }
 
 
 def live_runs(state: StateDir) -> set[str]:
-    """The ids of the runs whose lock is held by a live process."""
-    live = set()
-    for path in (state.root / "locks").glob("*.lock"):
-        owner = read_lock(path)
-        if owner is not None and _alive(owner):
-            live.add(str(owner.get("run_id")))
-    return live
+    """The ids of the runs whose lock a live process holds."""
+    return {owner.run_id for owner in held_locks(state).values() if owner.run_id is not None}
 
 
-@contextlib.contextmanager
-def hold_lock(state: StateDir, target_ref: str, run_id: str) -> Iterator[None]:
-    """Hold the target's lock for the run; a lock left by a dead process is taken over."""
+@contextlib.asynccontextmanager
+async def hold_lock(state: StateDir, target_ref: str, run_id: str) -> AsyncIterator[None]:
+    """Hold the target's lock for the run; refused while a live process holds it."""
     path = state.lock_file(target_ref)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pid = os.getpid()
-    owner = LockOwner(run_id, pid, socket.gethostname(), _process_start(pid))
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            held = read_lock(path)
-            if held is not None and _alive(held):
-                raise RunLockedError(
-                    f"run {held.get('run_id')} (pid {held.get('pid')}) is already working on "
-                    f"{target_ref}: wait for it, or use --branch to land elsewhere"
-                ) from None
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            continue
-        with os.fdopen(fd, "w") as out:
-            json.dump(asdict(owner), out)
-        break
-    else:
-        raise RunLockedError(f"cannot take the lock {path}: remove it if no stomper is running")
+    owner = {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname()}
+    fd = await _take(path, json.dumps(owner).encode(), target_ref)
     try:
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        # Removed while still held: whoever opened it meanwhile sees it is gone, and retries.
+        with contextlib.suppress(OSError):
             path.unlink()
+        os.close(fd)
+
+
+def remove_stale_locks(state: StateDir) -> list[str]:
+    """Remove the files of the locks folder that no live process holds; their names."""
+    removed = []
+    for path in sorted((state.root / "locks").glob("*")):
+        fd = _open(path, os.O_RDONLY)
+        if fd is None:
+            continue
+        try:
+            if _try_lock(fd, fcntl.LOCK_EX) and _same_file(fd, path):
+                path.unlink()
+                removed.append(path.name)
+        finally:
+            os.close(fd)
+    return removed
+
+
+async def _take(path: Path, owner: bytes, target_ref: str) -> int:
+    """The descriptor that holds the lock at ``path``, which says ``owner``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RepositoryError(f"cannot make the folder of run locks {path.parent}: {exc}") from exc
+    for _ in range(_TAKE_TRIES):
+        mine, made = _locked_copy(path, owner)
+        try:
+            if _placed(made, path):
+                return mine
+        except BaseException:
+            os.close(mine)
+            raise
+        finally:
+            made.unlink(missing_ok=True)
+        os.close(mine)
+        await asyncio.sleep(_TAKE_WAIT)
+    raise RunLockedError(
+        f"{read_lock(path).describe()} is already working on {target_ref}: wait for it, "
+        "or use --branch to land elsewhere"
+    )
+
+
+def _locked_copy(path: Path, owner: bytes) -> tuple[int, Path]:
+    """A new file beside ``path`` holding ``owner``, locked: open and where it is."""
+    made = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(made, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise RepositoryError(f"cannot write a run lock in {path.parent}: {exc}") from exc
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a file nobody else knows of yet: taken at once
+    os.write(fd, owner)
+    return fd, made
+
+
+def _placed(made: Path, path: Path) -> bool:
+    """Put the locked ``made`` at ``path``, unless a live process holds the lock there."""
+    try:
+        os.link(made, path)
+        return True
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise RepositoryError(f"cannot place the run lock {path}: {exc}") from exc
+    theirs = _open(path, os.O_RDONLY)
+    if theirs is None:
+        return False  # removed meanwhile: try again
+    try:
+        if not _try_lock(theirs, fcntl.LOCK_EX) or not _same_file(theirs, path):
+            return False
+        # A dead run's lock (or no lock at all, whatever it says): ours takes its place.
+        os.replace(made, path)
+        return True
+    finally:
+        os.close(theirs)
+
+
+def _held(path: Path) -> bool:
+    fd = _open(path, os.O_RDONLY)
+    if fd is None:
+        return False
+    try:
+        return not _try_lock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)  # which lets go of the probe's own lock
+
+
+def _open(path: Path, flags: int) -> int | None:
+    """``path`` opened without following a link; None when it is gone."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RepositoryError(f"cannot read the run lock {path}: {exc}: remove it") from exc
+
+
+def _try_lock(fd: int, kind: int) -> bool:
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open at ``fd`` (not removed, not replaced)."""
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def remove_tree(path: Path) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from stomper import checkout, git, objects
-from stomper.unit import Patch
+from stomper.unit import Patch, quote_path
 
 _CAS_RETRIES = 20
 # How long a landing waits for another process's index.lock to go before giving up the unit.
@@ -475,8 +475,9 @@ def commit_message(*, path: str, tools: list[str], codes: list[str], run_id: str
     for code in codes:
         counts[code] = counts.get(code, 0) + 1
     body = ", ".join(f"{code} x{n}" if n > 1 else code for code, n in sorted(counts.items()))
+    name = quote_path(path)
     return (
-        f"fix({'+'.join(tools)}): resolve {len(codes)} diagnostics in {path}\n\n"
+        f"fix({'+'.join(tools)}): resolve {len(codes)} diagnostics in {name}\n\n"
         f"Resolved: {body}\n\n"
-        f"Stomper-Run: {run_id}\nStomper-Unit: {path}\n"
+        f"Stomper-Run: {run_id}\nStomper-Unit: {name}\n"
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from stomper import git
-from stomper.diagnostics import Collector, Diagnostic, select
+from stomper.diagnostics import Collector, Diagnostic, select, unreadable
 from stomper.errors import ToolError
 from stomper.repository import Repository
 from stomper.unit import Status, Unit, UnitResult
@@ -28,6 +29,8 @@ class Scope:
 class Plan:
     units: tuple[Unit, ...]
     skipped: tuple[UnitResult, ...]
+    codes: frozenset[str] = frozenset()
+    """Every code the tools reported in scope, targeted or not."""
 
 
 async def scope_files(repo: Repository, scope: Scope) -> list[str]:
@@ -38,15 +41,24 @@ async def scope_files(repo: Repository, scope: Scope) -> list[str]:
         changed = set(await git.changed_files(repo.root, scope.changed_against))
         files = [path for path in files if path in changed]
     return sorted(
-        path for path in files if path.endswith(PYTHON_SUFFIXES) and (repo.root / path).is_file()
+        path for path in files if path.endswith(PYTHON_SUFFIXES) and _is_file(repo.root / path)
     )
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; one in a folder that cannot be read is kept, for the
+    tools to report that they cannot read it."""
+    try:
+        return path.is_file()
+    except PermissionError:
+        return True
 
 
 async def ensure_tools(collectors: Sequence[Collector]) -> None:
     for collector in collectors:
         info = await collector.info()
         if not info.found:
-            raise ToolError(f"{collector.name} is not installed: {info.hint}")
+            raise ToolError(info.problem or f"{collector.name} is not installed: {info.hint}")
 
 
 async def make_plan(
@@ -81,6 +93,12 @@ async def make_plan(
     for path in sorted(by_file):
         baseline = tuple(by_file[path])
         targeted = tuple(select(baseline, select=chosen, ignore=ignored))
+        cannot = next((why for diag in baseline if (why := unreadable(diag)) is not None), None)
+        if cannot is not None:
+            skipped.append(
+                UnitResult(path, Status.SKIPPED, targeted, remaining=targeted, reason=cannot)
+            )
+            continue
         if not targeted:
             continue
         if path in dirty or path not in entries:
@@ -98,4 +116,4 @@ async def make_plan(
             break
         entry = entries[path]
         units.append(Unit(len(units), path, repo.head, targeted, baseline, entry.blob, entry.mode))
-    return Plan(tuple(units), tuple(skipped))
+    return Plan(tuple(units), tuple(skipped), frozenset(diag.code for diag in found))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ _IN_PROGRESS = {
     "REVERT_HEAD": "a revert",
     "BISECT_LOG": "a bisect",
 }
+_STATE_FOLDERS = ("locks", "runs", "worktrees", "cache")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,16 @@ async def open_repository(cwd: Path) -> Repository:
         raise RepositoryError(f"{cwd} is not a directory: pass a repository with --repo")
     root = await git.toplevel(cwd)
     if root is None:
+        where = await git.outside_work_tree(cwd)
+        if where == "bare":
+            raise RepositoryError(
+                f"{cwd} is a bare repository, with no working tree to fix: run stomper in a "
+                "clone that has one"
+            )
+        if where == "git-dir":
+            raise RepositoryError(
+                f"{cwd} is inside a repository's git directory: run stomper in its working tree"
+            )
         raise RepositoryError(
             f"not a git repository: {cwd}: run stomper inside one, or pass --repo"
         )
@@ -52,6 +64,38 @@ async def open_repository(cwd: Path) -> Repository:
                 f"{operation} is in progress: finish or abort it before running stomper"
             )
     return Repository(root, git_dir, common_dir, head, await git.current_branch(root))
+
+
+async def require_index(repo: Repository) -> None:
+    """Refuse a repository whose index git cannot read, before any work: every git command
+    that needs it would fail half-way through the run."""
+    problem = await git.index_problem(repo.root)
+    if problem is not None:
+        index = repo.git_dir / "index"
+        raise RepositoryError(
+            f"git cannot read the index: {problem}: repair it (removing {index}, then "
+            "`git reset`, rebuilds it from HEAD and keeps your files)"
+        )
+
+
+def require_state(repo: Repository) -> None:
+    """Refuse a git directory stomper cannot keep its runs in, before any tool writes there
+    (ruff's cache, the journal, the lock, the workspaces)."""
+    state = repo.state.root
+    for folder in (state, *(state / name for name in _STATE_FOLDERS)):
+        if folder.exists() and not folder.is_dir():
+            raise RepositoryError(
+                f"{folder} is a file, where stomper keeps its runs: move it away or remove it"
+            )
+    try:
+        # A probe where the state is or will be; nothing is left behind.
+        with tempfile.TemporaryFile(dir=state if state.exists() else state.parent):
+            pass
+    except OSError as exc:
+        raise RepositoryError(
+            f"stomper cannot write its runs in {state}: {exc.strerror or exc}: make "
+            f"{repo.common_dir} writable"
+        ) from exc
 
 
 def repo_relative(root: Path, cwd: Path, given: str) -> str:

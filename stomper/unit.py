@@ -141,5 +141,68 @@ class UnitResult:
         )
 
 
+# git's C-style escapes, as it quotes paths in its output (core.quotepath=off: non-ASCII
+# characters stay as they are).
+_ESCAPES = {
+    "\a": "a",
+    "\b": "b",
+    "\t": "t",
+    "\n": "n",
+    "\v": "v",
+    "\f": "f",
+    "\r": "r",
+    '"': '"',
+    "\\": "\\",
+}
+_UNESCAPES = {letter: char for char, letter in _ESCAPES.items()}
+
+
+def quote_path(path: str) -> str:
+    """``path`` as git quotes it: in double quotes, with C escapes, when it holds a control
+    character, a double quote or a backslash; unchanged otherwise. It is also quoted when it
+    begins or ends with white space, which a commit trailer would lose. So a name with a
+    newline cannot break a commit's subject or trailers, and :func:`unquote_path` gives it
+    back exactly."""
+    plain = path == path.strip() and not any(
+        char in _ESCAPES or ord(char) < 0x20 or ord(char) == 0x7F for char in path
+    )
+    if plain and path:
+        return path
+    quoted = []
+    for char in path:
+        if char in _ESCAPES:
+            quoted.append("\\" + _ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            quoted.append(f"\\{ord(char):03o}")
+        else:
+            quoted.append(char)
+    return '"' + "".join(quoted) + '"'
+
+
+def unquote_path(text: str) -> str:
+    """The path that :func:`quote_path` (or git) quoted as ``text``; ``text`` itself when it
+    is not quoted."""
+    if len(text) < 2 or not (text.startswith('"') and text.endswith('"')):
+        return text
+    body, out, index = text[1:-1], bytearray(), 0
+    while index < len(body):
+        char = body[index]
+        if char != "\\" or index + 1 == len(body):
+            out += char.encode()
+            index += 1
+        elif body[index + 1] in _UNESCAPES:
+            out += _UNESCAPES[body[index + 1]].encode()
+            index += 2
+        else:
+            digits = body[index + 1 : index + 4]
+            if len(digits) == 3 and all(digit in "01234567" for digit in digits):
+                out.append(int(digits, 8) & 0xFF)
+                index += 4
+            else:
+                out += char.encode()
+                index += 1
+    return out.decode(errors="surrogateescape")
+
+
 def _diagnostics(records: list[Any]) -> tuple[Diagnostic, ...]:
     return tuple(Diagnostic.from_record(record) for record in records)

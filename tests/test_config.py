@@ -53,3 +53,78 @@ def test_a_dump_of_the_settings_holds_the_url_redacted() -> None:
     assert "hunter2" not in repr(settings)
     # What a journal records reads back, still redacted.
     assert Settings.model_validate(settings.model_dump()).checkpointer == REDACTED
+
+
+@pytest.mark.parametrize(
+    ("text", "name"), [("[tool]\nstomper = 5\n", "tool.stomper"), ("tool = 5\n", "tool")]
+)
+def test_a_stomper_table_that_is_no_table_is_refused(tmp_path, text, name) -> None:
+    (tmp_path / "pyproject.toml").write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(tmp_path, {})
+    message = str(refused.value)
+    assert f"{name} in {tmp_path / 'pyproject.toml'} is 5, not a table" in message
+    assert "[tool.stomper]" in message and "\n" not in message
+
+
+def test_an_invalid_value_names_where_it_was_set(tmp_path, monkeypatch) -> None:
+    root = with_config(tmp_path / "repo", "max_attempts = 0")
+
+    def refused(flags: dict[str, object]) -> str:
+        with pytest.raises(ConfigError) as error:
+            load_settings(root, flags)
+        return str(error.value)
+
+    assert refused({}).endswith("set by [tool.stomper] max_attempts in pyproject.toml)")
+    monkeypatch.setenv("STOMPER_MAX_ATTEMPTS", "-1")
+    assert refused({}).endswith("(got '-1', set by STOMPER_MAX_ATTEMPTS)")
+    assert refused({"max_attempts": 99}).endswith("(got 99, set by --max-attempts)")
+    # The flag as it is spelled (--tool, not the setting's name), and none that does not exist.
+    assert refused({"tools": ["pylint"]}).endswith("set by --tool)")
+    monkeypatch.delenv("STOMPER_MAX_ATTEMPTS")
+    monkeypatch.setenv("STOMPER_REQUEST_TIMEOUT", "abc")
+    message = refused({"max_attempts": 3})
+    assert "request_timeout" in message and message.endswith("set by STOMPER_REQUEST_TIMEOUT)")
+    assert "--request-timeout" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not-a-url",
+        "localhost:11434/v1",
+        "ftp://example.com/v1",
+        "http://",
+        "http:///v1",
+        "http://host:port/v1",
+        "http://two words/v1",
+        "http://[::1/v1",
+    ],
+)
+def test_a_malformed_base_url_is_refused(tmp_path, url) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(tmp_path, {"base_url": url})
+    message = str(refused.value)
+    assert "base_url: give an http:// or https:// URL" in message
+    assert message.endswith("set by --base-url)")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost:11434/v1", "https://api.openai.com/v1", "http://[::1]:8080/v1"]
+)
+def test_a_well_formed_base_url_is_kept(tmp_path, url) -> None:
+    assert load_settings(tmp_path, {"base_url": url}).base_url == url
+
+
+def test_a_malformed_base_url_shows_no_password(tmp_path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(tmp_path, {"base_url": "http://me:hunter2@:80/v1"})
+    assert "hunter2" not in str(refused.value)
+    assert "http://me:***@:80/v1" in str(refused.value)
+
+
+def test_answers_are_bounded_by_default(tmp_path) -> None:
+    assert load_settings(tmp_path, {}).max_answer_bytes == 1_000_000
+    root = with_config(tmp_path / "repo", "max_answer_bytes = 10")
+    with pytest.raises(ConfigError, match="max_answer_bytes"):
+        load_settings(root, {})

@@ -242,3 +242,50 @@ def test_a_unique_block_turns_the_file_into_what_it_says(
         new += "\n"
     apply(parse(block(search, replace)), workspace, "a.py")
     assert (workspace / "a.py").read_bytes() == new.encode()
+
+
+def test_an_answer_with_too_many_blocks_is_refused_before_it_is_applied(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("x = 1\n")
+    answer = block("x = 1\n", "x = 1\n") * 1001
+    with pytest.raises(AttemptFailed, match="1001 blocks, more than the 1000"):
+        apply(parse(answer), tmp_path, "a.py")
+    assert (tmp_path / "a.py").read_text() == "x = 1\n"
+
+
+def test_the_feedback_on_many_failing_blocks_tells_the_first_ten(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("x = 1\n")
+    answer = "".join(block(f"y = {n}\n", "") for n in range(25))
+    with pytest.raises(AttemptFailed) as failed:
+        apply(parse(answer), tmp_path, "a.py")
+    feedback = failed.value.feedback
+    assert "Block 10 (`y = 9`)" in feedback and "Block 11" not in feedback
+    assert feedback.endswith("15 more blocks do not apply either.")
+
+
+def test_a_search_that_matches_very_often_is_counted_up_to_a_bound(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("pass\n" * 5000)
+    with pytest.raises(AttemptFailed, match=r"matches 100 or more places \(at lines 1, 2, 3,"):
+        apply(parse(block("pass\n", "")), tmp_path, "a.py")
+
+
+def test_the_closest_lines_of_a_large_file_are_found(tmp_path: Path) -> None:
+    # Thousands of runs of lines alike: the copy off in one line is found among them.
+    lines = [f"    value_{n} = compute(value_{n - 1}, scale={n % 7})\n" for n in range(20000)]
+    (tmp_path / "a.py").write_text("".join(lines))
+    copy = lines[12000:12030]
+    copy[10] = copy[10].replace("compute", "compute_all")
+    with pytest.raises(AttemptFailed) as failed:
+        apply(parse(block("".join(copy), "")), tmp_path, "a.py")
+    shown = failed.value.feedback.split("The closest lines of the file are:\n")[1].splitlines()
+    assert shown[0] == "12001 |     value_12000 = compute(value_11999, scale=2)"
+    assert len([line for line in shown if " | " in line]) == 30
+
+
+def test_matching_a_huge_search_that_occurs_nowhere_ends(tmp_path: Path) -> None:
+    # Lines that share nothing with the file's: the closest lines are looked for a bounded
+    # while (an unbounded search took minutes, past any timeout).
+    lines = [f"value_{n} = compute(value_{n - 1})\n" for n in range(30000)]
+    (tmp_path / "a.py").write_text("".join(lines))
+    search = "".join(f"value_{n} = compute(value_{n + 1})  # as I remember\n" for n in range(30000))
+    with pytest.raises(AttemptFailed, match="does not match"):
+        apply(parse(block(search, "")), tmp_path, "a.py")

@@ -13,9 +13,9 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
-from stomper.errors import AgentError
+from stomper.errors import AgentError, StomperError
 
 if TYPE_CHECKING:
     from stomper.config import Settings
@@ -145,9 +145,31 @@ def load_agent(name: str, settings: Settings) -> Agent:
             "or name a class as module:attribute"
         )
     module_name, _, attribute = name.partition(":")
+    # The user's own code: whatever it raises is theirs to fix, in one line.
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise AgentError(f"cannot load agent {name!r}: {exc}") from exc
-    agent: Agent = factory(settings)
-    return agent
+    except Exception as exc:
+        raise AgentError(f"cannot load agent {name!r}: {_one_line(exc)}") from exc
+    if not callable(factory):
+        raise AgentError(
+            f"cannot load agent {name!r}: it is a {type(factory).__name__}, not a factory "
+            "that takes the settings and returns an agent"
+        )
+    try:
+        agent = factory(settings)
+    except StomperError:
+        raise
+    except Exception as exc:
+        raise AgentError(f"the agent factory {name!r} failed: {_one_line(exc)}") from exc
+    if not isinstance(getattr(agent, "name", None), str) or not callable(
+        getattr(agent, "fix", None)
+    ):
+        raise AgentError(
+            f"the agent factory {name!r} returned a {type(agent).__name__}, which is no "
+            "agent: an agent has a name and an async fix(task) method"
+        )
+    return cast(Agent, agent)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import difflib
 import re
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -71,6 +73,14 @@ _FENCE = re.compile(r"(?P<fence>`{3,}|~{3,})[\w+.-]*\s*")
 # no space at all, or spaces but a file extension; either way a dot or a slash.
 _PATH_LIKE = re.compile(r"[^\s:]*[./][^\s:]*|[^:]*\S\.\w+")
 _SHOWN_LINES = 30
+# What an answer may cost to check, whatever it holds: a bounded count of blocks, of places
+# counted for one, of problems told back, and of time spent looking for the lines closest
+# to SEARCH parts that match nothing (a search that grows with the file and the part).
+_MAX_BLOCKS = 1000
+_COUNTED_PLACES = 100
+_TOLD_PROBLEMS = 10
+_CLOSEST_SECONDS = 1.0
+_LIKELY_RUNS = 20
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,11 @@ def parse(answer: str) -> list[Edit]:
             found.append(whole)
             continue
         index += 1
+    if len(found) > _MAX_BLOCKS:
+        raise AttemptFailed(
+            f"Your answer held {len(found)} blocks, more than the {_MAX_BLOCKS} one answer may "
+            "hold: nothing was changed. Answer with fewer blocks, for the diagnostics only."
+        )
     if not found:
         shown = answer.strip()[:200] or "(an empty answer)"
         raise AttemptFailed(
@@ -160,6 +175,7 @@ def prepare(edits: Sequence[Edit], workspace: Path, default_path: str) -> list[C
     originals: dict[str, str] = {}
     targets: dict[str, Path] = {}
     problems: list[str] = []
+    give_up = time.monotonic() + _CLOSEST_SECONDS
     for edit in edits:
         try:
             path, target = _target(root, edit.path or default_path)
@@ -173,7 +189,7 @@ def prepare(edits: Sequence[Edit], workspace: Path, default_path: str) -> list[C
                 problems.append(f"Block {edit.number} {_first_line(edit)}: {refused}")
                 continue
             targets[path] = target
-        outcome = _apply_one(edit, path, texts[path])
+        outcome = _apply_one(edit, path, texts[path], give_up)
         if isinstance(outcome, _Refused):
             problems.append(str(outcome))
         else:
@@ -190,11 +206,13 @@ def prepare(edits: Sequence[Edit], workspace: Path, default_path: str) -> list[C
                 "character UTF-8 can hold: write plain text."
             )
     if problems:
+        untold = len(problems) - _TOLD_PROBLEMS
         raise AttemptFailed(
             "Nothing was changed: "
             + ("this block does not apply" if len(problems) == 1 else "these blocks do not apply")
             + ".\n\n"
-            + "\n\n".join(problems)
+            + "\n\n".join(problems[:_TOLD_PROBLEMS])
+            + (f"\n\n{untold} more blocks do not apply either." if untold > 0 else "")
         )
     return changes
 
@@ -322,8 +340,9 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", errors="surrogateescape")
 
 
-def _apply_one(edit: Edit, path: str, text: str) -> str | _Refused:
-    """The text after ``edit``, or why it does not apply."""
+def _apply_one(edit: Edit, path: str, text: str, give_up: float) -> str | _Refused:
+    """The text after ``edit``, or why it does not apply (with the closest lines of the
+    file, if they are found before ``give_up``, a ``time.monotonic()``)."""
     if isinstance(edit, WholeFile):
         content = _like(text, edit.content)
         if text and not text.endswith(("\n", "\r")) and content.endswith("\n"):
@@ -347,8 +366,9 @@ def _apply_one(edit: Edit, path: str, text: str) -> str | _Refused:
         return text[:start] + replace + text[start + len(search) :]
     if len(places) > 1:
         numbers = ", ".join(str(text.count("\n", 0, place) + 1) for place in places[:10])
+        count = f"{len(places)}" if len(places) < _COUNTED_PLACES else f"{_COUNTED_PLACES} or more"
         return _Refused(
-            f"{label} matches {len(places)} places (at lines {numbers}). Add lines around "
+            f"{label} matches {count} places (at lines {numbers}). Add lines around "
             "the change to the SEARCH part so that it matches one place only."
         )
     at_end = _at_end_without_newline(text, search)
@@ -357,9 +377,10 @@ def _apply_one(edit: Edit, path: str, text: str) -> str | _Refused:
         return text[:at_end] + _drop_line_end(replace)
     if not text:
         return _Refused(f"{label} does not match: the file is empty or does not exist.")
+    closest = _closest(text, search, give_up)
+    shown = f"The closest lines of the file are:\n{closest}\n" if closest else ""
     return _Refused(
-        f"{label} does not match: its SEARCH lines do not occur in the file exactly. "
-        f"The closest lines of the file are:\n{_closest(text, search)}\n"
+        f"{label} does not match: its SEARCH lines do not occur in the file exactly. {shown}"
         "Copy the SEARCH lines exactly from the file: indentation, blank lines and comments "
         "included, without line numbers."
     )
@@ -373,10 +394,11 @@ def _like(text: str, block: str) -> str:
 
 
 def _occurrences(text: str, search: str) -> list[int]:
-    """Where ``search`` starts in ``text``, at the start of a line only (overlaps counted)."""
-    places = []
+    """Where ``search`` starts in ``text``, at the start of a line only (overlaps counted;
+    no more than ``_COUNTED_PLACES``)."""
+    places: list[int] = []
     start = text.find(search)
-    while start != -1:
+    while start != -1 and len(places) < _COUNTED_PLACES:
         if start == 0 or text[start - 1] == "\n":
             places.append(start)
         start = text.find(search, start + 1)
@@ -400,14 +422,20 @@ def _drop_line_end(block: str) -> str:
     return block[:-1] if block.endswith("\n") else block
 
 
-def _closest(text: str, search: str) -> str:
-    """The run of the file's lines most like ``search``, numbered as the prompt numbers them."""
+def _closest(text: str, search: str, give_up: float) -> str:
+    """The run of the file's lines most like ``search`` (its first lines, those shown),
+    numbered as the prompt numbers them: the best found by ``give_up``, or "" when there
+    was no time to look."""
     lines = _lines(text)
-    size = max(1, len(_lines(search)))
+    wanted = _lines(search)[:_SHOWN_LINES]
+    size = max(1, len(wanted))
     matcher = difflib.SequenceMatcher(None, autojunk=False)
-    matcher.set_seq2(search)
+    matcher.set_seq2("".join(wanted))
     best_ratio, best_start = -1.0, 0
-    for start in range(max(1, len(lines) - size + 1)):
+    starts = _likely_starts(lines, wanted) or range(max(1, len(lines) - size + 1))
+    for start in starts:
+        if time.monotonic() > give_up:
+            break
         matcher.set_seq1("".join(lines[start : start + size]))
         # The cheap upper bounds first: most windows are ruled out without the full ratio.
         if (
@@ -416,12 +444,40 @@ def _closest(text: str, search: str) -> str:
             and matcher.ratio() > best_ratio
         ):
             best_ratio, best_start = matcher.ratio(), start
-    end = min(len(lines), best_start + min(size, _SHOWN_LINES))
+    if best_ratio < 0:
+        return ""
+    end = min(len(lines), best_start + size)
     width = len(str(end))
     return "\n".join(
         f"{number + 1:>{width}} | {lines[number].rstrip(chr(13) + chr(10))}"
         for number in range(best_start, end)
     )
+
+
+def _likely_starts(lines: list[str], wanted: list[str]) -> list[int]:
+    """The starts of the runs of ``len(wanted)`` lines that share the most lines with
+    ``wanted`` once stripped (a copy that is off in a line or two, or in its indentation),
+    in order; none when no line is shared. Found in one pass, so that the close comparison
+    of characters is made for a few runs, not for every run of a large file."""
+    want = Counter(key for line in wanted if (key := line.strip()))
+    if not want:
+        return []
+    size = len(wanted)
+    keys = [line.strip() for line in lines]
+    have: Counter[str] = Counter()
+    shared = 0
+    scores: list[tuple[int, int]] = []
+    for index, key in enumerate(keys):
+        if key in want:
+            have[key] += 1
+            shared += have[key] <= want[key]
+        if index >= size and (old := keys[index - size]) in want:
+            shared -= have[old] <= want[old]
+            have[old] -= 1
+        if index >= size - 1 or index == len(keys) - 1:
+            scores.append((shared, max(0, index - size + 1)))
+    best = sorted(scores, key=lambda score: (-score[0], score[1]))[:_LIKELY_RUNS]
+    return sorted(start for shared, start in best if shared > 0)
 
 
 def _first_line(edit: Edit) -> str:

@@ -62,6 +62,7 @@ class OpenAIChatAgent:
         api_key_env: str = "OPENAI_API_KEY",
         request_timeout: float = 120.0,
         agent_timeout: float = 600.0,
+        max_answer_bytes: int = 1_000_000,
         answer_format: str = edits.ANSWER_FORMAT,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
@@ -75,6 +76,7 @@ class OpenAIChatAgent:
         self.api_key_env = api_key_env
         self.request_timeout = request_timeout
         self.agent_timeout = agent_timeout
+        self.max_answer_bytes = max_answer_bytes
         self.answer_format = answer_format
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -115,6 +117,7 @@ class OpenAIChatAgent:
             api_key_env=settings.api_key_env,
             request_timeout=settings.request_timeout,
             agent_timeout=settings.agent_timeout,
+            max_answer_bytes=settings.max_answer_bytes,
         )
 
     @property
@@ -152,6 +155,7 @@ class OpenAIChatAgent:
         self.tokens_out += tokens_out
         answer, cut_off = _answer(completion)
         try:
+            self._bound(answer)
             found = edits.parse(answer)
             # Matching a block against a large file takes a while: off the event loop. The
             # writing stays here, so an attempt cancelled meanwhile never writes.
@@ -166,6 +170,17 @@ class OpenAIChatAgent:
             raise AttemptFailed(feedback, tokens_in=tokens_in, tokens_out=tokens_out) from None
         edits.write(changes)
         return AgentOutcome(tokens_in=tokens_in, tokens_out=tokens_out)
+
+    def _bound(self, answer: str) -> None:
+        """Refuse an answer larger than ``max_answer_bytes`` before any of it is parsed or
+        matched: the work on an answer grows with its size, and no fix needs megabytes."""
+        size = len(answer) if len(answer) > self.max_answer_bytes else len(answer.encode())
+        if size > self.max_answer_bytes:
+            raise AttemptFailed(
+                f"Your answer held {size:,} bytes, more than the {self.max_answer_bytes:,} "
+                "allowed (max_answer_bytes), so none of it was applied. Answer with a few "
+                "small SEARCH/REPLACE blocks that change only what the diagnostics need."
+            )
 
     def _prompt(self, task: AgentTask) -> str:
         try:

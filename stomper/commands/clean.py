@@ -7,9 +7,9 @@ from pathlib import Path
 from stomper import checkpoints, console, redaction
 from stomper.config import load_settings
 from stomper.errors import StomperError
-from stomper.journal import Journal, live_runs, read_lock, remove_tree
+from stomper.journal import Journal, live_runs, remove_stale_locks, remove_tree
 from stomper.recovery import recover
-from stomper.repository import Repository, open_repository
+from stomper.repository import Repository, open_repository, require_state
 from stomper.workspace import release_folder
 
 
@@ -22,6 +22,7 @@ async def clean(cwd: Path, *, journals: bool) -> int:
     removed stays, so that they are not lost track of.
     """
     repo = await open_repository(cwd)
+    require_state(repo)
     await recover(repo)
     state = repo.state
     live = live_runs(state)
@@ -30,11 +31,7 @@ async def clean(cwd: Path, *, journals: bool) -> int:
         if folder.name not in live:
             release_folder(repo.root, folder)
             removed.append(f"worktrees of run {folder.name}")
-    for lock in sorted((state.root / "locks").glob("*.lock")):
-        owner = read_lock(lock)
-        if owner is None or str(owner.get("run_id")) not in live:
-            lock.unlink(missing_ok=True)
-            removed.append(f"stale lock {lock.name}")
+    removed += [f"stale lock {name}" for name in remove_stale_locks(state)]
     for run_dir in sorted((state.root / "runs").glob("*")):
         if run_dir.name in live:
             continue
@@ -42,7 +39,7 @@ async def clean(cwd: Path, *, journals: bool) -> int:
         if journal.index_file.exists():
             journal.index_file.unlink()
             removed.append(f"private index of run {run_dir.name}")
-        if journals and journal.exists() and journal.meta().get("status") == "completed":
+        if journals and journal.exists() and _status(journal) == "completed":
             kept = await _remove_checkpoints(repo, journal)
             if kept:
                 console.info(
@@ -57,16 +54,25 @@ async def clean(cwd: Path, *, journals: bool) -> int:
     return 0
 
 
+def _status(journal: Journal) -> object:
+    """The run's recorded status; None when its record is damaged (it is then kept)."""
+    try:
+        return journal.meta().get("status")
+    except StomperError:
+        return None
+
+
 async def _remove_checkpoints(repo: Repository, journal: Journal) -> str:
     """Remove a run's checkpoints from its PostgreSQL database; why not, if they stay."""
-    meta = journal.meta()
-    recorded = meta.get("settings", {}).get("checkpointer")
-    if recorded is None:
+    settings = journal.meta().get("settings")
+    recorded = settings.get("checkpointer") if isinstance(settings, dict) else None
+    if not isinstance(recorded, str):
         return ""  # they are in the journal
+    run_id = journal.dir.name
     try:
         configured = load_settings(repo.root, {}).checkpointer
-        url = redaction.resume_url(str(meta["run_id"]), "checkpointer", recorded, configured)
-        await checkpoints.delete_run(url, str(meta["run_id"]))
+        url = redaction.resume_url(run_id, "checkpointer", recorded, configured)
+        await checkpoints.delete_run(url, run_id)
     except StomperError as exc:
         return str(exc)
     return ""

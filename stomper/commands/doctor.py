@@ -76,7 +76,7 @@ async def doctor(cwd: Path) -> int:
         row(
             collector.name,
             info.found or not needed,
-            info.version or ("not found" + ("" if needed else " (not configured)")),
+            info.problem or info.version or ("not found" + ("" if needed else " (not configured)")),
             info.hint,
         )
     await _check_agent(settings, row)

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from stomper import checkpoints, console, git, redaction, runner
 from stomper.agents import Agent, load_agent, ready
 from stomper.config import Settings
-from stomper.diagnostics import collectors_named
+from stomper.diagnostics import code_matches, collectors_named
 from stomper.errors import ConfigError, RepositoryError
 from stomper.gate import split_command
 from stomper.journal import Journal, hold_lock, new_run_id, stale_worktree_dirs
 from stomper.plan import Scope, ensure_tools, make_plan
 from stomper.recovery import recover
 from stomper.report import RunReport
-from stomper.repository import Repository, open_repository, repo_relative
+from stomper.repository import (
+    Repository,
+    open_repository,
+    repo_relative,
+    require_index,
+    require_state,
+)
 from stomper.workspace import release_folder
 
 
@@ -58,6 +65,8 @@ async def run_fix(
     started = time.monotonic()
     redaction.use(redaction.Redaction.of(settings))
     repo = await open_repository(request.cwd)
+    require_state(repo)
+    await require_index(repo)
     await recover(repo)
     collectors = collectors_named(settings.tools)
     await ensure_tools(collectors)
@@ -72,6 +81,7 @@ async def run_fix(
         split_command(settings.test_cmd)  # a malformed command is refused before any work
     scope = await _scope(repo, request)
     plan = await make_plan(repo, collectors, scope, codes=(settings.select, settings.ignore))
+    _warn_unmatched(settings.select, plan.codes)
     run = runner.Run(
         new_run_id(), "fix", repo, repo.head, target_ref, checked_out, settings, request.dry_run
     )
@@ -80,7 +90,7 @@ async def run_fix(
 
     state = repo.state
     journal = Journal(state.run_dir(run.run_id))
-    with hold_lock(state, target_ref, run.run_id):
+    async with hold_lock(state, target_ref, run.run_id):
         for folder in stale_worktree_dirs(state):
             release_folder(repo.root, folder)
         if not checked_out and not await git.create_ref(
@@ -100,6 +110,19 @@ async def run_fix(
         )
     return runner.report(
         run, [*outcome.results, *plan.skipped], outcome.status, started=started, peak=outcome.peak
+    )
+
+
+def _warn_unmatched(selected: Sequence[str], found: Collection[str]) -> None:
+    """Say which ``select`` prefixes match nothing the tools found (a typo, most often)."""
+    unmatched = [prefix for prefix in selected if not any(code_matches(c, [prefix]) for c in found)]
+    if not unmatched:
+        return
+    seen = ", ".join(sorted(found)[:12]) + (", ..." if len(found) > 12 else "")
+    console.info(
+        f"warning: select {', '.join(unmatched)} matches no diagnostic found in scope "
+        f"(found: {seen or 'none'}): nothing is targeted for it",
+        markup=False,
     )
 
 

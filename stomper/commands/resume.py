@@ -8,6 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from stomper import checkpoints, console, git, redaction, runner
 from stomper.agents import Agent, load_agent, ready
 from stomper.commands.fix import require_identity, show
@@ -19,7 +21,7 @@ from stomper.landing import repair_checkout
 from stomper.plan import ensure_tools
 from stomper.recovery import recover
 from stomper.report import RunReport
-from stomper.repository import open_repository
+from stomper.repository import Repository, open_repository, require_index, require_state
 from stomper.unit import Status, Unit, UnitResult
 from stomper.verify import judge
 from stomper.workspace import Workspaces, release_folder
@@ -49,7 +51,14 @@ def find_run(state: StateDir, run_id: str | None) -> Journal:
     runs = sorted((state.root / "runs").glob("*/run.json"), reverse=True)
     for meta_file in runs:
         journal = Journal(meta_file.parent)
-        if journal.meta().get("status") in UNFINISHED:
+        try:
+            status = journal.meta().get("status")
+        except RepositoryError as exc:
+            raise RepositoryError(
+                f"{exc}: name the run to resume (`stomper runs` lists them), or remove "
+                f"{journal.dir}"
+            ) from None
+        if status in UNFINISHED:
             return journal
     raise ConfigError("no unfinished run to resume: `stomper runs` lists the runs")
 
@@ -65,25 +74,18 @@ async def run_resume(
     """Finish a run with its own options; ``checkpointer`` is the URL given by flag, if any."""
     started = time.monotonic()
     repo = await open_repository(cwd)
+    require_state(repo)
+    await require_index(repo)
     await recover(repo)
     state = repo.state
     journal = find_run(state, run_id)
     meta = journal.meta()
-    run_id = str(meta["run_id"])
+    run_id = journal.dir.name
     if meta.get("status") == "completed":
         raise ConfigError(f"run {run_id} completed: there is nothing to resume")
     if run_id in live_runs(state):
         raise ConfigError(f"run {run_id} is still running: wait for it, or stop it first")
-    run = runner.Run(
-        run_id,
-        str(meta["command"]),
-        repo,
-        str(meta["base"]),
-        str(meta["target"]),
-        bool(meta["checked_out"]),
-        _own_settings(run_id, meta["settings"], repo.root, checkpointer),
-        bool(meta["dry_run"]),
-    )
+    run = await _recorded_run(journal, meta, repo, checkpointer)
     redaction.use(redaction.Redaction.of(run.settings))
     if run.checked_out and repo.branch != run.target_ref:
         raise RepositoryError(
@@ -99,7 +101,7 @@ async def run_resume(
     if run.settings.checkpointer is not None:
         await checkpoints.check(run.settings.checkpointer)
     units, skipped = journal.read_plan()
-    with hold_lock(state, run.target_ref, run_id):
+    async with hold_lock(state, run.target_ref, run_id):
         release_folder(repo.root, state.worktrees(run_id))
         tip = await git.ref_target(repo.root, run.target_ref)
         if tip is None:
@@ -148,6 +150,59 @@ async def run_resume(
         outcome.status,
         started=started,
         peak=outcome.peak,
+    )
+
+
+# What run.json must hold to be resumed, and of which type.
+_RECORDED = {
+    "run_id": str,
+    "command": str,
+    "base": str,
+    "target": str,
+    "checked_out": bool,
+    "dry_run": bool,
+    "settings": dict,
+}
+
+
+async def _recorded_run(
+    journal: Journal, meta: dict[str, Any], repo: Repository, checkpointer: str | None
+) -> runner.Run:
+    """The run its journal records, checked: a journal edited or cut short by hand is
+    refused in one line, before anything is done."""
+
+    def damaged(what: str) -> RepositoryError:
+        return RepositoryError(
+            f"run {journal.dir.name} cannot be resumed: its journal {journal.meta_file} is "
+            f"damaged ({what}); start a new run instead"
+        )
+
+    for key, kind in _RECORDED.items():
+        if key not in meta:
+            raise damaged(f"no {key}")
+        if not isinstance(meta[key], kind):
+            raise damaged(f"{key} is {meta[key]!r}, not a {kind.__name__}")
+    if meta["run_id"] != journal.dir.name:
+        raise damaged(f"run_id {meta['run_id']!r} is not the name of its folder")
+    if not meta["target"].startswith("refs/heads/"):
+        raise damaged(f"target {meta['target']!r} is not a branch")
+    if await git.resolve_commit(repo.root, meta["base"]) is None:
+        raise damaged(f"base {meta['base']!r} is not a commit of this repository")
+    try:
+        settings = _own_settings(journal.dir.name, meta["settings"], repo.root, checkpointer)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"]) or "settings"
+        raise damaged(f"setting {key}: {error['msg']}") from None
+    return runner.Run(
+        journal.dir.name,
+        meta["command"],
+        repo,
+        meta["base"],
+        meta["target"],
+        meta["checked_out"],
+        settings,
+        meta["dry_run"],
     )
 
 

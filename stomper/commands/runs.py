@@ -10,6 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from stomper import console, git
+from stomper.errors import RepositoryError
 from stomper.journal import Journal, live_runs
 from stomper.recovery import recover
 from stomper.repository import Repository, open_repository
@@ -28,39 +29,57 @@ class RunSummary:
 
 
 async def summarize(repo: Repository) -> list[RunSummary]:
+    """Every run, newest first; one whose record is damaged is listed as ``damaged``."""
     state = repo.state
     live = live_runs(state)
     found = []
     for meta_file in sorted((state.root / "runs").glob("*/run.json"), reverse=True):
         journal = Journal(meta_file.parent)
-        meta = journal.meta()
+        run_id = journal.dir.name
+        try:
+            meta = journal.meta()
+        except RepositoryError:
+            meta = {"status": "damaged"}
         results = journal.results()
         status = str(meta.get("status"))
-        if status == "running" and meta["run_id"] not in live:
+        if status == "running" and run_id not in live:
             status = "crashed"
         found.append(
             RunSummary(
-                run_id=str(meta["run_id"]),
+                run_id=run_id,
                 command=str(meta.get("command")),
                 status=status,
                 target=str(meta.get("target")),
-                units=int(meta.get("units", 0)),
+                units=_count(meta.get("units")),
                 done=len(results),
-                commits=await _landed(repo, meta),
-                age_s=time.time() - float(meta.get("started", time.time())),
+                commits=await _landed(repo, run_id, meta),
+                age_s=time.time() - _started(meta.get("started")),
             )
         )
     return found
 
 
-async def _landed(repo: Repository, meta: dict[str, Any]) -> int:
+async def _landed(repo: Repository, run_id: str, meta: dict[str, Any]) -> int:
     """The commits of the run on its target, counted from their trailers: what the branch
     holds, whatever the journal had time to record."""
-    tip = await git.ref_target(repo.root, str(meta.get("target")))
-    if tip is None or meta.get("dry_run"):
+    target, base = meta.get("target"), meta.get("base")
+    if not isinstance(target, str) or not isinstance(base, str) or meta.get("dry_run"):
         return 0
-    commits = await git.stomper_commits(repo.root, tip, str(meta.get("base")))
-    return sum(1 for commit in commits if commit.run == meta["run_id"])
+    tip = await git.ref_target(repo.root, target)
+    if tip is None:
+        return 0
+    commits = await git.stomper_commits(repo.root, tip, base)
+    return sum(1 for commit in commits if commit.run == run_id)
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _started(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return time.time()
 
 
 async def runs(cwd: Path, *, json_output: bool) -> int:

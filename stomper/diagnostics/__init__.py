@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from stomper.errors import ConfigError
+from stomper.proc import Completed
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,33 @@ class Diagnostic:
 class ToolInfo:
     name: str
     found: bool
+    """Whether the tool is there and runs."""
     version: str | None
     hint: str
+    problem: str | None = None
+    """What is wrong with a tool that is there but does not run, in one line."""
+
+
+def unreadable(diag: Diagnostic) -> str | None:
+    """Why the tool could not read the file, when that is what ``diag`` reports (ruff's
+    E902: a file that is not UTF-8, or that cannot be opened). No edit of the file can
+    resolve that, so such a file is no unit: this is the reason it is skipped."""
+    if diag.tool != "ruff" or diag.code != "E902":
+        return None
+    if "UTF-8" in diag.message:
+        return f"ruff reads UTF-8 only, and this file is not ({diag.message}): save it as UTF-8"
+    return f"ruff cannot read the file ({diag.message}): make it readable to include it"
+
+
+def failure(command: str, done: Completed) -> str:
+    """What a tool that exited with an error said, on one line."""
+    said = (done.stderr or done.stdout).decode(errors="replace")
+    # A panic's backtrace says nothing the user can act on.
+    said = said.split("Stack backtrace:")[0]
+    text = " ".join(said.split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{command} exited {done.returncode}: {text or '(no output)'}"
 
 
 class Collector(Protocol):

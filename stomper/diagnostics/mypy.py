@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stomper import proc
-from stomper.diagnostics import Diagnostic, ToolInfo, attach_context
+from stomper.diagnostics import Diagnostic, ToolInfo, attach_context, failure
 from stomper.errors import ToolError
+
+_VERSION_TIMEOUT = 60.0
 
 
 def mypy_command() -> tuple[str, ...] | None:
@@ -31,8 +33,19 @@ class MypyCollector:
         command = mypy_command()
         if command is None:
             return ToolInfo("mypy", False, None, "pip install mypy")
-        done = await proc.run((*command, "--version"), check=False)
-        return ToolInfo("mypy", done.returncode == 0, done.stdout.decode().strip(), command[0])
+        hint = (
+            f"reinstall mypy (pip install mypy), or put a working one first on PATH: {command[0]}"
+        )
+        try:
+            done = await proc.run((*command, "--version"), check=False, timeout=_VERSION_TIMEOUT)
+        except (OSError, proc.ProcessTimeout) as exc:
+            return ToolInfo("mypy", False, None, hint, f"{command[0]} does not run ({exc}): {hint}")
+        if done.returncode != 0:
+            problem = (
+                f"mypy does not run: {failure(' '.join(command) + ' --version', done)}: {hint}"
+            )
+            return ToolInfo("mypy", False, None, hint, problem)
+        return ToolInfo("mypy", True, done.stdout.decode(errors="replace").strip(), command[0])
 
     async def collect(
         self, root: Path, paths: Sequence[str], *, cache_dir: Path | None = None
@@ -47,8 +60,7 @@ class MypyCollector:
         done = await proc.run((*argv, "--", *paths), cwd=root, check=False)
         # mypy exits 1 when it found errors and 2 when it could not run at all.
         if done.returncode not in (0, 1):
-            message = (done.stderr or done.stdout).decode(errors="replace").strip()
-            raise ToolError(f"mypy failed: {message}")
+            raise ToolError(failure("mypy", done))
         wanted = set(paths)
         found = [diag for diag in parse(done.stdout, root) if diag.path in wanted]
         return attach_context(root, found)
@@ -63,7 +75,12 @@ def parse(output: bytes, root: Path) -> list[Diagnostic]:
     for raw in output.decode(errors="replace").splitlines():
         if not raw.startswith("{"):
             continue
-        item = json.loads(raw)
+        try:
+            item = json.loads(raw)
+        except ValueError:
+            raise ToolError(
+                f"mypy printed a line that is not JSON ({raw[:80]!r}): is it mypy 1.11 or newer?"
+            ) from None
         if item.get("severity") != "error":
             continue
         path = Path(item["file"])

@@ -10,14 +10,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from stomper import proc
-from stomper.diagnostics import Diagnostic, ToolInfo, attach_context, fold
+from stomper.diagnostics import Diagnostic, ToolInfo, attach_context, failure, fold
 from stomper.diagnostics.ruff_server import RuffServer, Vetted
 from stomper.errors import ToolError
 
 # Explicit file lists are chunked: the kernel caps one argv, and 10,000 paths exceed it.
 _CHUNK = 2000
+_VERSION_TIMEOUT = 30.0
 
 
 def ruff_binary() -> str | None:
@@ -51,8 +53,19 @@ class RuffCollector:
         binary = ruff_binary()
         if binary is None:
             return ToolInfo("ruff", False, None, "pip install ruff")
-        done = await proc.run((binary, "--version"), check=False)
-        return ToolInfo("ruff", done.returncode == 0, done.stdout.decode().strip(), binary)
+        hint = f"reinstall ruff (pip install ruff), or put a working one first on PATH: {binary}"
+        try:
+            done = await proc.run((binary, "--version"), check=False, timeout=_VERSION_TIMEOUT)
+        except (OSError, proc.ProcessTimeout) as exc:
+            return ToolInfo("ruff", False, None, hint, f"{binary} does not run ({exc}): {hint}")
+        said = done.stdout.decode(errors="replace").strip()
+        if done.returncode != 0:
+            problem = f"ruff does not run: {failure(f'{binary} --version', done)}: {hint}"
+            return ToolInfo("ruff", False, None, hint, problem)
+        if not said.startswith("ruff "):
+            problem = f"{binary} is not ruff (its --version printed {said[:80]!r}): {hint}"
+            return ToolInfo("ruff", False, None, hint, problem)
+        return ToolInfo("ruff", True, said, binary)
 
     async def collect(
         self, root: Path, paths: Sequence[str], *, cache_dir: Path | None = None
@@ -69,7 +82,7 @@ class RuffCollector:
                 argv += ["--cache-dir", str(cache_dir), "--force-exclude"]
             done = await proc.run((*argv, "--", *chunk), cwd=root, check=False)
             if done.returncode != 0:
-                raise ToolError(f"ruff failed: {done.stderr.decode(errors='replace').strip()}")
+                raise ToolError(failure("ruff check", done))
             found += parse(done.stdout, root)
         return attach_context(root, found)
 
@@ -93,7 +106,7 @@ class RuffCollector:
             (*argv, "--stdin-filename", str(root / path), "-"), cwd=root, stdin=source, check=False
         )
         if done.returncode != 0:
-            raise ToolError(f"ruff failed: {done.stderr.decode(errors='replace').strip()}")
+            raise ToolError(failure("ruff check", done))
         return parse(done.stdout, root)
 
 
@@ -110,22 +123,29 @@ def _place(diag: Diagnostic) -> tuple[int, int, str, str]:
 
 
 def parse(output: bytes, root: Path) -> list[Diagnostic]:
-    out = []
-    for item in json.loads(output or b"[]"):
-        location = item.get("location") or {}
-        filename = Path(item["filename"])
-        path = filename.relative_to(root) if filename.is_absolute() else filename
-        out.append(
-            Diagnostic(
-                tool="ruff",
-                code=item.get("code") or "syntax-error",
-                message=item["message"],
-                path=path.as_posix(),
-                line=int(location.get("row", 0)),
-                column=int(location.get("column", 0)),
-            )
-        )
-    return out
+    """ruff's JSON report; a :class:`ToolError` when what it printed is not one."""
+    try:
+        return [_diagnostic(item, root) for item in json.loads(output or b"[]")]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        shown = " ".join(output[:80].decode(errors="replace").split())
+        raise ToolError(
+            f"ruff printed no JSON report ({type(exc).__name__}; it began {shown!r}): "
+            f"check that {ruff_binary()} is ruff, or reinstall it (pip install ruff)"
+        ) from None
+
+
+def _diagnostic(item: dict[str, Any], root: Path) -> Diagnostic:
+    location = item.get("location") or {}
+    filename = Path(item["filename"])
+    path = filename.relative_to(root) if filename.is_absolute() else filename
+    return Diagnostic(
+        tool="ruff",
+        code=item.get("code") or "syntax-error",
+        message=item["message"],
+        path=path.as_posix(),
+        line=int(location.get("row", 0)),
+        column=int(location.get("column", 0)),
+    )
 
 
 async def fix_source(
@@ -144,14 +164,15 @@ async def fix_source(
     binary = _require_binary()
     argv = [binary, "check", "--fix-only", "--exit-zero", "--no-cache", "--quiet"]
     argv.append("--unsafe-fixes" if unsafe else "--no-unsafe-fixes")
-    # Codes of other tools (mypy's "assignment") would make ruff refuse the whole call.
-    select, ignore = _ruff_codes(select), _ruff_codes(ignore)
+    select, ignore = await _selectors(binary, select), await _selectors(binary, ignore)
     if select:
         argv += ["--select", ",".join(select)]
     if ignore:
         argv += ["--ignore", ",".join(ignore)]
     argv += ["--stdin-filename", str(config_path), "-"]
-    done = await proc.run(argv, cwd=config_path.parent, stdin=source)
+    done = await proc.run(argv, cwd=config_path.parent, stdin=source, check=False)
+    if done.returncode != 0:
+        raise ToolError(f"ruff could not fix {config_path.name}: {failure('ruff check', done)}")
     return done.stdout
 
 
@@ -166,5 +187,29 @@ async def apply_fixes(
         file.write_bytes(fixed)
 
 
-def _ruff_codes(codes: Sequence[str]) -> list[str]:
-    return [code for code in codes if re.fullmatch(r"[A-Z]+[0-9]*", code)]
+async def _selectors(binary: str, codes: Sequence[str]) -> list[str]:
+    """Those of ``codes`` that ruff knows as rule selectors: a code of another tool (mypy's
+    "assignment") or one that matches no rule (a typo) would make ruff refuse the call."""
+    wanted = [code for code in codes if re.fullmatch(r"[A-Z]+[0-9]*", code)]
+    if not wanted:
+        return []
+    if binary not in _known_rules:
+        done = await proc.run(
+            (binary, "rule", "--all", "--output-format", "json"),
+            check=False,
+            timeout=_VERSION_TIMEOUT,
+        )
+        try:
+            _known_rules[binary] = frozenset(str(rule["code"]) for rule in json.loads(done.stdout))
+        except (ValueError, TypeError, KeyError):
+            _known_rules[binary] = frozenset()
+    known = _known_rules[binary]
+    if not known:
+        return wanted  # a ruff that cannot list its rules: let it judge the codes itself
+    return [
+        code for code in wanted if code == "ALL" or any(rule.startswith(code) for rule in known)
+    ]
+
+
+# The rule codes each ruff knows, asked once a process: what ruff knows does not change.
+_known_rules: dict[str, frozenset[str]] = {}

@@ -71,6 +71,9 @@ class Fault(StrEnum):
     ECHO_MODELS = "echo_models"
     """For ``GET /models`` (see :attr:`FaultPolicy.models`): the models, and one more whose
     id is the ``Authorization`` header it was sent."""
+    HUGE = "huge"
+    """An answer of ``huge_bytes``: one SEARCH/REPLACE block whose SEARCH part, made of
+    lines like the file's, occurs nowhere in it."""
 
 
 class Behaviour(StrEnum):
@@ -227,6 +230,7 @@ class FakeOpenAI:
         edit_format: EditFormat = "search_replace",
         retry_after: float = 0.05,
         hang_seconds: float = 30.0,
+        huge_bytes: int = 50_000_000,
         api_key: str | None = None,
         basic_auth: str | None = None,
         host: str = "127.0.0.1",
@@ -244,6 +248,7 @@ class FakeOpenAI:
         self.edit_format: EditFormat = edit_format
         self.retry_after = retry_after
         self.hang_seconds = hang_seconds
+        self.huge_bytes = huge_bytes
         self.api_key = api_key
         self.basic_auth = basic_auth
         self._address = (host, port)
@@ -365,6 +370,8 @@ class FakeOpenAI:
         API key the request came with."""
         if fault is Fault.GARBAGE:
             return _GARBAGE
+        if fault is Fault.HUGE:
+            return _huge(prompt.path, self.huge_bytes)
         if fault is Fault.SUPPRESS:
             return self._render(prompt, _suppressed(prompt))
         if self.behaviour is Behaviour.NO_PROGRESS:
@@ -719,6 +726,15 @@ def _line_edits(prompt: Prompt, suffixes: Mapping[int, str], *, above: str = "")
         if changed:
             parts.append((text, "".join(lines), prompt.source or text))
     return parts
+
+
+def _huge(path: str, size: int) -> str:
+    """A block of about ``size`` bytes whose SEARCH lines occur in no file."""
+    head = f"{path}\n<<<<<<< SEARCH\n"
+    tail = "=======\n>>>>>>> REPLACE\n"
+    line = "value = compute(value)  # as I remember it\n"
+    count = max(1, (size - len(head) - len(tail)) // len(line))
+    return head + line * count + tail
 
 
 def _spoil(answer: str) -> str:

@@ -27,7 +27,7 @@ class Policy:
 
     max_attempts: int = 3
     agent_timeout: float = 600.0
-    """Seconds the agent may take on one unit, all attempts included."""
+    """Seconds the agent may take on one unit, all attempts and their checks included."""
     allow_suppressions: bool = False
 
 
@@ -170,7 +170,18 @@ class Pipeline:
             tokens_in += outcome.tokens_in
             tokens_out += outcome.tokens_out
             emit(Phase.VERIFYING)
-            verdict = await self._verify(unit, space, before, original)
+            try:
+                # The unit's time holds for the checks of what the agent did, too.
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    verdict = await self._verify(unit, space, before, original)
+            except TimeoutError:
+                touched = True
+                reason = (
+                    f"the agent ran past {self.policy.agent_timeout:g}s on this unit "
+                    f"(while its attempt {attempt} was checked)"
+                )
+                await space.restore(unit, best_source)
+                break
             if verdict.status is Status.UNCHANGED:
                 reason = outcome.note or verdict.reason
                 break
