@@ -7,7 +7,8 @@ passes that. It goes to the child's stdin, or, when the command names ``{prompt_
 into a file in a private temporary folder outside the worktree: any new file inside the
 worktree would be a change outside the unit.
 
-The command is an argv template; these placeholders are replaced inside each argument:
+The command is an argv template; these placeholders are replaced inside each argument, in
+one pass (a file name that holds a placeholder is not expanded again):
 
 - ``{file}``: the unit's file, relative to the worktree (the child's working directory);
 - ``{prompt_file}``: a file holding the prompt (the prompt then does not go to stdin);
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 FILE = "{file}"
 PROMPT_FILE = "{prompt_file}"
 SCRATCH_DIR = "{scratch_dir}"
+_PLACEHOLDER = re.compile("|".join(re.escape(name) for name in (FILE, PROMPT_FILE, SCRATCH_DIR)))
 
 # What of a failed agent's output goes back into feedback and reasons.
 _TAIL_LINES = 30
@@ -128,12 +131,9 @@ def render(
     if file.startswith("-"):
         file = f"./{file}"
     values = {FILE: file, PROMPT_FILE: str(prompt_file), SCRATCH_DIR: str(scratch_dir)}
-    out = []
-    for argument in template:
-        for placeholder, value in values.items():
-            argument = argument.replace(placeholder, value)
-        out.append(argument)
-    return tuple(out)
+    return tuple(
+        _PLACEHOLDER.sub(lambda found: values[found.group()], argument) for argument in template
+    )
 
 
 def split_template(command: str) -> tuple[str, ...]:
