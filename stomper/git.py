@@ -140,6 +140,17 @@ async def tracked_files(root: Path, paths: Sequence[str] = ()) -> list[str]:
     return _split_z(done.stdout)
 
 
+async def tracked_modes(root: Path, paths: Sequence[str] = ()) -> dict[str, str]:
+    """The tracked files below ``paths`` and the mode the index gives each: ``100644`` and
+    ``100755`` for regular files, ``120000`` for symlinks, ``160000`` for submodules."""
+    done = await git(root, "ls-files", "-s", "-z", "--full-name", "--", *paths)
+    modes = {}
+    for record in _split_z(done.stdout):
+        meta, path = record.split("\t", 1)
+        modes[path] = meta.split()[0]
+    return modes
+
+
 @dataclass(frozen=True)
 class TreeEntry:
     mode: str
