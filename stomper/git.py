@@ -281,6 +281,77 @@ async def reset_worktree(worktree: Path, commit: str) -> None:
     await git(worktree, "clean", "-ffdxq")
 
 
+# Pooled private repositories -------------------------------------------------------------
+# A unit's tree is checked and reset through a git directory stomper keeps beside it, named
+# explicitly on every call: never one found through the tree's `.git`, which is the agent's.
+# Objects are read from the user's object directory. These overrides keep every setting
+# that would run a program (a hook, a filesystem monitor) or read another file than the
+# tree and the index from taking effect, whoever configured it.
+_PRIVATE = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.splitIndex=false",
+    "-c",
+    "core.untrackedCache=false",
+    "-c",
+    "core.sparseCheckout=false",
+    "-c",
+    "submodule.recurse=false",
+    "-c",
+    "protocol.allow=never",
+)
+
+
+@dataclass(frozen=True)
+class PrivateRepo:
+    """A unit's tree and the git directory stomper checks it through."""
+
+    git_dir: Path
+    tree: Path
+    objects: Path
+    """The user's object directory, read (never written) by these calls."""
+
+
+async def _private(repo: PrivateRepo, *args: str) -> proc.Completed:
+    return await git(
+        repo.tree,
+        "--git-dir",
+        str(repo.git_dir),
+        "--work-tree",
+        str(repo.tree),
+        *_PRIVATE,
+        *args,
+        env={"GIT_OBJECT_DIRECTORY": str(repo.objects)},
+    )
+
+
+async def reset_private(repo: PrivateRepo, commit: str) -> None:
+    """The tree at ``commit`` with nothing else: untracked and ignored files (nested
+    repositories too) removed first, so that none of them (a ``.gitattributes``) has a say
+    in the checkout; then tracked files and the index as the commit has them. git never
+    looks at a path named ``.git``: the agent's own repository in the tree is left alone."""
+    await _private(repo, "clean", "-ffdxq")
+    await _private(repo, "checkout", "--detach", "--force", "--quiet", commit, "--")
+
+
+async def private_state(repo: PrivateRepo) -> WorktreeState:
+    """What differs in the tree from stomper's HEAD and index for it: one ``git status``."""
+    done = await _private(
+        repo,
+        "--no-optional-locks",
+        "status",
+        "--porcelain=v2",
+        "--branch",
+        "-z",
+        "--untracked-files=all",
+        "--ignored=no",
+    )
+    return _worktree_state(done.stdout)
+
+
 async def write_blob(root: Path, path: str, content: bytes) -> str:
     """Store ``content`` as the blob of ``path`` (through that path's filters); its id."""
     done = await git(root, "hash-object", "-w", "--stdin", f"--path={path}", stdin=content)
