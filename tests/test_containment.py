@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -125,6 +126,75 @@ def assert_intact(repo: Path, before: dict[str, object], base: str, doc: dict) -
 
 def by_path(doc: dict) -> dict[str, dict]:
     return {unit["path"]: unit for unit in doc["units"]}
+
+
+YOURS = "changed your repository outside its workspace"
+OURS = "changed stomper's own repository of its workspace"
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+@pytest.mark.parametrize(
+    ("script", "refused"),
+    [
+        # Harmless either way: stomper never looks at the tree's .git, nor at its refs.
+        ("gitfile", None),
+        ("update_ref", YOURS),
+        ("write_checkout", YOURS),
+        ("plant_hook", YOURS),
+        ("branch", YOURS),
+        ("poison_config", OURS),
+    ],
+)
+def test_an_attacking_agent_leaves_the_user_repository_as_it_was(
+    repo, capsys, script, refused, sandbox
+) -> None:
+    before = user_state(repo)
+    base = sh(repo, "rev-parse", "HEAD").strip()
+
+    code, doc = fix(repo, attack(script), sandbox, capsys)
+
+    units = by_path(doc)
+    assert set(units) == {"a.py", "c.py"}
+    if sandbox == "bwrap" or refused is None:
+        # The attack could not happen (or could do nothing): the agent's own fix lands.
+        assert code == 0, units
+        assert all(unit["status"] == "fixed" and unit["commit"] for unit in units.values())
+    else:
+        # Seen, refused, and what it did put back.
+        assert code == 1
+        for unit in units.values():
+            assert unit["status"] == "failed" and unit["commit"] is None, unit
+            assert refused in unit["reason"], unit
+            assert "NOT put back" not in unit["reason"], unit
+    assert_intact(repo, before, base, doc)
+    assert not list(repo.glob("pwned-*"))
+
+
+def test_without_a_sandbox_what_the_agent_left_is_kept_not_lost(repo, capsys) -> None:
+    command = ["--agent", "command", "--agent-cmd", attack("write_checkout"), "--sandbox", "off"]
+    main(["fix", "--repo", str(repo), "--json", "--no-progress", *command, "a.py"])
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    (unit,) = doc["units"]
+    assert unit["status"] == "failed"
+    assert "put back" in unit["reason"] and "planted.py" in unit["reason"]
+    (case,) = (repo / ".git" / "stomper" / "runs" / doc["run_id"] / "quarantine").iterdir()
+    assert (case / "checkout" / "planted.py").read_text() == "print('planted by the agent')\n"
+    assert "written by the agent" in (case / "checkout" / "b.py").read_text()
+    assert "changed your repository outside its workspace" in " ".join(err.split())
+
+
+def test_without_a_sandbox_the_agent_moving_the_branch_is_undone_and_kept(repo, capsys) -> None:
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    code, doc = fix(repo, attack("update_ref"), "off", capsys, "a.py")
+    (unit,) = doc["units"]
+    assert unit["status"] == "failed", unit
+    assert "a commit stomper did not make" in unit["reason"]
+    assert sh(repo, "rev-parse", "HEAD").strip() == base
+    (case,) = (repo / ".git" / "stomper" / "runs" / doc["run_id"] / "quarantine").iterdir()
+    ref, old, new = (case / "refs.txt").read_text().split()
+    assert (ref, old) == ("refs/heads/main", base)
+    assert "BACKDOOR" in sh(repo, "show", f"{new}:b.py")
 
 
 def processes_with(token: str) -> list[int]:
@@ -338,6 +408,19 @@ def test_bwrap_that_cannot_sandbox_is_refused_when_asked_for(make, tmp_path, mon
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2
     assert "cannot make a sandbox here: bwrap: No permissions" in err
+
+
+def test_auto_without_bwrap_warns_in_one_line_and_runs_uncontained(
+    make, tmp_path, monkeypatch, capsys
+) -> None:
+    repo = make({"a.py": module(["F401"])})
+    monkeypatch.setenv("PATH", path_without_bwrap(tmp_path))
+    code, doc = run_json(
+        repo, "--agent", "command", "--agent-cmd", attack("write_checkout"), capsys=capsys
+    )
+    (unit,) = doc["units"]
+    assert unit["status"] == "failed" and "outside its workspace" in unit["reason"]
+    assert sh(repo, "status", "--porcelain") == ""
 
 
 def test_auto_without_bwrap_warning_names_what_is_not_contained(

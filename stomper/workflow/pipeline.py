@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,7 @@ from stomper.events import Phase
 from stomper.gate import TestGate
 from stomper.guardrails import suppression_violation
 from stomper.landing import Lander, LandingRefused, commit_message
+from stomper.tripwire import Breach, Tripwire
 from stomper.unit import LANDABLE, Patch, Status, Unit, UnitResult
 from stomper.verify import Verdict, describe, judge
 from stomper.workspace import NotRegular, Space, Workspaces
@@ -56,6 +58,9 @@ class Pipeline:
     gate: TestGate | None = None
     tree: bool = True
     """Units work in pooled trees (True) or in scratch folders holding their one file."""
+    tripwire: Tripwire | None = None
+    """Watches the user's repository around each agent call, for an agent that runs
+    without a sandbox."""
 
     async def produce(self, unit: Unit, emit: Emit) -> Produced:
         """Work ``unit`` to a patch ready to land, or to its final result; a failure of the
@@ -110,8 +115,12 @@ class Pipeline:
             codes=[diag.code for diag in result.fixed],
             run_id=self.run_id,
         )
+        watched = self.tripwire.landing() if self.tripwire else contextlib.nullcontext()
         try:
-            landed = await self.lander.land(patch, message)
+            async with watched:
+                landed = await self.lander.land(patch, message)
+                if self.tripwire is not None:
+                    self.tripwire.landed(landed.commit)
         except LandingRefused as refused:
             status = Status.SKIPPED if refused.skipped else Status.FAILED
             return _refuse(result, refused.reason, status=status)
@@ -126,8 +135,8 @@ class Pipeline:
         Each attempt starts from the best state so far and is told what the last one left
         (or broke). An attempt that does not lower the count of what is left ends the tries;
         an answer the agent could not even apply is fed back and tried again. An agent that
-        changed stomper's own repository of the tree fails the unit at once, whatever it
-        fixed.
+        changed what is not its workspace (the user's repository, stomper's own repository
+        of the tree) fails the unit at once, whatever it fixed.
         """
         config_path = None if space.real_tree else space.config_path(unit)
         best_source = original
@@ -156,9 +165,11 @@ class Pipeline:
             except TimeoutError:
                 touched = timed_out = True
                 reason = f"the agent ran past {self.policy.agent_timeout:g}s on this unit"
+            except Breach as breach:
+                refusal = breach.reason
             finally:
                 agent_s += time.monotonic() - started
-            refusal = space.tampered()
+            refusal = refusal or space.tampered()
             if refusal is not None:
                 await space.restore(unit, original)
                 break
@@ -218,9 +229,25 @@ class Pipeline:
         ), best_source
 
     async def _call_agent(self, task: AgentTask, deadline: float) -> AgentOutcome:
-        """One call of the agent within the unit's deadline."""
-        async with asyncio.timeout_at(_loop_time(deadline)):
-            return await self.agent.fix(task)
+        """One call of the agent within the unit's deadline. Around an agent that runs
+        without a sandbox the user's repository is checked, whatever the call did: a change
+        raises :class:`Breach`."""
+        tripwire = self.tripwire
+        watch = await tripwire.arm() if tripwire is not None else None
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                outcome = await self.agent.fix(task)
+        except (AttemptFailed, TimeoutError):
+            if tripwire is not None and watch is not None:
+                await tripwire.check(watch)
+            raise
+        except BaseException:
+            if tripwire is not None and watch is not None:
+                tripwire.disarm(watch)
+            raise
+        if tripwire is not None and watch is not None:
+            await tripwire.check(watch)
+        return outcome
 
     async def _verify(
         self, unit: Unit, space: Space, before: list[Diagnostic], original: bytes
