@@ -174,6 +174,12 @@ def fix(
     agent_timeout: Annotated[
         float | None, typer.Option(help="Seconds the agent may spend on one unit.")
     ] = None,
+    sandbox: Annotated[
+        str | None,
+        typer.Option(
+            help="Where CLI agents run: auto (bubblewrap when it works here), bwrap, or off."
+        ),
+    ] = None,
     test_cmd: Annotated[
         str | None,
         typer.Option(
@@ -219,6 +225,7 @@ def fix(
         "base_url": base_url,
         "agent_cmd": agent_cmd,
         "agent_timeout": agent_timeout,
+        "sandbox": sandbox,
         "test_cmd": test_cmd,
         "allow_suppressions": allow_suppressions,
         "checkpointer": checkpointer,

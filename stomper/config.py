@@ -8,7 +8,7 @@ import urllib.parse
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_serializer, field_validator
 from pydantic_settings import (
@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     """Seconds one unit's agent may take, all attempts, waits and checks of them included."""
     agent_cmd: str | None = None
     """An argv template for ``--agent command``, with ``{prompt_file}`` and ``{file}``."""
+    sandbox: Literal["auto", "bwrap", "off"] = "auto"
+    """Where CLI agents run: under bubblewrap (``bwrap``), without a sandbox (``off``), or
+    under bubblewrap when the machine has a working one (``auto``)."""
     allow_suppressions: bool = False
     test_cmd: str | None = None
     """Run in each unit's worktree after verification; a unit that makes it fail does not land."""

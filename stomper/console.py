@@ -48,6 +48,11 @@ def error(message: str) -> None:
     err.print(f"[bold red]error:[/] {escape(redact(message))}", soft_wrap=True)
 
 
+def warning(message: str) -> None:
+    """Something the user must know of, though the run goes on."""
+    err.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
 def info(message: str, *, markup: bool = True) -> None:
     err.print(redact(message), soft_wrap=True, markup=markup)
 

@@ -161,6 +161,17 @@ async def tracked_files(root: Path, paths: Sequence[str] = ()) -> list[str]:
     return _split_z(done.stdout)
 
 
+async def tracked_modes(root: Path, paths: Sequence[str] = ()) -> dict[str, str]:
+    """The tracked files below ``paths`` and the mode the index gives each: ``100644`` and
+    ``100755`` for regular files, ``120000`` for symlinks, ``160000`` for submodules."""
+    done = await git(root, "ls-files", "-s", "-z", "--full-name", "--", *paths)
+    modes = {}
+    for record in _split_z(done.stdout):
+        meta, path = record.split("\t", 1)
+        modes[path] = meta.split()[0]
+    return modes
+
+
 @dataclass(frozen=True)
 class TreeEntry:
     mode: str
@@ -289,6 +300,77 @@ async def reset_worktree(worktree: Path, commit: str) -> None:
     has them, and every untracked or ignored file (nested repositories too) removed."""
     await git(worktree, "checkout", "--detach", "--force", "--quiet", commit, "--")
     await git(worktree, "clean", "-ffdxq")
+
+
+# Pooled private repositories -------------------------------------------------------------
+# A unit's tree is checked and reset through a git directory stomper keeps beside it, named
+# explicitly on every call: never one found through the tree's `.git`, which is the agent's.
+# Objects are read from the user's object directory. These overrides keep every setting
+# that would run a program (a hook, a filesystem monitor) or read another file than the
+# tree and the index from taking effect, whoever configured it.
+_PRIVATE = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.splitIndex=false",
+    "-c",
+    "core.untrackedCache=false",
+    "-c",
+    "core.sparseCheckout=false",
+    "-c",
+    "submodule.recurse=false",
+    "-c",
+    "protocol.allow=never",
+)
+
+
+@dataclass(frozen=True)
+class PrivateRepo:
+    """A unit's tree and the git directory stomper checks it through."""
+
+    git_dir: Path
+    tree: Path
+    objects: Path
+    """The user's object directory, read (never written) by these calls."""
+
+
+async def _private(repo: PrivateRepo, *args: str) -> proc.Completed:
+    return await git(
+        repo.tree,
+        "--git-dir",
+        str(repo.git_dir),
+        "--work-tree",
+        str(repo.tree),
+        *_PRIVATE,
+        *args,
+        env={"GIT_OBJECT_DIRECTORY": str(repo.objects)},
+    )
+
+
+async def reset_private(repo: PrivateRepo, commit: str) -> None:
+    """The tree at ``commit`` with nothing else: untracked and ignored files (nested
+    repositories too) removed first, so that none of them (a ``.gitattributes``) has a say
+    in the checkout; then tracked files and the index as the commit has them. git never
+    looks at a path named ``.git``: the agent's own repository in the tree is left alone."""
+    await _private(repo, "clean", "-ffdxq")
+    await _private(repo, "checkout", "--detach", "--force", "--quiet", commit, "--")
+
+
+async def private_state(repo: PrivateRepo) -> WorktreeState:
+    """What differs in the tree from stomper's HEAD and index for it: one ``git status``."""
+    done = await _private(
+        repo,
+        "--no-optional-locks",
+        "status",
+        "--porcelain=v2",
+        "--branch",
+        "-z",
+        "--untracked-files=all",
+        "--ignored=no",
+    )
+    return _worktree_state(done.stdout)
 
 
 async def write_blob(root: Path, path: str, content: bytes) -> str:
@@ -466,6 +548,13 @@ _CLOSE_WAIT = 5.0
 _COMMITTED = [b"start: ok\n", b"prepare: ok\n", b"commit: ok\n"]
 
 
+async def object_store(root: Path) -> tuple[str, Path]:
+    """The repository's object format (``sha1``, ``sha256``) and its object directory."""
+    done = await git(root, "rev-parse", "--show-object-format", "--git-path", "objects")
+    object_format, objects = done.stdout.decode().splitlines()
+    return object_format, root / objects
+
+
 async def ident(root: Path, variable: str) -> bytes:
     """``GIT_AUTHOR_IDENT`` or ``GIT_COMMITTER_IDENT``, exactly as git would commit it."""
     return (await git(root, "var", variable)).stdout.rstrip(b"\n")
@@ -589,3 +678,127 @@ class RefTransactions(_LongLived):
                 return True
             await self._broken(process)
             return False
+
+
+# The user's repository as the tripwire sees it -------------------------------------------
+# Read and repaired around the calls of an agent that runs without a sandbox: these calls
+# must not run what the agent may have planted (a hook, a monitor) nor trust a cache of the
+# index it may have forged.
+_WATCHFUL = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.untrackedCache=false",
+)
+
+
+async def _watchful(
+    root: Path, *args: str, stdin: bytes | None = None, check: bool = True
+) -> proc.Completed:
+    return await git(root, *_WATCHFUL, *args, stdin=stdin, check=check)
+
+
+async def all_refs(root: Path) -> dict[str, str]:
+    """Every ref of the repository and the object it names."""
+    done = await _watchful(root, "for-each-ref", "--format=%(objectname) %(refname)")
+    refs = {}
+    for line in done.stdout.decode(errors="surrogateescape").splitlines():
+        oid, _, name = line.partition(" ")
+        refs[name] = oid
+    return refs
+
+
+async def status_records(root: Path) -> dict[str, str]:
+    """``git status --porcelain=v2`` of the checkout, untracked files listed one by one,
+    renames not paired: each path with its record (without the path)."""
+    done = await _watchful(
+        root,
+        "--no-optional-locks",
+        "status",
+        "--porcelain=v2",
+        "-z",
+        "--untracked-files=all",
+        "--ignored=no",
+        "--no-renames",
+    )
+    records = {}
+    for record in done.stdout.decode(errors="surrogateescape").split("\0"):
+        kind = record[:1]
+        if kind == "?":
+            records[record[2:]] = "?"
+        elif kind in _V2_FIELDS:
+            *fields, path = record.split(" ", _V2_FIELDS[kind])
+            records[path] = " ".join(fields)
+    return records
+
+
+async def hooks_path(root: Path) -> Path | None:
+    """The folder ``core.hooksPath`` names, if it is set."""
+    done = await git(root, "config", "--path", "--get", "core.hooksPath", check=False)
+    value = _text(done)
+    if done.returncode != 0 or not value:
+        return None
+    return (root / value).resolve()
+
+
+async def is_ancestor(root: Path, ancestor: str, commit: str) -> bool:
+    done = await _watchful(root, "merge-base", "--is-ancestor", ancestor, commit, check=False)
+    return done.returncode == 0
+
+
+async def commits_between(root: Path, since: str, tip: str) -> list[str]:
+    """The commits reachable from ``tip`` but not from ``since``."""
+    done = await _watchful(root, "rev-list", f"{since}..{tip}", "--")
+    return done.stdout.decode().split()
+
+
+async def set_head(root: Path, value: bytes) -> None:
+    """Point HEAD again at what its file held (a branch, or a commit)."""
+    text = value.decode(errors="surrogateescape").strip()
+    if text.startswith("ref: "):
+        await _watchful(root, "symbolic-ref", "HEAD", text.removeprefix("ref: "))
+    else:
+        await _watchful(root, "update-ref", "--no-deref", "HEAD", text)
+
+
+async def put_ref(root: Path, ref: str, new: str | None, old: str | None) -> bool:
+    """Compare-and-swap ``ref`` from ``old`` (None: it must not exist) to ``new`` (None:
+    delete it); False when it was not at ``old``."""
+    if new is None:
+        done = await _watchful(root, "update-ref", "-d", ref, old or "", check=False)
+    else:
+        done = await _watchful(root, "update-ref", ref, new, old or "", check=False)
+    return done.returncode == 0
+
+
+async def set_index_entries(root: Path, entries: Sequence[tuple[str, str, str]]) -> None:
+    """Set (or, with mode ``000000``, remove) index entries: ``(mode, blob, path)`` each."""
+    lines = b"".join(
+        f"{mode} {blob}\t".encode() + path.encode(errors="surrogateescape") + b"\0"
+        for mode, blob, path in entries
+    )
+    await _watchful(root, "update-index", "-z", "--index-info", stdin=lines)
+
+
+async def write_from_index(root: Path, paths: Sequence[str]) -> None:
+    """Write ``paths`` from the index into the working tree."""
+    names = b"".join(path.encode(errors="surrogateescape") + b"\0" for path in paths)
+    await _watchful(root, "checkout-index", "--force", "-z", "--stdin", stdin=names)
+
+
+async def restore_from_head(root: Path, paths: Sequence[str]) -> None:
+    """Set ``paths`` in the index and working tree to what HEAD has (removed where HEAD
+    has none of them)."""
+    names = b"".join(path.encode(errors="surrogateescape") + b"\0" for path in paths)
+    await _watchful(
+        root,
+        "restore",
+        "--source=HEAD",
+        "--staged",
+        "--worktree",
+        "--pathspec-from-file=-",
+        "--pathspec-file-nul",
+        stdin=names,
+    )

@@ -29,16 +29,18 @@ SUPPRESSIONS = (
 )
 
 
-async def scope_violation(tree: Path, unit_path: str, mode: str, base: str) -> str | None:
-    """Why the change in the worktree ``tree`` reaches beyond the unit's file, if it does."""
-    state = await git.worktree_state(tree)
-    if state.head != base or state.branch is not None:
-        # A commit in the workspace would hide the change from the diff against HEAD.
-        return "the agent committed or switched branches in its workspace"
+async def scope_violation(repo: git.PrivateRepo, unit_path: str, mode: str) -> str | None:
+    """Why the change in a pooled tree reaches beyond the unit's file, if it does.
+
+    The tree is compared with stomper's own HEAD and index for it, not with the agent's
+    repository in the tree: what the agent committed, staged or checked out there counts
+    as the change it is, in the files.
+    """
+    state = await git.private_state(repo)
     outside = sorted(path for path in state.changed if path != unit_path)
     if outside:
         return f"the change touches files outside the unit: {', '.join(outside)}"
-    return file_violation(tree / unit_path, unit_path, mode)
+    return file_violation(repo.tree / unit_path, unit_path, mode)
 
 
 def file_violation(file: Path, unit_path: str, mode: str) -> str | None:

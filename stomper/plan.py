@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ class Scope:
     max_files: int | None = None
 
 
+REGULAR = ("100644", "100755")
+_KINDS = {"120000": "a symlink", "160000": "a submodule"}
+
+
 @dataclass(frozen=True)
 class Plan:
     units: tuple[Unit, ...]
@@ -33,25 +38,54 @@ class Plan:
     """Every code the tools reported in scope, targeted or not."""
 
 
-async def scope_files(repo: Repository, scope: Scope) -> list[str]:
-    """The tracked Python files in scope."""
+@dataclass(frozen=True)
+class Files:
+    """The tracked Python files in scope: those that may be units, and those that may not,
+    with why."""
+
+    regular: list[str]
+    other: dict[str, str]
+
+
+async def scope_files(repo: Repository, scope: Scope) -> Files:
+    """The tracked Python files in scope; only regular files in the index and in the working
+    tree may be units (a symlink's target is another file, a submodule another repository,
+    and nothing is written through either)."""
     pathspecs = [path for path in scope.paths if path != "."]
-    files = await git.tracked_files(repo.root, pathspecs)
+    modes = await git.tracked_modes(repo.root, pathspecs)
     if scope.changed_against is not None:
         changed = set(await git.changed_files(repo.root, scope.changed_against))
-        files = [path for path in files if path in changed]
-    return sorted(
-        path for path in files if path.endswith(PYTHON_SUFFIXES) and _is_file(repo.root / path)
-    )
+        modes = {path: mode for path, mode in modes.items() if path in changed}
+    regular: list[str] = []
+    other: dict[str, str] = {}
+    for path, mode in sorted(modes.items()):
+        if not path.endswith(PYTHON_SUFFIXES):
+            continue
+        why = _not_regular(repo.root / path, mode)
+        if why is None:
+            regular.append(path)
+        elif why:
+            other[path] = why
+    return Files(regular, other)
 
 
-def _is_file(path: Path) -> bool:
-    """Whether ``path`` is a file; one in a folder that cannot be read is kept, for the
-    tools to report that they cannot read it."""
+def _not_regular(file: Path, mode: str) -> str | None:
+    """Why the tracked ``file`` may not be a unit ("" when it is gone from the working
+    tree: nothing to check), or None when it may."""
+    if mode not in REGULAR:
+        kind = _KINDS.get(mode, f"of mode {mode}")
+        return f"is {kind} in the repository: stomper edits regular files only"
     try:
-        return path.is_file()
+        info = file.lstat()
+    except FileNotFoundError:
+        return ""
     except PermissionError:
-        return True
+        return None  # in a folder that cannot be read: the tools say they cannot read it
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror}"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file in your checkout: stomper edits regular files only"
+    return None
 
 
 async def ensure_tools(collectors: Sequence[Collector]) -> None:
@@ -73,7 +107,8 @@ async def make_plan(
     A file with uncommitted changes is never a unit: it becomes a skipped result, so the
     user's own work is not touched.
     """
-    files = await scope_files(repo, scope)
+    scoped = await scope_files(repo, scope)
+    files = scoped.regular
     found: list[Diagnostic] = []
     for collector in collectors:
         found += await collector.collect(
@@ -89,7 +124,10 @@ async def make_plan(
     dirty = await git.dirty_files(repo.root)
     entries = await git.tree_entries(repo.root, repo.head, sorted(by_file)) if by_file else {}
     units: list[Unit] = []
-    skipped: list[UnitResult] = []
+    skipped = [
+        UnitResult(path, Status.SKIPPED, (), reason=f"{path} {why}")
+        for path, why in scoped.other.items()
+    ]
     for path in sorted(by_file):
         baseline = tuple(by_file[path])
         targeted = tuple(select(baseline, select=chosen, ignore=ignored))

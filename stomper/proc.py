@@ -19,6 +19,10 @@ from pathlib import Path
 #  Git's own variables leak into hooks and aliases; a child pointed at another
 #  repository through them would edit the wrong tree.
 _LEAKY_GIT_VARIABLES = ("GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE", "GIT_PREFIX")
+# How long a reaping child may take to end its descendants when asked, and how long the
+# pipes are read after the child exited (only a process that escaped its group holds them).
+_TERM_GRACE = 5.0
+_PIPE_GRACE = 2.0
 
 
 class CalledProcessError(RuntimeError):
@@ -68,11 +72,17 @@ async def run(
     timeout: float | None = None,
     check: bool = True,
     ok_codes: Sequence[int] = (0,),
+    reap: bool = False,
 ) -> Completed:
     """Run ``argv`` and return its output.
 
     The child gets a process group of its own, so a timeout or a cancellation kills it and
     everything it started: nothing it spawned can go on editing files after we gave up.
+
+    With ``reap``, the group is killed as soon as the child itself exits, so nothing it left
+    running in the background writes afterwards, and a timeout first asks the child to end
+    (SIGTERM) before the group is killed: a child that reaps its descendants (a sandbox, or
+    :data:`stomper.sandbox.REAPER`) then ends those that left the group too.
     """
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -83,18 +93,82 @@ async def run(
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+    talk = _communicate_reaped(proc, stdin) if reap else proc.communicate(stdin)
     try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        stdout, stderr = await asyncio.wait_for(talk, timeout)
     except TimeoutError:
-        await kill_group(proc)
+        await _end(proc, reap)
         raise ProcessTimeout(argv, timeout or 0.0) from None
     except BaseException:
-        await kill_group(proc)
+        await _end(proc, reap)
         raise
     returncode = proc.returncode if proc.returncode is not None else -1
     if check and returncode not in ok_codes:
         raise CalledProcessError(argv, returncode, stdout + stderr)
     return Completed(returncode, stdout, stderr)
+
+
+async def _communicate_reaped(
+    proc: asyncio.subprocess.Process, stdin: bytes | None
+) -> tuple[bytes, bytes]:
+    """Talk to the child until it exits, kill its group, then read what is left of the
+    pipes (a straggler outside the group that holds them is given up on after a while)."""
+    talk = asyncio.ensure_future(proc.communicate(stdin))
+    try:
+        await _exited(proc)
+        _kill_group_of(proc.pid)
+        done, _ = await asyncio.wait([talk], timeout=_PIPE_GRACE)
+        if not done:
+            talk.cancel()
+            return b"", b""
+        return talk.result()
+    finally:
+        if not talk.done():
+            talk.cancel()
+            await asyncio.gather(talk, return_exceptions=True)
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Until the child itself has exited. ``Process.wait()`` (3.11) waits for its pipes to
+    close too, which a process it left behind keeps open: the exit is learnt from a pidfd
+    (Linux). Without one, it is learnt when the pipes close."""
+    if proc.returncode is not None:
+        return
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        await proc.wait()
+        return
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await gone
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def _end(proc: asyncio.subprocess.Process, reap: bool) -> None:
+    """Kill a child and its group; a reaping child is asked first, so it can end the
+    descendants that left the group."""
+    if reap and proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), _TERM_GRACE)
+    await kill_group(proc)
+    _kill_group_of(proc.pid)
+
+
+def _kill_group_of(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 async def kill_group(proc: asyncio.subprocess.Process) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from stomper import checkpoints, console
-from stomper.agents import Agent, needs_tree
+from stomper.agents import Agent, needs_tree, uncontained
 from stomper.agents import close as close_agent
 from stomper.config import Settings
 from stomper.diagnostics import Collector, close_collectors
@@ -23,6 +23,7 @@ from stomper.journal import Journal
 from stomper.landing import Lander
 from stomper.report import Metrics, RunReport, ordered
 from stomper.repository import Repository
+from stomper.tripwire import Tripwire
 from stomper.unit import Unit, UnitResult
 from stomper.workflow.graph import (
     RunContext,
@@ -115,7 +116,14 @@ async def execute(
         allow_suppressions=settings.allow_suppressions,
     )
     tree = needs_tree(agent) or gate is not None or not all(c.per_file for c in collectors)
-    pipeline = Pipeline(run.run_id, workspaces, agent, collectors, lander, policy, gate, tree)
+    tripwire = None
+    if uncontained(agent):
+        repo = run.repo
+        quarantine = journal.dir / "quarantine"
+        tripwire = Tripwire(repo.root, repo.git_dir, repo.common_dir, run.target_ref, quarantine)
+    pipeline = Pipeline(
+        run.run_id, workspaces, agent, collectors, lander, policy, gate, tree, tripwire
+    )
     results: list[UnitResult] = []
 
     def record(result: UnitResult) -> None:
@@ -136,9 +144,13 @@ async def execute(
         await workspaces.prepare(units)
         if lander is not None:
             await lander.prepare(workspaces.blobs.verbatim)
+        if tripwire is not None:
+            await tripwire.start()
         status = await _drive(
             context, journal, checkpointer=settings.checkpointer, progress=progress
         )
+        if tripwire is not None:
+            await tripwire.final()
     finally:
         with contextlib.suppress(Exception):
             await asyncio.shield(close_agent(agent))

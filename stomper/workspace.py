@@ -5,13 +5,29 @@ Two kinds, chosen per unit by what its agent and checks need:
 - a **scratch** space: a private folder holding the unit's one file at its base content.
   Agents that only edit the file (autofix, the HTTP LLM agent) need no more, and the tools
   verify it through stdin under the file's real path, so they apply the project's settings.
-  It costs a blob read and a file write, where a worktree costs a checkout of the whole tree.
-- a **worktree** from a pool of N made once per run and reset to the unit's base before each
-  use (checkout, then a clean of everything untracked or ignored), for agents that run in a
-  real tree (CLI agents), for mypy, and for ``--test-cmd``.
+  It costs a blob read and a file write, where a tree costs a checkout of the whole tree.
+- a **tree** from a pool of N made once per run and reset to the unit's base before each
+  use, for agents that run in a real tree (CLI agents), for mypy, and for ``--test-cmd``.
 
-Both live below the run's folder under the git common directory, never in the working tree,
-and are removed when the run ends however it ends.
+A pooled tree is a repository of its own, not a worktree of the user's: nothing an agent
+does to git there reaches the user's refs, HEAD, index, hooks or config. Each pool slot is
+
+```
+w<n>/git     stomper's git directory for the tree: its HEAD, config and index
+w<n>/tree    the tree the agent works in; tree/.git is the agent's own repository
+```
+
+Both read objects from the user's object directory and write none there. stomper checks
+and resets the tree only through ``w<n>/git``, named on every call and never found through
+``tree/.git``, which the agent may rewrite at will: it is made again at every reset, so
+what the agent committed or branched there is discarded. ``w<n>/git`` is the agent's to
+read, not to write: a sandbox keeps it read-only, and without one any change to it is
+noticed (its files' inode, size and times against those stomper's own last call left), the
+unit fails and the slot is made again. Only the unit's file is read back, once, never
+through a symlink.
+
+Every space lives below the run's folder under the git common directory, never in the
+working tree, and is removed when the run ends however it ends.
 """
 
 from __future__ import annotations
@@ -19,19 +35,100 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import shutil
 import stat
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stomper import git, proc
+from stomper import console, git
 from stomper.diagnostics import Collector, Diagnostic
 from stomper.guardrails import file_violation, scope_violation
 from stomper.journal import remove_tree
 from stomper.store import Blobs
 from stomper.unit import Unit
 
-_ADD_TRIES = 3
+
+class NotRegular(OSError):
+    """The unit's file is a symlink, a folder or another kind of file, or lies below one."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What every private repository of a run takes from the user's."""
+
+    objects: Path
+    """The user's object directory."""
+    common: Path
+    """The user's git common directory."""
+    config: bytes
+    """The text of each private repository's config but its work tree line."""
+
+
+class Pooled:
+    """One slot of the pool: a tree and the git directory stomper checks it through."""
+
+    def __init__(self, folder: Path, layout: Layout) -> None:
+        self.folder = folder
+        self.layout = layout
+        self.repo = git.PrivateRepo(folder / "git", folder / "tree", layout.objects)
+        self._seal: tuple[object, ...] | None = None
+        self._given: tuple[object, ...] | None = None
+
+    @property
+    def tree(self) -> Path:
+        return self.repo.tree
+
+    def tampered(self) -> str | None:
+        """What changed in the slot since stomper's own last call left it, if anything did:
+        its git directory, or the folders it is made of."""
+        if self._seal is None:
+            return None
+        now = _fingerprint(self.folder)
+        if now == self._seal:
+            return None
+        return _describe_change(self._seal, now)
+
+    async def reset(self, commit: str) -> str | None:
+        """The tree at ``commit``, as if new; what was found changed in the slot (it is then
+        made again from nothing), if anything."""
+        found = None
+        if self._seal is None or (found := self.tampered()) is not None:
+            await asyncio.to_thread(self._make, commit)
+        await git.reset_private(self.repo, commit)
+        self._seal = await asyncio.to_thread(self._give_repository)
+        return found
+
+    def _make(self, commit: str) -> None:
+        _remove(self.folder)
+        git_dir = self.repo.git_dir
+        (git_dir / "refs" / "heads").mkdir(parents=True)
+        (git_dir / "refs" / "tags").mkdir()
+        self.tree.mkdir()
+        (git_dir / "HEAD").write_text(commit + "\n", encoding="ascii")
+        (git_dir / "config").write_bytes(self.layout.config + _worktree_line(self.tree))
+
+    def _give_repository(self) -> tuple[object, ...]:
+        """The agent's own repository in the tree: stomper's HEAD, config and index, the
+        user's objects as alternates, no refs. Made again at each reset. The slot's
+        fingerprint, as stomper leaves it.
+
+        Where the last unit left it as it was given, only HEAD and the index are given
+        again: the rest is what it would be made of."""
+        dot = self.tree / ".git"
+        if self._given is None or _entries(dot, dot) != self._given:
+            _remove(dot)
+            (dot / "refs" / "heads").mkdir(parents=True)
+            (dot / "refs" / "tags").mkdir()
+            (dot / "objects" / "info").mkdir(parents=True)
+            alternates = dot / "objects" / "info" / "alternates"
+            alternates.write_bytes(os.fsencode(self.layout.objects))
+            shutil.copyfile(self.repo.git_dir / "config", dot / "config")
+        for name in ("HEAD", "index"):
+            shutil.copyfile(self.repo.git_dir / name, dot / name)
+        self._given = _entries(dot, dot)
+        return _fingerprint(self.folder)
 
 
 @dataclass(frozen=True)
@@ -41,42 +138,75 @@ class Space:
     root: Path
     """The folder the agent works in; the unit's file is ``root / unit.path``."""
     repo: Path
-    real_tree: bool
-    """A full worktree at the base (True), or a scratch folder with the one file."""
     blobs: Blobs
+    pooled: Pooled | None = None
+    """The pool slot of a tree; None for a scratch folder holding the one file."""
+
+    @property
+    def real_tree(self) -> bool:
+        """A full tree at the base (True), or a scratch folder with the one file."""
+        return self.pooled is not None
+
+    @property
+    def readable(self) -> tuple[Path, ...]:
+        """The user's checkout and git directory: for the agent to read, never to write."""
+        if self.pooled is None:
+            return (self.repo,)
+        return (self.repo, self.pooled.layout.common)
 
     def file(self, unit: Unit) -> Path:
         return self.root / unit.path
 
     def config_path(self, unit: Unit) -> Path:
         """Where the file stands for the tools' configuration (per-file ignores, nested
-        settings): its real place in a worktree, its place in the checkout for scratch."""
+        settings): its real place in a tree, its place in the checkout for scratch."""
         return (self.root if self.real_tree else self.repo) / unit.path
 
+    def tampered(self) -> str | None:
+        """Why the agent's call is refused whatever its edit: it changed stomper's own
+        repository of the tree (a scratch folder has none)."""
+        if self.pooled is None:
+            return None
+        found = self.pooled.tampered()
+        if found is None:
+            return None
+        return f"the agent changed stomper's own repository of its workspace ({found})"
+
     async def violation(self, unit: Unit) -> str | None:
-        if self.real_tree:
-            return await scope_violation(self.root, unit.path, unit.mode, unit.base)
+        if self.pooled is not None:
+            return await scope_violation(self.pooled.repo, unit.path, unit.mode)
         return _scratch_violation(self.root, unit)
+
+    async def read(self, unit: Unit) -> bytes:
+        """The unit file's bytes, read once; never through a symlink."""
+        return await asyncio.to_thread(read_regular, self.root, unit.path)
+
+    async def place(self, unit: Unit, content: bytes) -> None:
+        """Make the unit's file hold ``content`` (replacing whatever is at its place)."""
+        await asyncio.to_thread(write_regular, self.root, unit.path, content, unit.mode)
 
     async def restore(self, unit: Unit, content: bytes) -> None:
         """Undo everything the agent did, then give the unit's file ``content``."""
-        if self.real_tree:
-            await git.reset_worktree(self.root, unit.base)
+        if self.pooled is not None:
+            await self.pooled.reset(unit.base)
         else:
             _clear_scratch(self.root)
-            _place(self.root, unit, content)
-            return
-        self.file(unit).write_bytes(content)
+        await self.place(unit, content)
 
-    async def collect(self, collectors: Sequence[Collector], unit: Unit) -> list[Diagnostic]:
-        """The unit file's findings as it stands in the space.
+    async def collect(
+        self, collectors: Sequence[Collector], unit: Unit, source: bytes
+    ) -> list[Diagnostic]:
+        """The findings of the unit's file holding ``source``.
 
-        Tools whose findings depend on the file alone check its bytes as if at its place in
-        the checkout, in a worktree as in a scratch folder (ruff then answers through its
-        long-lived server); the others check the worktree.
+        Tools whose findings depend on the file alone check those bytes as if at its place
+        in the checkout, in a tree as in a scratch folder (ruff then answers through its
+        long-lived server); for the others the file is made to hold exactly those bytes
+        first, and they check the tree.
         """
         found: list[Diagnostic] = []
-        source = self.file(unit).read_bytes()
+        tree_tools = [collector for collector in collectors if not collector.per_file]
+        if tree_tools:
+            await self.place(unit, source)
         for collector in collectors:
             if collector.per_file:
                 found += await collector.collect_source(self.repo, unit.path, source)
@@ -84,13 +214,13 @@ class Space:
                 found += await collector.collect(self.root, [unit.path])
         return found
 
-    async def blob(self, unit: Unit) -> str:
-        """Write the unit's file into the object store; its blob id."""
-        return await self.blobs.write(unit.path, self.file(unit).read_bytes())
+    async def blob(self, unit: Unit, content: bytes) -> str:
+        """Write ``content`` into the object store as the unit file's blob; its id."""
+        return await self.blobs.write(unit.path, content)
 
 
 class Workspaces:
-    """The spaces of one run: scratch folders and a pool of worktrees, in one folder.
+    """The spaces of one run: scratch folders and a pool of trees, in one folder.
 
     :meth:`aclose` ends the git process it reads blobs through; :meth:`close` removes the
     spaces.
@@ -101,70 +231,61 @@ class Workspaces:
         self.folder = folder
         self.pool_size = pool_size
         self.blobs = Blobs(root)
-        self._free: asyncio.Queue[Path] = asyncio.Queue()
+        self._free: asyncio.Queue[Pooled] = asyncio.Queue()
         self._made = 0
-        # git reads every worktree's metadata when it adds or removes one, and fails on one
-        # half-written by a concurrent call ("failed to read .git/worktrees/0/commondir"):
-        # adds and removes are serialized.
-        self._admin = asyncio.Lock()
+        self._layout: Layout | None = None
 
     @contextlib.asynccontextmanager
     async def scratch(self, unit: Unit) -> AsyncIterator[Space]:
         """A private folder holding only the unit's file, at its base content."""
         path = self.folder / f"s{unit.index}"
-        remove_tree(path)
-        _place(path, unit, await self.blobs.read(unit.base_blob))
+        _remove(path)
+        path.mkdir(parents=True)
+        write_regular(path, unit.path, await self.blobs.read(unit.base_blob), unit.mode)
         try:
-            yield Space(path, self.root, False, self.blobs)
+            yield Space(path, self.root, self.blobs)
         finally:
             remove_tree(path)
 
     @contextlib.asynccontextmanager
     async def tree(self, commit: str) -> AsyncIterator[Space]:
-        """A worktree of the pool, reset to ``commit`` with nothing left of earlier units."""
-        path = await self._take()
+        """A tree of the pool, reset to ``commit`` with nothing left of earlier units."""
+        pooled = await self._take()
         try:
-            await git.reset_worktree(path, commit)
-            yield Space(path, self.root, True, self.blobs)
+            found = await pooled.reset(commit)
+            if found is not None:
+                # Checked when the slot was given back: a process outlived its unit.
+                console.warning(
+                    f"something changed the pooled workspace {pooled.folder.name} after its "
+                    f"unit ended ({found}); it was made again"
+                )
+            yield Space(pooled.tree, self.root, self.blobs, pooled)
         finally:
-            self._free.put_nowait(path)
+            self._free.put_nowait(pooled)
 
     @contextlib.asynccontextmanager
     async def tree_root(self, commit: str) -> AsyncIterator[Path]:
-        """The folder of a pooled worktree at ``commit``."""
+        """The folder of a pooled tree at ``commit``."""
         async with self.tree(commit) as space:
             yield space.root
 
-    async def _take(self) -> Path:
+    async def _take(self) -> Pooled:
         if self._free.empty() and self._made < self.pool_size:
             self._made += 1
-            path = self.folder / f"w{self._made}"
+            folder = self.folder / f"w{self._made}"
             try:
-                await self._add(path)
+                return Pooled(folder, await self._private_layout())
             except BaseException:
                 self._made -= 1
                 raise
-            return path
         return await self._free.get()
 
-    async def _add(self, path: Path) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for attempt in range(_ADD_TRIES):
-            async with self._admin:
-                try:
-                    # Only the registration needs the lock; the checkout of the files is
-                    # the first reset, outside it, so the pool fills in parallel.
-                    await git.add_worktree(self.root, path, "HEAD", checkout=False)
-                    return
-                except proc.CalledProcessError:
-                    # Another run in the same repository may be adding one at this moment,
-                    # or a killed run left this one registered (and locked): clear it.
-                    if attempt == _ADD_TRIES - 1:
-                        raise
-                    await git.remove_worktree(self.root, path)
-                    remove_tree(path)
-                    await git.prune_worktrees(self.root)
-            await asyncio.sleep(0.05 * (attempt + 1))
+    async def _private_layout(self) -> Layout:
+        if self._layout is None:
+            object_format, objects = await git.object_store(self.root)
+            _own, common = await git.git_dirs(self.root)
+            self._layout = Layout(objects.resolve(), common, _config(common, object_format))
+        return self._layout
 
     async def prepare(self, units: Sequence[Unit]) -> None:
         """Learn which unit files' blobs can be written without a git process each."""
@@ -179,27 +300,164 @@ class Workspaces:
 
 
 def release_folder(root: Path, folder: Path) -> None:
-    """Delete a folder of worktrees and let git forget them (blocking; for exits and clean)."""
+    """Delete a folder of spaces (blocking; for exits and clean). Runs of older versions
+    kept linked worktrees there: git is told to forget those."""
     git.release_worktrees_sync(root, folder)
     if folder.exists():
         remove_tree(folder)
     git.prune_worktrees_sync(root)
 
 
-def _place(folder: Path, unit: Unit, content: bytes) -> None:
-    file = folder / unit.path
-    file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_bytes(content)
-    if unit.mode == "100755":
-        file.chmod(file.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+def _config(common: Path, object_format: str) -> bytes:
+    """A private repository's config: the user's repository config (what git stores and
+    checks out files by: end-of-line and filter settings), then what makes it a repository
+    of its own. The repository format is read without includes: it is written out."""
+    lines = [
+        "[include]",
+        f"\tpath = {_quoted(common / 'config')}",
+        "[core]",
+        f"\trepositoryformatversion = {0 if object_format == 'sha1' else 1}",
+        "\tbare = false",
+        "\tlogallrefupdates = false",
+    ]
+    if object_format != "sha1":
+        lines += ["[extensions]", f"\tobjectformat = {object_format}"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _worktree_line(tree: Path) -> bytes:
+    # A core.worktree the user configured would point the agent's git at their checkout.
+    return f"[core]\n\tworktree = {_quoted(tree)}\n".encode()
+
+
+def _quoted(path: Path) -> str:
+    text = str(path).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def _fingerprint(folder: Path) -> tuple[object, ...]:
+    """The slot's folders and every entry of its git directory: type, inode, size and
+    times (a change of content or of metadata changes the ctime, which no one can set)."""
+    parts: list[object] = []
+    for path in (folder, folder / "git", folder / "tree"):
+        try:
+            info = path.lstat()
+        except OSError:
+            parts.append((path.name, None))
+            continue
+        parts.append((path.name, info.st_mode, info.st_ino))
+    return (*parts, *_entries(folder / "git", folder))
+
+
+def _entries(top: Path, base: Path) -> tuple[object, ...]:
+    """Every entry below ``top`` (named relative to ``base``) with its type, inode, size
+    and times."""
+    parts: list[object] = []
+    for directory, dirs, files in os.walk(top):
+        dirs.sort()
+        for name in sorted([*dirs, *files]):
+            path = Path(directory) / name
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            relative = path.relative_to(base).as_posix()
+            times = (info.st_mtime_ns, info.st_ctime_ns)
+            parts.append((relative, info.st_mode, info.st_ino, info.st_size, *times))
+    return tuple(parts)
+
+
+def _describe_change(before: tuple[object, ...], after: tuple[object, ...]) -> str:
+    def named(parts: tuple[object, ...]) -> dict[object, object]:
+        return {part[0]: part for part in parts if isinstance(part, tuple)}
+
+    old, new = named(before), named(after)
+    names = old.keys() | new.keys()
+    changed = sorted(str(name) for name in names if old.get(name) != new.get(name))
+    return ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+
+
+def _remove(path: Path) -> None:
+    """Remove whatever is at ``path`` (a folder's contents are never followed into)."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(info.st_mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _clear_scratch(folder: Path) -> None:
     for entry in folder.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            remove_tree(entry)
-        else:
-            entry.unlink()
+        _remove(entry)
+
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def _parent_fd(root: Path, relative: str, *, create: bool) -> tuple[int, str]:
+    """An open folder of ``relative`` below ``root``, reached without following a symlink,
+    and the file's name in it; with ``create``, missing folders are made."""
+    *folders, name = relative.split("/")
+    fd = os.open(root, _DIRECTORY)
+    try:
+        for part in folders:
+            try:
+                inner = os.open(part, _DIRECTORY, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, dir_fd=fd)
+                inner = os.open(part, _DIRECTORY, dir_fd=fd)
+            except OSError as exc:  # a symlink (ELOOP) or a file (ENOTDIR) on the way
+                raise NotRegular(f"{relative}: {part} is not a folder") from exc
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, name
+
+
+def read_regular(root: Path, relative: str) -> bytes:
+    """The bytes of the regular file ``relative`` below ``root``; :class:`NotRegular` when
+    it, or a folder on its way, is a symlink or no regular file."""
+    parent, name = _parent_fd(root, relative, create=False)
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise NotRegular(f"{relative} is not a regular file") from exc
+    finally:
+        os.close(parent)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise NotRegular(f"{relative} is not a regular file")
+        return handle.read()
+
+
+def write_regular(root: Path, relative: str, content: bytes, mode: str) -> None:
+    """Make ``relative`` below ``root`` a regular file holding ``content``: written under a
+    new name and renamed over whatever was there, never written through a symlink."""
+    parent, name = _parent_fd(root, relative, create=True)
+    try:
+        partial = f".{name}.{secrets.token_hex(4)}.stomper"
+        permissions = 0o777 if mode == "100755" else 0o666
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(partial, flags, permissions, dir_fd=parent)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        try:
+            os.rename(partial, name, src_dir_fd=parent, dst_dir_fd=parent)
+        except IsADirectoryError:
+            shutil.rmtree(name, dir_fd=parent)
+            os.rename(partial, name, src_dir_fd=parent, dst_dir_fd=parent)
+    finally:
+        os.close(parent)
 
 
 def _scratch_violation(folder: Path, unit: Unit) -> str | None:

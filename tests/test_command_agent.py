@@ -310,6 +310,7 @@ def test_fix_through_the_cli_lands_the_units(make, tmp_path, monkeypatch, capsys
     base = sh(repo, "rev-parse", "HEAD").strip()
     log = tmp_path / "agent.log"
     monkeypatch.setenv(LOG_ENV, str(log))
+    monkeypatch.setenv("STOMPER_SANDBOX", "off")  # the log is written where a sandbox hides it
     monkeypatch.setenv("STOMPER_AGENT_CMD", fake_cmd("--mode", "fix", "{file}"))
     code = main(["fix", "--repo", str(repo), "--agent", "command", "--json", "--no-progress"])
     doc = json.loads(capsys.readouterr().out)
@@ -330,6 +331,7 @@ def test_a_200kb_file_lands_through_the_cli_with_a_prompt_file(
     repo = make({"big.py": big_module()})
     log = tmp_path / "agent.log"
     monkeypatch.setenv(LOG_ENV, str(log))
+    monkeypatch.setenv("STOMPER_SANDBOX", "off")  # the log is written where a sandbox hides it
     monkeypatch.setenv("STOMPER_AGENT_CMD", fake_cmd("--prompt-file", "{prompt_file}", "{file}"))
     code, doc = run_json(repo, "--agent", "command", capsys=capsys)
     assert code == 0, doc
@@ -348,6 +350,7 @@ def test_a_hanging_agent_through_the_cli_fails_the_unit_and_lands_nothing(
     base = sh(repo, "rev-parse", "HEAD").strip()
     log = tmp_path / "agent.log"
     monkeypatch.setenv(LOG_ENV, str(log))
+    monkeypatch.setenv("STOMPER_SANDBOX", "off")  # the log is written where a sandbox hides it
     monkeypatch.setenv("STOMPER_AGENT_TIMEOUT", "1")
     monkeypatch.setenv(
         "STOMPER_AGENT_CMD", fake_cmd("--mode", "hang", "--rewrite-after", "2", "{file}")
@@ -398,3 +401,20 @@ def test_fake_agent_runs_without_a_log(make) -> None:
     repo = make({"a.py": module(["F401"])})
     asyncio.run(fake_agent("{file}").fix(AgentTask(unit_of(repo, "a.py"), repo)))
     assert "import os" not in (repo / "a.py").read_text()
+
+
+def test_a_file_name_holding_a_placeholder_is_not_expanded_again() -> None:
+    template = ("agent", "--prompt", "{prompt_file}", "--dir={scratch_dir}", "{file}")
+    name = "{prompt_file}{scratch_dir}{file}.py"
+    argv = render(template, file=name, prompt_file="/t/p.md", scratch_dir="/t")
+    assert argv == ("agent", "--prompt", "/t/p.md", "--dir=/t", name)
+
+
+def test_a_file_named_like_a_placeholder_lands_through_the_cli(make, monkeypatch, capsys):
+    repo = make({"{prompt_file}.py": module(["F401"])})
+    monkeypatch.setenv("STOMPER_AGENT_CMD", fake_cmd("--prompt-file", "{prompt_file}", "{file}"))
+    code, doc = run_json(repo, "--agent", "command", capsys=capsys)
+    (unit,) = doc["units"]
+    assert code == 0, unit
+    assert unit["status"] == "fixed" and unit["commit"]
+    assert "import os" not in sh(repo, "show", "HEAD:{prompt_file}.py")

@@ -1,9 +1,12 @@
-"""Isolation: scratch folders and pooled worktrees isolate as well as fresh worktrees."""
+"""Isolation: scratch folders and pooled private trees isolate as well as fresh worktrees;
+a pooled tree is a repository of its own, checked through stomper's git directory alone."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from stomper.config import Settings
 from stomper.diagnostics.ruff import ruff_binary
 from stomper.testing.agents import Instant
 from stomper.testing.repos import FIXABLE, RUFF_CONFIG, UNFIXABLE, make_repo, module
+from stomper.unit import UnitResult
 from tests.conftest import sh
 
 CODES = sorted(FIXABLE) + sorted(UNFIXABLE)
@@ -115,7 +119,9 @@ def test_a_reused_worktree_shows_nothing_of_the_unit_before(make) -> None:
     report = asyncio.run(run_fix(request, Settings(max_parallel_files=1), agent=agent))
     by_path = {result.path: result for result in report.results}
     assert by_path["a.py"].status == "failed"
-    assert "committed or switched branches" in (by_path["a.py"].reason or "")
+    # Staged and committed in the agent's own repository of the tree, the change is still
+    # the change it is in the files.
+    assert "outside the unit: b.py, untracked.txt" in (by_path["a.py"].reason or "")
     assert set(agent.seen) == {"b.py", "c.py"}
     for path, (status, staged, head, b_text) in agent.seen.items():
         assert status == "", path
@@ -124,3 +130,93 @@ def test_a_reused_worktree_shows_nothing_of_the_unit_before(make) -> None:
         assert b_text == module(["F401"]), path
     assert by_path["b.py"].commit and by_path["c.py"].commit
     assert len(list((repo / ".git" / "stomper" / "worktrees").iterdir())) == 0
+
+
+@dataclass
+class Hook:
+    """In a tree: runs ``action(task)``, then ruff's fixes unless it says it is done."""
+
+    action: Callable[[AgentTask], bool | None]
+    name: str = "hook"
+    needs_tree: bool = True
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        if self.action(task):
+            return AgentOutcome()
+        return await AutofixAgent().fix(task)
+
+
+def fix_with(repo: Path, agent: Hook) -> dict[str, UnitResult]:
+    request = FixRequest(cwd=repo, progress=False)
+    report = asyncio.run(run_fix(request, Settings(max_parallel_files=1), agent=agent))
+    return {result.path: result for result in report.results}
+
+
+def test_the_user_hooks_never_run_for_a_reset_of_a_pooled_tree(make) -> None:
+    repo = make({"a.py": module(["F401"]), "b.py": module(["F541"])})
+    marker = repo.parent / "post-checkout-ran"
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    hook.write_text(f"#!/bin/sh\necho ran >> {marker}\n")
+    hook.chmod(0o755)
+    results = fix_with(repo, Hook(lambda task: None))
+    assert all(result.commit for result in results.values())
+    assert not marker.exists()
+
+
+def test_the_agent_gets_a_repository_of_its_own_at_the_base(make) -> None:
+    repo = make({"a.py": module(["F401"]), "b.py": module(["F541"])})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    seen = []
+
+    def look(task: AgentTask) -> None:
+        tree = task.workspace
+        seen.append(
+            (
+                sh(tree, "rev-parse", "--absolute-git-dir").strip(),
+                sh(tree, "rev-parse", "HEAD").strip(),
+                sh(tree, "status", "--porcelain", "--untracked-files=all"),
+                sh(tree, "for-each-ref"),
+            )
+        )
+        identity = ("-c", "user.name=a", "-c", "user.email=a@b")
+        sh(tree, *identity, "commit", "-q", "--allow-empty", "-m", "the agent's")
+        sh(tree, "branch", "mine")
+
+    results = fix_with(repo, Hook(look))
+    assert all(result.commit for result in results.values())
+    for (git_dir, head, status, refs), result in zip(seen, results.values(), strict=True):
+        assert git_dir.endswith("/tree/.git"), result.path
+        assert (head, status, refs) == (base, "", ""), result.path
+    assert sh(repo, "for-each-ref", "--format=%(refname)") == "refs/heads/main\n"
+
+
+def test_a_change_to_stomper_own_repository_of_the_tree_fails_the_unit(make) -> None:
+    repo = make({"a.py": module(["F401"]), "b.py": module(["F541"])})
+
+    def tamper(task: AgentTask) -> None:
+        if task.unit.path == "a.py":
+            (task.workspace.parent / "git" / "HEAD").write_text("0" * 40 + "\n")
+
+    results = fix_with(repo, Hook(tamper))
+    assert results["a.py"].status == "failed"
+    assert "stomper's own repository of its workspace (git/HEAD)" in (results["a.py"].reason or "")
+    assert results["b.py"].commit  # in the same slot, made again
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_a_tree_swapped_for_a_link_to_the_checkout_never_leads_a_reset_there(make) -> None:
+    repo = make({"a.py": module(["F401"]), "b.py": module(["F541"])})
+    (repo / "notes.txt").write_text("the user's untracked notes\n")
+
+    def swap(task: AgentTask) -> bool:
+        if task.unit.path != "a.py":
+            return False
+        shutil.rmtree(task.workspace)
+        task.workspace.symlink_to(repo)
+        return True
+
+    results = fix_with(repo, Hook(swap))
+    assert results["a.py"].status == "failed"
+    assert results["b.py"].commit
+    assert (repo / "notes.txt").read_text() == "the user's untracked notes\n"
+    assert sh(repo, "status", "--porcelain") == "?? notes.txt\n"

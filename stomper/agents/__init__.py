@@ -33,6 +33,9 @@ class AgentTask:
     config_path: Path | None = None
     """Where the file stands for the tools' settings, when that is not ``file`` (a scratch
     workspace holds the one file; the project's settings apply at its place in the checkout)."""
+    readable: tuple[Path, ...] = ()
+    """The user's checkout and git directory: the agent may read them, never write them (a
+    sandbox shows them read-only)."""
 
     @property
     def file(self) -> Path:
@@ -64,9 +67,10 @@ class AttemptFailed(Exception):
 class Agent(Protocol):
     """Edits a unit's file. Agents may also have ``async ready()`` (raise AgentError when
     no unit could work: a missing program, an endpoint that does not answer), ``async
-    check() -> (ok, message)`` for ``stomper doctor``, ``async aclose()``, and
+    check() -> (ok, message)`` for ``stomper doctor``, ``async aclose()``,
     ``needs_tree = False`` when they only edit the file: such an agent gets a scratch
-    workspace holding the one file, not a worktree of the whole repository."""
+    workspace holding the one file, not a tree of the whole repository, and
+    ``uncontained = True`` when they run as a program of their own without a sandbox."""
 
     name: str
 
@@ -78,6 +82,12 @@ class Agent(Protocol):
 def needs_tree(agent: Agent) -> bool:
     """Whether the agent runs in a real tree; agents that do not say so are given one."""
     return bool(getattr(agent, "needs_tree", True))
+
+
+def uncontained(agent: Agent) -> bool:
+    """Whether the agent is a program of its own that runs without a sandbox (after
+    :func:`ready`): the user's repository is then watched around its calls."""
+    return bool(getattr(agent, "uncontained", False))
 
 
 async def ready(agent: Agent) -> None:

@@ -1,13 +1,16 @@
 """CLI coding agents run as child processes: Claude Code, Codex, Aider, Cursor, or any command.
 
 One call of :meth:`CommandAgent.fix` is one attempt: the agent's command runs once in the
-unit's worktree and edits the file there. The prompt never travels as an argument, since
+unit's tree and edits the file there, inside the sandbox of :mod:`stomper.sandbox` where the
+machine has one. When it exits, everything it started is killed with it. The prompt never
+travels as an argument, since
 Linux caps a single argument at 128 KiB (``MAX_ARG_STRLEN``) and a prompt for a big file
 passes that. It goes to the child's stdin, or, when the command names ``{prompt_file}``,
 into a file in a private temporary folder outside the worktree: any new file inside the
 worktree would be a change outside the unit.
 
-The command is an argv template; these placeholders are replaced inside each argument:
+The command is an argv template; these placeholders are replaced inside each argument, in
+one pass (a file name that holds a placeholder is not expanded again):
 
 - ``{file}``: the unit's file, relative to the worktree (the child's working directory);
 - ``{prompt_file}``: a file holding the prompt (the prompt then does not go to stdin);
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import tempfile
@@ -31,6 +35,7 @@ from stomper import proc
 from stomper.agents import AgentOutcome, AgentTask, AttemptFailed
 from stomper.agents.prompt import task_prompt
 from stomper.errors import AgentError
+from stomper.sandbox import Sandbox, resolve, state_paths
 
 if TYPE_CHECKING:
     from stomper.config import Settings
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 FILE = "{file}"
 PROMPT_FILE = "{prompt_file}"
 SCRATCH_DIR = "{scratch_dir}"
+_PLACEHOLDER = re.compile("|".join(re.escape(name) for name in (FILE, PROMPT_FILE, SCRATCH_DIR)))
 
 # What of a failed agent's output goes back into feedback and reasons.
 _TAIL_LINES = 30
@@ -55,6 +61,9 @@ class Preset:
     """The rest of the argv template."""
     install: str
     """What to run when the binary is missing."""
+    state: tuple[str, ...] = ()
+    """Its own files and folders under the home folder, which it may write in a sandbox
+    (a trailing ``*`` matches by prefix)."""
 
 
 PRESETS: Mapping[str, Preset] = {
@@ -73,6 +82,7 @@ PRESETS: Mapping[str, Preset] = {
             "Bash(git:*)",
         ),
         install="npm install -g @anthropic-ai/claude-code",
+        state=(".claude", ".claude.json", ".claude.json.backup", ".config/claude"),
     ),
     # `exec` is read-only unless told otherwise; workspace-write lets it edit the worktree
     # and keeps git metadata read-only. `-` reads the instructions from stdin.
@@ -80,6 +90,7 @@ PRESETS: Mapping[str, Preset] = {
         ("codex", "exec"),
         ("--sandbox", "workspace-write", "--skip-git-repo-check", "--color", "never", "-"),
         install="npm install -g @openai/codex",
+        state=(".codex",),
     ),
     # Aider commits every edit (and any dirty file first) and adds .aider* to .gitignore
     # unless told not to; its history files would land in the worktree's root. --no-git
@@ -105,6 +116,7 @@ PRESETS: Mapping[str, Preset] = {
             FILE,
         ),
         install="python -m pip install aider-install && aider-install",
+        state=(".aider*",),
     ),
     # Print mode only proposes edits unless --force lets its tools run; the prompt is
     # read from stdin when no prompt argument is given.
@@ -112,6 +124,7 @@ PRESETS: Mapping[str, Preset] = {
         ("cursor-agent",),
         ("-p", "--force", "--output-format", "text"),
         install="curl https://cursor.com/install -fsS | bash",
+        state=(".cursor", ".config/cursor"),
     ),
 }
 
@@ -128,12 +141,9 @@ def render(
     if file.startswith("-"):
         file = f"./{file}"
     values = {FILE: file, PROMPT_FILE: str(prompt_file), SCRATCH_DIR: str(scratch_dir)}
-    out = []
-    for argument in template:
-        for placeholder, value in values.items():
-            argument = argument.replace(placeholder, value)
-        out.append(argument)
-    return tuple(out)
+    return tuple(
+        _PLACEHOLDER.sub(lambda found: values[found.group()], argument) for argument in template
+    )
 
 
 def split_template(command: str) -> tuple[str, ...]:
@@ -148,12 +158,14 @@ def split_template(command: str) -> tuple[str, ...]:
 
 
 class CommandAgent:
-    """A coding agent that is a program: run once per attempt, in the unit's worktree.
+    """A coding agent that is a program: run once per attempt, in the unit's tree.
 
     ``template`` is the argv with the placeholders of :func:`render`. The prompt goes to
-    the child's stdin unless an argument names ``{prompt_file}``. A run that takes longer
-    than ``timeout`` seconds is killed with its whole process group, so nothing it started
-    edits files after stomper gave up.
+    the child's stdin unless an argument names ``{prompt_file}``. ``sandbox`` is the mode of
+    :func:`stomper.sandbox.resolve`, found out by :meth:`ready` (or the first call).
+    Everything the agent started is killed when it exits, and a run that takes longer than
+    ``timeout`` seconds is killed with it, so nothing it started edits files after stomper
+    read them.
     """
 
     def __init__(
@@ -164,6 +176,8 @@ class CommandAgent:
         timeout: float = 600.0,
         install: str | None = None,
         env: Mapping[str, str] | None = None,
+        sandbox: str = "off",
+        state: Sequence[str] = (),
     ) -> None:
         if not template:
             raise AgentError("the agent's command is empty")
@@ -174,6 +188,9 @@ class CommandAgent:
         self.timeout = timeout
         self.install = install
         self.env = dict(env or {})
+        self.sandbox_mode = sandbox
+        self.state = tuple(state)
+        self._sandbox: Sandbox | None = None
 
     @classmethod
     def from_settings(cls, preset: str, settings: Settings) -> CommandAgent:
@@ -187,7 +204,9 @@ class CommandAgent:
                     "or agent_cmd in [tool.stomper])"
                 )
             template = split_template(settings.agent_cmd)
-            return cls(template, name="command", timeout=settings.agent_timeout)
+            return cls(
+                template, name="command", timeout=settings.agent_timeout, sandbox=settings.sandbox
+            )
         known = PRESETS.get(preset)
         if known is None:
             raise AgentError(
@@ -199,11 +218,18 @@ class CommandAgent:
             name=preset,
             timeout=settings.agent_timeout,
             install=known.install,
+            sandbox=settings.sandbox,
+            state=known.state,
         )
 
     @property
     def binary(self) -> str:
         return self.template[0]
+
+    @property
+    def uncontained(self) -> bool:
+        """Whether it runs without a sandbox (known after :meth:`ready`)."""
+        return self._sandbox is not None and not self._sandbox.contained
 
     @property
     def prompt_on_stdin(self) -> bool:
@@ -218,17 +244,26 @@ class CommandAgent:
     async def fix(self, task: AgentTask) -> AgentOutcome:
         """One attempt: run the command once; a timeout or a failure raises AttemptFailed."""
         executable = self._require_binary()
+        contained = await self._contained()
         prompt = task_prompt(task.unit.path, task.unit.diagnostics, feedback=task.feedback)
         with _scratch(prompt) as (scratch_dir, prompt_file):
             argv = self.argv(task.unit.path, prompt_file=prompt_file, scratch_dir=scratch_dir)
+            wrapped = contained.wrap(
+                (executable, *argv[1:]),
+                workspace=task.workspace,
+                scratch=scratch_dir,
+                readable=(*task.readable, Path(executable).parent),
+                state=state_paths(os.environ.get("HOME"), self.state),
+            )
             try:
                 done = await proc.run(
-                    (executable, *argv[1:]),
+                    wrapped,
                     cwd=task.workspace,
                     stdin=prompt.encode() if self.prompt_on_stdin else None,
                     env=self.env,
                     timeout=self.timeout,
                     check=False,
+                    reap=True,
                 )
             except proc.ProcessTimeout:
                 raise AttemptFailed(
@@ -247,8 +282,15 @@ class CommandAgent:
         return AgentOutcome(note=_last_line(done.stdout))
 
     async def ready(self) -> None:
-        """Before a run: the agent's program must be there, or no unit can work."""
+        """Before a run: the agent's program must be there, or no unit can work; the
+        sandbox is found out (``bwrap`` without one is refused)."""
         self._require_binary()
+        await self._contained()
+
+    async def _contained(self) -> Sandbox:
+        if self._sandbox is None:
+            self._sandbox = await resolve(self.sandbox_mode, agent=self.name)
+        return self._sandbox
 
     async def check(self) -> tuple[bool, str]:
         """For ``stomper doctor``: whether the binary is on PATH, and its version."""

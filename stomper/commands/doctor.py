@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from stomper import checkpoints, console, git, redaction
+from stomper import checkpoints, console, git, redaction, sandbox
 from stomper.agents import check, close, load_agent
 from stomper.config import Settings, load_settings
 from stomper.diagnostics import collectors_named
@@ -80,6 +80,8 @@ async def doctor(cwd: Path) -> int:
             info.hint,
         )
     await _check_agent(settings, row)
+    good, shown = await sandbox.describe(settings.sandbox)
+    row("sandbox", good, shown, "see the message")
     await _check_checkpointer(settings, row)
     console.err.print(table)
     return 0 if ok else 1

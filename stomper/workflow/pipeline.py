@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from stomper import git, redaction
-from stomper.agents import Agent, AgentTask, AttemptFailed
+from stomper.agents import Agent, AgentOutcome, AgentTask, AttemptFailed
 from stomper.diagnostics import Collector, Diagnostic
 from stomper.events import Phase
 from stomper.gate import TestGate
 from stomper.guardrails import suppression_violation
 from stomper.landing import Lander, LandingRefused, commit_message
+from stomper.tripwire import Breach, Tripwire
 from stomper.unit import LANDABLE, Patch, Status, Unit, UnitResult
 from stomper.verify import Verdict, describe, judge
-from stomper.workspace import Space, Workspaces
+from stomper.workspace import NotRegular, Space, Workspaces
 
 Emit = Callable[[Phase], None]
 
@@ -55,7 +57,10 @@ class Pipeline:
     policy: Policy = field(default_factory=Policy)
     gate: TestGate | None = None
     tree: bool = True
-    """Units work in pooled worktrees (True) or in scratch folders holding their one file."""
+    """Units work in pooled trees (True) or in scratch folders holding their one file."""
+    tripwire: Tripwire | None = None
+    """Watches the user's repository around each agent call, for an agent that runs
+    without a sandbox."""
 
     async def produce(self, unit: Unit, emit: Emit) -> Produced:
         """Work ``unit`` to a patch ready to land, or to its final result; a failure of the
@@ -92,16 +97,19 @@ class Pipeline:
         emit(Phase.ISOLATING)
         isolate = self.workspaces.tree(unit.base) if self.tree else self.workspaces.scratch(unit)
         async with isolate as space:
-            before = await self._baseline(unit, space)
-            result = await self._attempts(unit, space, before, emit)
+            original = await space.read(unit)
+            before = await self._baseline(unit, space, original)
+            result, source = await self._attempts(unit, space, original, before, emit)
             if result.status not in LANDABLE:
                 return Produced(result)
             if self.gate is not None:
                 emit(Phase.VERIFYING)
+                await space.place(unit, source)
                 blame = await self.gate.judge(space.root)
                 if blame is not None:
                     return Produced(_refuse(result, blame))
-            patch = Patch(unit.path, unit.mode, unit.base_blob, await space.blob(unit))
+            # The bytes that were verified, as they were read: not the file read again.
+            patch = Patch(unit.path, unit.mode, unit.base_blob, await space.blob(unit, source))
         return Produced(result, patch)
 
     async def _land(self, produced: Produced, emit: Emit) -> UnitResult:
@@ -119,27 +127,34 @@ class Pipeline:
             codes=[diag.code for diag in result.fixed],
             run_id=self.run_id,
         )
+        watched = self.tripwire.landing() if self.tripwire else contextlib.nullcontext()
         try:
-            landed = await self.lander.land(patch, message)
+            async with watched:
+                landed = await self.lander.land(patch, message)
+                if self.tripwire is not None:
+                    self.tripwire.landed(landed.commit)
         except LandingRefused as refused:
             status = Status.SKIPPED if refused.skipped else Status.FAILED
             return _refuse(result, refused.reason, status=status)
         return replace(result, commit=landed.commit, landing_s=landed.seconds)
 
     async def _attempts(
-        self, unit: Unit, space: Space, before: list[Diagnostic], emit: Emit
-    ) -> UnitResult:
-        """Let the agent try until the unit is fixed, stops improving, or runs out of tries.
+        self, unit: Unit, space: Space, original: bytes, before: list[Diagnostic], emit: Emit
+    ) -> tuple[UnitResult, bytes]:
+        """Let the agent try until the unit is fixed, stops improving, or runs out of tries;
+        the result, and the bytes of the best state (what lands, if anything does).
 
         Each attempt starts from the best state so far and is told what the last one left
         (or broke). An attempt that does not lower the count of what is left ends the tries;
-        an answer the agent could not even apply is fed back and tried again.
+        an answer the agent could not even apply is fed back and tried again. An agent that
+        changed what is not its workspace (the user's repository, stomper's own repository
+        of the tree) fails the unit at once, whatever it fixed.
         """
-        file = space.file(unit)
         config_path = None if space.real_tree else space.config_path(unit)
-        original = best_source = file.read_bytes()
+        best_source = original
         best: Verdict | None = None
         reason: str | None = None
+        refusal: str | None = None
         feedback: str | None = None
         touched = False
         spent = tokens_in = tokens_out = 0
@@ -149,31 +164,39 @@ class Pipeline:
             spent = attempt
             emit(Phase.AGENT)
             started = time.monotonic()
+            outcome: AgentOutcome | None = None
+            timed_out = False
             try:
-                async with asyncio.timeout_at(_loop_time(deadline)):
-                    task = AgentTask(unit, space.root, attempt, feedback, config_path)
-                    outcome = await self.agent.fix(task)
+                task = AgentTask(unit, space.root, attempt, feedback, config_path, space.readable)
+                outcome = await self._call_agent(task, deadline)
             except AttemptFailed as failed:
                 tokens_in += failed.tokens_in
                 tokens_out += failed.tokens_out
                 touched, feedback = True, failed.feedback
                 reason = f"attempt {attempt}: {failed.feedback}"
-                await space.restore(unit, best_source)
-                continue
             except TimeoutError:
-                touched = True
+                touched = timed_out = True
                 reason = f"the agent ran past {self.policy.agent_timeout:g}s on this unit"
-                await space.restore(unit, best_source)
-                break
+            except Breach as breach:
+                refusal = breach.reason
             finally:
                 agent_s += time.monotonic() - started
+            refusal = refusal or space.tampered()
+            if refusal is not None:
+                await space.restore(unit, original)
+                break
+            if outcome is None:
+                await space.restore(unit, best_source)
+                if timed_out:
+                    break
+                continue
             tokens_in += outcome.tokens_in
             tokens_out += outcome.tokens_out
             emit(Phase.VERIFYING)
             try:
                 # The unit's time holds for the checks of what the agent did, too.
                 async with asyncio.timeout_at(_loop_time(deadline)):
-                    verdict = await self._verify(unit, space, before, original)
+                    verdict, now = await self._verify(unit, space, before, original)
             except TimeoutError:
                 touched = True
                 reason = (
@@ -185,12 +208,12 @@ class Pipeline:
             if verdict.status is Status.UNCHANGED:
                 reason = outcome.note or verdict.reason
                 break
-            if verdict.status in LANDABLE and file.read_bytes() == best_source:
+            if verdict.status in LANDABLE and now == best_source:
                 reason = f"attempt {attempt} changed nothing more"
                 break
             touched = True
-            if _better(verdict, best):
-                best, best_source, reason = verdict, file.read_bytes(), None
+            if now is not None and _better(verdict, best):
+                best, best_source, reason = verdict, now, None
                 if verdict.status is Status.FIXED:
                     break
                 feedback = _feedback(verdict)
@@ -201,18 +224,19 @@ class Pipeline:
                 f"{verdict.reason or describe(verdict.remaining)}"
             )
             break
-        if best is None:
+        if best is None or refusal is not None:
+            status = Status.FAILED if touched or refusal else Status.UNCHANGED
             return UnitResult(
                 unit.path,
-                Status.FAILED if touched else Status.UNCHANGED,
+                status,
                 unit.diagnostics,
                 remaining=unit.diagnostics,
                 attempts=spent,
-                reason=reason or "the agent changed nothing",
+                reason=refusal or reason or "the agent changed nothing",
                 agent_s=agent_s,
                 tokens_in=tokens_in,
                 tokens_out=tokens_out,
-            )
+            ), original
         return UnitResult(
             unit.path,
             best.status,
@@ -225,40 +249,66 @@ class Pipeline:
             agent_s=agent_s,
             tokens_in=tokens_in,
             tokens_out=tokens_out,
-        )
+        ), best_source
+
+    async def _call_agent(self, task: AgentTask, deadline: float) -> AgentOutcome:
+        """One call of the agent within the unit's deadline. Around an agent that runs
+        without a sandbox the user's repository is checked, whatever the call did: a change
+        raises :class:`Breach`."""
+        tripwire = self.tripwire
+        watch = await tripwire.arm() if tripwire is not None else None
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                outcome = await self.agent.fix(task)
+        except (AttemptFailed, TimeoutError):
+            if tripwire is not None and watch is not None:
+                await tripwire.check(watch)
+            raise
+        except BaseException:
+            if tripwire is not None and watch is not None:
+                tripwire.disarm(watch)
+            raise
+        if tripwire is not None and watch is not None:
+            await tripwire.check(watch)
+        return outcome
 
     async def _verify(
         self, unit: Unit, space: Space, before: list[Diagnostic], original: bytes
-    ) -> Verdict:
-        """Judge the space's state: guardrails first, then the diagnostics."""
+    ) -> tuple[Verdict, bytes | None]:
+        """Judge the space's state (guardrails first, then the diagnostics), and the file's
+        bytes as they were read, once, for both: None when the guardrails refused it."""
         scope = await space.violation(unit)
         if scope is not None:
-            return Verdict(Status.FAILED, (), unit.diagnostics, (), scope)
-        now = space.file(unit).read_bytes()
+            return Verdict(Status.FAILED, (), unit.diagnostics, (), scope), None
+        try:
+            now = await space.read(unit)
+        except (NotRegular, FileNotFoundError) as exc:
+            refused = f"the change leaves no regular file at {unit.path}: {exc}"
+            return Verdict(Status.FAILED, (), unit.diagnostics, (), refused), None
         if now == original:
-            return judge(unit.diagnostics, before, before, changed=False)
+            return judge(unit.diagnostics, before, before, changed=False), now
         # Before any tool reads it: a diagnostic may quote the secret, and feedback carries
         # diagnostics to the agent.
         leak = redaction.active().written(original, now)
         if leak is not None:
-            return Verdict(Status.FAILED, (), unit.diagnostics, (), leak)
+            return Verdict(Status.FAILED, (), unit.diagnostics, (), leak), now
         if not self.policy.allow_suppressions:
             cheat = suppression_violation(
                 original.decode(errors="replace"), now.decode(errors="replace"), unit.diagnostics
             )
             if cheat is not None:
-                return Verdict(Status.FAILED, (), unit.diagnostics, (), cheat)
-        after = await space.collect(self.collectors, unit)
-        return judge(unit.diagnostics, before, after, changed=True)
+                return Verdict(Status.FAILED, (), unit.diagnostics, (), cheat), now
+        after = await space.collect(self.collectors, unit, now)
+        return judge(unit.diagnostics, before, after, changed=True), now
 
-    async def _baseline(self, unit: Unit, space: Space) -> list[Diagnostic]:
+    async def _baseline(self, unit: Unit, space: Space, source: bytes) -> list[Diagnostic]:
         """The file's findings before the agent: collected again only where they may differ."""
         again = [c for c in self.collectors if not c.per_file]
         if not again:
             return list(unit.baseline)
         names = {c.name for c in again}
         found = [d for d in unit.baseline if d.tool not in names]
-        return found + await space.collect(again, unit)
+        return found + await space.collect(again, unit, source)
 
 
 def _better(verdict: Verdict, best: Verdict | None) -> bool:
