@@ -1,7 +1,8 @@
 """The sandbox a CLI agent runs in: bubblewrap where the machine has it, a reaper where not.
 
 With ``bwrap`` the agent sees the whole filesystem read-only but for its workspace, the
-folder of its prompt, a private ``/tmp`` and its own state (``~/.claude`` and the like); it
+folder of its prompt (where its ``TMPDIR`` is) and its own state (``~/.claude`` and the
+like); it
 runs in a PID namespace of its own, so everything it started dies with it, and dies when
 stomper dies. The network is shared: agents call their APIs.
 
@@ -98,37 +99,41 @@ class Sandbox:
         *,
         workspace: Path,
         scratch: Path,
-        readable: Sequence[Path] = (),
         state: Sequence[Path] = (),
     ) -> tuple[str, ...]:
         """The command that runs ``argv`` in ``workspace``, contained as this sandbox can.
 
-        ``readable`` are folders that must stay visible (read-only) where the private
-        ``/tmp`` would hide them: the user's repository, the agent's program. ``state``
-        are the agent's own files and folders that it may write (those that exist).
+        ``state`` are the agent's own files and folders that it may write (those that
+        exist). Its temporary files go to a folder of its own in ``scratch`` (``TMPDIR``):
+        ``/tmp`` is read-only, as the rest, and stays whole, since what the agent runs (a
+        program, an interpreter's packages) may live there.
         """
         if self.bwrap is None:
             if sys.platform.startswith("linux"):
                 return (sys.executable, "-I", "-S", "-c", REAPER, *argv)
             return tuple(argv)
+        temporary = scratch / "tmp"
+        temporary.mkdir(exist_ok=True)
         binds: list[str] = []
-        for path in readable:
-            binds += ["--ro-bind-try", str(path), str(path)]
         for path in (workspace, scratch):
             binds += ["--bind", str(path), str(path)]
         for path in state:
             binds += ["--bind-try", str(path), str(path)]
-        return _bwrap(self.bwrap, binds, ["--chdir", str(workspace), "--", *argv])
+        return _bwrap(
+            self.bwrap,
+            [*binds, "--setenv", "TMPDIR", str(temporary)],
+            ["--chdir", str(workspace), "--", *argv],
+        )
 
 
 def _bwrap(bwrap: str, binds: Sequence[str], command: Sequence[str]) -> tuple[str, ...]:
-    """bwrap's argv: everything read-only, a private /dev, /proc and /tmp, then ``binds``
-    over them; a PID namespace and a session of its own, ended with stomper."""
+    """bwrap's argv: everything read-only, a private /dev and /proc, then ``binds`` over
+    them; a PID namespace and a session of its own, ended with stomper."""
     return (
         bwrap,
-        *("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"),
+        *("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"),
         *binds,
-        *("--unshare-pid", "--die-with-parent", "--new-session", "--setenv", "TMPDIR", "/tmp"),
+        *("--unshare-pid", "--die-with-parent", "--new-session"),
         *command,
     )
 

@@ -147,13 +147,6 @@ class Space:
         """A full tree at the base (True), or a scratch folder with the one file."""
         return self.pooled is not None
 
-    @property
-    def readable(self) -> tuple[Path, ...]:
-        """The user's checkout and git directory: for the agent to read, never to write."""
-        if self.pooled is None:
-            return (self.repo,)
-        return (self.repo, self.pooled.layout.common)
-
     def file(self, unit: Unit) -> Path:
         return self.root / unit.path
 

@@ -33,9 +33,6 @@ class AgentTask:
     config_path: Path | None = None
     """Where the file stands for the tools' settings, when that is not ``file`` (a scratch
     workspace holds the one file; the project's settings apply at its place in the checkout)."""
-    readable: tuple[Path, ...] = ()
-    """The user's checkout and git directory: the agent may read them, never write them (a
-    sandbox shows them read-only)."""
 
     @property
     def file(self) -> Path:

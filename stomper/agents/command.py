@@ -252,7 +252,6 @@ class CommandAgent:
                 (executable, *argv[1:]),
                 workspace=task.workspace,
                 scratch=scratch_dir,
-                readable=(*task.readable, Path(executable).parent),
                 state=state_paths(os.environ.get("HOME"), self.state),
             )
             try:

@@ -167,7 +167,7 @@ class Pipeline:
             outcome: AgentOutcome | None = None
             timed_out = False
             try:
-                task = AgentTask(unit, space.root, attempt, feedback, config_path, space.readable)
+                task = AgentTask(unit, space.root, attempt, feedback, config_path)
                 outcome = await self._call_agent(task, deadline)
             except AttemptFailed as failed:
                 tokens_in += failed.tokens_in
