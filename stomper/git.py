@@ -156,11 +156,6 @@ async def committer_identity(root: Path) -> bool:
     return done.returncode == 0
 
 
-async def tracked_files(root: Path, paths: Sequence[str] = ()) -> list[str]:
-    done = await git(root, "ls-files", "-z", "--full-name", "--", *paths)
-    return _split_z(done.stdout)
-
-
 async def tracked_modes(root: Path, paths: Sequence[str] = ()) -> dict[str, str]:
     """The tracked files below ``paths`` and the mode the index gives each: ``100644`` and
     ``100755`` for regular files, ``120000`` for symlinks, ``160000`` for submodules."""
@@ -210,19 +205,6 @@ async def changed_files(root: Path, against: str) -> list[str]:
 # Worktrees --------------------------------------------------------------------------------
 
 
-async def add_worktree(root: Path, path: Path, commit: str, *, checkout: bool = True) -> None:
-    populate = () if checkout else ("--no-checkout",)
-    await git(root, "worktree", "add", "--detach", "--quiet", *populate, str(path), commit)
-
-
-async def remove_worktree(root: Path, path: Path) -> None:
-    await git(root, "worktree", "remove", "--force", "--force", str(path), check=False)
-
-
-async def prune_worktrees(root: Path) -> None:
-    await git(root, "worktree", "prune")
-
-
 def prune_worktrees_sync(root: Path) -> None:
     git_sync(root, "worktree", "prune", check=False)
 
@@ -249,18 +231,21 @@ class WorktreeState:
     both sides of a rename."""
 
 
+# One status of a tree: where HEAD is, and every path that differs from it.
+_STATE = (
+    "--no-optional-locks",
+    "status",
+    "--porcelain=v2",
+    "--branch",
+    "-z",
+    "--untracked-files=all",
+    "--ignored=no",
+)
+
+
 async def worktree_state(worktree: Path) -> WorktreeState:
     """Where a worktree's HEAD is and what differs from it: one ``git status``."""
-    done = await git(
-        worktree,
-        "--no-optional-locks",
-        "status",
-        "--porcelain=v2",
-        "--branch",
-        "-z",
-        "--untracked-files=all",
-        "--ignored=no",
-    )
+    done = await git(worktree, *_STATE)
     return _worktree_state(done.stdout)
 
 
@@ -293,13 +278,6 @@ def _worktree_state(output: bytes) -> WorktreeState:
                 changed.append(records[index].decode())
                 index += 1
     return WorktreeState(head, branch, changed)
-
-
-async def reset_worktree(worktree: Path, commit: str) -> None:
-    """Detached at ``commit`` with nothing else: tracked files and the index as the commit
-    has them, and every untracked or ignored file (nested repositories too) removed."""
-    await git(worktree, "checkout", "--detach", "--force", "--quiet", commit, "--")
-    await git(worktree, "clean", "-ffdxq")
 
 
 # Pooled private repositories -------------------------------------------------------------
@@ -360,16 +338,7 @@ async def reset_private(repo: PrivateRepo, commit: str) -> None:
 
 async def private_state(repo: PrivateRepo) -> WorktreeState:
     """What differs in the tree from stomper's HEAD and index for it: one ``git status``."""
-    done = await _private(
-        repo,
-        "--no-optional-locks",
-        "status",
-        "--porcelain=v2",
-        "--branch",
-        "-z",
-        "--untracked-files=all",
-        "--ignored=no",
-    )
+    done = await _private(repo, *_STATE)
     return _worktree_state(done.stdout)
 
 

@@ -394,35 +394,26 @@ def test_a_file_that_is_not_utf8_is_skipped_with_the_reason(make, capsys) -> Non
     assert (repo / "latin.py").read_bytes() == LATIN_1
 
 
-def test_an_unreadable_file_is_skipped_as_unreadable(make) -> None:
-    repo = make({"a.py": module(["F401"]), "b.py": module(["F401"])})
-    (repo / "a.py").chmod(0)
+@pytest.mark.parametrize(
+    ("unreadable", "unit", "mode"), [("a.py", "a.py", 0o644), ("sub", "sub/a.py", 0o755)]
+)
+def test_an_unreadable_file_or_folder_is_skipped_as_unreadable(
+    make, unreadable, unit, mode
+) -> None:
+    repo = make({unit: module(["F401"]), "b.py": module(["F401"])})
+    (repo / unreadable).chmod(0)
     try:
         done = bound_by_permissions("fix", "--repo", str(repo), "--no-progress", "--json")
     finally:
-        (repo / "a.py").chmod(0o644)
+        (repo / unreadable).chmod(mode)
     assert done.returncode == 1, done.stderr
     units = units_of(done.stdout)
     assert units["b.py"] == ("fixed", None)
-    status, reason = units["a.py"]
+    status, reason = units[unit]
     assert status == "skipped" and reason is not None
     assert "cannot read the file" in reason and "Permission denied" in reason
     assert "changed" not in reason
-    assert (repo / "a.py").read_text() == module(["F401"])
-
-
-def test_an_unreadable_folder_is_no_crash(make) -> None:
-    repo = make({"a.py": module(["F401"]), "sub/c.py": module(["F401"])})
-    (repo / "sub").chmod(0)
-    try:
-        done = bound_by_permissions("fix", "--repo", str(repo), "--no-progress", "--json")
-    finally:
-        (repo / "sub").chmod(0o755)
-    assert done.returncode == 1, done.stderr
-    units = units_of(done.stdout)
-    assert units["a.py"] == ("fixed", None)
-    status, reason = units["sub/c.py"]
-    assert status == "skipped" and reason is not None and "cannot read the file" in reason
+    assert (repo / unit).read_text() == module(["F401"])
 
 
 def interrupted_run(make, capsys) -> tuple[Path, Path]:
