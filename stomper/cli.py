@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from stomper import console, proc, redaction
+from stomper import console, redaction
 from stomper.errors import StomperError
 from stomper.landing import exit_when_landed
 from stomper.report import EXIT_INTERRUPTED, EXIT_USER
@@ -84,7 +84,6 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
             for number in installed:
                 loop.remove_signal_handler(number)
 
-    proc.install_child_watcher()
     # What is alive now (the imported modules, the command's settings) lives for the whole
     # run: the collector need not scan it again each time a run's parse makes young objects.
     gc.freeze()

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import itertools
 import os
-import queue
 import signal
 import subprocess
-import sys
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,88 +232,3 @@ def run_sync(
     if check and done.returncode != 0:
         raise CalledProcessError(argv, done.returncode, done.stdout + done.stderr)
     return Completed(done.returncode, done.stdout, done.stderr)
-
-
-if sys.version_info < (3, 12):
-    # Only Python 3.11 defines this: 3.12 deprecates the child watchers and 3.14 removes
-    # them, and there children are waited for through pidfds, which costs the loop nothing.
-
-    class ReusedThreadsChildWatcher(asyncio.AbstractChildWatcher):
-        """Learns of children's exits in threads that are reused, for Python 3.11.
-
-        3.11's default watcher starts a new thread for every child and waits, on the event
-        loop, until that thread runs: about a millisecond a child on two busy cores, in which
-        the loop does nothing else. Here a thread that saw its child exit waits for the next
-        one; a new thread starts only when every thread is busy. Threads are daemons, as the
-        default watcher's are, so a child never reaped cannot hold up the exit.
-        """
-
-        def __init__(self) -> None:
-            self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-            self._idle = 0
-            self._lock = threading.Lock()
-            self._names = itertools.count()
-
-        def add_child_handler(
-            self, pid: int, callback: Callable[..., object], *args: object
-        ) -> None:
-            loop = asyncio.get_running_loop()
-            with self._lock:
-                start = self._idle == 0
-                if not start:
-                    self._idle -= 1  # that thread takes this job
-            self._jobs.put(lambda: _wait_child(loop, pid, callback, args))
-            if start:
-                threading.Thread(
-                    target=self._serve, name=f"stomper-waitpid-{next(self._names)}", daemon=True
-                ).start()
-
-        def _serve(self) -> None:
-            while True:
-                self._jobs.get()()
-                with self._lock:
-                    self._idle += 1
-
-        def remove_child_handler(self, pid: int) -> bool:
-            return True  # asyncio never calls it
-
-        def attach_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-        def is_active(self) -> bool:
-            return True
-
-        def __enter__(self) -> ReusedThreadsChildWatcher:
-            return self
-
-        def __exit__(self, *exc_info: object) -> None:
-            pass
-
-    def _wait_child(
-        loop: asyncio.AbstractEventLoop,
-        pid: int,
-        callback: Callable[..., object],
-        args: tuple[object, ...],
-    ) -> None:
-        try:
-            _, status = os.waitpid(pid, 0)
-            returncode = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:
-            returncode = 255  # reaped elsewhere, as asyncio's own watchers report it
-        if not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # closed meanwhile
-                loop.call_soon_threadsafe(callback, pid, returncode, *args)
-
-    @functools.cache
-    def _shared_watcher() -> ReusedThreadsChildWatcher:
-        return ReusedThreadsChildWatcher()
-
-
-def install_child_watcher() -> None:
-    """On Python 3.11, use :class:`ReusedThreadsChildWatcher` (one for the process: its
-    threads serve every event loop); later versions keep their own, and this does nothing."""
-    if sys.version_info < (3, 12):
-        asyncio.set_child_watcher(_shared_watcher())
