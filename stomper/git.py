@@ -367,12 +367,6 @@ async def converted_paths(root: Path, paths: Collection[str]) -> set[str]:
     return converted
 
 
-async def hash_file(worktree: Path, path: str) -> str:
-    """Write the worktree's ``path`` into the object store; its blob id."""
-    done = await git(worktree, "hash-object", "-w", "--", path)
-    return _text(done)
-
-
 async def hash_path(worktree: Path, path: str) -> str | None:
     """The blob id the worktree's ``path`` would get (through its filters), written nowhere;
     None when there is no such file."""

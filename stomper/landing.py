@@ -103,8 +103,6 @@ class _Objects(Protocol):
         each on the one before; the others are left out."""
         ...
 
-    async def aclose(self) -> None: ...
-
 
 class Lander:
     """Lands patches on ``target_ref`` of the repository at ``root``, one landing at a time.
@@ -171,10 +169,7 @@ class Lander:
         return request.outcome()
 
     async def aclose(self) -> None:
-        """End the git processes this lander keeps; safe to call when none ever started."""
-        objects_, self._objects = self._objects, None
-        if objects_ is not None:
-            await objects_.aclose()
+        """End the git process this lander keeps; safe to call when none ever started."""
         await self._refs.aclose()
 
     async def _land_queue(self) -> None:
@@ -255,9 +250,7 @@ class Lander:
             except checkout.CheckoutRefused as refused:
                 return await self._take_back(held, chain, tip, str(refused), requests)
         _refuse_unchained(requests, chain, self.target_ref)
-        for link in chain:
-            link.request.commit = link.commit
-            self.landed[link.request.patch.path] = link.commit
+        self._landed(chain)
         return []
 
     async def _take_back(
@@ -284,9 +277,7 @@ class Lander:
             # The branch moved on meanwhile, with the chain on it: the chain has landed, and
             # the checkout is left for the next command to bring along.
             self._tip = None
-            for link in chain:
-                link.request.commit = link.commit
-                self.landed[link.request.patch.path] = link.commit
+            self._landed(chain)
             return []
         self._tip = tip
         changed = await git.changed_paths(self.root, paths)
@@ -295,14 +286,13 @@ class Lander:
                 link.request.refuse(
                     f"cannot update the checkout for {', '.join(paths)} (rolled back): {why}"
                 )
-            return [r for r in requests if r.error is None and r.commit is None]
-        for request in requests:
-            if request.patch.path in changed:
-                request.refuse(
-                    f"{request.patch.path} was changed in the working tree during the run",
-                    skipped=True,
-                )
-        return [r for r in requests if r.error is None]
+            return [r for r in requests if r.error is None]
+        return _refuse_changed(requests, changed)
+
+    def _landed(self, chain: Sequence[_Link]) -> None:
+        for link in chain:
+            link.request.commit = link.commit
+            self.landed[link.request.patch.path] = link.commit
 
     async def _read_tip(self) -> str:
         if self._tip is None:
@@ -336,13 +326,18 @@ class Lander:
             flagged = await asyncio.to_thread(objects_.odb.changed_in_checkout, paths)
             paths = sorted(flagged) if flagged is not None else paths
         changed = await git.changed_paths(self.root, paths) if paths else set()
-        for request in requests:
-            if request.patch.path in changed:
-                request.refuse(
-                    f"{request.patch.path} was changed in the working tree during the run",
-                    skipped=True,
-                )
-        return [request for request in requests if request.error is None]
+        return _refuse_changed(requests, changed)
+
+
+def _refuse_changed(requests: Sequence[_Request], changed: Collection[str]) -> list[_Request]:
+    """Refuse the requests whose file the user changed in the checkout; the others."""
+    for request in requests:
+        if request.patch.path in changed:
+            request.refuse(
+                f"{request.patch.path} was changed in the working tree during the run",
+                skipped=True,
+            )
+    return [request for request in requests if request.error is None]
 
 
 def _refuse_unchained(requests: Sequence[_Request], chain: Sequence[_Link], target: str) -> None:
@@ -410,9 +405,6 @@ class _LibgitObjects:
             chain.append(_Link(request, head))
         return chain
 
-    async def aclose(self) -> None:
-        pass
-
 
 @dataclass
 class _PlumbingObjects:
@@ -439,9 +431,6 @@ class _PlumbingObjects:
             chain.append(_Link(request, head))
         return chain
 
-    async def aclose(self) -> None:
-        pass
-
     async def _load(self, commit: str) -> None:
         if commit != self.index_tip:
             await git.read_tree(self.root, commit, index_file=self.index_file)
@@ -459,12 +448,12 @@ async def repair_checkout(root: Path, path: str, old_blob: str, landed: git.Tree
         await git.set_index_entry(root, path, landed)
         await git.checkout_index(root, path)
         return True
-    # Cut short between the working tree and the index (the in-process order, git's own).
-    if current.blob == old_blob and await git.hash_file(root, path) == landed.blob:
+    # Cut short between the working tree and the index (git's merge writes the files first).
+    if current.blob == old_blob and await git.hash_path(root, path) == landed.blob:
         await git.set_index_entry(root, path, landed)
         return True
     # Cut short between the index and the working tree: the file there is still the old one.
-    if current == landed and await git.hash_file(root, path) == old_blob:
+    if current == landed and await git.hash_path(root, path) == old_blob:
         await git.checkout_index(root, path)
         return True
     return False
