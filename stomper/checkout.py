@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,26 +58,27 @@ class HeldIndex:
     async def follow(self, old: str, new: str) -> None:
         """Bring the index and the working tree from commit ``old`` to ``new``, or raise
         :class:`CheckoutRefused` with both as they were."""
-        copy = self.index.with_name(self.index.name + _COPY)
-        try:
-            if self.index.exists():
-                shutil.copyfile(self.index, copy)
+        with self._copy() as copy:
             try:
                 await git.read_tree_merge(self.root, old, new, index_file=copy)
             except proc.CalledProcessError as exc:
                 raise CheckoutRefused(exc.output.decode(errors="replace").strip()) from None
-            os.replace(copy, self.index)
-        finally:
-            copy.unlink(missing_ok=True)
 
     async def restore(self, paths: Sequence[str]) -> None:
         """Write ``paths`` back from the index into the working tree: after a
         :class:`CheckoutRefused` that left some of them written (a disk error half-way)."""
+        with self._copy() as copy:
+            await git.checkout_paths(self.root, paths, index_file=copy)
+
+    @contextlib.contextmanager
+    def _copy(self) -> Iterator[Path]:
+        """A copy of the index for git to write; it replaces the index when the block ends
+        without an error, and is gone however it ends."""
         copy = self.index.with_name(self.index.name + _COPY)
         try:
             if self.index.exists():
                 shutil.copyfile(self.index, copy)
-            await git.checkout_paths(self.root, paths, index_file=copy)
+            yield copy
             os.replace(copy, self.index)
         finally:
             copy.unlink(missing_ok=True)
@@ -118,9 +119,12 @@ def lock_owner(index: Path) -> str | None:
     """The run whose landing holds (or a killed landing left) the lock on ``index``; None
     when there is no lock or another program holds it."""
     try:
-        content = lock_of(index).read_bytes()
+        return _owner(lock_of(index).read_bytes())
     except OSError:
         return None
+
+
+def _owner(content: bytes) -> str | None:
     if not content.startswith(_OWNER):
         return None
     return content[len(_OWNER) :].split(b" ", 1)[0].decode(errors="replace")
@@ -134,7 +138,7 @@ def release_stale(index: Path, alive: Callable[[str], bool]) -> str | None:
         content, before = lock.read_bytes(), lock.stat()
     except OSError:
         return None
-    owner = lock_owner(index)
+    owner = _owner(content)
     if owner is None or alive(owner):
         return None
     # Only that very lock: a git process may have taken the index since it was read.
