@@ -29,8 +29,8 @@ async def recover(repo: Repository) -> list[str]:
     owner = checkout.release_stale(repo.git_dir / "index", lambda run: run in live)
     if owner is not None:
         done.append(f"removed the index lock that run {owner} left when it was stopped")
-    for journal in _dead_runs(repo, live):
-        repaired = await _bring_along(repo, journal)
+    for journal, target, base in _dead_runs(repo, live):
+        repaired = await _bring_along(repo, journal.dir.name, target, base)
         journal.update(**{_REPAIRED: True})
         if repaired:
             more = f" and {len(repaired) - 5} more" if len(repaired) > 5 else ""
@@ -44,8 +44,9 @@ async def recover(repo: Repository) -> list[str]:
     return done
 
 
-def _dead_runs(repo: Repository, live: set[str]) -> list[Journal]:
-    """The runs that landed on the branch checked out here, died, and were not put right."""
+def _dead_runs(repo: Repository, live: set[str]) -> list[tuple[Journal, str, str]]:
+    """The runs that landed on the branch checked out here, died, and were not put right,
+    each with its target and base."""
     found = []
     for meta_file in sorted((repo.state.root / "runs").glob("*/run.json")):
         journal = Journal(meta_file.parent)
@@ -53,27 +54,29 @@ def _dead_runs(repo: Repository, live: set[str]) -> list[Journal]:
             meta = journal.meta()
         except RepositoryError:  # an unreadable record is for `stomper runs` to report
             continue
+        target, base = meta.get("target"), meta.get("base")
         if (
             meta.get("status") == "running"
             and meta.get("checked_out")
-            and meta.get("target") == repo.branch
+            and target == repo.branch
+            and isinstance(target, str)
+            and isinstance(base, str)  # a record edited by hand is for resume to refuse
             and not meta.get(_REPAIRED)
             and journal.dir.name not in live
         ):
-            found.append(journal)
+            found.append((journal, target, base))
     return found
 
 
-async def _bring_along(repo: Repository, journal: Journal) -> list[str]:
-    """Bring the files ``journal``'s run landed into the user's index and working tree where
-    the landing was cut short; the paths brought along."""
-    meta = journal.meta()
-    tip = await git.ref_target(repo.root, str(meta["target"]))
-    if tip is None:
+async def _bring_along(repo: Repository, run_id: str, target: str, base: str) -> list[str]:
+    """Bring the files run ``run_id`` landed on ``target`` into the user's index and working
+    tree where the landing was cut short; the paths brought along."""
+    tip = await git.ref_target(repo.root, target)
+    if tip is None or await git.resolve_commit(repo.root, base) is None:
         return []
     landed_by: dict[str, str] = {}  # each path's last commit of the run
-    for commit in await git.stomper_commits(repo.root, tip, str(meta["base"])):
-        if commit.run == journal.dir.name:
+    for commit in await git.stomper_commits(repo.root, tip, base):
+        if commit.run == run_id:
             landed_by.update(dict.fromkeys(commit.files, commit.sha))
     # Only a file that differs from the branch can have been left behind.
     left = sorted(await git.changed_paths(repo.root, sorted(landed_by)))
