@@ -204,7 +204,7 @@ def _plain_objects(settings: Mapping[str, str]) -> bool:
     encoding = settings.get("i18n.commitencoding", "utf-8").lower()
     fsync = {word.strip() for word in settings.get("core.fsync", "").split(",")}
     return (
-        shared in ("false", "umask", "0", "no", "off", "")
+        shared in (*FALSE, "umask")
         and encoding in ("utf-8", "utf8")
         and "extensions.compatobjectformat" not in settings
         and settings.get("core.fsyncobjectfiles", "false").lower() not in TRUE
