@@ -36,6 +36,7 @@ from stomper import git, proc
 
 _POLL = 0.02
 _OWNER = b"stomper: landing of run "
+_STALE = b"not uptodate. Cannot merge."
 _COPY = ".stomper"
 """The suffix of the index's copy that git brings along before it replaces the index."""
 
@@ -62,7 +63,17 @@ class HeldIndex:
             try:
                 await git.read_tree_merge(self.root, old, new, index_file=copy)
             except proc.CalledProcessError as exc:
-                raise CheckoutRefused(exc.output.decode(errors="replace").strip()) from None
+                if _STALE not in exc.output:
+                    raise CheckoutRefused(_said(exc)) from None
+                # The index's stat data is older than files whose bytes are unchanged (a
+                # copied or restored checkout): the merge counts them as changed until a
+                # refresh, which git's own porcelain would have made first. Nothing was
+                # written, so once refreshed the merge is tried again.
+                await git.refresh_index(self.root, index_file=copy)
+                try:
+                    await git.read_tree_merge(self.root, old, new, index_file=copy)
+                except proc.CalledProcessError as again:
+                    raise CheckoutRefused(_said(again)) from None
 
     async def restore(self, paths: Sequence[str]) -> None:
         """Write ``paths`` back from the index into the working tree: after a
@@ -82,6 +93,10 @@ class HeldIndex:
             os.replace(copy, self.index)
         finally:
             copy.unlink(missing_ok=True)
+
+
+def _said(exc: proc.CalledProcessError) -> str:
+    return exc.output.decode(errors="replace").strip()
 
 
 def lock_of(index: Path) -> Path:

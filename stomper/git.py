@@ -429,7 +429,16 @@ async def read_tree_merge(root: Path, old: str, new: str, *, index_file: Path) -
     """Bring ``index_file`` and the working tree from ``old``'s tree to ``new``'s, as a
     checkout does (``read-tree -m -u``): only files that differ between the two are written,
     and git refuses, writing nothing, when one of those was changed in the checkout."""
-    await git(root, "read-tree", "-m", "-u", old, new, env={"GIT_INDEX_FILE": str(index_file)})
+    # In C, for the caller reads what git says: a stale entry is told from other refusals.
+    env = {"GIT_INDEX_FILE": str(index_file), "LC_ALL": "C", "LANGUAGE": "C"}
+    await git(root, "read-tree", "-m", "-u", old, new, env=env)
+
+
+async def refresh_index(root: Path, *, index_file: Path) -> None:
+    """Bring ``index_file``'s stat data up to date with the working tree, as ``git status``
+    does (``update-index --refresh``); entries whose files really changed stay as they are."""
+    env = {"GIT_INDEX_FILE": str(index_file)}
+    await git(root, "update-index", "-q", "--refresh", "--unmerged", env=env, check=False)
 
 
 async def checkout_paths(root: Path, paths: Sequence[str], *, index_file: Path) -> None:
