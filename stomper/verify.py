@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
@@ -91,3 +91,9 @@ def judge(
 def describe(found: Sequence[Diagnostic], *, limit: int = 5) -> str:
     shown = "; ".join(f"{d.code} {d.message} (line {d.line})" for d in found[:limit])
     return shown + (f"; and {len(found) - limit} more" if len(found) > limit else "")
+
+
+def counted(found: Sequence[Diagnostic]) -> str:
+    """The codes of ``found`` with how often each occurs: ``F401 x3, E501``."""
+    tally = Counter(diag.code for diag in found)
+    return ", ".join(code if n == 1 else f"{code} x{n}" for code, n in sorted(tally.items()))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from stomper.testing.repos import FIXABLE, UNFIXABLE, module, sample_project
+from stomper.diagnostics.ruff import ruff_binary
+from stomper.testing.repos import FIXABLE, UNFIXABLE, make_repo, module, sample_project
 from tests.conftest import run_json, sh
 
 
@@ -240,3 +243,66 @@ def test_no_worktree_or_lock_is_left(make, capsys) -> None:
 
 def test_unfixable_only_tools_keep_their_snippets() -> None:
     assert set(FIXABLE).isdisjoint(UNFIXABLE)
+
+
+def test_findings_whose_message_names_a_line_survive_a_fix_above_them(make, capsys) -> None:
+    # F811 and F402 name the line of what they refer to; removing `import sys` moves it.
+    source = (
+        "import sys\nimport os\n\n\ndef f():\n    pass\n\n\ndef f():\n    return os\n\n\n"
+        "for os in range(3):\n    print(os)\n"
+    )
+    repo = make({"pyproject.toml": '[tool.ruff.lint]\nselect = ["E", "F"]\n', "a.py": source})
+    _, doc = run_json(repo, capsys=capsys)
+    [unit] = doc["units"]
+    assert unit["status"] == "partial", unit["reason"]
+    assert [d["code"] for d in unit["fixed"]] == ["F401"]
+    assert sorted(d["code"] for d in unit["remaining"]) == ["F402", "F811"]
+    assert (repo / "a.py").read_text() == source.removeprefix("import sys\n")
+
+
+def test_a_fix_that_brings_in_a_finding_is_held_back_and_the_rest_lands(make, capsys) -> None:
+    # ruff's fix for B009 turns `getattr(x, "attr")` into `x.attr`, a useless expression
+    # (B018); its fix for F401 is sound.
+    source = 'import os\n\n\ndef f(x):\n    getattr(x, "attr")\n'
+    repo = make({"pyproject.toml": '[tool.ruff.lint]\nselect = ["B", "F"]\n', "a.py": source})
+    _, doc = run_json(repo, capsys=capsys)
+    [unit] = doc["units"]
+    assert unit["status"] == "partial", unit["reason"]
+    assert [d["code"] for d in unit["fixed"]] == ["F401"]
+    assert [d["code"] for d in unit["remaining"]] == ["B009"]
+    assert "B009" in unit["reason"] and "B018" in unit["reason"]
+    assert unit["attempts"] == 2
+    assert (repo / "a.py").read_text() == source.removeprefix("import os\n")
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_autofix_is_not_asked_twice_and_a_partial_unit_says_what_is_left(make, capsys) -> None:
+    repo = make({"some.py": module(["F401", "F821", "F821"])})
+    _, doc = run_json(repo, capsys=capsys)
+    [unit] = doc["units"]
+    assert unit["status"] == "partial"
+    assert unit["attempts"] == 1
+    assert unit["reason"] == "left: F811, F821 x2"
+
+
+def test_every_file_is_fixed_as_one_ruff_run_from_the_root_fixes_it_whatever_j(
+    tmp_path: Path, capsys
+) -> None:
+    # No configuration in the project: ruff roots it where it runs, and only from the root
+    # is `app` a first-party package, sorted apart from pytest.
+    user_config = Path(os.environ["XDG_CONFIG_HOME"]) / "ruff" / "ruff.toml"
+    user_config.parent.mkdir(parents=True)
+    user_config.write_text('[lint]\nextend-select = ["I"]\n')
+    test = "import app\nimport os\n\nimport pytest\n\nprint(os, app, pytest)\n"
+    files = {"app/__init__.py": "", **{f"tests/test_{n}.py": test for n in range(6)}}
+    reference = make_repo(tmp_path / "reference", files)
+    subprocess.run(
+        [ruff_binary(), "check", "--fix", "--no-cache", "--quiet", "."], cwd=reference, check=False
+    )
+    expected = {name: (reference / name).read_bytes() for name in files}
+    assert expected != {name: content.encode() for name, content in files.items()}
+    for jobs in ("1", "4"):
+        repo = make_repo(tmp_path / f"j{jobs}", files)
+        _, doc = run_json(repo, "-j", jobs, capsys=capsys)
+        assert {unit["status"] for unit in doc["units"]} == {"fixed"}, doc["units"]
+        assert {name: (repo / name).read_bytes() for name in files} == expected

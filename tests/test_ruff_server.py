@@ -199,7 +199,9 @@ def test_the_servers_fix_all_is_ruff_checks_fix(tree: Path) -> None:
                 path = f"pkg/{name.replace(' ', '_')}.py"
                 source = text.encode()
                 by_server = await server.fix_all(path, source)
-                by_check = await fix_source(source, tree / path, select=(), ignore=(), unsafe=False)
+                by_check = await fix_source(
+                    source, tree / path, root=tree, select=(), ignore=(), unsafe=False
+                )
                 out.append((path, source, by_server, by_check))
             return out
         finally:
@@ -234,7 +236,9 @@ def test_autofix_uses_the_server_unless_the_project_speaks_of_unsafe_fixes(
         (tree / "pyproject.toml").write_text(config)
     source = SOURCES["fixable"]
     expected = asyncio.run(
-        fix_source(source.encode(), tree / "pkg/u0.py", select=(), ignore=(), unsafe=False)
+        fix_source(
+            source.encode(), tree / "pkg/u0.py", root=tree, select=(), ignore=(), unsafe=False
+        )
     )
     assert expected != source.encode()
     serving = asyncio.run(autofix_some(AutofixAgent(), tree, source))

@@ -19,6 +19,7 @@ from stomper.errors import AgentError, StomperError
 
 if TYPE_CHECKING:
     from stomper.config import Settings
+    from stomper.diagnostics import Diagnostic
     from stomper.unit import Unit
 
 
@@ -33,6 +34,8 @@ class AgentTask:
     config_path: Path | None = None
     """Where the file stands for the tools' settings, when that is not ``file`` (a scratch
     workspace holds the one file; the project's settings apply at its place in the checkout)."""
+    introduced: tuple[Diagnostic, ...] = ()
+    """What the previous attempt brought in that was not there before: to be avoided."""
 
     @property
     def file(self) -> Path:
@@ -41,6 +44,15 @@ class AgentTask:
     @property
     def settings_path(self) -> Path:
         return self.config_path or self.file
+
+    @property
+    def settings_root(self) -> Path:
+        """The root of the tree ``settings_path`` stands in: where the tools run from, as
+        they do for the whole repository."""
+        root = self.settings_path
+        for _ in Path(self.unit.path).parts:
+            root = root.parent
+        return root
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,8 @@ class Agent(Protocol):
     check() -> (ok, message)`` for ``stomper doctor``, ``async aclose()``,
     ``needs_tree = False`` when they only edit the file: such an agent gets a scratch
     workspace holding the one file, not a tree of the whole repository, and
-    ``uncontained = True`` when they run as a program of their own without a sandbox."""
+    ``uncontained = True`` when they run as a program of their own without a sandbox, and
+    ``deterministic = True`` when the same task always gets the same edit."""
 
     name: str
 
@@ -79,6 +92,12 @@ class Agent(Protocol):
 def needs_tree(agent: Agent) -> bool:
     """Whether the agent runs in a real tree; agents that do not say so are given one."""
     return bool(getattr(agent, "needs_tree", True))
+
+
+def deterministic(agent: Agent) -> bool:
+    """Whether the agent's edit follows from the file and the task alone (``autofix``): told
+    only what is still left, it would make the same edit again."""
+    return bool(getattr(agent, "deterministic", False))
 
 
 def uncontained(agent: Agent) -> bool:

@@ -7,6 +7,7 @@ implements :class:`Collector` in a module of its own and is named in :data:`COLL
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any, Protocol
 
 from stomper.errors import ConfigError
 from stomper.proc import Completed
+
+_PLACE_IN_MESSAGE = re.compile(r"\b(line|column) \d+")
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,13 @@ class Diagnostic:
     """The flagged line's text with its white space folded: what ties a finding to code."""
 
     def identity(self) -> tuple[str, str, str]:
-        return (self.tool, self.code, self.message)
+        """What the finding says, wherever it is: a line number inside its message (ruff's
+        "from line 5", mypy's "already defined on line 5") moves with every edit above it,
+        so it does not count."""
+        return (self.tool, self.code, _PLACE_IN_MESSAGE.sub(r"\1 #", self.message))
 
     def key(self) -> tuple[str, str, str, str]:
-        return (self.tool, self.code, self.message, self.context)
+        return (*self.identity(), self.context)
 
     def to_json(self) -> dict[str, str | int]:
         return {"tool": self.tool, "code": self.code, "message": self.message, "line": self.line}

@@ -100,14 +100,20 @@ class RuffCollector:
         await self._server.aclose()
 
     async def _check_source(self, root: Path, path: str, source: bytes) -> list[Diagnostic]:
-        binary = _require_binary()
-        argv = (binary, "check", "--output-format", "json", "--exit-zero", "--no-fix", "--no-cache")
-        done = await proc.run(
-            (*argv, "--stdin-filename", str(root / path), "-"), cwd=root, stdin=source, check=False
-        )
-        if done.returncode != 0:
-            raise ToolError(failure("ruff check", done))
-        return parse(done.stdout, root)
+        return await check_source(source, root / path, root=root)
+
+
+async def check_source(source: bytes, config_path: Path, *, root: Path) -> list[Diagnostic]:
+    """ruff's findings in ``source`` as the file at ``config_path`` in the tree at ``root``,
+    with paths relative to ``root``."""
+    binary = _require_binary()
+    argv = (binary, "check", "--output-format", "json", "--exit-zero", "--no-fix", "--no-cache")
+    done = await proc.run(
+        (*argv, "--stdin-filename", str(config_path), "-"), cwd=root, stdin=source, check=False
+    )
+    if done.returncode != 0:
+        raise ToolError(failure("ruff check", done))
+    return parse(done.stdout, root)
 
 
 def _with_context(found: list[Diagnostic], source: bytes) -> list[Diagnostic]:
@@ -152,11 +158,14 @@ async def fix_source(
     source: bytes,
     config_path: Path,
     *,
+    root: Path,
     select: Sequence[str],
     ignore: Sequence[str],
     unsafe: bool,
+    unfixable: Sequence[str] = (),
 ) -> bytes:
-    """``source`` with ruff's fixes applied, under the settings that hold at ``config_path``.
+    """``source`` with ruff's fixes applied, under the settings that hold at ``config_path``
+    in the tree at ``root``, except the fixes of the rules ``unfixable`` names.
 
     With no ``select`` the project's own rule set applies, so a fix that leaves something
     for another rule to clean up (an import a fix made unused) is finished in the same pass.
@@ -169,8 +178,12 @@ async def fix_source(
         argv += ["--select", ",".join(select)]
     if ignore:
         argv += ["--ignore", ",".join(ignore)]
+    if unfixable:
+        argv += ["--unfixable", ",".join(unfixable)]
     argv += ["--stdin-filename", str(config_path), "-"]
-    done = await proc.run(argv, cwd=config_path.parent, stdin=source, check=False)
+    # From the root, as collection and verification run: with no configuration of its own,
+    # a project is rooted where ruff runs, and that decides which imports are first-party.
+    done = await proc.run(argv, cwd=root, stdin=source, check=False)
     if done.returncode != 0:
         raise ToolError(f"ruff could not fix {config_path.name}: {failure('ruff check', done)}")
     return done.stdout
@@ -182,7 +195,7 @@ async def apply_fixes(
     """Let ruff fix what it can in one file of the tree at ``root`` (see ``fix_source``)."""
     file = root / path
     source = file.read_bytes()
-    fixed = await fix_source(source, file, select=select, ignore=ignore, unsafe=unsafe)
+    fixed = await fix_source(source, file, root=root, select=select, ignore=ignore, unsafe=unsafe)
     if fixed != source:
         file.write_bytes(fixed)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from stomper import git, redaction
-from stomper.agents import Agent, AgentOutcome, AgentTask, AttemptFailed
+from stomper.agents import Agent, AgentOutcome, AgentTask, AttemptFailed, deterministic
 from stomper.diagnostics import Collector, Diagnostic
 from stomper.events import Phase
 from stomper.gate import TestGate
@@ -17,7 +17,7 @@ from stomper.guardrails import suppression_violation
 from stomper.landing import Lander, LandingRefused, commit_message
 from stomper.tripwire import Breach, Tripwire
 from stomper.unit import LANDABLE, Patch, Status, Unit, UnitResult
-from stomper.verify import Verdict, describe, judge
+from stomper.verify import Verdict, counted, describe, judge
 from stomper.workspace import NotRegular, Space, Workspaces
 
 Emit = Callable[[Phase], None]
@@ -156,6 +156,9 @@ class Pipeline:
         reason: str | None = None
         refusal: str | None = None
         feedback: str | None = None
+        introduced: tuple[Diagnostic, ...] = ()
+        note: str | None = None
+        repeats = deterministic(self.agent)
         touched = False
         spent = tokens_in = tokens_out = 0
         agent_s = 0.0
@@ -167,7 +170,7 @@ class Pipeline:
             outcome: AgentOutcome | None = None
             timed_out = False
             try:
-                task = AgentTask(unit, space.root, attempt, feedback, config_path)
+                task = AgentTask(unit, space.root, attempt, feedback, config_path, introduced)
                 outcome = await self._call_agent(task, deadline)
             except AttemptFailed as failed:
                 tokens_in += failed.tokens_in
@@ -213,12 +216,18 @@ class Pipeline:
                 break
             touched = True
             if now is not None and _better(verdict, best):
-                best, best_source, reason = verdict, now, None
-                if verdict.status is Status.FIXED:
+                best, best_source, reason, note = verdict, now, None, outcome.note
+                # Told what is left, an agent that always answers alike would only repeat.
+                if verdict.status is Status.FIXED or repeats:
                     break
                 feedback = _feedback(verdict)
                 continue
             await space.restore(unit, best_source)
+            if best is None and verdict.introduced and not introduced:
+                # Told what its change broke, the agent may find a change that breaks nothing.
+                feedback, introduced = _feedback(verdict), verdict.introduced
+                reason = f"attempt {attempt}: {verdict.reason}"
+                continue
             reason = (
                 f"stopped after attempt {attempt}, which did not reduce what is left: "
                 f"{verdict.reason or describe(verdict.remaining)}"
@@ -245,7 +254,7 @@ class Pipeline:
             best.remaining,
             best.introduced,
             attempts=spent,
-            reason=best.reason or reason,
+            reason=best.reason or _left(best, note, reason),
             agent_s=agent_s,
             tokens_in=tokens_in,
             tokens_out=tokens_out,
@@ -316,6 +325,14 @@ def _better(verdict: Verdict, best: Verdict | None) -> bool:
     if verdict.status not in LANDABLE:
         return False
     return best is None or len(verdict.remaining) < len(best.remaining)
+
+
+def _left(verdict: Verdict, note: str | None, why: str | None) -> str | None:
+    """Why a landable unit stands as it does: what is left, and what the agent said of it."""
+    if not verdict.remaining:
+        return note
+    said = "; ".join(part for part in (note, why) if part)
+    return f"left: {counted(verdict.remaining)}" + (f" ({said})" if said else "")
 
 
 def _feedback(verdict: Verdict) -> str:
