@@ -232,13 +232,14 @@ class Workspaces:
     async def scratch(self, unit: Unit) -> AsyncIterator[Space]:
         """A private folder holding only the unit's file, at its base content."""
         path = self.folder / f"s{unit.index}"
-        _remove(path)
-        path.mkdir(parents=True)
-        write_regular(path, unit.path, await self.blobs.read(unit.base_blob), unit.mode)
+        content = await self.blobs.read(unit.base_blob)
+        # Folders made and removed for every unit: off the event loop, which has other
+        # units to serve meanwhile.
+        await asyncio.to_thread(_make_scratch, path, unit, content)
         try:
             yield Space(path, self.root, self.blobs)
         finally:
-            remove_tree(path)
+            await asyncio.to_thread(remove_tree, path)
 
     @contextlib.asynccontextmanager
     async def tree(self, commit: str) -> AsyncIterator[Space]:
@@ -380,6 +381,12 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def _make_scratch(path: Path, unit: Unit, content: bytes) -> None:
+    _remove(path)
+    path.mkdir(parents=True)
+    write_regular(path, unit.path, content, unit.mode)
 
 
 def _clear_scratch(folder: Path) -> None:
