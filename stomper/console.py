@@ -164,6 +164,12 @@ def print_summary(report: RunReport, *, per_unit_up_to: int = 40) -> None:
         f"{totals['diagnostics_before']} targeted, {totals['diagnostics_fixed']} fixed, "
         f"{totals['diagnostics_remaining']} remaining",
     )
+    if report.left_out is not None:
+        left = report.left_out
+        summary.add_row(
+            "left out",
+            f"{left.diagnostics} diagnostics ({left.files} files with nothing else): {left.reason}",
+        )
     summary.add_row("commits", str(totals["commits"]))
     metrics = report.metrics
     summary.add_row(

@@ -36,6 +36,8 @@ class Plan:
     skipped: tuple[UnitResult, ...]
     codes: frozenset[str] = frozenset()
     """Every code the tools reported in scope, targeted or not."""
+    left_out: tuple[Diagnostic, ...] = ()
+    """Selected diagnostics of tools the agent cannot fix: no unit is made for them."""
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,10 @@ async def make_plan(
     scope: Scope,
     *,
     codes: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    tools: frozenset[str] | None = None,
 ) -> Plan:
-    """Units for the files in scope that have targeted diagnostics.
+    """Units for the files in scope that have targeted diagnostics: selected ones of the
+    ``tools`` the agent can fix (None: of any tool); the others are left out.
 
     A file with uncommitted changes is never a unit: it becomes a skipped result, so the
     user's own work is not touched.
@@ -124,19 +128,22 @@ async def make_plan(
     dirty = await git.dirty_files(repo.root)
     entries = await git.tree_entries(repo.root, repo.head, sorted(by_file)) if by_file else {}
     units: list[Unit] = []
+    left_out: list[Diagnostic] = []
     skipped = [
         UnitResult(path, Status.SKIPPED, (), reason=f"{path} {why}")
         for path, why in scoped.other.items()
     ]
     for path in sorted(by_file):
         baseline = tuple(by_file[path])
-        targeted = tuple(select(baseline, select=chosen, ignore=ignored))
+        selected = select(baseline, select=chosen, ignore=ignored)
+        targeted = tuple(d for d in selected if tools is None or d.tool in tools)
         cannot = next((why for diag in baseline if (why := unreadable(diag)) is not None), None)
         if cannot is not None:
             skipped.append(
                 UnitResult(path, Status.SKIPPED, targeted, remaining=targeted, reason=cannot)
             )
             continue
+        left_out += [d for d in selected if tools is not None and d.tool not in tools]
         if not targeted:
             continue
         if path in dirty or path not in entries:
@@ -154,4 +161,5 @@ async def make_plan(
             break
         entry = entries[path]
         units.append(Unit(len(units), path, repo.head, targeted, baseline, entry.blob, entry.mode))
-    return Plan(tuple(units), tuple(skipped), frozenset(diag.code for diag in found))
+    codes_found = frozenset(diag.code for diag in found)
+    return Plan(tuple(units), tuple(skipped), codes_found, tuple(left_out))

@@ -25,6 +25,19 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class LeftOut:
+    """Diagnostics in scope that no unit was made for: the agent cannot fix their tool's."""
+
+    diagnostics: int
+    files: int
+    """Files that had nothing else to fix, so were no unit at all."""
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"diagnostics": self.diagnostics, "files": self.files, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class RunReport:
     run_id: str
     command: str
@@ -36,6 +49,7 @@ class RunReport:
     results: tuple[UnitResult, ...]
     metrics: Metrics
     dry_run: bool = False
+    left_out: LeftOut | None = None
 
     def totals(self) -> dict[str, int]:
         """Counted from the results, each unit once."""
@@ -59,7 +73,8 @@ class RunReport:
         if self.status == "interrupted":
             return EXIT_INTERRUPTED
         totals = self.totals()
-        if self.status != "completed" or totals["failed"] or totals["diagnostics_remaining"]:
+        remaining = totals["diagnostics_remaining"] or self.left_out is not None
+        if self.status != "completed" or totals["failed"] or remaining:
             return EXIT_REMAINING
         return EXIT_CLEAN
 
@@ -80,6 +95,7 @@ class RunReport:
                 "landing_s": round(self.metrics.landing_s, 3),
                 "tokens": {"input": self.metrics.tokens_in, "output": self.metrics.tokens_out},
             },
+            "left_out": self.left_out.to_json() if self.left_out is not None else None,
         }
 
 

@@ -21,7 +21,7 @@ from stomper.events import UnitEvent
 from stomper.gate import TestGate
 from stomper.journal import Journal
 from stomper.landing import Lander
-from stomper.report import Metrics, RunReport, ordered
+from stomper.report import LeftOut, Metrics, RunReport, ordered
 from stomper.repository import Repository
 from stomper.tripwire import Tripwire
 from stomper.unit import Unit, UnitResult
@@ -207,6 +207,7 @@ def report(
     *,
     started: float,
     peak: int,
+    left_out: LeftOut | None = None,
 ) -> RunReport:
     metrics = Metrics(
         wall_s=time.monotonic() - started,
@@ -226,4 +227,5 @@ def report(
         ordered(results),
         metrics,
         run.dry_run,
+        left_out,
     )

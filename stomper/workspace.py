@@ -80,6 +80,11 @@ class Pooled:
     def tree(self) -> Path:
         return self.repo.tree
 
+    def cache_dir(self, tool: str) -> Path:
+        """Where ``tool`` keeps what it learned of this slot's tree from one unit to the
+        next (mypy's incremental cache): beside the tree, never in it."""
+        return self.folder / f"{tool}-cache"
+
     def tampered(self) -> str | None:
         """What changed in the slot since stomper's own last call left it, if anything did:
         its git directory, or the folders it is made of."""
@@ -204,8 +209,13 @@ class Space:
             if collector.per_file:
                 found += await collector.collect_source(self.repo, unit.path, source)
             else:
-                found += await collector.collect(self.root, [unit.path])
+                found += await self.collect_tree(collector, [unit.path])
         return found
+
+    async def collect_tree(self, collector: Collector, paths: Sequence[str]) -> list[Diagnostic]:
+        """The findings of a tool that checks a tree in ``paths`` of this one, as it is."""
+        cache = self.pooled.cache_dir(collector.name) if self.pooled is not None else None
+        return await collector.collect(self.root, paths, cache_dir=cache)
 
     async def blob(self, unit: Unit, content: bytes) -> str:
         """Write ``content`` into the object store as the unit file's blob; its id."""
@@ -227,6 +237,9 @@ class Workspaces:
         self._free: asyncio.Queue[Pooled] = asyncio.Queue()
         self._made = 0
         self._layout: Layout | None = None
+        self._paths: dict[str, list[str]] = {}
+        self._baselines: dict[tuple[str, str], dict[str, list[Diagnostic]]] = {}
+        self._baselining = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def scratch(self, unit: Unit) -> AsyncIterator[Space]:
@@ -282,8 +295,30 @@ class Workspaces:
         return self._layout
 
     async def prepare(self, units: Sequence[Unit]) -> None:
-        """Learn which unit files' blobs can be written without a git process each."""
+        """Learn the run's units: which files' blobs can be written without a git process
+        each, and which files a tree tool checks at each base."""
         await self.blobs.prepare([unit.path for unit in units])
+        for unit in units:
+            self._paths.setdefault(unit.base, []).append(unit.path)
+
+    async def baseline(self, collector: Collector, unit: Unit, space: Space) -> list[Diagnostic]:
+        """The findings of a tool that checks a tree in ``unit``'s file at its base, with
+        ``space`` a tree still at that base.
+
+        The first unit to ask checks the files of every unit of the run at that base, in
+        one call of the tool in its own tree; the others wait for that, and take their part.
+        """
+        key = (collector.name, unit.base)
+        async with self._baselining:
+            if key not in self._baselines:
+                paths = self._paths.get(unit.base) or [unit.path]
+                by_path: dict[str, list[Diagnostic]] = {}
+                for diag in await space.collect_tree(collector, paths):
+                    by_path.setdefault(diag.path, []).append(diag)
+                self._baselines[key] = by_path
+        if unit.path not in self._paths.get(unit.base, ()):
+            return await space.collect_tree(collector, [unit.path])
+        return list(self._baselines[key].get(unit.path, ()))
 
     async def aclose(self) -> None:
         await self.blobs.aclose()

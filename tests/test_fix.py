@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from stomper.agents import AgentOutcome, AgentTask
+from stomper.cli import main
 from stomper.diagnostics.ruff import ruff_binary
 from stomper.testing.repos import FIXABLE, UNFIXABLE, make_repo, module, sample_project
 from tests.conftest import run_json, sh
@@ -306,3 +309,67 @@ def test_every_file_is_fixed_as_one_ruff_run_from_the_root_fixes_it_whatever_j(
         _, doc = run_json(repo, "-j", jobs, capsys=capsys)
         assert {unit["status"] for unit in doc["units"]} == {"fixed"}, doc["units"]
         assert {name: (repo / name).read_bytes() for name in files} == expected
+
+
+TYPED = {
+    "pyproject.toml": '[tool.ruff.lint]\nselect = ["F"]\n',
+    "both.py": 'import os\n\nCOUNT: int = "many"\n',
+    "typed.py": 'LIMIT: int = "none"\n',
+}
+
+
+def test_no_unit_is_made_for_what_the_agent_cannot_fix(make, capsys) -> None:
+    repo = make(TYPED)
+    code, doc = run_json(repo, "--tool", "ruff", "--tool", "mypy", capsys=capsys)
+    [unit] = doc["units"]
+    assert (unit["path"], unit["status"]) == ("both.py", "fixed")
+    assert [d["code"] for d in unit["fixed"]] == ["F401"]
+    left = doc["left_out"]
+    assert (left["diagnostics"], left["files"]) == (2, 1)
+    assert "autofix" in left["reason"] and "mypy" in left["reason"]
+    assert code == 1  # what was left out is still there
+    # Again, with nothing left that the agent can fix: no unit at all, and the summary says
+    # what was left out, and why.
+    code = main(["fix", "--repo", str(repo), "--no-progress", "--tool", "ruff", "--tool", "mypy"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1
+    assert "left out │ 2 diagnostics (2 files with nothing else): autofix fixes only" in err
+
+
+class TypeFixer:
+    """Fixes this module's one kind of mypy error: a string where an int is declared."""
+
+    name = "type-fixer"
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        text = task.file.read_text()
+        task.file.write_text(text.replace('"many"', "3").replace('"none"', "0"))
+        return AgentOutcome()
+
+
+def type_fixer(settings: object) -> TypeFixer:
+    return TypeFixer()
+
+
+def test_a_tree_tools_baseline_is_taken_once_for_the_whole_run(
+    make, capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {**TYPED, **{f"more{n}.py": f'SIZE{n}: int = "none"\n' for n in range(3)}}
+    repo = make(files)
+    log = tmp_path / "mypy-runs"
+    wrapper = tmp_path / "bin" / "mypy"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {sys.executable} -m mypy "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    _, doc = run_json(
+        repo, "--tool", "mypy", "--agent", f"{__name__}:type_fixer", "-j", "2", capsys=capsys
+    )
+    assert {unit["status"] for unit in doc["units"]} == {"fixed"}
+    assert len(doc["units"]) == 5
+    # One run to plan, one for every unit's baseline, then one to verify each unit.
+    checks = [line for line in log.read_text().splitlines() if "--output json" in line]
+    assert len(checks) == 1 + 1 + 5
+    assert 'int = "' not in "".join(
+        (repo / name).read_text() for name in files if name != "pyproject.toml"
+    )

@@ -80,7 +80,8 @@ class Agent(Protocol):
     ``needs_tree = False`` when they only edit the file: such an agent gets a scratch
     workspace holding the one file, not a tree of the whole repository, and
     ``uncontained = True`` when they run as a program of their own without a sandbox, and
-    ``deterministic = True`` when the same task always gets the same edit."""
+    ``deterministic = True`` when the same task always gets the same edit, and ``tools``,
+    the names of the tools whose diagnostics it can fix, when those are not any."""
 
     name: str
 
@@ -92,6 +93,12 @@ class Agent(Protocol):
 def needs_tree(agent: Agent) -> bool:
     """Whether the agent runs in a real tree; agents that do not say so are given one."""
     return bool(getattr(agent, "needs_tree", True))
+
+
+def fixes(agent: Agent) -> frozenset[str] | None:
+    """The tools whose diagnostics the agent can fix (``tools``); None when it can try any."""
+    tools = getattr(agent, "tools", None)
+    return frozenset(tools) if tools is not None else None
 
 
 def deterministic(agent: Agent) -> bool:

@@ -24,6 +24,7 @@ class AutofixAgent:
     name = "autofix"
     needs_tree = False
     deterministic = True
+    tools = frozenset({"ruff"})
     """The same file gives the same fixes: an attempt is repeated only with new input."""
 
     def __init__(

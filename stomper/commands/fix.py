@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stomper import checkpoints, console, git, redaction, runner
-from stomper.agents import Agent, load_agent, ready
+from stomper.agents import Agent, fixes, load_agent, ready
 from stomper.config import Settings
 from stomper.diagnostics import code_matches, collectors_named
 from stomper.errors import ConfigError, RepositoryError
 from stomper.gate import split_command
 from stomper.journal import Journal, hold_lock, new_run_id, stale_worktree_dirs
-from stomper.plan import Scope, ensure_tools, make_plan
+from stomper.plan import Plan, Scope, ensure_tools, make_plan
 from stomper.recovery import recover
-from stomper.report import RunReport
+from stomper.report import LeftOut, RunReport
 from stomper.repository import (
     Repository,
     open_repository,
@@ -80,13 +80,18 @@ async def run_fix(
     if settings.test_cmd:
         split_command(settings.test_cmd)  # a malformed command is refused before any work
     scope = await _scope(repo, request)
-    plan = await make_plan(repo, collectors, scope, codes=(settings.select, settings.ignore))
+    tools = fixes(agent)
+    codes = (settings.select, settings.ignore)
+    plan = await make_plan(repo, collectors, scope, codes=codes, tools=tools)
     _warn_unmatched(settings.select, plan.codes)
+    left_out = _left_out(plan, agent.name, tools)
     run = runner.Run(
         new_run_id(), "fix", repo, repo.head, target_ref, checked_out, settings, request.dry_run
     )
     if not plan.units:
-        return runner.report(run, plan.skipped, "completed", started=started, peak=0)
+        return runner.report(
+            run, plan.skipped, "completed", started=started, peak=0, left_out=left_out
+        )
 
     state = repo.state
     journal = Journal(state.run_dir(run.run_id))
@@ -108,9 +113,24 @@ async def run_fix(
             collectors=collectors,
             progress=request.progress,
         )
+    results = [*outcome.results, *plan.skipped]
     return runner.report(
-        run, [*outcome.results, *plan.skipped], outcome.status, started=started, peak=outcome.peak
+        run, results, outcome.status, started=started, peak=outcome.peak, left_out=left_out
     )
+
+
+def _left_out(plan: Plan, agent: str, tools: frozenset[str] | None) -> LeftOut | None:
+    """What no unit was made for, since ``agent`` fixes only the diagnostics of ``tools``."""
+    if not plan.left_out or tools is None:
+        return None
+    theirs = " and ".join(sorted({diag.tool for diag in plan.left_out}))
+    units = {unit.path for unit in plan.units} | {result.path for result in plan.skipped}
+    files = len({diag.path for diag in plan.left_out} - units)
+    reason = (
+        f"{agent} fixes only {' and '.join(sorted(tools))}'s diagnostics: "
+        f"choose an agent that can fix {theirs}'s (--agent openai, claude, ...)"
+    )
+    return LeftOut(len(plan.left_out), files, reason)
 
 
 def _warn_unmatched(selected: Sequence[str], found: Collection[str]) -> None:

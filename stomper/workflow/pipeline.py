@@ -98,7 +98,7 @@ class Pipeline:
         isolate = self.workspaces.tree(unit.base) if self.tree else self.workspaces.scratch(unit)
         async with isolate as space:
             original = await space.read(unit)
-            before = await self._baseline(unit, space, original)
+            before = await self._baseline(unit, space)
             result, source = await self._attempts(unit, space, original, before, emit)
             if result.status not in LANDABLE:
                 return Produced(result)
@@ -310,14 +310,18 @@ class Pipeline:
         after = await space.collect(self.collectors, unit, now)
         return judge(unit.diagnostics, before, after, changed=True), now
 
-    async def _baseline(self, unit: Unit, space: Space, source: bytes) -> list[Diagnostic]:
-        """The file's findings before the agent: collected again only where they may differ."""
+    async def _baseline(self, unit: Unit, space: Space) -> list[Diagnostic]:
+        """The file's findings before the agent: those of the tools that check a tree are
+        collected again, in the workspace's tree at the base (once for all the run's
+        units), since the checkout's own may differ (files of the user's, untracked)."""
         again = [c for c in self.collectors if not c.per_file]
         if not again:
             return list(unit.baseline)
         names = {c.name for c in again}
         found = [d for d in unit.baseline if d.tool not in names]
-        return found + await space.collect(again, unit, source)
+        for collector in again:
+            found += await self.workspaces.baseline(collector, unit, space)
+        return found
 
 
 def _better(verdict: Verdict, best: Verdict | None) -> bool:
