@@ -459,14 +459,39 @@ async def repair_checkout(root: Path, path: str, old_blob: str, landed: git.Tree
     return False
 
 
+# git's own advice for a subject line: what ``git log --oneline`` and most tools show whole.
+_SUBJECT_MAX = 72
+
+
 def commit_message(*, path: str, tools: list[str], codes: list[str], run_id: str) -> str:
+    """The landed commit's message: a subject of at most 72 characters naming the file (its
+    path, or as much of its end as fits), the codes resolved, and the trailers that record
+    the run and the unit with the full path. When the subject cannot hold the whole path, the
+    body begins with it."""
     counts: dict[str, int] = {}
     for code in codes:
         counts[code] = counts.get(code, 0) + 1
     body = ", ".join(f"{code} x{n}" if n > 1 else code for code, n in sorted(counts.items()))
     name = quote_path(path)
-    return (
-        f"fix({'+'.join(tools)}): resolve {len(codes)} diagnostics in {name}\n\n"
-        f"Resolved: {body}\n\n"
-        f"Stomper-Run: {run_id}\nStomper-Unit: {name}\n"
-    )
+    noun = "diagnostic" if len(codes) == 1 else "diagnostics"
+    action = f"fix({'+'.join(tools)}): resolve {len(codes)} {noun}"
+    place = _subject_place(path, _SUBJECT_MAX - len(action) - len(" in "))
+    subject = f"{action} in {place}" if place else action
+    where = "" if place == name else f"File: {name}\n"
+    return f"{subject}\n\n{where}Resolved: {body}\n\nStomper-Run: {run_id}\nStomper-Unit: {name}\n"
+
+
+def _subject_place(path: str, room: int) -> str:
+    """``path`` as the subject names it: whole if it fits in ``room`` characters, else its
+    last components after ``.../`` (at least the file's own name), else nothing: a subject
+    that names no file reads better than one that names part of a name."""
+    if len(quote_path(path)) <= room:
+        return quote_path(path)
+    parts = path.split("/")
+    tail = parts[-1]
+    for part in reversed(parts[:-1]):
+        if len(".../" + quote_path(f"{part}/{tail}")) > room:
+            break
+        tail = f"{part}/{tail}"
+    place = ".../" + quote_path(tail)
+    return place if len(place) <= room else ""

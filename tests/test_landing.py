@@ -250,9 +250,9 @@ def test_a_commit_the_user_makes_between_landings_is_kept(make, tmp_path, monkey
     assert moves == [True, False, True]  # the second landing was built again on the new tip
     subjects = sh(repo, "log", "--reverse", "--format=%s", f"{base}..HEAD").splitlines()
     assert subjects == [
-        "fix(ruff): resolve 1 diagnostics in a.py",
+        "fix(ruff): resolve 1 diagnostic in a.py",
         "the user's own commit",
-        "fix(ruff): resolve 1 diagnostics in b.py",
+        "fix(ruff): resolve 1 diagnostic in b.py",
     ]
     assert sh(repo, "show", "HEAD:notes.md") == "v2\n"
     assert sh(repo, "show", "HEAD:a.py") == "A = 2\n"
@@ -586,6 +586,44 @@ def test_awkward_paths_land(make, tmp_path, path) -> None:
     assert (repo / path).read_text() == "NEW = 1\n"
     assert sh(repo, "status", "--porcelain") == ""
     assert_fsck_clean(repo)
+
+
+def test_a_commit_subject_is_grammatical_and_at_most_72_characters(make, tmp_path) -> None:
+    deep = "src/project/subsystem/component/internal/implementation/details/handlers.py"
+    long_name = "tests/" + "a_module_whose_name_alone_is_longer_than_any_subject" * 2 + ".py"
+    repo = make({"a.py": "A = 1\n", deep: "D = 1\n", long_name: "L = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    messages = [
+        commit_message(path="a.py", tools=["ruff"], codes=["F401"], run_id="test-run"),
+        commit_message(path=deep, tools=["mypy", "ruff"], codes=["F401", "E501"], run_id="r"),
+        commit_message(path=long_name, tools=["ruff"], codes=["F401"] * 12, run_id="r"),
+    ]
+    patches = [patch_for(repo, path, b"X = 2\n") for path in ("a.py", deep, long_name)]
+    landing = lander(repo, tmp_path)
+
+    async def land() -> None:
+        await landing.prepare(await objects.verbatim_paths(repo, [p.path for p in patches]))
+        try:
+            for patch, text in zip(patches, messages, strict=True):
+                await landing.land(patch, text)
+        finally:
+            await landing.aclose()
+
+    asyncio.run(land())
+
+    subjects = sh(repo, "log", "--reverse", "--format=%s", f"{base}..HEAD").splitlines()
+    assert subjects == [
+        "fix(ruff): resolve 1 diagnostic in a.py",
+        "fix(mypy+ruff): resolve 2 diagnostics in .../details/handlers.py",
+        "fix(ruff): resolve 12 diagnostics",
+    ]
+    assert all(len(subject) <= 72 for subject in subjects)
+    bodies = sh(repo, "log", "--reverse", "--format=%b%x00", f"{base}..HEAD").split("\0")
+    assert f"File: {deep}\n" in bodies[1] and f"File: {long_name}\n" in bodies[2]
+    assert "File:" not in bodies[0]
+    trailer = "--format=%(trailers:key=Stomper-Unit,valueonly)"
+    units = sh(repo, "log", "--reverse", trailer, f"{base}..HEAD").split()
+    assert units == ["a.py", deep, long_name]
 
 
 def test_the_targets_mode_is_kept(make, tmp_path) -> None:

@@ -36,7 +36,7 @@ def test_a_name_with_a_newline_lands_with_one_subject_and_resumes(make, capsys) 
     commits = {unit["path"]: unit["commit"] for unit in document["units"]}
     message = sh(repo, "log", "-1", "--format=%B", commits[name])
     subject, blank, *_ = message.splitlines()
-    assert subject == 'fix(ruff): resolve 1 diagnostics in "new\\nline.py"' and blank == ""
+    assert subject == 'fix(ruff): resolve 1 diagnostic in "new\\nline.py"' and blank == ""
     trailer = "--format=%(trailers:key=Stomper-Unit,valueonly)"
     assert sh(repo, "log", "-1", trailer, commits[name]).strip() == '"new\\nline.py"'
 
