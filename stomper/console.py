@@ -1,4 +1,6 @@
-"""All human output: Rich, on stderr. Machine output (``--json``, diffs) goes to stdout.
+"""All output. Messages, progress and the run's summary go to stderr; what is data (the
+``--json`` document, diffs, the table of ``stomper runs``) goes to stdout, where it can be
+piped.
 
 Every text passes the run's redaction (:mod:`stomper.redaction`) before it is rendered: Rich
 may fold a long line, and a secret cut in two is no longer found.
@@ -31,6 +33,7 @@ from stomper.report import RunReport
 from stomper.unit import Status
 
 err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
 
 _STYLE = {
     Status.FIXED: "green",
@@ -179,6 +182,11 @@ def print_summary(report: RunReport, *, per_unit_up_to: int = 40) -> None:
         f"of {report.max_parallel_files} at once",
     )
     err.print(summary)
+
+
+def print_table(table: Table) -> None:
+    """A table of data, on stdout: ``stomper runs | grep ...`` finds its rows."""
+    out.print(table)
 
 
 def print_diffs(diffs: Sequence[str]) -> None:

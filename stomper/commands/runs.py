@@ -26,6 +26,7 @@ class RunSummary:
     done: int
     commits: int
     age_s: float
+    dry_run: bool = False
 
 
 async def summarize(repo: Repository) -> list[RunSummary]:
@@ -54,6 +55,7 @@ async def summarize(repo: Repository) -> list[RunSummary]:
                 done=len(results),
                 commits=await _landed(repo, run_id, meta),
                 age_s=time.time() - _started(meta.get("started")),
+                dry_run=meta.get("dry_run") is True,
             )
         )
     return found
@@ -93,22 +95,31 @@ async def runs(cwd: Path, *, json_output: bool) -> int:
         console.info("no runs in this repository yet")
         return 0
     table = Table(show_edge=False)
-    for column in ("run", "command", "status", "target", "units done", "commits", "age"):
-        table.add_column(column)
+    # The id is what `stomper resume` and `stomper show` take: never cut, never folded.
+    table.add_column("run", no_wrap=True, min_width=max(len(run.run_id) for run in found))
+    for column in ("command", "status", "target", "units", "commits", "age"):
+        table.add_column(column, overflow="fold", no_wrap=column == "status")
     for run in found:
         table.add_row(
             run.run_id,
             run.command,
-            run.status,
+            _status(run),
             run.target.removeprefix("refs/heads/"),
             f"{run.done}/{run.units}",
-            str(run.commits),
+            "-" if run.dry_run else str(run.commits),
             _age(run.age_s),
         )
-    console.err.print(table)
+    console.print_table(table)
     if any(run.status in ("interrupted", "crashed") for run in found):
         console.info("resume the newest unfinished run with `stomper resume`")
     return 0
+
+
+def _status(run: RunSummary) -> str:
+    """A dry run lands nothing by design: it says so rather than "completed, 0 commits"."""
+    if not run.dry_run:
+        return run.status
+    return "dry run" if run.status == "completed" else f"dry run, {run.status}"
 
 
 def _age(seconds: float) -> str:
