@@ -132,11 +132,8 @@ def _unit_line(event: UnitEvent) -> Text:
 def print_summary(report: RunReport, *, per_unit_up_to: int = 40) -> None:
     totals = report.totals()
     if report.results and len(report.results) <= per_unit_up_to:
-        table = Table(title="Units", title_justify="left", show_edge=False)
-        for column in ("file", "status", "fixed", "left", "commit", "reason"):
-            table.add_column(column, overflow="fold")
-        for result in report.results:
-            table.add_row(
+        rows = [
+            (
                 redact(result.path),
                 Text(result.status.value, style=_STYLE[result.status]),
                 f"{len(result.fixed)}/{len(result.before)}",
@@ -144,6 +141,15 @@ def print_summary(report: RunReport, *, per_unit_up_to: int = 40) -> None:
                 (result.commit or "")[:10],
                 redact(result.reason or ""),
             )
+            for result in report.results
+        ]
+        width = _path_width(rows, err.width)
+        table = Table(title="Units", title_justify="left", show_edge=False)
+        table.add_column("file", no_wrap=True, width=width)
+        for column in ("status", "fixed", "left", "commit", "reason"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(_path_lines(row[0], width), *row[1:])
         err.print(table)
     summary = Table(
         title=f"stomper {report.command} · run {report.run_id}",
@@ -187,6 +193,42 @@ def print_summary(report: RunReport, *, per_unit_up_to: int = 40) -> None:
 def print_table(table: Table) -> None:
     """A table of data, on stdout: ``stomper runs | grep ...`` finds its rows."""
     out.print(table)
+
+
+# The least a path gets of a narrow console, and the least the reason keeps beside it.
+_PATH_MIN = 16
+_REASON_MIN = 24
+
+
+def _path_width(rows: Sequence[tuple[str, Text, str, str, str, str]], console_width: int) -> int:
+    """How wide the file column of the units' table is: its longest path, or what the
+    console leaves it beside the other columns (each 2 of padding and 1 of rule)."""
+    longest = max(len(row[0]) for row in rows)
+    others = [
+        max(len(header), *(len(str(row[i])) for row in rows))
+        for i, header in enumerate(("status", "fixed", "left", "commit"), start=1)
+    ]
+    reason = min(_REASON_MIN, max(len("reason"), *(len(row[5]) for row in rows)))
+    spent = sum(others) + reason + 6 * 2 + 5
+    return max(min(longest, console_width - spent), min(longest, _PATH_MIN))
+
+
+def _path_lines(path: str, width: int) -> str:
+    """``path`` in lines of at most ``width``, broken only after a ``/``, never inside a
+    name; a name longer than a line keeps its end, after an ellipsis."""
+    lines: list[str] = []
+    line = ""
+    parts = path.split("/")
+    for index, part in enumerate(parts):
+        piece = part if index == len(parts) - 1 else part + "/"
+        if len(piece) > width:
+            piece = "\u2026" + piece[len(piece) - width + 1 :]
+        if line and len(line) + len(piece) > width:
+            lines.append(line)
+            line = ""
+        line += piece
+    lines.append(line)
+    return "\n".join(lines)
 
 
 def print_diffs(diffs: Sequence[str]) -> None:

@@ -1,0 +1,35 @@
+"""What a user reads on the console, on real runs."""
+
+from __future__ import annotations
+
+from stomper.cli import main
+from stomper.testing.repos import module
+
+DEEP = "src/project/subsystem/component/a_rather_long_module_name.py"
+LONG_NAME = "pkg/" + "x" * 40 + "_mod.py"
+
+
+def units_table_files(err: str) -> list[str]:
+    """The file column of the summary's table of units, line by line."""
+    lines = err.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("━")) + 1
+    end = next(i for i, line in enumerate(lines) if line.startswith("stomper fix ·"))
+    cells = [line.split("│")[0].strip() for line in lines[start:end]]
+    return [cell for cell in cells if cell]
+
+
+def test_the_units_table_breaks_paths_only_between_names(make, capsys, monkeypatch) -> None:
+    repo = make({DEEP: module(["F401"]), LONG_NAME: module(["F401"]), "a.py": module(["F401"])})
+    monkeypatch.setenv("COLUMNS", "60")
+
+    assert main(["fix", "--repo", str(repo), "--no-progress", "--dry-run"]) == 0
+
+    pieces = units_table_files(capsys.readouterr().err)
+    assert all(piece.endswith(("/", ".py")) for piece in pieces), pieces
+    names = [name for piece in pieces for name in piece.split("/") if name]
+    expected = [name for path in sorted(["a.py", DEEP, LONG_NAME]) for name in path.split("/")]
+    assert len(names) == len(expected), pieces
+    for name, whole in zip(names, expected, strict=True):
+        # A name longer than the column keeps its end, after an ellipsis.
+        assert name == whole or (name[0] == "\u2026" and whole.endswith(name[1:])), pieces
+    assert any(name[0] == "\u2026" for name in names), "a 47-character name fits in 60 columns?"
