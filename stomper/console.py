@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
-from rich.console import Console
+from rich.columns import Columns
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -60,29 +61,41 @@ def info(message: str, *, markup: bool = True) -> None:
     err.print(redact(message), soft_wrap=True, markup=markup)
 
 
+class _Progress(Progress):
+    """Rich's progress bar, with the counts of the units below it: on one line with the bar,
+    they left no room for the bar or the time at 80 columns. The units in flight and those
+    done are two groups, side by side where the console is wide enough."""
+
+    counts: tuple[Text, Text] = (Text(), Text())
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        yield Columns(self.counts, padding=(0, 3))
+
+
 class ProgressView:
-    """The live view of a run: a bar and the count of units in each phase."""
+    """The live view of a run: a bar with the units done and the time, and below it how
+    many units are in each phase and how those done ended. Each unit is counted once: the
+    phases do not overlap, and they add up to the total with the units done."""
 
     def __init__(self, total: int, *, title: str, enabled: bool = True) -> None:
         self.total = total
         self.enabled = enabled
         self.phase_of: dict[str, Phase] = {}
-        self.landed = 0
-        self.failed = 0
+        self.ended = dict.fromkeys(Status, 0)
         self.done = 0
-        self.running = 0
-        self._progress = Progress(
+        self._progress = _Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=30),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
             console=err,
             refresh_per_second=8,
             disable=not enabled,
         )
-        self._task = self._progress.add_task(title, total=total, counts=self._counts())
+        self._task = self._progress.add_task(title, total=total)
+        self._progress.counts = self._counts()
 
     def __enter__(self) -> ProgressView:
         self._progress.__enter__()
@@ -93,28 +106,39 @@ class ProgressView:
     ) -> None:
         self._progress.__exit__(kind, exc, tb)
 
+    def __rich__(self) -> RenderableType:
+        return self._progress.get_renderable()
+
     def handle(self, event: UnitEvent) -> None:
-        self.running = event.running
         if event.phase is not Phase.DONE:
             self.phase_of[event.path] = event.phase
         else:
             self.phase_of.pop(event.path, None)
             self.done += 1
-            self.landed += event.commit is not None
-            self.failed += event.status == Status.FAILED
-            if self.enabled and (
-                self.total <= _LINE_PER_UNIT_UP_TO or event.status == Status.FAILED
-            ):
+            status = Status(event.status) if event.status else Status.FAILED
+            self.ended[status] += 1
+            if self.enabled and (self.total <= _LINE_PER_UNIT_UP_TO or status is Status.FAILED):
                 self._progress.console.print(_unit_line(event), soft_wrap=True)
-        self._progress.update(self._task, completed=self.done, counts=self._counts())
+        self._progress.counts = self._counts()
+        self._progress.update(self._task, completed=self.done)
 
-    def _counts(self) -> str:
-        verifying = sum(1 for phase in self.phase_of.values() if phase is Phase.VERIFYING)
-        queued = self.total - self.done - len(self.phase_of)
-        return (
-            f"queued {queued} · running {self.running} · verifying {verifying} · "
-            f"landed {self.landed} · failed {self.failed}"
-        )
+    def _counts(self) -> tuple[Text, Text]:
+        phases = list(self.phase_of.values())
+        flight = {
+            "queued": self.total - self.done - len(phases),
+            "working": sum(1 for phase in phases if phase in (Phase.ISOLATING, Phase.AGENT)),
+            "verifying": phases.count(Phase.VERIFYING),
+            "landing": phases.count(Phase.LANDING),
+        }
+        ended = {status.value: self.ended[status] for status in _ENDINGS}
+        return _counted(flight), _counted(ended)
+
+
+def _counted(counts: dict[str, int]) -> Text:
+    return Text(" · ".join(f"{name} {count}" for name, count in counts.items()))
+
+
+_ENDINGS = (Status.FIXED, Status.PARTIAL, Status.UNCHANGED, Status.FAILED, Status.SKIPPED)
 
 
 def _unit_line(event: UnitEvent) -> Text:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
+from rich.console import Console
+
 from stomper.cli import main
+from stomper.console import ProgressView
+from stomper.events import Phase, UnitEvent
 from stomper.testing.repos import module
 
 DEEP = "src/project/subsystem/component/a_rather_long_module_name.py"
@@ -33,3 +39,28 @@ def test_the_units_table_breaks_paths_only_between_names(make, capsys, monkeypat
         # A name longer than the column keeps its end, after an ellipsis.
         assert name == whole or (name[0] == "\u2026" and whole.endswith(name[1:])), pieces
     assert any(name[0] == "\u2026" for name in names), "a 47-character name fits in 60 columns?"
+
+
+def test_the_progress_view_at_80_columns_counts_each_unit_once() -> None:
+    view = ProgressView(12, title="fixing 12 files", enabled=False)
+    # The workflow's own count of running units includes those verifying.
+    for path, phase in [
+        ("a.py", Phase.ISOLATING),
+        ("b.py", Phase.AGENT),
+        ("c.py", Phase.VERIFYING),
+        ("d.py", Phase.VERIFYING),
+        ("e.py", Phase.LANDING),
+    ]:
+        view.handle(UnitEvent(path, phase, running=4))
+    for path, status in [("f.py", "fixed"), ("g.py", "partial"), ("h.py", "unchanged")]:
+        view.handle(UnitEvent(path, Phase.AGENT, running=5))
+        view.handle(UnitEvent(path, Phase.DONE, running=4, status=status))
+    screen = io.StringIO()
+    Console(file=screen, width=80, color_system=None).print(view)
+
+    bar, *counts = screen.getvalue().splitlines()
+    assert "━" in bar and "3/12" in bar and "0:00:0" in bar, bar
+    assert [line.strip() for line in counts] == [
+        "queued 4 · working 2 · verifying 2 · landing 1",
+        "fixed 1 · partial 1 · unchanged 1 · failed 0 · skipped 0",
+    ]
