@@ -207,7 +207,7 @@ def print_summary(report: RunReport, *, per_unit_up_to: int = 40) -> None:
     metrics = report.metrics
     summary.add_row(
         "time",
-        f"{metrics.wall_s:.1f}s wall, {metrics.agent_s:.1f}s in the agent, "
+        f"{metrics.wall_s:.1f}s wall, {metrics.agent_s:.1f}s agent time summed over units, "
         f"{metrics.landing_s:.1f}s landing; up to {metrics.peak_concurrency} "
         f"of {report.max_parallel_files} at once",
     )

@@ -64,3 +64,15 @@ def test_the_progress_view_at_80_columns_counts_each_unit_once() -> None:
         "queued 4 · working 2 · verifying 2 · landing 1",
         "fixed 1 · partial 1 · unchanged 1 · failed 0 · skipped 0",
     ]
+
+
+def test_the_summary_says_the_agent_time_is_summed_over_units(make, capsys, monkeypatch) -> None:
+    repo = make({"a.py": module(["F401"]), "b.py": module(["F401"])})
+    monkeypatch.setenv("COLUMNS", "200")
+
+    assert main(["fix", "--repo", str(repo), "--no-progress", "-j", "2"]) == 0
+
+    time_row = next(
+        line for line in capsys.readouterr().err.splitlines() if line.startswith(" time")
+    )
+    assert "s wall, " in time_row and "s agent time summed over units, " in time_row
