@@ -49,12 +49,18 @@ def exit_when_landed(code: int) -> None:
 
 
 class LandingRefused(Exception):
-    """The patch cannot land; the message says why (the unit keeps its patch unlanded)."""
+    """The patch cannot land; the message says why (the unit keeps its patch unlanded).
 
-    def __init__(self, reason: str, *, skipped: bool = False) -> None:
+    ``skipped`` when the user's own work is in the way (the unit is theirs to finish), and
+    ``superseded`` too when that work is a commit on the target: the file there is no longer
+    the one whose diagnostics the run counted.
+    """
+
+    def __init__(self, reason: str, *, skipped: bool = False, superseded: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.skipped = skipped
+        self.skipped = skipped or superseded
+        self.superseded = superseded
 
 
 @dataclass(frozen=True)
@@ -82,9 +88,9 @@ class _Request:
             return Landed(self.commit, self.seconds)
         raise self.error or LandingRefused(f"the landing of {self.patch.path} was cut short")
 
-    def refuse(self, reason: str, *, skipped: bool = False) -> None:
+    def refuse(self, reason: str, *, skipped: bool = False, superseded: bool = False) -> None:
         if self.commit is None and self.error is None:
-            self.error = LandingRefused(reason, skipped=skipped)
+            self.error = LandingRefused(reason, skipped=skipped, superseded=superseded)
 
 
 @dataclass(frozen=True)
@@ -193,7 +199,9 @@ class Lander:
             await self._land_requests(batch)
         except LandingRefused as refused:
             for request in batch:
-                request.refuse(refused.reason, skipped=refused.skipped)
+                request.refuse(
+                    refused.reason, skipped=refused.skipped, superseded=refused.superseded
+                )
         except Exception as exc:  # each unit fails with it; none may cancel its siblings
             for request in batch:
                 if request.commit is None and request.error is None:
@@ -341,10 +349,18 @@ def _refuse_changed(requests: Sequence[_Request], changed: Collection[str]) -> l
 
 
 def _refuse_unchained(requests: Sequence[_Request], chain: Sequence[_Link], target: str) -> None:
+    """Refuse the requests left out of the chain: their file on the target is no longer the
+    one the unit started from, because a commit that is not this run's changed it (the user's,
+    most often). That version is theirs and stays."""
     chained = {id(link.request) for link in chain}
+    branch = target.removeprefix("refs/heads/")
     for request in requests:
         if id(request) not in chained:
-            request.refuse(f"{request.patch.path} changed on {target} since the run began")
+            request.refuse(
+                f"{request.patch.path} was changed by a commit on {branch} during the run "
+                "(not one of this run's): that version is kept as it is",
+                superseded=True,
+            )
 
 
 async def _finish(landing: asyncio.Future[None]) -> None:

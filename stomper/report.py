@@ -66,7 +66,7 @@ class RunReport:
             "commits": sum(1 for result in self.results if result.commit),
             "diagnostics_before": before,
             "diagnostics_fixed": fixed,
-            "diagnostics_remaining": before - fixed,
+            "diagnostics_remaining": sum(_left(result, self.dry_run) for result in self.results),
         }
 
     def exit_code(self) -> int:
@@ -104,6 +104,18 @@ def _counts_as_fixed(result: UnitResult, dry_run: bool) -> bool:
     if dry_run:
         return result.status in (Status.FIXED, Status.PARTIAL)
     return result.commit is not None
+
+
+def _left(result: UnitResult, dry_run: bool) -> int:
+    """How many of the unit's targeted diagnostics are left: those its fix left, once it
+    counts as fixed; all of them when it did not land; for a skipped unit, those it knows
+    to be in the file now (none for a file the user committed to during the run: that
+    version is not the one counted)."""
+    if _counts_as_fixed(result, dry_run):
+        return len(result.before) - len(result.fixed)
+    if result.status is Status.SKIPPED:
+        return len(result.remaining)
+    return len(result.before)
 
 
 def ordered(results: Sequence[UnitResult]) -> tuple[UnitResult, ...]:

@@ -124,17 +124,23 @@ def test_target_moved_by_the_user_during_the_run(make) -> None:
 
 
 def test_file_changed_on_target_during_the_run_is_not_overwritten(make) -> None:
-    repo = make({"a.py": module(["F401"])})
+    """The user's commit of the file makes it theirs: skipped, and no reason for exit 1."""
+    repo = make({"a.py": module(["F401"]), "b.py": module(["F401"])})
 
     def user_fixes_it(task: AgentTask) -> None:
-        (repo / "a.py").write_text("X = 1\n")
-        commit_all(repo, "the user's fix")
+        if task.unit.path == "a.py":
+            (repo / "a.py").write_text("X = 1\n")
+            commit_all(repo, "the user's fix")
 
-    (result,) = fix(repo, Hook(user_fixes_it)).results
-    assert result.status == "failed"
-    assert "changed on refs/heads/main" in (result.reason or "")
+    report = fix(repo, Hook(user_fixes_it), max_parallel_files=1)
+    ours, theirs = sorted(report.results, key=lambda result: result.path != "b.py")
+    assert theirs.status == "skipped" and theirs.commit is None
+    assert "a.py was changed by a commit on main during the run" in (theirs.reason or "")
+    assert ours.status == "fixed" and ours.commit is not None
+    assert report.exit_code() == 0
+    assert report.totals()["diagnostics_remaining"] == 0
     assert (repo / "a.py").read_text() == "X = 1\n"
-    assert sh(repo, "log", "-1", "--format=%s") == "the user's fix\n"
+    assert sh(repo, "log", "-1", "--format=%s", "--", "a.py") == "the user's fix\n"
 
 
 def test_index_lock_held_at_landing_fails_the_unit_after_a_bounded_wait(make, monkeypatch) -> None:

@@ -135,7 +135,9 @@ class Pipeline:
                     self.tripwire.landed(landed.commit)
         except LandingRefused as refused:
             status = Status.SKIPPED if refused.skipped else Status.FAILED
-            return _refuse(result, refused.reason, status=status)
+            # A file committed to meanwhile is not the one counted: what it holds is unknown.
+            remaining = () if refused.superseded else None
+            return _refuse(result, refused.reason, status=status, remaining=remaining)
         return replace(result, commit=landed.commit, landing_s=landed.seconds)
 
     async def _attempts(
@@ -366,13 +368,20 @@ def _failed(unit: Unit, reason: str, *, attempts: int) -> UnitResult:
     )
 
 
-def _refuse(result: UnitResult, reason: str, *, status: Status = Status.FAILED) -> UnitResult:
-    """The unit's patch will not land: what it fixed is not fixed on the target."""
+def _refuse(
+    result: UnitResult,
+    reason: str,
+    *,
+    status: Status = Status.FAILED,
+    remaining: tuple[Diagnostic, ...] | None = None,
+) -> UnitResult:
+    """The unit's patch will not land: what it fixed is not fixed on the target, and what
+    it targeted remains (unless told what remains)."""
     return replace(
         result,
         status=status,
         fixed=(),
-        remaining=result.before,
+        remaining=result.before if remaining is None else remaining,
         introduced=(),
         reason=reason,
     )
