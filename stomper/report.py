@@ -83,6 +83,7 @@ class RunReport:
             "run_id": self.run_id,
             "command": self.command,
             "status": self.status,
+            "dry_run": self.dry_run,
             "base": self.base,
             "target": self.target,
             "max_parallel_files": self.max_parallel_files,

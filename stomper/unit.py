@@ -100,6 +100,7 @@ class UnitResult:
             "reason": self.reason,
             "duration_s": round(self.duration_s, 3),
             "tokens": {"input": self.tokens_in, "output": self.tokens_out},
+            "diff": self.diff,
         }
 
     def to_record(self) -> dict[str, Any]:

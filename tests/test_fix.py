@@ -186,6 +186,22 @@ def test_dry_run_lands_nothing_and_prints_diffs(make, capsys) -> None:
     assert code == 0
 
 
+def test_dry_run_json_says_so_and_holds_each_units_diff(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"]), "b.py": module(["F821"])})
+    head = sh(repo, "rev-parse", "HEAD").strip()
+    _, doc = run_json(repo, "--dry-run", capsys=capsys)
+    assert doc["dry_run"] is True
+    by_path = {unit["path"]: unit for unit in doc["units"]}
+    diff = by_path["a.py"]["diff"]
+    assert diff.startswith("diff --git a/a.py b/a.py") and "\n-import os\n" in diff
+    assert by_path["b.py"]["status"] == "unchanged" and by_path["b.py"]["diff"] is None
+    assert sh(repo, "rev-parse", "HEAD").strip() == head
+
+    _, landed = run_json(repo, capsys=capsys)
+    assert landed["dry_run"] is False
+    assert all(unit["diff"] is None for unit in landed["units"])
+
+
 def test_select_and_ignore_narrow_the_targets(make, capsys) -> None:
     repo = make({"a.py": module(["F401", "F541"])})
     _, doc = run_json(repo, "--select", "F541", capsys=capsys)
