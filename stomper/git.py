@@ -167,6 +167,16 @@ async def tracked_modes(root: Path, paths: Sequence[str] = ()) -> dict[str, str]
     return modes
 
 
+async def tracked_tags(root: Path, paths: Sequence[str]) -> dict[str, str]:
+    """The tracked files below ``paths`` and the tag ``git ls-files -t`` gives each: ``H``
+    for a file in the working tree, ``S`` for one outside a sparse checkout (skip-worktree),
+    and so on."""
+    done = await git(root, "ls-files", "-t", "-z", "--full-name", "--", *paths)
+    return {
+        path: tag for tag, _, path in (record.partition(" ") for record in _split_z(done.stdout))
+    }
+
+
 @dataclass(frozen=True)
 class TreeEntry:
     mode: str

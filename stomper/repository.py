@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,18 +99,54 @@ def require_state(repo: Repository) -> None:
         ) from exc
 
 
-def repo_relative(root: Path, cwd: Path, given: str) -> str:
-    """A path the user gave (relative to ``cwd``) as a repository-relative POSIX path."""
+async def repo_relative(root: Path, cwd: Path, given: str) -> str:
+    """A path the user gave (relative to ``cwd``) as a repository-relative POSIX path.
+
+    Refused, saying why, when it names nothing stomper can work on: a path that does not
+    exist or is outside the repository, one inside a submodule (or another repository
+    nested in this one), or one outside a sparse checkout.
+    """
     path = Path(given)
     absolute = path if path.is_absolute() else cwd / path
-    if not absolute.exists():
-        raise RepositoryError(f"no such file or directory: {given}")
     resolved = absolute.resolve()
     try:
         relative = resolved.relative_to(root)
     except ValueError:
+        if not absolute.exists():
+            raise RepositoryError(f"no such file or directory: {given}") from None
         raise RepositoryError(f"{given} is outside the repository {root}") from None
-    return relative.as_posix() if relative.parts else "."
+    name = relative.as_posix() if relative.parts else "."
+    nested = await _nested_repository(root, relative, cwd=cwd, exists=absolute.exists())
+    if nested is not None:
+        raise RepositoryError(f"{given} {nested}")
+    if not absolute.exists():
+        tags = await git.tracked_tags(root, [name])
+        if tags and all(tag == "S" for tag in tags.values()):
+            raise RepositoryError(
+                f"{given} is outside the sparse checkout, so not in the working tree: include "
+                "it (`git sparse-checkout add ...`) to fix it"
+            )
+        raise RepositoryError(f"no such file or directory: {given}")
+    return name
+
+
+async def _nested_repository(root: Path, relative: Path, *, cwd: Path, exists: bool) -> str | None:
+    """What to say of a path inside a submodule or another repository nested in this one
+    (its files are not this repository's to fix), or None when it is in neither."""
+    folders = [relative, *relative.parents][:-1] if relative.parts else []
+    modes = await git.tracked_modes(root, [folder.as_posix() for folder in folders])
+    # The index knows every submodule, also one that is not checked out (no .git there).
+    found = next((f for f in reversed(folders) if modes.get(f.as_posix()) == "160000"), None)
+    kind = "submodule"
+    if found is None and exists:
+        found = next((f for f in reversed(folders) if (root / f / ".git").exists()), None)
+        kind = "repository nested in this one"
+    if found is None:
+        return None
+    where = found.as_posix()
+    place = f"is a {kind}" if found == relative else f"is inside the {kind} {where}"
+    there = os.path.relpath(root / found, cwd)
+    return f"{place}, a repository of its own: run stomper there (stomper fix --repo {there})"
 
 
 def toplevel_or_none(cwd: Path) -> Path | None:

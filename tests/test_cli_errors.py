@@ -232,6 +232,44 @@ def test_path_outside_the_repository(make, tmp_path, capsys) -> None:
     assert_refused(fix(repo, str(outside)), capsys, "outside the repository")
 
 
+def test_a_path_in_a_submodule_says_whose_it_is(make, capsys) -> None:
+    library = make({"lib.py": module(["F401"]), "pkg/x.py": module(["F401"])}, name="lib")
+    repo = make({"a.py": module(["F401"])})
+    sh(
+        repo,
+        "-c",
+        "protocol.file.allow=always",
+        "submodule",
+        "add",
+        "-q",
+        str(library),
+        "vendor/lib",
+    )
+    sh(repo, "commit", "-qm", "a submodule")
+    before = snapshot(repo)
+    for given, said in [
+        ("vendor/lib/lib.py", "is inside the submodule vendor/lib"),
+        ("vendor/lib/pkg", "is inside the submodule vendor/lib"),
+        ("vendor/lib", "is a submodule"),
+    ]:
+        assert_refused(fix(repo, str(repo / given)), capsys, said, "stomper fix --repo")
+    # Not checked out, it is still a submodule: not a file that does not exist.
+    sh(repo, "submodule", "deinit", "-q", "-f", "vendor/lib")
+    assert_refused(
+        fix(repo, str(repo / "vendor/lib/lib.py")), capsys, "is inside the submodule vendor/lib"
+    )
+    assert snapshot(repo)[0] == before[0]
+
+
+def test_a_path_outside_the_sparse_checkout_says_so(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"]), "docs/d.py": module(["F401"])})
+    sh(repo, "sparse-checkout", "set", "--no-cone", "/a.py", "/pyproject.toml")
+    assert not (repo / "docs").exists()
+    for given in ("docs/d.py", "docs"):
+        assert_refused(fix(repo, str(repo / given)), capsys, "outside the sparse checkout")
+    assert_refused(fix(repo, str(repo / "nope.py")), capsys, "no such file", "nope.py")
+
+
 def test_existing_branch_is_refused(make, capsys) -> None:
     repo = make({"a.py": module(["F401"])})
     sh(repo, "branch", "taken")

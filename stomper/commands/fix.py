@@ -177,5 +177,5 @@ async def _scope(repo: Repository, request: FixRequest) -> Scope:
     against = "HEAD" if request.git_changed else request.git_diff
     if against is not None and await git.resolve_commit(repo.root, against) is None:
         raise ConfigError(f"--git-diff: {against!r} is not a commit")
-    paths = tuple(repo_relative(repo.root, request.cwd, given) for given in request.paths)
+    paths = tuple([await repo_relative(repo.root, request.cwd, given) for given in request.paths])
     return Scope(paths=paths, changed_against=against, max_files=request.max_files)
