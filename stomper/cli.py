@@ -291,6 +291,22 @@ def runs(
     _finish(lambda: _run(run(_repo_dir(repo), json_output=json_output)))
 
 
+@app.command("show")
+def show_run(
+    run_id: Annotated[
+        str | None, typer.Argument(help="The run to show (default: the newest).")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the run's JSON document on stdout.")
+    ] = False,
+    repo: RepoOption = None,
+) -> None:
+    """Show a past run's units and totals again, from its journal."""
+    from stomper.commands.show import show as run
+
+    _finish(lambda: _run(run(_repo_dir(repo), run_id, json_output=json_output)))
+
+
 @app.command()
 def clean(
     journals: Annotated[
