@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,14 @@ import pytest
 
 from stomper.cli import main
 from stomper.errors import RunLockedError
-from stomper.journal import StateDir, held_locks, hold_lock, live_runs, remove_stale_locks
+from stomper.journal import (
+    StateDir,
+    held_locks,
+    hold_lock,
+    live_runs,
+    new_run_id,
+    remove_stale_locks,
+)
 from stomper.testing.repos import module
 from tests.conftest import sh
 
@@ -185,3 +193,12 @@ def test_a_lock_that_is_a_link_is_refused_in_one_line(make, tmp_path, capsys) ->
     assert code == 2, err
     assert "run lock" in err and MAIN_LOCK in err
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_run_ids_sort_as_the_runs_started_also_within_one_second() -> None:
+    ids = []
+    for _ in range(20):
+        ids.append(new_run_id())
+        time.sleep(0.002)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
