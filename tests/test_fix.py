@@ -389,3 +389,23 @@ def test_a_tree_tools_baseline_is_taken_once_for_the_whole_run(
     assert 'int = "' not in "".join(
         (repo / name).read_text() for name in files if name != "pyproject.toml"
     )
+
+
+def test_only_the_finding_whose_fix_brings_in_a_new_one_is_held_back(make, capsys) -> None:
+    # Removing the unused `import json` of the except clause leaves `simplejson` unused, which
+    # ruff cannot fix; the fixes of the other unused imports are sound.
+    source = (
+        "import os\nimport sys\n\ntry:\n    import simplejson as json\nexcept ImportError:\n"
+        "    import json\n\nfrom collections import OrderedDict\n"
+    )
+    repo = make({"pyproject.toml": '[tool.ruff.lint]\nselect = ["F"]\n', "a.py": source})
+    _, doc = run_json(repo, capsys=capsys)
+    [unit] = doc["units"]
+    assert unit["status"] == "partial", unit["reason"]
+    assert len(unit["fixed"]) == 3
+    assert [d["line"] for d in unit["remaining"]] == [7]
+    assert "line 7" in unit["reason"]
+    assert (repo / "a.py").read_text() == (
+        "\ntry:\n    import simplejson as json\nexcept ImportError:\n    import json\n\n"
+    )
+    assert "noqa" not in (repo / "a.py").read_text()

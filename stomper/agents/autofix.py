@@ -91,7 +91,9 @@ class AutofixAgent:
                 after = await ruff.check_source(fixed, task.settings_path, root=task.settings_root)
                 new = match(before, after)[2]
                 if not new:
-                    return fixed, _held_back([*held, rule], task.introduced)
+                    if held:
+                        return fixed, _held_back([*held, rule], task.introduced)
+                    return await self._narrowed(task, source, before, rule, fixed)
                 tried.append((len(new), rule))
             rule = min(tried)[1]
             held.append(rule)
@@ -100,6 +102,50 @@ class AutofixAgent:
             source,
             f"ruff's fixes brought in {counted(task.introduced)}, whichever were held back",
         )
+
+    async def _narrowed(
+        self, task: AgentTask, source: bytes, before: list[Diagnostic], rule: str, fixed: bytes
+    ) -> tuple[bytes, str]:
+        """Held back, of ``rule``'s fixes, only those of the fewest of its findings that bring
+        in something new (found by halving), when ``fixed`` (all of them held back) holds
+        back more; what was held back.
+
+        A fix is held back for one finding by a ``# noqa`` comment on its line while ruff
+        fixes, taken out again after: when removing one unused import makes another unused
+        (``import json`` in the ``except`` of ``try: import simplejson as json``), the fixes
+        of every other unused import in the file still land.
+        """
+        findings = [diag for diag in before if diag.code == rule]
+        held = findings
+        while len(held) > 1:
+            half = len(held) // 2
+            for part in (held[:half], held[half:]):
+                narrower = await self._fix_sparing(task, source, before, part)
+                if narrower is not None:
+                    held, fixed = part, narrower
+                    break
+            else:
+                break
+        if len(held) == len(findings):
+            return fixed, _held_back([rule], task.introduced)
+        lines = ", ".join(str(diag.line) for diag in held[:5])
+        return fixed, (
+            f"ruff's fix for {rule} on line {lines} was held back: "
+            f"it brought in {counted(task.introduced)}"
+        )
+
+    async def _fix_sparing(
+        self, task: AgentTask, source: bytes, before: list[Diagnostic], spared: list[Diagnostic]
+    ) -> bytes | None:
+        """ruff's fixes but those of ``spared``, when that brings in nothing new; else None."""
+        marked = _mark(source, spared)
+        if marked is None:
+            return None
+        fixed = _unmark(await self._fix(task, marked), spared)
+        if fixed is None:
+            return None
+        after = await ruff.check_source(fixed, task.settings_path, root=task.settings_root)
+        return fixed if not match(before, after)[2] else None
 
     async def aclose(self) -> None:
         await self._server.aclose()
@@ -111,6 +157,38 @@ class AutofixAgent:
         if root not in self._safe_roots:
             self._safe_roots[root] = not await asyncio.to_thread(_mentions_unsafe_fixes, root)
         return self._safe_roots[root]
+
+
+def _marker(diag: Diagnostic) -> bytes:
+    return f"  # noqa: {diag.code}".encode()
+
+
+def _mark(source: bytes, findings: Sequence[Diagnostic]) -> bytes | None:
+    """``source`` with a ``# noqa`` for each of ``findings`` at the end of its line; None
+    where that could be read otherwise: a line with a ``#`` already (perhaps in a string),
+    or a source that holds such a comment of its own."""
+    lines = source.splitlines(keepends=True)
+    for diag in findings:
+        marker = _marker(diag)
+        if marker in source or not 0 < diag.line <= len(lines) or b"#" in lines[diag.line - 1]:
+            return None
+        line = lines[diag.line - 1]
+        body = line.rstrip(b"\r\n")
+        lines[diag.line - 1] = body + marker + line[len(body) :]
+    return b"".join(lines)
+
+
+def _unmark(fixed: bytes, findings: Sequence[Diagnostic]) -> bytes | None:
+    """``fixed`` without the comments :func:`_mark` put in; None unless each is found whole
+    at the end of a line, as many times as it was put in."""
+    for code in {diag.code for diag in findings}:
+        marker = _marker(Diagnostic("ruff", code, "", "", 0))
+        wanted = sum(1 for diag in findings if diag.code == code)
+        pattern = re.compile(re.escape(marker) + rb"(?=\r\n|\r|\n|$)")
+        fixed, found = pattern.subn(b"", fixed)
+        if found != wanted or marker in fixed:
+            return None
+    return fixed
 
 
 def _held_back(rules: Sequence[str], introduced: Sequence[Diagnostic]) -> str:
