@@ -51,6 +51,8 @@ class FixRun:
     """The child's wall time, interpreter start and imports included."""
     max_rss_kb: int
     """Peak resident memory of the child or of any process it waited for (git, ruff)."""
+    own_rss_kb: int
+    """Peak resident memory of stomper's own process alone."""
     cpu_s: float
     """CPU time (user and system) of the child and every process it waited for: unlike
     wall time, hardly changed by other work sharing the machine."""
@@ -107,6 +109,21 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# ``python -m stomper``, which also leaves, as it exits, the peak resident memory of its own
+# process (not of the git and ruff processes it waited for, as ``wait4`` reports) in the file
+# named by its first argument.
+_STOMPER_OWN_RSS = """\
+import atexit, resource, runpy, sys
+from pathlib import Path
+
+out = Path(sys.argv.pop(1))
+atexit.register(
+    lambda: out.write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+)
+runpy.run_module("stomper", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_fix(
     repo: Path,
     *,
@@ -116,22 +133,28 @@ def run_fix(
     args: Sequence[str] = (),
 ) -> FixRun:
     """Run ``stomper fix --json`` on ``repo`` in a child process and wait for it."""
-    argv = [
-        sys.executable,
-        "-m",
-        "stomper",
-        "fix",
-        "--repo",
-        str(repo),
-        "--agent",
-        agent,
-        "--max-parallel-files",
-        str(parallel),
-        "--json",
-        "--no-progress",
-        *args,
-    ]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with (
+        tempfile.TemporaryDirectory(prefix="stomper-bench-run-") as scratch,
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+    ):
+        own_rss = Path(scratch) / "own-rss-kb"
+        argv = [
+            sys.executable,
+            "-c",
+            _STOMPER_OWN_RSS,
+            str(own_rss),
+            "fix",
+            "--repo",
+            str(repo),
+            "--agent",
+            agent,
+            "--max-parallel-files",
+            str(parallel),
+            "--json",
+            "--no-progress",
+            *args,
+        ]
         started = time.monotonic()
         child = subprocess.Popen(argv, stdout=out, stderr=err, env=child_env(env))
         _, status, usage = os.wait4(child.pid, 0)
@@ -140,6 +163,8 @@ def run_fix(
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
+        # 0 when the process ended without its exit handlers (a second Ctrl-C).
+        own_rss_kb = int(own_rss.read_text()) if own_rss.exists() else 0
     if child.returncode not in (0, 1):
         raise RuntimeError(
             f"stomper fix exited {child.returncode}:\n{stderr.decode(errors='replace')}"
@@ -151,6 +176,7 @@ def run_fix(
         child.returncode,
         process_s,
         usage.ru_maxrss,
+        own_rss_kb,
         usage.ru_utime + usage.ru_stime,
         os.getloadavg()[0],
     )
