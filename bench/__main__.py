@@ -1,8 +1,8 @@
 """``python -m bench [BENCHMARK] [OPTIONS]``: run stomper's benchmarks and print their figures.
 
-With no benchmark named, all of them run with their defaults (about seven minutes on two
-cores); ``--quick`` shrinks every size for a smoke run of the harness itself. Nothing here
-asserts anything about time.
+With no benchmark named, all of them but ``real`` run with their defaults (about seven minutes
+on two cores); ``--quick`` shrinks every size for a smoke run of the harness itself. Nothing
+here asserts anything about time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import harness, landing, llm, overhead, scale, scaling
+from bench import harness, landing, llm, overhead, real, scale, scaling
 
 BENCHMARKS = {
     "scaling": scaling,
@@ -22,7 +22,10 @@ BENCHMARKS = {
     "scale": scale,
     "landing": landing,
     "llm": llm,
+    "real": real,
 }
+# Run only when named: it downloads real projects the first time and takes minutes.
+NAMED_ONLY = {"real"}
 
 # Sizes for --quick: every code path, in well under a minute.
 QUICK: dict[str, dict[str, object]] = {
@@ -37,6 +40,7 @@ QUICK: dict[str, dict[str, object]] = {
     "scale": {"sizes": "20,60"},
     "landing": {"commits": 20, "files": "50,200"},
     "llm": {"units": 16, "seconds": 0.2, "parallel": "1,8,16"},
+    "real": {"parallel": "4"},
 }
 
 
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     chosen = args.benchmark or "all"
     if chosen == "all":
-        runs = [(name, defaults(name, args.quick)) for name in BENCHMARKS]
+        runs = [(name, defaults(name, args.quick)) for name in BENCHMARKS if name not in NAMED_ONLY]
     else:
         own = args
         if args.quick:
