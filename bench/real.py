@@ -41,6 +41,8 @@ PROJECTS = {"django": ("django", "1.11.29"), "sympy": ("sympy", "1.5")}
 ARCHIVES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 # The statuses of a unit stomper refused, in whole or in part.
 REFUSED = ("failed", "partial")
+# The order in which counts by a unit's status are shown.
+STATUSES = ("failed", "partial", "fixed", "unchanged", "skipped", "no unit")
 # Files named where the figures are printed, at most.
 LISTED = 10
 
@@ -310,16 +312,16 @@ class StomperRun:
         return f"`stomper fix -j{self.fix.parallel}`"
 
     @property
-    def refused(self) -> set[str]:
-        """The files of the units stomper refused in whole or in part."""
-        return {unit["path"] for unit in self.fix.doc["units"] if unit["status"] in REFUSED}
+    def statuses(self) -> dict[str, str]:
+        """Each unit's file and how the unit ended."""
+        return {unit["path"]: unit["status"] for unit in self.fix.doc["units"]}
 
-    def beyond(self, ruffed: Outcome) -> tuple[int, int]:
-        """How many more diagnostics than ruff stomper left, file by file, and how many of
-        those are in files it refused."""
-        over = beyond(self.outcome.left, ruffed.left)
-        refused = self.refused
-        return sum(over.values()), sum(n for path, n in over.items() if path in refused)
+    def beyond(self, ruffed: Outcome) -> str:
+        """How many more diagnostics than ruff stomper left, file by file, by unit status."""
+        return by_status(beyond(self.outcome.left, ruffed.left), self.statuses)
+
+    def differing_by_status(self) -> str:
+        return by_status(Counter(self.differing), self.statuses)
 
     def commits_per_second(self) -> float:
         landing = float(self.fix.doc["metrics"]["landing_s"])
@@ -351,18 +353,18 @@ def compare(
         harness.note(line)
     harness.note("")
     harness.note(refusal_table(runs))
+    for run in runs:
+        unexplained = unexplained_files(run)
+        if unexplained:
+            harness.note(
+                f"\nfiles whose bytes after {run.label} differ from ruff's, but for those of "
+                f"units that failed ({len(unexplained)}; the unit's status in brackets):"
+            )
+            for path, status in unexplained[:LISTED]:
+                harness.note(f"  {path} [{status}]")
+            if len(unexplained) > LISTED:
+                harness.note(f"  ... and {len(unexplained) - LISTED} more")
     widest = max(runs, key=lambda run: run.fix.parallel)
-    unexplained = unexplained_files(widest)
-    if unexplained:
-        harness.note(
-            f"\nfiles of {widest.label} that differ from ruff's in a unit it did not refuse "
-            f"({len(unexplained)}; the unit's status in brackets):"
-        )
-        for path, status in unexplained[:LISTED]:
-            harness.note(f"  {path} [{status}]")
-        if len(unexplained) > LISTED:
-            harness.note(f"  ... and {len(unexplained) - LISTED} more")
-    more, refused = widest.beyond(ruffed)
     return [
         name,
         python_files,
@@ -374,8 +376,8 @@ def compare(
         sum(release.values()),
         sum(ruffed.left.values()),
         sum(widest.outcome.left.values()),
-        f"{more} ({refused})",
-        f"{len(widest.differing)} ({len(widest.refused.intersection(widest.differing))})",
+        widest.beyond(ruffed),
+        widest.differing_by_status(),
         widest.commits_per_second(),
         widest.fix.own_rss_kb / 1024,
         same_tree(runs),
@@ -393,8 +395,8 @@ SUMMARY = [
     "left: release",
     "left: ruff",
     "left: stomper",
-    "more than ruff's (refused)",
-    "files != ruff's (refused)",
+    "more than ruff's (by unit status)",
+    "files != ruff's (by unit status)",
     "commits/s",
     "peak RSS MB",
     "same tree at every N",
@@ -475,23 +477,22 @@ def result_table(release: Findings, ruffed: Outcome, runs: Sequence[StomperRun])
         ["`ruff check --fix`", sum(ruffed.left.values()), "-", "-", "-", "-", "-", ruffed.tree],
     ]
     for run in runs:
-        more, refused = run.beyond(ruffed)
         totals = run.fix.doc["totals"]
         statuses = ("fixed", "partial", "failed", "unchanged", "skipped")
         rows.append(
             [
                 run.label,
                 sum(run.outcome.left.values()),
-                f"{more} ({refused})",
+                run.beyond(ruffed),
                 sum(beyond(ruffed.left, run.outcome.left).values()),
-                f"{len(run.differing)} ({len(run.refused.intersection(run.differing))})",
+                run.differing_by_status(),
                 totals["units"],
                 " / ".join(str(totals[status]) for status in statuses),
                 run.outcome.tree,
             ]
         )
-    headers = ["run", "diagnostics left", "more than ruff's (refused)", "fewer than ruff's"]
-    headers += ["files != ruff's (refused)", "units"]
+    headers = ["run", "diagnostics left", "more than ruff's (by unit status)"]
+    headers += ["fewer than ruff's", "files != ruff's (by unit status)", "units"]
     headers += ["fixed / partial / failed / unchanged / skipped", "tree"]
     return harness.table(headers, rows)
 
@@ -511,7 +512,18 @@ def refusal_table(runs: Sequence[StomperRun]) -> str:
 
 
 def unexplained_files(run: StomperRun) -> list[tuple[str, str]]:
-    """The files that differ from ruff's fix of them, in a unit stomper did not refuse."""
-    status = {unit["path"]: unit["status"] for unit in run.fix.doc["units"]}
-    refused = run.refused
-    return [(path, status.get(path, "no unit")) for path in run.differing if path not in refused]
+    """The files that differ from ruff's fix of them, with their unit's status, but for the
+    units stomper refused whole."""
+    statuses = run.statuses
+    found = [(path, statuses.get(path, "no unit")) for path in run.differing]
+    return [(path, status) for path, status in found if status != "failed"]
+
+
+def by_status(counts: Mapping[str, int], statuses: Mapping[str, str]) -> str:
+    """The sum of ``counts`` (by file), then its parts by the status of each file's unit:
+    ``"13066 (failed 13060, partial 6)"``."""
+    parts: Counter[str] = Counter()
+    for path, count in counts.items():
+        parts[statuses.get(path, "no unit")] += count
+    shown = ", ".join(f"{status} {parts[status]}" for status in STATUSES if parts[status])
+    return f"{sum(parts.values())} ({shown})" if shown else "0"

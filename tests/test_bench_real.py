@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from bench.real import beyond, reason_kind, refusals, sdist
+from bench.real import beyond, by_status, reason_kind, refusals, sdist
 
 
 def test_the_archive_is_found_under_the_name_pip_gave_it(tmp_path: Path) -> None:
@@ -78,3 +78,11 @@ def test_what_is_left_beyond_the_reference_is_counted_file_by_file() -> None:
 
     assert beyond(mine, theirs) == Counter({"a.py": 2})
     assert beyond(theirs, mine) == Counter({"b.py": 2, "c.py": 1})
+
+
+def test_counts_by_file_are_told_by_the_status_of_each_files_unit() -> None:
+    statuses = {"a.py": "failed", "b.py": "partial", "c.py": "failed", "d.py": "fixed"}
+    counts = Counter({"a.py": 5, "b.py": 2, "c.py": 1, "e.py": 1})
+
+    assert by_status(counts, statuses) == "9 (failed 6, partial 2, no unit 1)"
+    assert by_status(Counter(), statuses) == "0"
