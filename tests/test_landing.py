@@ -122,6 +122,35 @@ def project(count: int) -> dict[str, str]:
     return {f"pkg/m{i:02d}.py": f"VALUE = {i}\n" for i in range(count)}
 
 
+def test_a_landing_waits_for_the_patches_of_units_still_being_worked_on(
+    make, tmp_path, counted
+) -> None:
+    repo = make(project(4))
+    patches = [
+        patch_for(repo, f"pkg/m{i:02d}.py", f"VALUE = {i + 100}\n".encode()) for i in range(4)
+    ]
+    merges = counted("read_tree_merge")
+    landing = lander(repo, tmp_path)
+
+    async def unit(patch: Patch) -> Landed:
+        with landing.producing():
+            await asyncio.sleep(0)  # the others are still at work when the first is done
+        return await landing.land(patch, message(patch.path))
+
+    async def run() -> list[Landed]:
+        try:
+            return list(await asyncio.gather(*(unit(patch) for patch in patches)))
+        finally:
+            await landing.aclose()
+
+    results = asyncio.run(run())
+    # The first patch did not land alone: it waited for the three that were coming.
+    assert land_moves(repo) == ["stomper: land"]
+    assert len(merges) == 1
+    assert len({result.commit for result in results}) == 4
+    assert sh(repo, "status", "--porcelain") == ""
+
+
 @pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "unprepared"])
 def test_chained_landing_is_one_commit_per_file_in_one_ref_update(
     make, tmp_path, counted, prepared

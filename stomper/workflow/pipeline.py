@@ -66,8 +66,10 @@ class Pipeline:
         """Work ``unit`` to a patch ready to land, or to its final result; a failure of the
         unit is a result, never a raise. This is the part the run's limit counts."""
         started = time.monotonic()
+        producing = self.lander.producing() if self.lander else contextlib.nullcontext()
         try:
-            produced = await self._produce(unit, emit)
+            with producing:
+                produced = await self._produce(unit, emit)
         except Exception as exc:  # one unit's failure must not cancel its siblings
             produced = Produced(_failed(unit, f"{type(exc).__name__}: {exc}", attempts=1))
         return replace(produced, started=started)
