@@ -263,6 +263,11 @@ def reason_kind(reason: str | None) -> str:
     if not reason:
         return "(no reason given)"
     first = reason.strip().splitlines()[0]
+    if first.startswith("left: "):
+        # A partial unit names what is left, then, in brackets, why, if more than that the
+        # agent has no fix for it.
+        said = first.partition(" (")[2].removesuffix(")")
+        return reason_kind(said) if said else "left: what the agent has no fix for"
     code = _CODE.search(first)
     if code is not None:
         first = first[: code.start()] + ", ".join(sorted(set(_CODE.findall(first))))

@@ -70,6 +70,10 @@ def test_a_reason_without_codes_keeps_its_words_and_masks_numbers_and_names() ->
         "the agent ran past 600s on `...`"
     )
     assert reason_kind("stopped after 12 tries") == "stopped after N tries"
+    assert reason_kind("left: E501 x2, F841") == "left: what the agent has no fix for"
+    assert reason_kind("left: B009 (ruff's fix for B009 was held back: it brought in B018)") == (
+        "ruff's fix for B009, B018"
+    )
 
 
 def test_what_is_left_beyond_the_reference_is_counted_file_by_file() -> None:
