@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from stomper import redaction
-from stomper.errors import RepositoryError, RunLockedError
+from stomper.errors import ConfigError, RepositoryError, RunLockedError
 from stomper.unit import Unit, UnitResult
 
 
@@ -43,6 +44,9 @@ def new_run_id() -> str:
     )
 
 
+_RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")
+
+
 @dataclass(frozen=True)
 class StateDir:
     root: Path
@@ -53,6 +57,19 @@ class StateDir:
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
+
+    def run(self, run_id: str) -> Journal:
+        """The journal of the run ``run_id``; a :class:`ConfigError` when there is none
+        (an id is never taken as a path: ``../x`` names no run)."""
+        journal = Journal(self.run_dir(run_id)) if _RUN_ID.fullmatch(run_id) else None
+        if journal is None or not journal.exists():
+            raise ConfigError(f"no run {run_id!r} in this repository: `stomper runs` lists them")
+        return journal
+
+    def runs_newest_first(self) -> list[Journal]:
+        """The journal of every run, the newest first (run ids sort as runs started)."""
+        found = sorted((self.root / "runs").glob("*/run.json"), reverse=True)
+        return [Journal(meta.parent) for meta in found]
 
     def worktrees(self, run_id: str) -> Path:
         return self.root / "worktrees" / run_id

@@ -57,3 +57,14 @@ def test_show_of_a_run_that_is_not_there_says_so(make, capsys) -> None:
     assert "no runs in this repository" in capsys.readouterr().err
     assert main(["show", "--repo", str(repo), "20260101-000000-abcdef"]) == 2
     assert "no run '20260101-000000-abcdef'" in capsys.readouterr().err
+
+
+def test_a_run_id_is_never_taken_as_a_path(make, capsys) -> None:
+    repo = make({"a.py": module(["F401"])})
+    _, ran = run_json(repo, "--dry-run", capsys=capsys)
+    # The run's journal is at these paths, but they are no run ids.
+    for name in (f"../runs/{ran['run_id']}", f"./{ran['run_id']}"):
+        assert main(["show", "--repo", str(repo), name]) == 2
+        assert f"no run {name!r}" in capsys.readouterr().err
+        assert main(["resume", "--repo", str(repo), name]) == 2
+        assert f"no run {name!r}" in capsys.readouterr().err

@@ -44,13 +44,8 @@ async def resume(
 def find_run(state: StateDir, run_id: str | None) -> Journal:
     """The run named, or the newest one that did not finish."""
     if run_id is not None:
-        journal = Journal(state.run_dir(run_id))
-        if not journal.exists():
-            raise ConfigError(f"no run {run_id!r} in this repository: `stomper runs` lists them")
-        return journal
-    runs = sorted((state.root / "runs").glob("*/run.json"), reverse=True)
-    for meta_file in runs:
-        journal = Journal(meta_file.parent)
+        return state.run(run_id)
+    for journal in state.runs_newest_first():
         try:
             status = journal.meta().get("status")
         except RepositoryError as exc:

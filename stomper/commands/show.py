@@ -37,14 +37,11 @@ async def show(cwd: Path, run_id: str | None, *, json_output: bool) -> int:
 def _find(state: StateDir, run_id: str | None) -> Journal:
     """The run named, or the newest one."""
     if run_id is not None:
-        journal = Journal(state.run_dir(run_id))
-        if not journal.exists():
-            raise ConfigError(f"no run {run_id!r} in this repository: `stomper runs` lists them")
-        return journal
-    newest = max((state.root / "runs").glob("*/run.json"), default=None)
-    if newest is None:
+        return state.run(run_id)
+    runs = state.runs_newest_first()
+    if not runs:
         raise ConfigError("no runs in this repository yet")
-    return Journal(newest.parent)
+    return runs[0]
 
 
 def recorded_report(journal: Journal, *, running: bool) -> tuple[RunReport, int]:
