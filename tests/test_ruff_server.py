@@ -247,6 +247,18 @@ def test_autofix_uses_the_server_unless_the_project_speaks_of_unsafe_fixes(
         assert (tree / "pkg" / f"u{n}.py").read_bytes() == expected
 
 
+@pytest.mark.parametrize(("where", "serving"), [("pkg", False), ("other", True), ("user", False)])
+def test_only_the_configurations_ruff_may_read_for_a_file_keep_it_off_the_server(
+    tree: Path, where: str, serving: bool
+) -> None:
+    # A folder above the files, a folder beside them, the user's own configuration.
+    user = Path(os.environ["XDG_CONFIG_HOME"]) / "ruff"
+    place = user if where == "user" else tree / where
+    place.mkdir(parents=True, exist_ok=True)
+    (place / "ruff.toml").write_text('unsafe-fixes = true\n[lint]\nselect = ["F"]\n')
+    assert asyncio.run(autofix_some(AutofixAgent(), tree, SOURCES["fixable"])) is serving
+
+
 def test_a_server_that_logs_a_lot_is_not_stalled_by_its_own_log(
     tree: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -37,7 +37,7 @@ class AutofixAgent:
         # agent's own choices need ruff check.
         plain = not (self.select or self.ignore or self.unsafe_fixes)
         self._server = Vetted(ruff.ruff_binary() if plain else None)
-        self._safe_roots: dict[Path, bool] = {}
+        self._safe_folders: dict[Path, bool] = {}
 
     async def fix(self, task: AgentTask) -> AgentOutcome:
         if not any(diag.tool == "ruff" for diag in task.unit.diagnostics):
@@ -66,7 +66,7 @@ class AutofixAgent:
                 unfixable=unfixable,
             )
 
-        if unfixable or not await self._server_may_fix(root):
+        if unfixable or not await self._server_may_fix(task.settings_path.parent, root):
             return await checked()
         path = task.unit.path
         return await self._server.answer(
@@ -150,13 +150,15 @@ class AutofixAgent:
     async def aclose(self) -> None:
         await self._server.aclose()
 
-    async def _server_may_fix(self, root: Path) -> bool:
-        """Whether no ruff configuration under ``root`` speaks of unsafe fixes: stomper
-        applies safe fixes only unless told otherwise, and ruff server would follow a
-        project's ``unsafe-fixes = true``."""
-        if root not in self._safe_roots:
-            self._safe_roots[root] = not await asyncio.to_thread(_mentions_unsafe_fixes, root)
-        return self._safe_roots[root]
+    async def _server_may_fix(self, folder: Path, root: Path) -> bool:
+        """Whether no ruff configuration that may apply in ``folder`` of the tree at ``root``
+        speaks of unsafe fixes, or of another configuration it extends: stomper applies safe
+        fixes only unless told otherwise, and ruff server would follow a configuration's
+        ``unsafe-fixes = true``."""
+        if folder not in self._safe_folders:
+            found = await asyncio.to_thread(_may_fix_unsafely, folder, root)
+            self._safe_folders[folder] = not found
+        return self._safe_folders[folder]
 
 
 def _marker(diag: Diagnostic) -> bytes:
@@ -200,14 +202,19 @@ def _held_back(rules: Sequence[str], introduced: Sequence[Diagnostic]) -> str:
 
 
 _CONFIG_FILES = frozenset({"pyproject.toml", "ruff.toml", ".ruff.toml"})
-_UNSAFE = re.compile(rb"unsafe[-_]fixes")
+_UNSAFE = re.compile(rb"unsafe[-_]fixes|\bextend\s*=")
 
 
-def _mentions_unsafe_fixes(root: Path) -> bool:
-    for folder, folders, files in os.walk(root):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        for name in _CONFIG_FILES.intersection(files):
+def _may_fix_unsafely(folder: Path, root: Path) -> bool:
+    """Whether a ruff configuration ruff may read for a file in ``folder`` (one in it or in
+    a folder above it, up to ``root``, or the user's own) speaks of unsafe fixes or extends
+    another one."""
+    places = [place for place in (folder, *folder.parents) if place.is_relative_to(root)]
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    places.append(Path(config_home) / "ruff")
+    for place in places:
+        for name in _CONFIG_FILES:
             with contextlib.suppress(OSError):
-                if _UNSAFE.search((Path(folder) / name).read_bytes()):
+                if _UNSAFE.search((place / name).read_bytes()):
                     return True
     return False
