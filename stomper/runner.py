@@ -9,7 +9,7 @@ import sqlite3
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from stomper import checkpoints, console
 from stomper.agents import Agent, needs_tree, uncontained
@@ -25,15 +25,13 @@ from stomper.report import LeftOut, Metrics, RunReport, ordered
 from stomper.repository import Repository
 from stomper.tripwire import Tripwire
 from stomper.unit import Unit, UnitResult
-from stomper.workflow.graph import (
-    RunContext,
-    compile_graph,
-    initial_state,
-    recursion_limit,
-    wave_size,
-)
 from stomper.workflow.pipeline import Pipeline, Policy
 from stomper.workspace import Workspaces
+
+# LangGraph takes about a second to import: the workflow is loaded by a run that has units
+# to work, and a run with nothing to do never loads it.
+if TYPE_CHECKING:
+    from stomper.workflow.graph import RunContext
 
 
 @dataclass(frozen=True)
@@ -85,6 +83,8 @@ async def execute(
     progress: bool = True,
 ) -> Outcome:
     """Work ``units`` (those in ``done`` are skipped), land them, and always clean up."""
+    from stomper.workflow.graph import RunContext, wave_size
+
     settings = run.settings
     # One worktree a unit running at once, and one for the tests at the base.
     workspaces = Workspaces(
@@ -168,6 +168,8 @@ async def _drive(
     context: RunContext, journal: Journal, *, checkpointer: str | None, progress: bool
 ) -> str:
     """Run or resume the graph; ``completed``, or ``interrupted`` when cancelled."""
+    from stomper.workflow.graph import compile_graph, initial_state, recursion_limit
+
     total = len(context.units)
     config: Any = {
         "configurable": {"thread_id": journal.dir.name},

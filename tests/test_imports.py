@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
+import json
 import pkgutil
 import subprocess
 import sys
 from pathlib import Path
 
 import stomper
+from stomper.testing import repos
 
 PACKAGE = Path(stomper.__file__).parent
 
@@ -67,6 +69,48 @@ def test_every_module_imports_with_deprecation_warnings_as_errors() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+# What a run loads only once it has units to work: LangGraph and what it brings along.
+ORCHESTRATION = frozenset({"langgraph", "langchain_core", "langsmith", "langgraph_sdk"})
+
+LOADED = """\
+import json, sys
+{before}
+print(json.dumps(sorted({{name.split(".")[0] for name in sys.modules}})))
+"""
+
+
+def loaded_by(before: str) -> set[str]:
+    """The top-level packages a fresh interpreter holds after running ``before``."""
+    script = LOADED.format(before=before)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def run_fix_in_child(repo: Path) -> str:
+    return (
+        "from stomper.cli import main\n"
+        f"code = main(['fix', '--repo', {str(repo)!r}, '--no-progress'])\n"
+        "assert code in (0, 1), code\n"
+    )
+
+
+def test_the_command_line_loads_no_langgraph() -> None:
+    assert loaded_by("import stomper.cli") & ORCHESTRATION == set()
+
+
+def test_a_run_with_nothing_to_do_loads_no_langgraph(make) -> None:
+    repo = make({"clean.py": repos.CLEAN})
+    assert loaded_by(run_fix_in_child(repo)) & ORCHESTRATION == set()
+
+
+def test_a_run_with_units_loads_langgraph(make) -> None:
+    repo = make({"dirty.py": repos.module(["F401"])})
+    assert "langgraph" in loaded_by(run_fix_in_child(repo))
 
 
 def _guarded_below(node: ast.If) -> tuple[int, ...] | None:
