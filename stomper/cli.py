@@ -18,7 +18,6 @@ import typer
 
 from stomper import console, redaction
 from stomper.errors import StomperError
-from stomper.landing import exit_when_landed
 from stomper.report import EXIT_INTERRUPTED, EXIT_USER
 
 EXIT_BUG = 3
@@ -68,6 +67,8 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
                 console.info("stopping: finishing the landing under way, removing worktrees")
                 task.cancel()
             else:
+                from stomper.landing import exit_when_landed
+
                 console.info("stopping now: `stomper clean` removes what is left")
                 sys.stderr.flush()
                 exit_when_landed(EXIT_INTERRUPTED)
