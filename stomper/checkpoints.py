@@ -42,6 +42,13 @@ async def open_saver(journal: Journal, url: str | None) -> AsyncIterator[BaseChe
             yield saver
 
 
+def load_saver(url: str | None) -> None:
+    """Import what :func:`open_saver` needs for ``url``, ahead of it (for a thread to do
+    while a run begins): LangGraph's SQLite saver takes a few tenths of a second."""
+    if url is None:
+        import langgraph.checkpoint.sqlite.aio  # noqa: F401
+
+
 async def check(url: str) -> None:
     """Connect to the database at ``url`` and make its tables, or say what to check."""
     async with _postgres(url):

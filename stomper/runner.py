@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from stomper import checkpoints, console
 from stomper.agents import Agent, needs_tree, uncontained
@@ -25,13 +26,9 @@ from stomper.report import LeftOut, Metrics, RunReport, ordered
 from stomper.repository import Repository
 from stomper.tripwire import Tripwire
 from stomper.unit import Unit, UnitResult
+from stomper.workflow.context import RunContext, head_start, wave_size
 from stomper.workflow.pipeline import Pipeline, Policy
 from stomper.workspace import Workspaces
-
-# LangGraph takes about a second to import: the workflow is loaded by a run that has units
-# to work, and a run with nothing to do never loads it.
-if TYPE_CHECKING:
-    from stomper.workflow.graph import RunContext
 
 
 @dataclass(frozen=True)
@@ -83,8 +80,6 @@ async def execute(
     progress: bool = True,
 ) -> Outcome:
     """Work ``units`` (those in ``done`` are skipped), land them, and always clean up."""
-    from stomper.workflow.graph import RunContext, wave_size
-
     settings = run.settings
     # One worktree a unit running at once, and one for the tests at the base.
     workspaces = Workspaces(
@@ -147,7 +142,11 @@ async def execute(
         if tripwire is not None:
             await tripwire.start()
         status = await _drive(
-            context, journal, checkpointer=settings.checkpointer, progress=progress
+            context,
+            journal,
+            checkpointer=settings.checkpointer,
+            progress=progress,
+            head=parallel,
         )
         if tripwire is not None:
             await tripwire.final()
@@ -165,9 +164,39 @@ async def execute(
 
 
 async def _drive(
-    context: RunContext, journal: Journal, *, checkpointer: str | None, progress: bool
+    context: RunContext, journal: Journal, *, checkpointer: str | None, progress: bool, head: int
 ) -> str:
-    """Run or resume the graph; ``completed``, or ``interrupted`` when cancelled."""
+    """Run or resume the graph, its first ``head`` units begun while it loads; ``completed``,
+    or ``interrupted`` when cancelled."""
+    left = len(context.units) - len(context.done)
+    view = console.ProgressView(left, title=f"fixing {left} files", enabled=progress)
+    try:
+        with view, journal.events_file.open("a", encoding="utf-8") as log:
+
+            def show(event: UnitEvent) -> None:
+                view.handle(event)
+                log.write(json.dumps(event.to_json()) + "\n")
+
+            try:
+                async with head_start(context, head, show):
+                    await _run_graph(context, journal, checkpointer, show)
+            except asyncio.CancelledError:
+                return "interrupted"
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        raise RepositoryError(f"the run's journal in {journal.dir} cannot be used: {exc}") from exc
+    return "completed"
+
+
+async def _run_graph(
+    context: RunContext,
+    journal: Journal,
+    checkpointer: str | None,
+    show: Callable[[UnitEvent], None],
+) -> None:
+    # The units begun meanwhile work on the event loop while LangGraph loads in a thread. A
+    # thread cannot be stopped: a run stopped meanwhile ends once the import has (asyncio.run
+    # waits for its executor's threads), and what the import raised is raised here.
+    await asyncio.to_thread(_load_workflow, checkpointer)
     from stomper.workflow.graph import compile_graph, initial_state, recursion_limit
 
     total = len(context.units)
@@ -175,31 +204,26 @@ async def _drive(
         "configurable": {"thread_id": journal.dir.name},
         "recursion_limit": recursion_limit(total, context.wave),
     }
-    left = total - len(context.done)
-    view = console.ProgressView(left, title=f"fixing {left} files", enabled=progress)
-    try:
-        async with checkpoints.open_saver(journal, checkpointer) as saver:
-            graph = compile_graph(saver)
-            resumed = await saver.aget_tuple(config) is not None
-            start = None if resumed else initial_state(total)
-            with view, journal.events_file.open("a", encoding="utf-8") as log:
-                # astream is an async generator: closing it cancels and awaits the graph's
-                # tasks, so no unit outlives an interrupted run.
-                stream = cast(
-                    AsyncGenerator[Any, None],
-                    graph.astream(start, config, context=context, stream_mode="custom"),
-                )
-                try:
-                    async with contextlib.aclosing(stream):
-                        async for event in stream:
-                            if isinstance(event, UnitEvent):
-                                view.handle(event)
-                                log.write(json.dumps(event.to_json()) + "\n")
-                except asyncio.CancelledError:
-                    return "interrupted"
-    except (OSError, ValueError, sqlite3.Error) as exc:
-        raise RepositoryError(f"the run's journal in {journal.dir} cannot be used: {exc}") from exc
-    return "completed"
+    async with checkpoints.open_saver(journal, checkpointer) as saver:
+        graph = compile_graph(saver)
+        resumed = await saver.aget_tuple(config) is not None
+        start = None if resumed else initial_state(total)
+        # astream is an async generator: closing it cancels and awaits the graph's tasks, so
+        # no unit outlives an interrupted run.
+        stream = cast(
+            AsyncGenerator[Any, None],
+            graph.astream(start, config, context=context, stream_mode="custom"),
+        )
+        async with contextlib.aclosing(stream):
+            async for event in stream:
+                if isinstance(event, UnitEvent):
+                    show(event)
+
+
+def _load_workflow(checkpointer: str | None) -> None:
+    """Import the workflow and the run's checkpointer: LangGraph, about a second."""
+    importlib.import_module("stomper.workflow.graph")
+    checkpoints.load_saver(checkpointer)
 
 
 def report(

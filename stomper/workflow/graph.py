@@ -10,16 +10,15 @@ Measured facts this shape follows (see DESIGN.md): the concurrency cap is a sema
 taken inside ``process_unit``, not ``max_concurrency`` (which holds back checkpoint saves);
 Send payloads carry a unit index only; no step holds more than one wave of Sends, because
 a step's cost grows with the square of its Sends; and the state stays small because the
-SQLite checkpointer stores all of it at every step. Results go to the run's journal.
+SQLite checkpointer stores all of it at every step. Results go to the run's journal. The
+first units may have begun before this module loaded (:mod:`stomper.workflow.context`):
+``process_unit`` takes them over.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import operator
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -28,10 +27,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from stomper.events import Phase, UnitEvent
-from stomper.unit import Unit, UnitResult
-from stomper.workflow.pipeline import Pipeline
-
-WAVE = 256
+from stomper.workflow.context import RunContext, produce
 
 
 class RunState(TypedDict):
@@ -45,42 +41,6 @@ class RunState(TypedDict):
 
 class UnitInput(TypedDict):
     unit: int
-
-
-@dataclass
-class Gauge:
-    """Counts the units running now and the most that ever ran at once."""
-
-    running: int = 0
-    peak: int = 0
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        try:
-            yield
-        finally:
-            self.running -= 1
-
-
-@dataclass
-class RunContext:
-    """What the graph's nodes share for one run; made per run, never at module level."""
-
-    units: Sequence[Unit]
-    pipeline: Pipeline
-    limit: asyncio.Semaphore
-    record: Callable[[UnitResult], None]
-    wave: int = WAVE
-    done: frozenset[str] = frozenset()
-    """Paths of units finished before a resume: never worked again."""
-    gauge: Gauge = field(default_factory=Gauge)
-
-
-def wave_size(parallel: int) -> int:
-    """A whole number of rounds of ``parallel`` units, about WAVE Sends."""
-    return parallel * max(1, WAVE // parallel)
 
 
 def fan_out(state: RunState, *, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -107,10 +67,13 @@ async def process_unit(state: UnitInput, *, runtime: Runtime[RunContext]) -> dic
         write(UnitEvent(unit.path, phase, ctx.gauge.running))
 
     # The limit counts units being worked on; a unit waiting for its turn to land needs no
-    # workspace and no agent, so it gives its place to the next one.
-    async with ctx.limit:
-        with ctx.gauge.hold():
-            produced = await ctx.pipeline.produce(unit, emit)
+    # workspace and no agent, so it gives its place to the next one. A unit begun while the
+    # workflow loaded is taken over where it stands.
+    begun = ctx.begun.pop(state["unit"], None)
+    if begun is None:
+        produced = await produce(ctx, state["unit"], write)
+    else:
+        produced = await begun
     try:
         result = await ctx.pipeline.land(produced, emit)
     except asyncio.CancelledError:

@@ -1,0 +1,101 @@
+"""A run's first units begin while LangGraph loads, and a run stopped then leaves nothing.
+
+Each test runs ``stomper fix`` in a fresh interpreter that holds LangGraph's import back
+until an agent has been called (an import hook waits at the ``langgraph`` package): a run
+that waited for LangGraph before its first unit would wait out the hook's timeout, and its
+agent would then find LangGraph loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from stomper.report import EXIT_INTERRUPTED
+from stomper.testing.repos import module
+from tests.conftest import sh
+
+HELD = """\
+import asyncio, json, os, signal, sys, threading
+from stomper.cli import main
+from stomper.testing.agents import Instant
+
+released = threading.Event()
+seen = []
+
+
+class HoldLangGraph:
+    def find_spec(self, name, path=None, target=None):
+        if name == "langgraph":
+            released.wait(20)
+        return None
+
+
+class Probe(Instant):
+    async def fix(self, task):
+        seen.append("langgraph" in sys.modules and "langgraph.graph.state" in sys.modules)
+        if sys.argv[3] == "interrupt":
+            if len(seen) == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+            try:
+                await asyncio.sleep(20)
+            finally:
+                released.set()
+        released.set()
+        return await super().fix(task)
+
+
+def agent(settings):
+    return Probe()
+
+
+assert "langgraph" not in sys.modules
+sys.meta_path.insert(0, HoldLangGraph())
+argv = ["fix", "--repo", sys.argv[1], "--no-progress", "--json", "--agent", "__main__:agent"]
+code = main(argv)
+with open(sys.argv[2], "w") as out:
+    json.dump({"code": code, "langgraph_loaded_at_each_call": seen}, out)
+"""
+
+
+def held_run(repo: Path, outcome: Path, mode: str) -> tuple[dict[str, object], dict[str, object]]:
+    """Run ``stomper fix --json`` under the hold; what the child saw, and the run's report."""
+    done = subprocess.run(
+        [sys.executable, "-c", HELD, str(repo), str(outcome), mode],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert outcome.exists(), done.stderr
+    return json.loads(outcome.read_text()), json.loads(done.stdout)
+
+
+def test_the_first_units_are_worked_while_langgraph_loads(make, tmp_path) -> None:
+    repo = make({f"m{number}.py": module(["F401"]) for number in range(6)})
+    seen, report = held_run(repo, tmp_path / "seen.json", "fix")
+    assert seen["code"] == 0
+    calls = seen["langgraph_loaded_at_each_call"]
+    assert isinstance(calls, list) and len(calls) == 6
+    # The first wave of four (the default limit) began before LangGraph was there.
+    assert calls[:4] == [False] * 4
+    totals = report["totals"]
+    assert isinstance(totals, dict) and totals["fixed"] == 6 and totals["commits"] == 6
+
+
+def test_a_run_stopped_while_langgraph_loads_leaves_no_unit_behind(make, tmp_path) -> None:
+    repo = make({f"m{number}.py": module(["F401"]) for number in range(6)})
+    head = sh(repo, "rev-parse", "HEAD")
+    seen, report = held_run(repo, tmp_path / "seen.json", "interrupt")
+    assert seen["code"] == EXIT_INTERRUPTED
+    assert report["status"] == "interrupted"
+    totals = report["totals"]
+    assert isinstance(totals, dict) and totals["units"] == 0 and totals["commits"] == 0
+    state = repo / ".git" / "stomper"
+    (run_dir,) = (state / "runs").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    assert not (state / "worktrees" / run_dir.name).exists()
+    assert sh(repo, "rev-parse", "HEAD") == head
+    assert sh(repo, "status", "--porcelain") == ""
