@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import harness, landing, llm, overhead, real, scale, scaling
+from bench import harness, landing, llm, overhead, real, scale, scaling, startup
 
 BENCHMARKS = {
     "scaling": scaling,
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "landing": landing,
     "llm": llm,
     "real": real,
+    "startup": startup,
 }
 # Run only when named: it downloads real projects the first time and takes minutes.
 NAMED_ONLY = {"real"}
@@ -41,6 +42,7 @@ QUICK: dict[str, dict[str, object]] = {
     "landing": {"commits": 20, "files": "50,200"},
     "llm": {"units": 16, "seconds": 0.2, "parallel": "1,8,16"},
     "real": {"parallel": "4"},
+    "startup": {"files": 20, "runs": 1},
 }
 
 

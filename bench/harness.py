@@ -58,6 +58,9 @@ class FixRun:
     wall time, hardly changed by other work sharing the machine."""
     load: float
     """The one-minute load average when the run ended: other work shows here."""
+    spawned: float
+    """When the child was started, by the wall clock (``time.time()``) that stamps the
+    events of the run's ops log."""
 
     @property
     def run_dir(self) -> Path:
@@ -155,6 +158,7 @@ def run_fix(
             "--no-progress",
             *args,
         ]
+        spawned = time.time()
         started = time.monotonic()
         child = subprocess.Popen(argv, stdout=out, stderr=err, env=child_env(env))
         _, status, usage = os.wait4(child.pid, 0)
@@ -179,6 +183,7 @@ def run_fix(
         own_rss_kb,
         usage.ru_utime + usage.ru_stime,
         os.getloadavg()[0],
+        spawned,
     )
 
 
