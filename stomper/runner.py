@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import json
 import sqlite3
@@ -197,6 +198,9 @@ async def _run_graph(
     # thread cannot be stopped: a run stopped meanwhile ends once the import has (asyncio.run
     # waits for its executor's threads), and what the import raised is raised here.
     await asyncio.to_thread(_load_workflow, checkpointer)
+    # What it loaded lives as long as the run, as what the command line froze at its start
+    # does: the collector need not scan it again and again (bench/RESULTS.md, startup).
+    gc.freeze()
     from stomper.workflow.graph import compile_graph, initial_state, recursion_limit
 
     total = len(context.units)
