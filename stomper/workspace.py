@@ -308,16 +308,16 @@ class Workspaces:
         The first unit to ask checks the files of every unit of the run at that base, in
         one call of the tool in its own tree; the others wait for that, and take their part.
         """
+        paths = self._paths.get(unit.base, [])
+        if unit.path not in paths:  # a unit the run was not told of: checked alone
+            return await space.collect_tree(collector, [unit.path])
         key = (collector.name, unit.base)
         async with self._baselining:
             if key not in self._baselines:
-                paths = self._paths.get(unit.base) or [unit.path]
                 by_path: dict[str, list[Diagnostic]] = {}
                 for diag in await space.collect_tree(collector, paths):
                     by_path.setdefault(diag.path, []).append(diag)
                 self._baselines[key] = by_path
-        if unit.path not in self._paths.get(unit.base, ()):
-            return await space.collect_tree(collector, [unit.path])
         return list(self._baselines[key].get(unit.path, ()))
 
     async def aclose(self) -> None:

@@ -24,8 +24,8 @@ class AutofixAgent:
     name = "autofix"
     needs_tree = False
     deterministic = True
-    tools = frozenset({"ruff"})
     """The same file gives the same fixes: an attempt is repeated only with new input."""
+    tools = frozenset({"ruff"})
 
     def __init__(
         self, *, unsafe_fixes: bool = False, select: Sequence[str] = (), ignore: Sequence[str] = ()
@@ -161,8 +161,8 @@ class AutofixAgent:
         return self._safe_folders[folder]
 
 
-def _marker(diag: Diagnostic) -> bytes:
-    return f"  # noqa: {diag.code}".encode()
+def _marker(code: str) -> bytes:
+    return f"  # noqa: {code}".encode()
 
 
 def _mark(source: bytes, findings: Sequence[Diagnostic]) -> bytes | None:
@@ -171,7 +171,7 @@ def _mark(source: bytes, findings: Sequence[Diagnostic]) -> bytes | None:
     or a source that holds such a comment of its own."""
     lines = source.splitlines(keepends=True)
     for diag in findings:
-        marker = _marker(diag)
+        marker = _marker(diag.code)
         if marker in source or not 0 < diag.line <= len(lines) or b"#" in lines[diag.line - 1]:
             return None
         line = lines[diag.line - 1]
@@ -184,7 +184,7 @@ def _unmark(fixed: bytes, findings: Sequence[Diagnostic]) -> bytes | None:
     """``fixed`` without the comments :func:`_mark` put in; None unless each is found whole
     at the end of a line, as many times as it was put in."""
     for code in {diag.code for diag in findings}:
-        marker = _marker(Diagnostic("ruff", code, "", "", 0))
+        marker = _marker(code)
         wanted = sum(1 for diag in findings if diag.code == code)
         pattern = re.compile(re.escape(marker) + rb"(?=\r\n|\r|\n|$)")
         fixed, found = pattern.subn(b"", fixed)
