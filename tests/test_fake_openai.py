@@ -230,20 +230,35 @@ def test_throughput_latency_queues_beyond_its_slots() -> None:
     assert 0.55 <= elapsed < 3
     assert latency.peak_busy == 2
     assert stats.peak_in_service >= 3
+    # Three rounds of two, from the first arrival to the last answer.
+    assert latency.served == 6
+    assert 0.55 <= latency.serving_s() <= elapsed
 
 
 def test_fixed_and_random_latency() -> None:
     closing = threading.Event()
     started = time.monotonic()
-    FixedLatency(0.05).wait(closing)
+    assert FixedLatency(0.05).serve(closing, lambda: "answer") == "answer"
     assert time.monotonic() - started >= 0.05
     one, two = RandomLatency(0, 0.02, seed=5), RandomLatency(0, 0.02, seed=5)
     draws = [one.draw() for _ in range(5)]
     assert draws == [two.draw() for _ in range(5)]
     assert all(0 <= seconds <= 0.02 for seconds in draws) and len(set(draws)) == 5
     started = time.monotonic()
-    RandomLatency(0.03, 0.04).wait(closing)
+    RandomLatency(0.03, 0.04).serve(closing, lambda: None)
     assert time.monotonic() - started >= 0.03
+
+
+def test_an_answer_is_made_within_its_latency_not_after_it() -> None:
+    """As a model's time holds the making of its answer, the fake's does: the answer is made
+    as the request is served, and the latency's rest is waited out after it."""
+    for latency in (FixedLatency(30), ThroughputLatency(slots=1, seconds=30)):
+        closing, made = threading.Event(), threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(latency.serve, closing, lambda made=made: made.set() or "fix")
+            assert made.wait(10), latency  # not 30 s from now
+            closing.set()
+            assert answer.result(timeout=10) == "fix"
 
 
 def test_a_hang_is_let_go_when_the_server_closes() -> None:

@@ -31,13 +31,13 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from stomper.agents.edits import ANSWER_FORMAT, WHOLE_FILE_FORMAT
 from stomper.diagnostics.ruff import ruff_binary
@@ -105,12 +105,26 @@ class FaultPolicy:
     or ``ECHO_MODELS``."""
 
 
-class Latency(Protocol):
-    """How long a good answer takes; blocks the request's own thread."""
+T = TypeVar("T")
 
-    def wait(self, closing: threading.Event) -> None:
-        """Wait for the answer to be ready; return early once ``closing`` is set."""
+
+class Latency(Protocol):
+    """How long a good answer takes; blocks the request's own thread. The answer is made
+    within that time, as a model's is, not after it."""
+
+    def serve(self, closing: threading.Event, make: Callable[[], T]) -> T:
+        """``make()`` the answer and wait out the rest of its time; once ``closing`` is set,
+        without waiting."""
         ...
+
+
+def _within(seconds: float, closing: threading.Event, make: Callable[[], T]) -> T:
+    started = time.monotonic()
+    answer = make()
+    rest = seconds - (time.monotonic() - started)
+    if rest > 0:
+        closing.wait(rest)
+    return answer
 
 
 @dataclass(frozen=True)
@@ -119,9 +133,8 @@ class FixedLatency:
 
     seconds: float = 0.0
 
-    def wait(self, closing: threading.Event) -> None:
-        if self.seconds > 0:
-            closing.wait(self.seconds)
+    def serve(self, closing: threading.Event, make: Callable[[], T]) -> T:
+        return _within(self.seconds, closing, make)
 
 
 class RandomLatency:
@@ -138,8 +151,8 @@ class RandomLatency:
         with self._lock:
             return self._random.uniform(self.low, self.high)
 
-    def wait(self, closing: threading.Event) -> None:
-        closing.wait(self.draw())
+    def serve(self, closing: threading.Event, make: Callable[[], T]) -> T:
+        return _within(self.draw(), closing, make)
 
 
 class ThroughputLatency:
@@ -153,20 +166,41 @@ class ThroughputLatency:
         self._lock = threading.Lock()
         self.busy = 0
         self.peak_busy = 0
+        self.served = 0
+        """Answers made and waited out in a slot."""
+        self.first_arrival: float | None = None
+        """When the first request arrived (``time.monotonic()``)."""
+        self.last_answer: float | None = None
+        """When the last answer was ready."""
 
-    def wait(self, closing: threading.Event) -> None:
+    def serve(self, closing: threading.Event, make: Callable[[], T]) -> T:
+        with self._lock:
+            if self.first_arrival is None:
+                self.first_arrival = time.monotonic()
         while not self._free.acquire(timeout=0.05):
             if closing.is_set():
-                return
+                return make()
         try:
             with self._lock:
                 self.busy += 1
                 self.peak_busy = max(self.peak_busy, self.busy)
-            closing.wait(self.seconds)
+            answer = _within(self.seconds, closing, make)
+            with self._lock:
+                self.served += 1
+                self.last_answer = time.monotonic()
+            return answer
         finally:
             with self._lock:
                 self.busy -= 1
             self._free.release()
+
+    def serving_s(self) -> float:
+        """Seconds from the first request's arrival to the last answer: the time the server
+        was asked to be busy."""
+        with self._lock:
+            if self.first_arrival is None or self.last_answer is None:
+                return 0.0
+            return self.last_answer - self.first_arrival
 
 
 @dataclass(frozen=True)
@@ -412,6 +446,9 @@ class _Server(ThreadingHTTPServer):
     # Handler threads are joined on close, so a test never ends with one still running.
     daemon_threads = False
     block_on_close = True
+    # socketserver listens with a backlog of 5: a client opening more connections at once
+    # than that has the rest dropped and retried a second later, which no real server does.
+    request_queue_size = 1024
 
     def __init__(
         self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], fake: FakeOpenAI
@@ -513,9 +550,9 @@ class _Handler(BaseHTTPRequestHandler):
             fake._count(fault, 0, 0)
             fake._closing.wait(fake.hang_seconds)
             return
-        fake.latency.wait(fake._closing)
         authorization = self.headers.get("Authorization") or ""
-        answer = fake._answer(prompt, fault, key=authorization.removeprefix("Bearer "))
+        key = authorization.removeprefix("Bearer ")
+        answer = fake.latency.serve(fake._closing, lambda: fake._answer(prompt, fault, key=key))
         tokens_out = len(answer) // 4 + 1
         fake._count(fault, tokens_in, tokens_out)
         usage: dict[str, object] = {
