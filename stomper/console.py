@@ -125,7 +125,8 @@ class ProgressView:
     def _counts(self) -> tuple[Text, Text]:
         phases = list(self.phase_of.values())
         flight = {
-            "queued": self.total - self.done - len(phases),
+            # Isolated and waiting for an agent is queued, as far as the user can tell.
+            "queued": self.total - self.done - len(phases) + phases.count(Phase.WAITING),
             "working": sum(1 for phase in phases if phase in (Phase.ISOLATING, Phase.AGENT)),
             "verifying": phases.count(Phase.VERIFYING),
             "landing": phases.count(Phase.LANDING),

@@ -13,6 +13,8 @@ from stomper import redaction
 class Phase(StrEnum):
     QUEUED = "queued"
     ISOLATING = "isolating"
+    WAITING = "waiting"
+    """Isolated, waiting for one of the N agents' places."""
     AGENT = "agent"
     VERIFYING = "verifying"
     LANDING = "landing"
@@ -24,7 +26,7 @@ class UnitEvent:
     path: str
     phase: Phase
     running: int
-    """Units running at the moment of the event, as the workflow counts them."""
+    """Agent calls in flight at the moment of the event (at most ``-j N``)."""
     status: str | None = None
     reason: str | None = None
     commit: str | None = None

@@ -28,6 +28,7 @@ from stomper.repository import Repository
 from stomper.tripwire import Tripwire
 from stomper.unit import Unit, UnitResult
 from stomper.workflow.context import RunContext, head_start, wave_size
+from stomper.workflow.limit import Limit
 from stomper.workflow.pipeline import Pipeline, Policy
 from stomper.workspace import Workspaces
 
@@ -82,11 +83,12 @@ async def execute(
 ) -> Outcome:
     """Work ``units`` (those in ``done`` are skipped), land them, and always clean up."""
     settings = run.settings
-    # One worktree a unit running at once, and one for the tests at the base.
+    limit = Limit(settings.max_parallel_files)
+    # One worktree a unit worked at once, and one for the tests at the base.
     workspaces = Workspaces(
         run.repo.root,
         run.repo.state.worktrees(run.run_id),
-        pool_size=settings.max_parallel_files + 1,
+        pool_size=limit.units + 1,
     )
     lander = None
     if not run.dry_run:
@@ -118,7 +120,7 @@ async def execute(
         quarantine = journal.dir / "quarantine"
         tripwire = Tripwire(repo.root, repo.git_dir, repo.common_dir, run.target_ref, quarantine)
     pipeline = Pipeline(
-        run.run_id, workspaces, agent, collectors, lander, policy, gate, tree, tripwire
+        run.run_id, workspaces, agent, collectors, lander, policy, gate, tree, tripwire, limit
     )
     results: list[UnitResult] = []
 
@@ -126,13 +128,11 @@ async def execute(
         results.append(result)
         journal.record(result)
 
-    parallel = settings.max_parallel_files
     context = RunContext(
         units=units,
         pipeline=pipeline,
-        limit=asyncio.Semaphore(parallel),
         record=record,
-        wave=wave_size(parallel),
+        wave=wave_size(limit.units),
         done=frozenset(done),
     )
     status = "failed"
@@ -147,7 +147,7 @@ async def execute(
             journal,
             checkpointer=settings.checkpointer,
             progress=progress,
-            head=parallel,
+            head=limit.units,
         )
         if tripwire is not None:
             await tripwire.final()
@@ -161,7 +161,7 @@ async def execute(
         workspaces.close()
         journal.index_file.unlink(missing_ok=True)
         journal.update(status=status, finished=time.time())
-    return Outcome(tuple(results), status, context.gauge.peak)
+    return Outcome(tuple(results), status, limit.peak)
 
 
 async def _drive(

@@ -67,6 +67,59 @@ class Exploding:
         return await AutofixAgent().fix(task)
 
 
+# The project's tests, as a unit's check: at the base they pass; with a unit's change they
+# pass once the marker exists (the run's third agent call has begun), and fail if it never
+# comes.
+WAIT_FOR_MARKER = """\
+import pathlib
+import sys
+import time
+
+base = pathlib.Path("base.txt").read_text()
+if all(path.read_text() == base for path in pathlib.Path().glob("m*.py")):
+    sys.exit(0)
+marker = pathlib.Path(sys.argv[1])
+for _ in range(400):
+    if marker.exists():
+        sys.exit(0)
+    time.sleep(0.05)
+sys.exit("the third agent call never began")
+"""
+
+
+class MarkingThirdCall:
+    """autofix, writing ``marker`` when its third call begins."""
+
+    name = "marking"
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+        self.calls = 0
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        self.calls += 1
+        if self.calls == 3:
+            self.marker.write_text("begun\n")
+        return await AutofixAgent().fix(task)
+
+
+def test_a_unit_gives_its_agents_place_up_while_it_is_checked(make, tmp_path) -> None:
+    """With -j 2 the third unit's agent is called while the first two units are checked:
+    their checks (the tests, a real child process) wait for that call to begin. A unit that
+    kept its agent's place while checked would keep the third call waiting for good."""
+    marker = tmp_path / "third-call"
+    files = {f"m{i}.py": module(["F401"]) for i in range(3)}
+    repo = make({**files, "base.txt": module(["F401"]), "check.py": WAIT_FOR_MARKER})
+    request = FixRequest(cwd=repo, progress=False)
+    settings = Settings(max_parallel_files=2, test_cmd=f"{sys.executable} check.py {marker}")
+    report = asyncio.run(run_fix(request, settings, agent=MarkingThirdCall(marker)))
+
+    assert sorted((r.path, r.status.value) for r in report.results) == [
+        (path, "fixed") for path in sorted(files)
+    ], [r.reason for r in report.results]
+    assert report.metrics.peak_concurrency == 2
+
+
 def assert_clean(repo: Path) -> None:
     assert sh(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     state = repo / ".git" / "stomper"
@@ -118,12 +171,13 @@ def test_sigterm_stops_the_run_cleanly_and_the_next_run_succeeds(make) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         running = [p for p in worktrees.glob("*/*") if p.is_dir()] if worktrees.exists() else []
-        if len(running) == 4:
+        # Four at the agent, and as many isolated, waiting for one of the four places.
+        if len(running) == 8:
             break
         time.sleep(0.1)
     else:
         child.kill()
-        raise AssertionError("the run never had four units in flight")
+        raise AssertionError("the run never had eight units in flight")
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err.decode()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from stomper.events import Phase, UnitEvent
@@ -23,34 +23,15 @@ WAVE = 256
 
 
 @dataclass
-class Gauge:
-    """Counts the units running now and the most that ever ran at once."""
-
-    running: int = 0
-    peak: int = 0
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        try:
-            yield
-        finally:
-            self.running -= 1
-
-
-@dataclass
 class RunContext:
     """What the graph's nodes share for one run; made per run, never at module level."""
 
     units: Sequence[Unit]
     pipeline: Pipeline
-    limit: asyncio.Semaphore
     record: Callable[[UnitResult], None]
     wave: int = WAVE
     done: frozenset[str] = frozenset()
     """Paths of units finished before a resume: never worked again."""
-    gauge: Gauge = field(default_factory=Gauge)
     begun: dict[int, asyncio.Task[Produced]] = field(default_factory=dict)
     """Units produced ahead of the graph, by index: ``process_unit`` takes each over."""
 
@@ -61,15 +42,16 @@ def wave_size(parallel: int) -> int:
 
 
 async def produce(ctx: RunContext, index: int, emit: Callable[[UnitEvent], None]) -> Produced:
-    """Produce unit ``index`` within the run's limit: the part of a unit the limit counts."""
+    """Produce unit ``index`` holding a place among the units worked: the part of a unit
+    the run's limit counts (its agent calls take the agents' places within it)."""
     unit = ctx.units[index]
+    limit = ctx.pipeline.limit
 
     def phase(name: Phase) -> None:
-        emit(UnitEvent(unit.path, name, ctx.gauge.running))
+        emit(UnitEvent(unit.path, name, limit.calling))
 
-    async with ctx.limit:
-        with ctx.gauge.hold():
-            return await ctx.pipeline.produce(unit, phase)
+    async with limit.unit():
+        return await ctx.pipeline.produce(unit, phase)
 
 
 @contextlib.asynccontextmanager

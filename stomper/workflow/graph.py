@@ -64,7 +64,7 @@ async def process_unit(state: UnitInput, *, runtime: Runtime[RunContext]) -> dic
     write = runtime.stream_writer
 
     def emit(phase: Phase) -> None:
-        write(UnitEvent(unit.path, phase, ctx.gauge.running))
+        write(UnitEvent(unit.path, phase, ctx.pipeline.limit.calling))
 
     # The limit counts units being worked on; a unit waiting for its turn to land needs no
     # workspace and no agent, so it gives its place to the next one. A unit begun while the
@@ -88,7 +88,7 @@ async def process_unit(state: UnitInput, *, runtime: Runtime[RunContext]) -> dic
         UnitEvent(
             unit.path,
             Phase.DONE,
-            ctx.gauge.running,
+            ctx.pipeline.limit.calling,
             result.status.value,
             result.reason,
             result.commit,

@@ -18,6 +18,7 @@ from stomper.landing import Lander, LandingRefused, commit_message
 from stomper.tripwire import Breach, Tripwire
 from stomper.unit import LANDABLE, Patch, Status, Unit, UnitResult
 from stomper.verify import Verdict, counted, describe, judge
+from stomper.workflow.limit import Limit
 from stomper.workspace import NotRegular, Space, Workspaces
 
 Emit = Callable[[Phase], None]
@@ -61,10 +62,13 @@ class Pipeline:
     tripwire: Tripwire | None = None
     """Watches the user's repository around each agent call, for an agent that runs
     without a sandbox."""
+    limit: Limit = field(default_factory=lambda: Limit(1))
+    """Each agent call takes one of its places (the units' own places are the caller's)."""
 
     async def produce(self, unit: Unit, emit: Emit) -> Produced:
         """Work ``unit`` to a patch ready to land, or to its final result; a failure of the
-        unit is a result, never a raise. This is the part the run's limit counts."""
+        unit is a result, never a raise. The caller holds the unit's place among those
+        worked; each agent call takes one of the agents' places, for the call alone."""
         started = time.monotonic()
         producing = self.lander.producing() if self.lander else contextlib.nullcontext()
         try:
@@ -169,25 +173,34 @@ class Pipeline:
         deadline = time.monotonic() + self.policy.agent_timeout
         for attempt in range(1, self.policy.max_attempts + 1):
             spent = attempt
-            emit(Phase.AGENT)
-            started = time.monotonic()
             outcome: AgentOutcome | None = None
             timed_out = False
-            try:
-                task = AgentTask(unit, space.root, attempt, feedback, config_path, introduced)
-                outcome = await self._call_agent(task, deadline)
-            except AttemptFailed as failed:
-                tokens_in += failed.tokens_in
-                tokens_out += failed.tokens_out
-                touched, feedback = True, failed.feedback
-                reason = f"attempt {attempt}: {failed.feedback}"
-            except TimeoutError:
-                touched = timed_out = True
-                reason = f"the agent ran past {self.policy.agent_timeout:g}s on this unit"
-            except Breach as breach:
-                refusal = breach.reason
-            finally:
-                agent_s += time.monotonic() - started
+            if self.limit.waiting():
+                emit(Phase.WAITING)
+            waiting = time.monotonic()
+            async with self.limit.call():
+                started = time.monotonic()
+                # The wait for an agent's place is no time of the agent's.
+                deadline += started - waiting
+                emit(Phase.AGENT)
+                try:
+                    task = AgentTask(unit, space.root, attempt, feedback, config_path, introduced)
+                    outcome = await self._call_agent(task, deadline)
+                except AttemptFailed as failed:
+                    tokens_in += failed.tokens_in
+                    tokens_out += failed.tokens_out
+                    touched, feedback = True, failed.feedback
+                    reason = f"attempt {attempt}: {failed.feedback}"
+                except TimeoutError:
+                    touched = timed_out = True
+                    reason = f"the agent ran past {self.policy.agent_timeout:g}s on this unit"
+                except Breach as breach:
+                    refusal = breach.reason
+                finally:
+                    agent_s += time.monotonic() - started
+            # The unit whose place this was starts its call before this one's checks take
+            # the event loop: N calls stay in flight.
+            await asyncio.sleep(0)
             refusal = refusal or space.tampered()
             if refusal is not None:
                 await space.restore(unit, original)
