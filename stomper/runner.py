@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import importlib.util
 import json
 import sqlite3
 import time
@@ -197,6 +198,7 @@ async def _run_graph(
     # The units begun meanwhile work on the event loop while LangGraph loads in a thread. A
     # thread cannot be stopped: a run stopped meanwhile ends once the import has (asyncio.run
     # waits for its executor's threads), and what the import raised is raised here.
+    _import_what_others_look_for()
     await asyncio.to_thread(_load_workflow, checkpointer)
     # What it loaded lives as long as the run, as what the command line froze at its start
     # does: the collector need not scan it again and again (bench/RESULTS.md, startup).
@@ -222,6 +224,19 @@ async def _run_graph(
             async for event in stream:
                 if isinstance(event, UnitEvent):
                     show(event)
+
+
+# Modules the workflow's import brings in that libraries the units run look for in
+# ``sys.modules`` and use when found: openai does so with httpx on every request, and found
+# it half imported by the loading thread (an AttributeError failed the unit). Imported
+# first, in the event loop's thread, they are never seen half made (httpx: about 20 ms).
+_LOOKED_FOR = ("httpx",)
+
+
+def _import_what_others_look_for() -> None:
+    for name in _LOOKED_FOR:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
 
 
 def _load_workflow(checkpointer: str | None) -> None:

@@ -1,4 +1,5 @@
-"""A run's first units begin while LangGraph loads, and a run stopped then leaves nothing.
+"""A run's first units begin while LangGraph loads, a run stopped then leaves nothing, and
+what the loading imports is never seen half made by the units' libraries.
 
 Each test runs ``stomper fix`` in a fresh interpreter that holds LangGraph's import back
 until an agent has been called (an import hook waits at the ``langgraph`` package): a run
@@ -99,3 +100,68 @@ def test_a_run_stopped_while_langgraph_loads_leaves_no_unit_behind(make, tmp_pat
     assert not (state / "worktrees" / run_dir.name).exists()
     assert sh(repo, "rev-parse", "HEAD") == head
     assert sh(repo, "status", "--porcelain") == ""
+
+
+# LangGraph's import is held inside httpx's own (httpx is in sys.modules, still being made)
+# until the first agent call has looked at it the way openai does on every request.
+HALF_IMPORTED = """\
+import asyncio, json, sys, threading
+from stomper.cli import main
+from stomper.testing.agents import Instant
+
+inside_httpx = threading.Event()
+looked = threading.Event()
+seen = []
+
+
+class HoldInsideHttpx:
+    def find_spec(self, name, path=None, target=None):
+        if name == "httpx._models":
+            inside_httpx.set()
+            looked.wait(20)
+        return None
+
+
+def half_made(name):
+    return getattr(getattr(sys.modules.get(name), "__spec__", None), "_initializing", False)
+
+
+class LooksForHttpx(Instant):
+    async def fix(self, task):
+        for _ in range(400):  # until the loading is inside httpx, or done
+            workflow = "stomper.workflow.graph"
+            if inside_httpx.is_set() or (workflow in sys.modules and not half_made(workflow)):
+                break
+            await asyncio.sleep(0.05)
+        seen.append("half" if half_made("httpx") else "whole")
+        looked.set()
+        return await super().fix(task)
+
+
+def agent(settings):
+    return LooksForHttpx()
+
+
+assert "httpx" not in sys.modules
+sys.meta_path.insert(0, HoldInsideHttpx())
+argv = ["fix", "--repo", sys.argv[1], "--no-progress", "--json", "--agent", "__main__:agent"]
+code = main(argv)
+with open(sys.argv[2], "w") as out:
+    json.dump({"code": code, "httpx_at_each_call": seen}, out)
+"""
+
+
+def test_a_unit_never_sees_a_module_the_workflow_is_still_importing(make, tmp_path) -> None:
+    repo = make({f"m{number}.py": module(["F401"]) for number in range(3)})
+    outcome = tmp_path / "seen.json"
+    done = subprocess.run(
+        [sys.executable, "-c", HALF_IMPORTED, str(repo), str(outcome)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert outcome.exists(), done.stderr
+    seen = json.loads(outcome.read_text())
+    assert seen["code"] == 0
+    assert seen["httpx_at_each_call"] == ["whole"] * 3
