@@ -18,7 +18,17 @@ from stomper.report import EXIT_INTERRUPTED
 from stomper.testing.repos import module
 from tests.conftest import sh
 
-HELD = """\
+# Each script below ends so: ``stomper fix`` with its agent, and what the agent saw at each
+# call (``seen``) written where the test reads it.
+RUN_AND_RECORD = """
+argv = ["fix", "--repo", sys.argv[1], "--no-progress", "--json", "--agent", "__main__:agent"]
+code = main(argv)
+with open(sys.argv[2], "w") as out:
+    json.dump({"code": code, "seen": seen}, out)
+"""
+
+HELD = (
+    """\
 import asyncio, json, os, signal, sys, threading
 from stomper.cli import main
 from stomper.testing.agents import Instant
@@ -54,31 +64,35 @@ def agent(settings):
 
 assert "langgraph" not in sys.modules
 sys.meta_path.insert(0, HoldLangGraph())
-argv = ["fix", "--repo", sys.argv[1], "--no-progress", "--json", "--agent", "__main__:agent"]
-code = main(argv)
-with open(sys.argv[2], "w") as out:
-    json.dump({"code": code, "langgraph_loaded_at_each_call": seen}, out)
 """
+    + RUN_AND_RECORD
+)
 
 
-def held_run(repo: Path, outcome: Path, mode: str) -> tuple[dict[str, object], dict[str, object]]:
-    """Run ``stomper fix --json`` under the hold; what the child saw, and the run's report."""
+def run_script(script: str, repo: Path, outcome: Path, *args: str) -> tuple[dict[str, object], str]:
+    """Run one of the scripts above on ``repo``; what its agent saw, and its stdout."""
     done = subprocess.run(
-        [sys.executable, "-c", HELD, str(repo), str(outcome), mode],
+        [sys.executable, "-c", script, str(repo), str(outcome), *args],
         capture_output=True,
         text=True,
         timeout=90,
         check=False,
     )
     assert outcome.exists(), done.stderr
-    return json.loads(outcome.read_text()), json.loads(done.stdout)
+    return json.loads(outcome.read_text()), done.stdout
+
+
+def held_run(repo: Path, outcome: Path, mode: str) -> tuple[dict[str, object], dict[str, object]]:
+    """Run ``stomper fix --json`` under the hold; what the child saw, and the run's report."""
+    seen, stdout = run_script(HELD, repo, outcome, mode)
+    return seen, json.loads(stdout)
 
 
 def test_the_first_units_are_worked_while_langgraph_loads(make, tmp_path) -> None:
     repo = make({f"m{number}.py": module(["F401"]) for number in range(6)})
     seen, report = held_run(repo, tmp_path / "seen.json", "fix")
     assert seen["code"] == 0
-    calls = seen["langgraph_loaded_at_each_call"]
+    calls = seen["seen"]  # whether LangGraph was loaded, at each call
     assert isinstance(calls, list) and len(calls) == 6
     # The first wave of four (the default limit) began before LangGraph was there.
     assert calls[:4] == [False] * 4
@@ -104,7 +118,8 @@ def test_a_run_stopped_while_langgraph_loads_leaves_no_unit_behind(make, tmp_pat
 
 # LangGraph's import is held inside httpx's own (httpx is in sys.modules, still being made)
 # until the first agent call has looked at it the way openai does on every request.
-HALF_IMPORTED = """\
+HALF_IMPORTED = (
+    """\
 import asyncio, json, sys, threading
 from stomper.cli import main
 from stomper.testing.agents import Instant
@@ -144,24 +159,13 @@ def agent(settings):
 
 assert "httpx" not in sys.modules
 sys.meta_path.insert(0, HoldInsideHttpx())
-argv = ["fix", "--repo", sys.argv[1], "--no-progress", "--json", "--agent", "__main__:agent"]
-code = main(argv)
-with open(sys.argv[2], "w") as out:
-    json.dump({"code": code, "httpx_at_each_call": seen}, out)
 """
+    + RUN_AND_RECORD
+)
 
 
 def test_a_unit_never_sees_a_module_the_workflow_is_still_importing(make, tmp_path) -> None:
     repo = make({f"m{number}.py": module(["F401"]) for number in range(3)})
-    outcome = tmp_path / "seen.json"
-    done = subprocess.run(
-        [sys.executable, "-c", HALF_IMPORTED, str(repo), str(outcome)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert outcome.exists(), done.stderr
-    seen = json.loads(outcome.read_text())
+    seen, _ = run_script(HALF_IMPORTED, repo, tmp_path / "seen.json")
     assert seen["code"] == 0
-    assert seen["httpx_at_each_call"] == ["whole"] * 3
+    assert seen["seen"] == ["whole"] * 3  # httpx, at each call
