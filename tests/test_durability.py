@@ -25,6 +25,9 @@ from stomper.testing.repos import RUFF_CONFIG, make_repo, module
 from tests.conftest import sh
 
 UNITS = 60
+# A move of the branch lands a chain of up to 16 commits, so 60 units make at least four
+# moves: the third is mid-way in every run.
+MID_WAY = 3
 
 # Counts its calls; at the STOMPER_TEST_HANG_AT-th it leaves its pid in the marker file and
 # waits, holding stomper where it waits for it until the test kills it or lets it go (by
@@ -199,11 +202,9 @@ def kill_and_resume(tmp_path: Path, repo: Path, child: subprocess.Popen[bytes], 
     ("verb", "at", "parallel", "point"),
     [
         ("agent", 1, 4, "before any landing"),
-        # A move (and its read-tree) lands a chain of up to 16 commits: 60 units make at
-        # least four.
-        ("moved", 3, 4, "mid-way, the branch moved, the checkout not yet"),
+        ("moved", MID_WAY, 4, "mid-way, the branch moved, the checkout not yet"),
         ("moved", UNITS, 1, "inside the last landing"),
-        ("read-tree", 3, 4, "mid-way, git brought the checkout along, the index not yet"),
+        ("read-tree", MID_WAY, 4, "mid-way, git brought the checkout along, the index not yet"),
         ("prune", 1, 4, "after the last landing, before the report"),
     ],
 )
@@ -265,9 +266,9 @@ def test_the_next_command_after_a_kill_mid_landing_puts_the_checkout_right(
     index lock and staged reverts behind: the next command, whichever, releases the lock
     and brings the landed files along, says so, and a new run then skips nothing."""
     repo = make_repo(tmp_path / "repo", project())
-    env = moved_hook_env(tmp_path, repo, agent_env(tmp_path), 10)
+    env = moved_hook_env(tmp_path, repo, agent_env(tmp_path), MID_WAY)
     child = stomper(repo, "fix", env=env)
-    wait_for((tmp_path / "hang" / "marker").exists, "the tenth move of the branch")
+    wait_for((tmp_path / "hang" / "marker").exists, "a move of the branch mid-way")
     child.kill()
     child.communicate(timeout=60)
     os.kill(int((tmp_path / "hang" / "marker").read_text()), signal.SIGKILL)
@@ -283,7 +284,7 @@ def test_the_next_command_after_a_kill_mid_landing_puts_the_checkout_right(
     assert not lock.exists()
     assert sh(repo, "status", "--porcelain") == ""
     assert summary["status"] == "crashed"
-    assert summary["commits"] == landed_commits_of(repo, run_id) >= 10
+    assert summary["commits"] == landed_commits_of(repo, run_id) >= MID_WAY
 
     again = stomper(repo, "fix", "--json", env=agent_env(tmp_path))
     out, err = again.communicate(timeout=300)
@@ -298,9 +299,9 @@ def test_ctrl_c_during_a_landing_counts_what_it_landed(tmp_path) -> None:
     """The landing under way when Ctrl-C comes finishes; its units are recorded, so the
     summary, the journal and `stomper runs` count what the branch holds."""
     repo = make_repo(tmp_path / "repo", project())
-    env = moved_hook_env(tmp_path, repo, agent_env(tmp_path), 5)
+    env = moved_hook_env(tmp_path, repo, agent_env(tmp_path), MID_WAY)
     child = stomper(repo, "fix", "--json", env=env)
-    wait_for((tmp_path / "hang" / "marker").exists, "the fifth move of the branch")
+    wait_for((tmp_path / "hang" / "marker").exists, "a move of the branch mid-way")
     child.send_signal(signal.SIGINT)
     time.sleep(0.5)  # the run is cancelled while the landing waits for git
     (tmp_path / "hang" / "release").touch()

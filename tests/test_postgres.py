@@ -29,6 +29,7 @@ from stomper.cli import main
 from stomper.testing.repos import make_repo, sample_project
 from tests.conftest import sh
 from tests.test_durability import (
+    MID_WAY,
     UNITS,
     agent_env,
     assert_nothing_left,
@@ -274,9 +275,9 @@ def test_sigkill_mid_run_then_resume_from_postgres(tmp_path, monkeypatch, postgr
     # The children inherit the URL through agent_env, which copies this environment.
     monkeypatch.setenv("STOMPER_CHECKPOINTER", postgres.url())
     repo = make_repo(tmp_path / "repo", project())
-    child = stomper(repo, "fix", env=moved_hook_env(tmp_path, repo, agent_env(tmp_path), 10))
+    child = stomper(repo, "fix", env=moved_hook_env(tmp_path, repo, agent_env(tmp_path), MID_WAY))
     marker = tmp_path / "hang" / "marker"
-    wait_for(marker.exists, "the tenth landing")
+    wait_for(marker.exists, "a landing mid-way")
     landed_before = set(landed_units(repo))
     calls_before = len(calls(tmp_path))
     child.send_signal(signal.SIGKILL)
