@@ -518,19 +518,22 @@ def test_the_users_commits_beside_the_landings_revert_nothing(make, tmp_path) ->
     theirs = [f"pkg/m{i:02d}.py" for i in range(30, 40)]
     patches = [patch_for(repo, path, f"VALUE = 'landed {path}'\n".encode()) for path in ours]
     done = threading.Event()
-    committed: list[str] = []
 
     def user() -> None:
         round_ = 0
         while not done.is_set():
             path = theirs[round_ % len(theirs)]
             (repo / path).write_text(f"MINE = {round_}\n")
-            added = git.git_sync(repo, "commit", "-q", "-m", "mine", "--", path, check=False)
-            if added.returncode == 0:
-                committed.append(sh(repo, "rev-parse", "HEAD").strip())
+            git.git_sync(repo, "commit", "-q", "-m", "mine", "--", path, check=False)
             round_ += 1
 
     results = beside(user, done, lambda: land_one_at_a_time(lander(repo, tmp_path), patches))
+    # The user's commits, as the branch's log has them: HEAD read after a commit of theirs
+    # may already be a landing made since.
+    log = sh(repo, "reflog", "show", "--format=%H %gs", "refs/heads/main").splitlines()
+    committed = [
+        sha for sha, said in (line.split(" ", 1) for line in log) if said == "commit: mine"
+    ]
 
     assert all(isinstance(result, Landed) for result in results), results
     for path in ours:
