@@ -465,12 +465,6 @@ async def checkout_paths(root: Path, paths: Sequence[str], *, index_file: Path) 
     )
 
 
-async def move_ref(root: Path, ref: str, new: str, old: str, *, reason: str) -> bool:
-    """Compare-and-swap ``ref`` from ``old`` to ``new``; False when it no longer was ``old``."""
-    done = await git(root, "update-ref", "-m", reason, ref, new, old, check=False)
-    return done.returncode == 0
-
-
 async def create_ref(root: Path, ref: str, commit: str, *, reason: str) -> bool:
     """Create ``ref`` at ``commit``; False when it exists already."""
     done = await git(root, "update-ref", "-m", reason, ref, commit, "", check=False)
@@ -632,6 +626,29 @@ class ObjectReader(_LongLived):
             return kind, body[:-1]
 
 
+class RefReader(_LongLived):
+    """``git cat-file --batch-check``: the commit a ref is at, read afresh each time (git
+    looks at the ref's file and the packed refs on each read), one process for a whole run."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, "cat-file", "--batch-check=%(objectname) %(objecttype)")
+
+    async def commit_of(self, ref: str) -> str | None:
+        """The commit ``ref`` points at; None when there is no such ref (or no commit)."""
+        async with self._lock:
+            process = await self._started()
+            assert process.stdin is not None and process.stdout is not None
+            try:
+                process.stdin.write(ref.encode() + b"\n")
+                await process.stdin.drain()
+                said = (await process.stdout.readline()).split()
+            except OSError as exc:
+                raise await self._broken(process) from exc
+            if not said:
+                raise await self._broken(process)
+            return said[0].decode() if said[1:] == [b"commit"] else None
+
+
 class RefTransactions(_LongLived):
     """``git update-ref --stdin``: compare-and-swap ref moves, one process for a whole run.
 
@@ -660,6 +677,54 @@ class RefTransactions(_LongLived):
                 return True
             await self._broken(process)
             return False
+
+
+class PendingMove:
+    """``git update-ref --stdin`` started ahead of a move, and told one compare-and-swap,
+    which git makes when its input ends (it takes no lock before).
+
+    :meth:`commit` ends the input, and the ref moves; :meth:`cancel` kills git first, and
+    nothing moves. Should stomper die once git was told, its end of the pipe closes, and git
+    moves the ref all the same: what was done in the checkout for the move is not left
+    without it. Started before it is needed, git has read its settings by then, and a move
+    costs what one of :class:`RefTransactions` does.
+    """
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self.error = ""
+        """What git said when the move failed."""
+
+    @classmethod
+    async def start(cls, root: Path, *, reason: str) -> PendingMove:
+        try:
+            process = await proc.start((*_BASE, "update-ref", "-m", reason, "--stdin"), cwd=root)
+        except FileNotFoundError as exc:
+            raise _missing(exc, root) from None
+        return cls(process)
+
+    @property
+    def alive(self) -> bool:
+        return self._process.returncode is None
+
+    async def tell(self, ref: str, new: str, old: str) -> None:
+        """The move to make: ``ref`` from ``old`` to ``new``."""
+        assert self._process.stdin is not None
+        self._process.stdin.write(f"update {ref} {new} {old}\n".encode())
+        await self._process.stdin.drain()
+
+    async def commit(self) -> bool:
+        """End git's input and wait for git; whether it moved the ref (nothing to move, when
+        it was told none)."""
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        _, err = await self._process.communicate()
+        self.error = err.decode(errors="replace").strip()
+        return self._process.returncode == 0
+
+    async def cancel(self) -> None:
+        """Kill git before its input ends: the ref stays where it is."""
+        await proc.kill_group(self._process)
 
 
 # The user's repository as the tripwire sees it -------------------------------------------

@@ -8,11 +8,12 @@ overwritten (the landing tries again on the new tip).
 
 Patches that queue up while a landing is under way land together next: a chain of commits,
 still one per file with its own message, moved onto the branch with one ref update. When
-the target is the checked-out branch, the whole landing happens under git's own index lock,
-taken before the branch moves and released after the user's index and working tree have
-followed it (:mod:`stomper.checkout`): only the landed files change there, everything else
-of the user's stays as it was, and a ``git commit`` of theirs at the same moment waits or
-fails as it would beside another git command, never committing the index of before.
+the target is the checked-out branch, the whole landing happens under git's own index lock:
+the user's index and working tree follow the chain first (:mod:`stomper.checkout`), then the
+branch moves, and only then does the lock go. Only the landed files change there,
+everything else of the user's stays as it was, and a ``git commit`` of theirs at the same
+moment waits or fails as it would beside another git command: one that finds the branch
+moved finds the index moved too, so it never commits, nor writes back, the index of before.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ _GATHER_WAIT = 0.05
 _GATHER_UP_TO = 16
 # How long a landing waits for another process's index.lock to go before giving up the unit.
 _INDEX_LOCK_WAIT = 10.0
+_REASON = "stomper: land"
 
 
 class _Landings:
@@ -149,7 +151,10 @@ class Lander:
         self._producing = 0
         self._arrived = asyncio.Event()
         self._objects: _Objects | None = None
-        self._refs = git.RefTransactions(root, reason="stomper: land")
+        self._refs = git.RefTransactions(root, reason=_REASON)
+        self._reader = git.RefReader(root)
+        self._next_move: git.PendingMove | None = None
+        """The move of the next landing on the checked-out branch, started ahead."""
         self._tip: str | None = None
         """Where this lander last left the target; None when it must be read again."""
         self._verbatim: frozenset[str] = frozenset()
@@ -209,8 +214,12 @@ class Lander:
                 return
 
     async def aclose(self) -> None:
-        """End the git process this lander keeps; safe to call when none ever started."""
+        """End the git processes this lander keeps; safe to call when none ever started."""
         await self._refs.aclose()
+        await self._reader.aclose()
+        move, self._next_move = self._next_move, None
+        if move is not None:
+            await move.commit()  # told nothing, it moves nothing
 
     async def _land_queue(self) -> None:
         """Land every request waiting, in one landing that finishes whatever happens."""
@@ -274,6 +283,10 @@ class Lander:
         try again (when the tip moved under it, or a file of the user's was in the way)."""
         if not requests:
             return []
+        if held is not None:
+            # The checkout follows from the very tip the branch moves from, before it moves:
+            # read now, under the index's lock (a commit of the user's may have moved it).
+            self._tip = None
         tip = await self._read_tip()
         chain = await objects_.chain(tip, requests)
         if not chain:
@@ -282,46 +295,75 @@ class Lander:
                 return []
             return requests
         head = chain[-1].commit
-        if not await self._refs.move(self.target_ref, head, tip):
+        if held is None:
+            moved = await self._refs.move(self.target_ref, head, tip)
+        else:
+            try:
+                moved = await self._move_checked_out(held, tip, head)
+            except checkout.CheckoutRefused as refused:
+                return await self._take_back(held, chain, str(refused), requests)
+        if not moved:
             self._tip = None  # the user moved the branch: build again on the new tip
             return requests
         self._tip = head
-        if held is not None:
-            try:
-                await held.follow(tip, head)
-            except checkout.CheckoutRefused as refused:
-                return await self._take_back(held, chain, tip, str(refused), requests)
         _refuse_unchained(requests, chain, self.target_ref)
         self._landed(chain)
         return []
+
+    async def _move_checked_out(self, held: checkout.HeldIndex, tip: str, head: str) -> bool:
+        """Bring the index and the files from ``tip`` to ``head``, then move the branch from
+        one to the other; False (the checkout back at ``tip``) when the branch moved first.
+
+        In this order because ``git commit`` reads HEAD, then the index, and takes the
+        index's lock only after both: one that finds the branch moved must find the index
+        moved too, or it commits on the new tip and writes back the index of before,
+        without the landed files. git is told the move before the checkout follows, and
+        makes it at the end of its input, which comes when stomper dies too: a landing cut
+        short leaves the branch moved and the checkout behind, for the next command to
+        bring along (:mod:`stomper.recovery`), never the other way round.
+        """
+        move, self._next_move = self._next_move, None
+        if move is None or not move.alive:
+            move = await git.PendingMove.start(self.root, reason=_REASON)
+        try:
+            await move.tell(self.target_ref, head, tip)
+            await held.follow(tip, head)
+        except BaseException:
+            await move.cancel()
+            raise
+        moved = await move.commit()
+        self._next_move = await git.PendingMove.start(self.root, reason=_REASON)
+        if moved or await self._reader.commit_of(self.target_ref) == head:
+            return True
+        # Another process moved or locked the branch while the checkout followed it.
+        try:
+            await held.follow(head, tip)
+        except checkout.CheckoutRefused as refused:
+            raise LandingRefused(
+                f"{self.target_ref} moved while the checkout followed the landing ({move.error}),"
+                f" and the checkout could not go back: {refused}"
+            ) from None
+        return False
 
     async def _take_back(
         self,
         held: checkout.HeldIndex,
         chain: Sequence[_Link],
-        tip: str,
         why: str,
         requests: list[_Request],
     ) -> list[_Request]:
-        """The checkout could not follow the moved branch: take the chain back off it, and
-        refuse the units whose file the user changed meanwhile (the others try again), or,
-        when none did, every unit of the chain with git's reason."""
-        head = chain[-1].commit
+        """The checkout could not follow the chain, and the branch stayed where it was: put
+        back the files git wrote before it failed, and refuse the units whose file the user
+        changed meanwhile (the others try again), or, when none did, every unit of the chain
+        with git's reason."""
         paths = [link.request.patch.path for link in chain]
         written = [
             patch.path
             for patch in (link.request.patch for link in chain)
             if await git.hash_path(self.root, patch.path) == patch.new_blob
         ]
-        if written:  # git wrote some files before it failed: they go back first
+        if written:
             await held.restore(written)
-        if not await git.move_ref(self.root, self.target_ref, tip, head, reason="stomper: undo"):
-            # The branch moved on meanwhile, with the chain on it: the chain has landed, and
-            # the checkout is left for the next command to bring along.
-            self._tip = None
-            self._landed(chain)
-            return []
-        self._tip = tip
         changed = await git.changed_paths(self.root, paths)
         if not changed:
             for link in chain:
@@ -338,7 +380,7 @@ class Lander:
 
     async def _read_tip(self) -> str:
         if self._tip is None:
-            self._tip = await git.ref_target(self.root, self.target_ref)
+            self._tip = await self._reader.commit_of(self.target_ref)
             if self._tip is None:
                 raise LandingRefused(f"the target {self.target_ref} no longer exists")
         return self._tip

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from stomper import git, objects
+from stomper import checkout, git, objects
 from stomper.landing import Landed, Lander, LandingRefused, commit_message, repair_checkout
 from stomper.testing.repos import IDENTITY, commit_all
 from stomper.unit import Patch
@@ -241,28 +241,11 @@ def test_every_kind_of_checkout_is_brought_along_by_git(
     assert_fsck_clean(repo)
 
 
-def spy_on_moves(
-    monkeypatch: pytest.MonkeyPatch, after: Callable[[], None] = lambda: None
-) -> list[bool]:
-    """Record whether each compare-and-swap of the branch succeeded; run ``after`` each."""
-    moves: list[bool] = []
-    original = git.RefTransactions.move
-
-    async def move(self: git.RefTransactions, ref: str, new: str, old: str) -> bool:
-        moves.append(await original(self, ref, new, old))
-        after()
-        return moves[-1]
-
-    monkeypatch.setattr(git.RefTransactions, "move", move)
-    return moves
-
-
-def test_a_commit_the_user_makes_between_landings_is_kept(make, tmp_path, monkeypatch) -> None:
+def test_a_commit_the_user_makes_between_landings_is_kept(make, tmp_path) -> None:
     repo = make({"a.py": "A = 1\n", "b.py": "B = 1\n", "notes.md": "v1\n"})
     base = sh(repo, "rev-parse", "HEAD").strip()
     first = patch_for(repo, "a.py", b"A = 2\n")
     second = patch_for(repo, "b.py", b"B = 2\n")
-    moves = spy_on_moves(monkeypatch)
 
     async def scenario() -> None:
         landing = lander(repo, tmp_path)
@@ -270,13 +253,12 @@ def test_a_commit_the_user_makes_between_landings_is_kept(make, tmp_path, monkey
             await landing.land(first, message("a.py"))
             (repo / "notes.md").write_text("v2\n")
             commit_all(repo, "the user's own commit")
-            # The lander's idea of the tip is now stale: the move must fail and be rebuilt.
+            # The lander's idea of the tip is now stale: the landing is built on the new one.
             await landing.land(second, message("b.py"))
         finally:
             await landing.aclose()
 
     asyncio.run(scenario())
-    assert moves == [True, False, True]  # the second landing was built again on the new tip
     subjects = sh(repo, "log", "--reverse", "--format=%s", f"{base}..HEAD").splitlines()
     assert subjects == [
         "fix(ruff): resolve 1 diagnostic in a.py",
@@ -440,9 +422,11 @@ def immutable() -> Iterator[Callable[[Path], None]]:
         subprocess.run(["chattr", "-i", str(folder)], check=False)
 
 
-def test_a_checkout_git_cannot_write_takes_the_branch_back(make, tmp_path, immutable) -> None:
-    """git writes a chain's first file, then cannot write the second: the branch moves
-    back, the first file is written back, and the index and files are as they were."""
+def test_a_checkout_git_cannot_write_leaves_the_branch_where_it_was(
+    make, tmp_path, immutable
+) -> None:
+    """git writes a chain's first file, then cannot write the second: the branch never
+    moves, the first file is written back, and the index and files are as they were."""
     repo = make({"c.py": "C = 1\n", "a/x.py": "X = 1\n", "b/y.py": "Y = 1\n"})
     patches = [
         patch_for(repo, "c.py", b"C = 2\n"),  # lands alone; the two behind it, as a chain
@@ -458,7 +442,7 @@ def test_a_checkout_git_cannot_write_takes_the_branch_back(make, tmp_path, immut
     reason = chain[0].reason  # type: ignore[union-attr]
     assert "rolled back" in reason and "b/y.py" in reason
     assert sh(repo, "rev-parse", "HEAD").strip() == first.commit
-    assert land_moves(repo) == ["stomper: land", "stomper: land", "stomper: undo"]
+    assert land_moves(repo) == ["stomper: land"]
     assert sh(repo, "ls-files", "--stage", "a/x.py", "b/y.py") == sh(
         repo, "ls-tree", "HEAD", "a/x.py", "b/y.py"
     ).replace("blob ", "").replace("\t", " 0\t")
@@ -546,6 +530,192 @@ def test_the_users_commits_beside_the_landings_revert_nothing(make, tmp_path) ->
     # A commit refused on the lock leaves the user's edit in their working tree.
     status = sh(repo, "status", "--porcelain", "--untracked-files=no").splitlines()
     assert {line[3:] for line in status} <= set(theirs)
+
+
+# A filesystem monitor, which git runs each time it reads an index: it answers that anything
+# may have changed, and holds two git processes where the test says, each until told to go
+# on: the landing's merge that brings the checkout along, and the user's `git commit -- path`
+# at its second read of the index, the last one before it takes the index's lock. What it
+# leaves to say a git is held names the index that git reads, if not the user's.
+HOLDING_MONITOR = """#!/bin/sh
+held="{held}"
+hold() {{
+  echo "$GIT_INDEX_FILE" > "$held/$1.held"
+  while [ ! -e "$held/$1.go" ]; do sleep 0.01; done
+}}
+case "$(tr '\\0' ' ' < /proc/$PPID/cmdline)" in
+  *" read-tree -m -u "*)
+    if [ -e "$held/landing" ]; then rm "$held/landing"; hold landing; fi ;;
+  *" commit "*)
+    echo read >> "$held/reads.$PPID"
+    if [ "$(wc -l < "$held/reads.$PPID")" -eq 2 ]; then hold user; fi ;;
+esac
+printf 'token\\0/\\0'
+"""
+
+
+def holding_monitor(repo: Path, tmp_path: Path) -> Path:
+    """Make git run :data:`HOLDING_MONITOR` in ``repo``; the folder it holds git through."""
+    held = tmp_path / "held"
+    held.mkdir()
+    monitor = tmp_path / "monitor"
+    monitor.write_text(HOLDING_MONITOR.format(held=held))
+    monitor.chmod(0o755)
+    sh(repo, "config", "core.fsmonitor", str(monitor))
+    sh(repo, "config", "core.fsmonitorHookVersion", "2")
+    return held
+
+
+async def _appears(path: Path) -> None:
+    """Wait for the monitor, another process, to make ``path`` (bounded by the test's timeout)."""
+    while True:
+        if path.exists():
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the monitor finds its git through /proc")
+def test_a_user_commit_that_read_the_index_during_a_landing_reverts_nothing(make, tmp_path) -> None:
+    """``git commit -- path`` reads HEAD, then the index, and only then takes the index's
+    lock. Held after its reads while a landing is under way, and let go once the landing
+    has let the lock go, it must not commit on the moved branch with the index of before
+    (which it would then write back, without the landed file)."""
+    repo = make({"a.py": "A = 1\n", "notes.md": "v1\n"})
+    held = holding_monitor(repo, tmp_path)
+    patch = patch_for(repo, "a.py", b"A = 2\n")
+    # Of another size: git's status must not take the edit for the file it saw a moment ago.
+    (repo / "notes.md").write_text("the user's v2\n")
+    (held / "landing").touch()
+
+    async def scenario() -> tuple[Landed, int, bytes]:
+        landing = lander(repo, tmp_path)
+        try:
+            landed = asyncio.ensure_future(landing.land(patch, message("a.py")))
+            await _appears(held / "landing.held")
+            user = await asyncio.create_subprocess_exec(
+                "git",
+                "commit",
+                "-q",
+                "-m",
+                "mine",
+                "--",
+                "notes.md",
+                cwd=repo,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            await _appears(held / "user.held")
+            (held / "landing.go").touch()
+            result = await landed
+            (held / "user.go").touch()
+            _, said = await user.communicate()
+        finally:
+            await landing.aclose()
+        return result, user.returncode or 0, said
+
+    landed, returncode, said = asyncio.run(scenario())
+
+    assert sh(repo, "show", "HEAD:a.py") == "A = 2\n"
+    assert sh(repo, "status", "--porcelain") == " M notes.md\n"
+    # git refuses the user's commit: the branch is no longer where it read it.
+    assert returncode != 0 and b"cannot lock ref" in said, said
+    assert sh(repo, "rev-parse", "HEAD").strip() == landed.commit
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the monitor finds its git through /proc")
+def test_a_branch_moved_while_the_checkout_follows_is_landed_on_anew(make, tmp_path) -> None:
+    """Another process moves the branch while git brings the checkout along: the move
+    fails, the checkout goes back, and the landing is built again on the new tip."""
+    repo = make({"a.py": "A = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    other = sh(repo, "commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", "other").strip()
+    held = holding_monitor(repo, tmp_path)
+    patch = patch_for(repo, "a.py", b"A = 2\n")
+    (held / "landing").touch()
+
+    async def scenario() -> Landed:
+        landing = lander(repo, tmp_path)
+        try:
+            landed = asyncio.ensure_future(landing.land(patch, message("a.py")))
+            await _appears(held / "landing.held")
+            sh(repo, "update-ref", "refs/heads/main", other, base)
+            (held / "landing.go").touch()
+            return await landed
+        finally:
+            await landing.aclose()
+
+    landed = asyncio.run(scenario())
+
+    assert new_commits(repo, base) == [other, landed.commit]
+    assert land_moves(repo) == ["stomper: land"]
+    assert (repo / "a.py").read_text() == "A = 2\n"
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+# One landing in a process of its own, to be killed half-way.
+LAND_ONE = """
+import asyncio, sys
+from pathlib import Path
+from stomper.landing import Lander
+from stomper.unit import Patch
+
+repo, index, path, mode, old, new = sys.argv[1:]
+
+
+async def land() -> None:
+    lander = Lander(
+        Path(repo), "refs/heads/main", run_id="test-run", index_file=Path(index), checked_out=True
+    )
+    try:
+        await lander.land(Patch(path, mode, old, new), "fix " + path)
+    finally:
+        await lander.aclose()
+
+
+asyncio.run(land())
+"""
+
+
+def _until_sync(condition: Callable[[], object]) -> None:
+    """Wait for another process to make ``condition`` true (bounded by the test's timeout)."""
+    while not condition():
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the monitor finds its git through /proc")
+def test_a_landing_killed_while_the_checkout_follows_leaves_what_recovery_repairs(
+    make, tmp_path
+) -> None:
+    """Killed while git brings the checkout along, a landing leaves the branch moved (git
+    makes the move it was told once its input ends), the index's lock, and a checkout
+    behind the branch, which the next command brings along: never an index ahead of the
+    branch, which the user's next commit would take for their own work."""
+    repo = make({"a.py": "A = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    held = holding_monitor(repo, tmp_path)
+    patch = patch_for(repo, "a.py", b"A = 2\n")
+    (held / "landing").touch()
+    argv = [patch.path, patch.mode, patch.old_blob, patch.new_blob]
+    child = subprocess.Popen(
+        [sys.executable, "-c", LAND_ONE, str(repo), str(tmp_path / "private-index"), *argv]
+    )
+    try:
+        _until_sync((held / "landing.held").exists)
+    finally:
+        child.kill()
+        child.wait()
+    copy_lock = Path((held / "landing.held").read_text().strip() + ".lock")
+    (held / "landing.go").touch()
+    _until_sync(lambda: not copy_lock.exists())  # the merge git was held in has ended
+    _until_sync(lambda: sh(repo, "rev-parse", "HEAD").strip() != base)
+
+    assert sh(repo, "show", "HEAD:a.py") == "A = 2\n"
+    index = repo / ".git" / "index"
+    assert checkout.release_stale(index, lambda run: False) == "test-run"
+    landed = git.TreeEntry(patch.mode, patch.new_blob)
+    assert asyncio.run(repair_checkout(repo, "a.py", patch.old_blob, landed))
+    assert (repo / "a.py").read_text() == "A = 2\n"
+    assert sh(repo, "status", "--porcelain") == ""
 
 
 def test_objects_are_the_ones_git_would_write(make, tmp_path, monkeypatch) -> None:
@@ -750,7 +920,8 @@ def test_aclose_ends_the_processes_it_started(make, tmp_path) -> None:
         warnings.simplefilter("always")
         running = asyncio.run(scenario())
         gc.collect()
-    assert len(running) == 1  # update-ref --stdin, kept between landings
+    # Kept between landings: cat-file for the tip, and update-ref for the next move.
+    assert len(running) == 2
     assert not child_pids() & running
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
