@@ -34,7 +34,12 @@ from stomper.unit import Patch
 FEEDS = ("one by one", "all at once")
 # Requests to the long-lived git processes a lander may keep (class, method): counted
 # beside the processes it starts, since a request costs no process of its own.
-LONG_LIVED = (("ObjectReader", "read"), ("RefTransactions", "move"))
+LONG_LIVED = (
+    ("ObjectReader", "read"),
+    ("RefTransactions", "move"),
+    ("RefReader", "commit_of"),
+    ("PendingMove", "commit"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,12 +1,17 @@
 """The user's checkout, brought along when a landing moves its branch: by git, under git's lock.
 
 When units land on the checked-out branch, the branch moves and the landed files must change
-in the user's index and working tree, while nothing else of theirs may. It happens in the
-order ``git commit`` itself keeps: ``index.lock`` is taken first (git's lock, created
-exclusively), the branch moves while it is held, the index and the files follow, and only
-then does the lock go. A ``git commit``, ``add`` or ``stash`` of the user's at that moment
-waits for the lock or fails on it, as git's commands do with each other; none of them ever
-sees the branch moved and the index not.
+in the user's index and working tree, while nothing else of theirs may. ``index.lock`` is
+taken first (git's lock, created exclusively), the index and the files follow the chain
+while it is held, then the branch moves, and only then does the lock go. ``git commit``
+reads HEAD, then the index, and takes the lock only after both: in this order one that
+finds the branch moved finds the index moved too, and its compare-and-swap of the branch
+fails on a tip it did not read, so it never commits, nor writes back, the index of before.
+A ``git add`` or ``stash`` of the user's at that moment waits for the lock or fails on it,
+as git's commands do with each other. The move is told to a ``git update-ref --stdin``
+before the checkout follows, and git makes it when its input ends, which it also does when
+stomper dies: a landing cut short leaves the branch moved and the checkout behind, which
+the next command brings along (:mod:`stomper.recovery`), never the index ahead.
 
 The index and the files are written by git itself: ``git read-tree -m -u OLD NEW`` into a
 copy of the index. That two-tree merge rewrites exactly the files that differ between the
@@ -15,7 +20,7 @@ keeps every other entry as the user left it, and writes stat data, racy-git smud
 filters, sparse and split indexes as git does. The copy then replaces the index, still
 under the lock. (One change of the user's the merge does not see: a file deleted from the
 working tree counts as unchanged, and is written again. The lander looks for changed files
-before it moves the branch, deletions included.)
+before the checkout follows, deletions included.)
 
 The lock holds one line naming the run that took it (git never reads a lock's content), so
 that a lock left behind by a run that was killed is known as stomper's, and removed by the

@@ -262,20 +262,22 @@ def landed_commits_of(repo: Path, run_id: str) -> int:
 def test_the_next_command_after_a_kill_mid_landing_puts_the_checkout_right(
     tmp_path, reference_tree
 ) -> None:
-    """Killed after the branch moved and before the index followed, a run leaves git's
-    index lock and staged reverts behind: the next command, whichever, releases the lock
-    and brings the landed files along, says so, and a new run then skips nothing."""
+    """Killed while git brings the checkout along, a run leaves git's index lock, the
+    branch moved (git makes the move it was told once stomper's end of its input is gone)
+    and staged reverts behind: the next command, whichever, releases the lock and brings
+    the landed files along, says so, and a new run then skips nothing."""
     repo = make_repo(tmp_path / "repo", project())
-    env = moved_hook_env(tmp_path, repo, agent_env(tmp_path), MID_WAY)
+    env = shim_env(tmp_path, agent_env(tmp_path), "read-tree", MID_WAY)
     child = stomper(repo, "fix", env=env)
-    wait_for((tmp_path / "hang" / "marker").exists, "a move of the branch mid-way")
+    wait_for((tmp_path / "hang" / "marker").exists, "a checkout update mid-way")
     child.kill()
     child.communicate(timeout=60)
     os.kill(int((tmp_path / "hang" / "marker").read_text()), signal.SIGKILL)
-    (repo / ".git" / "hooks" / "reference-transaction").unlink()
+    # Staged reverts of what landed, once git has made the move it was told; the files
+    # written already.
+    wait_for(lambda: sh(repo, "status", "--porcelain").startswith("MM "), "the move git was told")
     lock = repo / ".git" / "index.lock"
     assert lock.exists()
-    assert sh(repo, "status", "--porcelain").startswith("M  ")  # the staged reverts
 
     (summary,), said = runs_json(repo)
     (run_id,) = run_ids(repo)
