@@ -1,10 +1,11 @@
 """The run's limit: N agents at work at once, and the units around them.
 
 ``-j N`` is the number of agents working at once. A unit holds one of those N places only
-while its agent works: while it is isolated, verified, gated and landed it holds its place
-among the units being worked (at most 2N, each with a workspace), not an agent's. So when
-N answers of a model server arrive together, their checks run while N more requests are
-already in flight, and a unit retried after a check takes a place again like any other.
+while its agent works: while it is isolated, verified and gated it holds its place among
+the units being worked (at most 2N, each with a workspace), not an agent's, and waiting to
+land it holds neither. So when N answers of a model server arrive together, their checks
+run while N more requests are already in flight, and a unit retried after a check takes a
+place again like any other.
 """
 
 from __future__ import annotations
