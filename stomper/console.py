@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -66,11 +67,11 @@ class _Progress(Progress):
     they left no room for the bar or the time at 80 columns. The units in flight and those
     done are two groups, side by side where the console is wide enough."""
 
-    counts: tuple[Text, Text] = (Text(), Text())
+    counts: Callable[[], tuple[Text, Text]] = staticmethod(lambda: (Text(), Text()))
 
     def get_renderables(self) -> Iterable[RenderableType]:
         yield self.make_tasks_table(self.tasks)
-        yield Columns(self.counts, padding=(0, 3))
+        yield Columns(self.counts(), padding=(0, 3))
 
 
 class ProgressView:
@@ -82,6 +83,8 @@ class ProgressView:
         self.total = total
         self.enabled = enabled
         self.phase_of: dict[str, Phase] = {}
+        self._in: Counter[Phase] = Counter()
+        """How many units are in each phase: counted as events come, not at each redraw."""
         self.ended = dict.fromkeys(Status, 0)
         self.done = 0
         self._progress = _Progress(
@@ -95,7 +98,7 @@ class ProgressView:
             disable=not enabled,
         )
         self._task = self._progress.add_task(title, total=total)
-        self._progress.counts = self._counts()
+        self._progress.counts = self._counts
 
     def __enter__(self) -> ProgressView:
         self._progress.__enter__()
@@ -110,26 +113,28 @@ class ProgressView:
         return self._progress.get_renderable()
 
     def handle(self, event: UnitEvent) -> None:
+        was = self.phase_of.pop(event.path, None)
+        if was is not None:
+            self._in[was] -= 1
         if event.phase is not Phase.DONE:
             self.phase_of[event.path] = event.phase
+            self._in[event.phase] += 1
         else:
-            self.phase_of.pop(event.path, None)
             self.done += 1
             status = Status(event.status) if event.status else Status.FAILED
             self.ended[status] += 1
             if self.enabled and (self.total <= _LINE_PER_UNIT_UP_TO or status is Status.FAILED):
                 self._progress.console.print(_unit_line(event), soft_wrap=True)
-        self._progress.counts = self._counts()
         self._progress.update(self._task, completed=self.done)
 
     def _counts(self) -> tuple[Text, Text]:
-        phases = list(self.phase_of.values())
+        phases = self._in
         flight = {
             # Isolated and waiting for an agent is queued, as far as the user can tell.
-            "queued": self.total - self.done - len(phases) + phases.count(Phase.WAITING),
-            "working": sum(1 for phase in phases if phase in (Phase.ISOLATING, Phase.AGENT)),
-            "verifying": phases.count(Phase.VERIFYING),
-            "landing": phases.count(Phase.LANDING),
+            "queued": self.total - self.done - len(self.phase_of) + phases[Phase.WAITING],
+            "working": phases[Phase.ISOLATING] + phases[Phase.AGENT],
+            "verifying": phases[Phase.VERIFYING],
+            "landing": phases[Phase.LANDING],
         }
         ended = {status.value: self.ended[status] for status in _ENDINGS}
         return _counted(flight), _counted(ended)
