@@ -26,8 +26,13 @@ noticed (its files' inode, size and times against those stomper's own last call 
 unit fails and the slot is made again. Only the unit's file is read back, once, never
 through a symlink.
 
-Every space lives below the run's folder under the git common directory, never in the
-working tree, and is removed when the run ends however it ends.
+Every space lives below the run's folder under the git common directory, or, where the
+machine has a memory file system with room (``/dev/shm``), in a private folder there that
+the run's folder names; never in the working tree. Spaces are made and removed unit after
+unit: in memory a file costs microseconds, where on a disk it may cost a millisecond (a
+tree of Django's 2,400 files: 0.2 s against 1.8 s to make, 0.03 s against 1.6 s to
+remove). Whatever removes the run's folder removes its spaces too, when the run ends
+however it ends, or by a later command when it died.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import os
 import secrets
 import shutil
 import stat
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,11 +246,18 @@ class Workspaces:
         self._paths: dict[str, list[str]] = {}
         self._baselines: dict[tuple[str, str], dict[str, list[Diagnostic]]] = {}
         self._baselining = asyncio.Lock()
+        self._spaces: Path | None = None
+
+    def _place(self) -> Path:
+        """The folder the spaces are made in (see the module's docstring)."""
+        if self._spaces is None:
+            self._spaces = _spaces_folder(self.folder)
+        return self._spaces
 
     @contextlib.asynccontextmanager
     async def scratch(self, unit: Unit) -> AsyncIterator[Space]:
         """A private folder holding only the unit's file, at its base content."""
-        path = self.folder / f"s{unit.index}"
+        path = self._place() / f"s{unit.index}"
         content = await self.blobs.read(unit.base_blob)
         # Folders made and removed for every unit: off the event loop, which has other
         # units to serve meanwhile.
@@ -279,7 +292,7 @@ class Workspaces:
     async def _take(self) -> Pooled:
         if self._free.empty() and self._made < self.pool_size:
             self._made += 1
-            folder = self.folder / f"w{self._made}"
+            folder = self._place() / f"w{self._made}"
             try:
                 return Pooled(folder, await self._private_layout())
             except BaseException:
@@ -332,9 +345,64 @@ def release_folder(root: Path, folder: Path) -> None:
     """Delete a folder of spaces (blocking; for exits and clean). Runs of older versions
     kept linked worktrees there: git is told to forget those."""
     git.release_worktrees_sync(root, folder)
+    memory = _memory_folder_of(folder)
+    if memory is not None:
+        remove_tree(memory)
     if folder.exists():
         remove_tree(folder)
     git.prune_worktrees_sync(root)
+
+
+MEMORY = Path("/dev/shm")
+_MEMORY_FREE_AT_LEAST = 2 << 30
+_POINTER = "spaces"
+"""The file in a run's folder that names the folder of its spaces in memory."""
+
+
+def _spaces_folder(folder: Path) -> Path:
+    """Where the spaces of the run whose folder is ``folder`` are made: a private folder on
+    the memory file system, named in ``folder`` first, when there is one with room; else
+    ``folder`` itself."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not _in_memory(MEMORY):
+        return folder
+    try:
+        info = os.statvfs(MEMORY)
+        if info.f_bavail * info.f_frsize < _MEMORY_FREE_AT_LEAST:
+            return folder
+        made = Path(tempfile.mkdtemp(prefix=f"stomper-{folder.name}-", dir=MEMORY))
+        (folder / _POINTER).write_text(str(made), encoding="utf-8")
+    except OSError:
+        return folder
+    return made
+
+
+def _in_memory(path: Path) -> bool:
+    """Whether ``path`` is where a tmpfs is mounted."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(
+        len(fields) > 2 and fields[1] == str(path) and fields[2] == "tmpfs"
+        for fields in (line.split() for line in mounts.splitlines())
+    )
+
+
+def _memory_folder_of(folder: Path) -> Path | None:
+    """The folder of spaces in memory that the run's ``folder`` names, when it names one
+    this process may remove: a folder of this user's, made as :func:`_spaces_folder`
+    makes them."""
+    try:
+        named = Path((folder / _POINTER).read_text(encoding="utf-8"))
+        info = named.lstat()
+    except (OSError, ValueError):
+        return None
+    if named.parent != MEMORY or not named.name.startswith(f"stomper-{folder.name}-"):
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        return None
+    return named
 
 
 def _config(common: Path, object_format: str) -> bytes:

@@ -10,6 +10,7 @@ import pytest
 from stomper import git
 from stomper.cli import main
 from stomper.testing.repos import RUFF_CONFIG, make_repo
+from stomper.workspace import MEMORY
 
 
 @pytest.fixture(autouse=True)
@@ -56,3 +57,19 @@ def run_json(
 
 def sh(repo: Path, *args: str) -> str:
     return git.git_sync(repo, *args).stdout.decode()
+
+
+def spaces(repo: Path) -> list[Path]:
+    """The units' spaces (scratch folders and trees) the runs of ``repo`` have made and not
+    removed: in a run's folder, or in memory where its folder names a folder there."""
+    found: list[Path] = []
+    for run in (repo / ".git" / "stomper" / "worktrees").glob("*"):
+        pointer = run / "spaces"
+        folder = Path(pointer.read_text(encoding="utf-8")) if pointer.is_file() else run
+        found += [space for space in folder.glob("*") if space.is_dir()]
+    return found
+
+
+def memory_folders(run_id: str) -> list[Path]:
+    """The folders of spaces in memory of the run ``run_id`` that are still there."""
+    return list(MEMORY.glob(f"stomper-{run_id}-*"))

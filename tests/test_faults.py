@@ -20,7 +20,7 @@ from stomper.cli import main
 from stomper.commands.fix import FixRequest, run_fix
 from stomper.config import Settings
 from stomper.testing.repos import commit_all, module
-from tests.conftest import sh
+from tests.conftest import memory_folders, sh, spaces
 
 
 def fix(repo: Path, agent: object, **settings: object):
@@ -63,11 +63,6 @@ def wait_until(condition, what: str) -> None:
         time.sleep(0.05)
 
 
-def spaces(repo: Path) -> list[Path]:
-    """The units' spaces a run has made (scratch folders and worktrees)."""
-    return list((repo / ".git" / "stomper" / "worktrees").glob("*/*"))
-
-
 def test_second_run_is_refused_and_a_dead_lock_is_taken_over(make, tmp_path) -> None:
     repo = make({f"m{i}.py": module(["F401"]) for i in range(8)})
     first = slow_run(repo)
@@ -97,7 +92,9 @@ def test_clean_after_sigkill_removes_what_the_run_left_and_nothing_else(make) ->
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
     assert spaces(repo)
+    (run_id,) = (path.name for path in (repo / ".git" / "stomper" / "worktrees").iterdir())
     assert main(["clean", "--repo", str(repo)]) == 0
+    assert memory_folders(run_id) == []
     assert sh(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert not any((repo / ".git" / "stomper" / "worktrees").iterdir())
     assert not any((repo / ".git" / "stomper" / "locks").iterdir())

@@ -18,7 +18,7 @@ from stomper.agents.autofix import AutofixAgent
 from stomper.commands.fix import FixRequest, run_fix
 from stomper.config import Settings
 from stomper.testing.repos import FIXABLE, RUFF_CONFIG, UNFIXABLE, make_repo, module
-from tests.conftest import sh
+from tests.conftest import sh, spaces
 
 CODES = sorted(FIXABLE) + sorted(UNFIXABLE)
 
@@ -167,10 +167,9 @@ def test_sigterm_stops_the_run_cleanly_and_the_next_run_succeeds(make) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    worktrees = repo / ".git" / "stomper" / "worktrees"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        running = [p for p in worktrees.glob("*/*") if p.is_dir()] if worktrees.exists() else []
+        running = spaces(repo)
         # Four at the agent, and as many isolated, waiting for one of the four places.
         if len(running) == 8:
             break

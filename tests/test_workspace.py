@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,8 @@ from stomper.diagnostics.ruff import ruff_binary
 from stomper.testing.agents import Instant
 from stomper.testing.repos import FIXABLE, RUFF_CONFIG, UNFIXABLE, make_repo, module
 from stomper.unit import UnitResult
-from tests.conftest import sh
+from stomper.workspace import MEMORY
+from tests.conftest import memory_folders, run_json, sh
 
 CODES = sorted(FIXABLE) + sorted(UNFIXABLE)
 
@@ -220,3 +222,47 @@ def test_a_tree_swapped_for_a_link_to_the_checkout_never_leads_a_reset_there(mak
     assert results["b.py"].commit
     assert (repo / "notes.txt").read_text() == "the user's untracked notes\n"
     assert sh(repo, "status", "--porcelain") == "?? notes.txt\n"
+
+
+# Spaces in memory ---------------------------------------------------------------------
+
+
+class Recorder:
+    """Changes nothing; notes where each unit's workspace is, while it works there."""
+
+    name = "recorder"
+    seen: list[tuple[Path, bool]] = []
+
+    def __init__(self, *, needs_tree: bool) -> None:
+        self.needs_tree = needs_tree
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        Recorder.seen.append((task.workspace, task.file.is_file()))
+        return AgentOutcome()
+
+
+def in_a_tree(settings: object) -> Recorder:
+    return Recorder(needs_tree=True)
+
+
+def in_scratch(settings: object) -> Recorder:
+    return Recorder(needs_tree=False)
+
+
+@pytest.mark.skipif(not MEMORY.is_dir(), reason="no memory file system at /dev/shm")
+@pytest.mark.parametrize("agent", ["in_a_tree", "in_scratch"])
+def test_spaces_are_made_in_memory_and_removed_with_the_run(make, capsys, agent) -> None:
+    Recorder.seen = []
+    repo = make({f"m{n}.py": module(["F401"]) for n in range(3)})
+    _, doc = run_json(repo, "--agent", f"tests.test_workspace:{agent}", capsys=capsys)
+    assert {unit["status"] for unit in doc["units"]} == {"unchanged"}, doc["units"]
+    assert len(Recorder.seen) == 3
+    for workspace, held_the_file in Recorder.seen:
+        assert held_the_file
+        assert workspace.is_relative_to(MEMORY), workspace
+        assert workspace.parent.name.startswith(f"stomper-{doc['run_id']}-") or (
+            workspace.parent.parent.name.startswith(f"stomper-{doc['run_id']}-")
+        ), workspace
+        assert not workspace.exists()
+    assert memory_folders(doc["run_id"]) == []
+    assert list((repo / ".git" / "stomper" / "worktrees").iterdir()) == []

@@ -18,9 +18,13 @@ from stomper.diagnostics.ruff import ruff_binary
 
 
 def common_dir() -> Path:
-    """The user's git directory: the workspace lives below it, as the path shows."""
+    """The user's git directory: the workspace lives below it, as the path shows, or its
+    repository borrows the user's objects, as its alternates say."""
     parts = Path.cwd().parts
-    return Path(*parts[: len(parts) - parts[::-1].index(".git")])
+    if ".git" in parts:
+        return Path(*parts[: len(parts) - parts[::-1].index(".git")])
+    alternates = Path(".git", "objects", "info", "alternates").read_text().splitlines()
+    return Path(alternates[0]).parent
 
 
 def checkout() -> Path:

@@ -15,12 +15,13 @@ from attack import attempt, common_dir, fix
 
 
 def point_at_user() -> None:
+    user = common_dir()
     dot = Path(".git")
     if dot.is_dir():
         shutil.rmtree(dot)
     else:
         dot.unlink(missing_ok=True)
-    dot.write_text(f"gitdir: {common_dir()}\n")
+    dot.write_text(f"gitdir: {user}\n")
 
 
 fix(sys.argv[-1])
