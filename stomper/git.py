@@ -563,6 +563,16 @@ async def changed_paths(root: Path, paths: Sequence[str]) -> set[str]:
     return set(_status_paths(done.stdout))
 
 
+async def differing_from(root: Path, commit: str, pathspecs: Sequence[str]) -> list[str]:
+    """The files of the checkout at ``root`` matching ``pathspecs`` that are not as
+    ``commit`` has them: changed (staged or not) or deleted since, or not tracked at all
+    (ignored ones too)."""
+    magic = "--no-literal-pathspecs"  # pathspecs here may be magic: ":(glob)**/name"
+    changed = await git(root, magic, "diff", "--name-only", "-z", commit, "--", *pathspecs)
+    others = await git(root, magic, "ls-files", "-z", "--others", "--", *pathspecs)
+    return sorted({name.decode() for name in (changed.stdout + others.stdout).split(b"\0") if name})
+
+
 class _LongLived:
     """One git process kept running and spoken to through its pipes; started when first
     needed, and ended by :meth:`aclose` (safe when it never started)."""

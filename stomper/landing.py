@@ -88,13 +88,14 @@ class _Request:
     landing: asyncio.Future[None] | None = None
     """The landing that took this request, once one has."""
     commit: str | None = None
-    error: BaseException | None = None
+    error: Exception | None = None
     seconds: float = 0.0
 
-    def outcome(self) -> Landed:
+    def settled(self) -> Landed | Exception:
+        """Where it landed, or why it did not."""
         if self.commit is not None:
             return Landed(self.commit, self.seconds)
-        raise self.error or LandingRefused(f"the landing of {self.patch.path} was cut short")
+        return self.error or LandingRefused(f"the landing of {self.patch.path} was cut short")
 
     def refuse(self, reason: str, *, skipped: bool = False, superseded: bool = False) -> None:
         if self.commit is None and self.error is None:
@@ -170,25 +171,47 @@ class Lander:
 
         Patches handed over while another landing is under way wait, then land together.
         """
-        if patch.path in self.landed:
-            # Landed before a crash cut the journal short: landing is exactly once.
-            return Landed(self.landed[patch.path], 0.0)
-        request = _Request(patch, message)
-        self._queue.append(request)
+        (outcome,) = await self.land_many([(patch, message)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def land_many(self, patches: Sequence[tuple[Patch, str]]) -> list[Landed | Exception]:
+        """Land each patch as one commit with its message, in one chain as far as nothing
+        is in the way: for each, in their order, where it landed or why it did not (a
+        :class:`LandingRefused`, or what else went wrong)."""
+        entries: list[_Request | Landed] = []
+        for patch, message in patches:
+            if patch.path in self.landed:
+                # Landed before a crash cut the journal short: landing is exactly once.
+                entries.append(Landed(self.landed[patch.path], 0.0))
+            else:
+                entries.append(_Request(patch, message))
+        requests = [entry for entry in entries if isinstance(entry, _Request)]
+        if requests:
+            await self._land_requested(requests)
+        return [entry if isinstance(entry, Landed) else entry.settled() for entry in entries]
+
+    async def _land_requested(self, requests: list[_Request]) -> None:
+        self._queue += requests
         self._arrived.set()
         try:
             async with self._lock:
-                if request.landing is None:  # not landed along with an earlier request
+                # Each may have landed along with an earlier request meanwhile.
+                if any(request.landing is None for request in requests):
                     if self.checked_out:
                         await self._gather()
                     await self._land_queue()
         except asyncio.CancelledError:
-            if request.landing is None:
-                self._queue.remove(request)  # never begun, so it does not land
-            else:
-                await _finish(request.landing)
+            landings = []
+            for request in requests:
+                if request.landing is None:
+                    self._queue.remove(request)  # never begun, so it does not land
+                elif request.landing not in landings:
+                    landings.append(request.landing)
+            for landing in landings:
+                await _finish(landing)
             raise
-        return request.outcome()
 
     @contextlib.contextmanager
     def producing(self) -> Iterator[None]:

@@ -8,17 +8,18 @@ import gc
 import importlib
 import importlib.util
 import json
+import math
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from stomper import checkpoints, console
+from stomper import checkpoints, console, git
 from stomper.agents import Agent, needs_tree, uncontained
 from stomper.agents import close as close_agent
 from stomper.config import Settings
-from stomper.diagnostics import Collector, close_collectors
+from stomper.diagnostics import Collector, close_collectors, ruff
 from stomper.errors import RepositoryError
 from stomper.events import UnitEvent
 from stomper.gate import TestGate
@@ -138,6 +139,12 @@ async def execute(
     )
     status = "failed"
     try:
+        context.together = await _together(run, pipeline, units, limit.agents)
+        context.wave = wave_size(limit.units, context.together)
+        if context.together > 1:
+            # A group's tree is a checkout of the whole repository, and units worked
+            # together need no tree for tests: one for each agent at work is enough.
+            workspaces.pool_size = limit.agents
         await workspaces.prepare(units)
         if lander is not None:
             await lander.prepare(workspaces.blobs.verbatim)
@@ -163,6 +170,28 @@ async def execute(
         journal.index_file.unlink(missing_ok=True)
         journal.update(status=status, finished=time.time())
     return Outcome(tuple(results), status, limit.peak)
+
+
+# Units worked together share one tree, one call of the agent and one check per tool: enough
+# of them that those calls cost little a unit, and enough groups that every agent's place
+# has a few to work one after the other, each landed as it is done.
+_TOGETHER_UP_TO = 64
+_GROUPS_A_PLACE = 4
+
+
+async def _together(run: Run, pipeline: Pipeline, units: Sequence[Unit], parallel: int) -> int:
+    """How many units a group worked at once holds: one, unless the pipeline works units
+    :attr:`~Pipeline.together` and the tools' settings that apply in the checkout are those
+    of the base alone. A tree holds the base's, and no folder above it is the checkout's;
+    a unit alone is checked by the checkout's settings, as the run's findings were."""
+    if not pipeline.together or len(units) < 2:
+        return 1
+    names = sorted(ruff.CONFIG_FILES)
+    if any((folder / name).exists() for folder in run.repo.root.parents for name in names):
+        return 1
+    if await git.differing_from(run.repo.root, run.base, [f":(glob)**/{n}" for n in names]):
+        return 1
+    return min(_TOGETHER_UP_TO, math.ceil(len(units) / (_GROUPS_A_PLACE * parallel)))
 
 
 async def _drive(

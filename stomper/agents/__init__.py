@@ -10,7 +10,7 @@ third-party agent class.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, cast
@@ -80,14 +80,20 @@ class Agent(Protocol):
     ``needs_tree = False`` when they only edit the file: such an agent gets a scratch
     workspace holding the one file, not a tree of the whole repository, and
     ``uncontained = True`` when they run as a program of their own without a sandbox, and
-    ``deterministic = True`` when the same task always gets the same edit, and ``tools``,
-    the names of the tools whose diagnostics it can fix, when those are not any."""
+    ``deterministic = True`` when the same task always gets the same edit, ``tools``,
+    the names of the tools whose diagnostics it can fix, when those are not any, and
+    ``async fix_many(tasks) -> list[AgentOutcome]`` when it can fix many files of one tree
+    in one call (:func:`fixes_together`)."""
 
     name: str
 
     async def fix(self, task: AgentTask) -> AgentOutcome:
         """Edit ``task.file`` in ``task.workspace`` to resolve the unit's diagnostics."""
         ...
+
+
+class _FixesMany(Protocol):
+    async def fix_many(self, tasks: Sequence[AgentTask]) -> list[AgentOutcome]: ...
 
 
 def needs_tree(agent: Agent) -> bool:
@@ -105,6 +111,21 @@ def deterministic(agent: Agent) -> bool:
     """Whether the agent's edit follows from the file and the task alone (``autofix``): told
     only what is still left, it would make the same edit again."""
     return bool(getattr(agent, "deterministic", False))
+
+
+def fixes_together(agent: Agent) -> bool:
+    """Whether the agent fixes many units' files in one call (``fix_many``), each as
+    :meth:`Agent.fix` would fix it alone: the tasks share one tree (their ``workspace``),
+    none has been tried before, and one outcome comes back for each, in their order."""
+    return callable(getattr(agent, "fix_many", None))
+
+
+async def fix_many(agent: Agent, tasks: Sequence[AgentTask]) -> list[AgentOutcome]:
+    """The agent's ``fix_many`` (see :func:`fixes_together`); one outcome per task."""
+    outcomes = await cast(_FixesMany, agent).fix_many(tasks)
+    if len(outcomes) != len(tasks):
+        raise AgentError(f"{agent.name} answered {len(outcomes)} of {len(tasks)} tasks")
+    return outcomes
 
 
 def uncontained(agent: Agent) -> bool:

@@ -40,8 +40,8 @@ class AutofixAgent:
         self._safe_folders: dict[Path, bool] = {}
 
     async def fix(self, task: AgentTask) -> AgentOutcome:
-        if not any(diag.tool == "ruff" for diag in task.unit.diagnostics):
-            return AgentOutcome(note="no diagnostic this agent can fix")
+        if not _fixable(task):
+            return AgentOutcome(note=_NOTHING_TO_FIX)
         source = task.file.read_bytes()
         note = None
         if task.introduced:
@@ -51,6 +51,23 @@ class AutofixAgent:
         if fixed != source:
             task.file.write_bytes(fixed)
         return AgentOutcome(note=note)
+
+    async def fix_many(self, tasks: Sequence[AgentTask]) -> list[AgentOutcome]:
+        """ruff's fixes for every task's file, in one call of ruff over the tree they share:
+        as it fixes the whole repository, from the tree's root."""
+        paths = [task.unit.path for task in tasks if _fixable(task)]
+        if paths:
+            await ruff.fix_files(
+                tasks[0].workspace,
+                paths,
+                select=self.select,
+                ignore=self.ignore,
+                unsafe=self.unsafe_fixes,
+            )
+        return [
+            AgentOutcome() if _fixable(task) else AgentOutcome(note=_NOTHING_TO_FIX)
+            for task in tasks
+        ]
 
     async def _fix(self, task: AgentTask, source: bytes, *, unfixable: Sequence[str] = ()) -> bytes:
         root = task.settings_root
@@ -161,6 +178,13 @@ class AutofixAgent:
         return self._safe_folders[folder]
 
 
+_NOTHING_TO_FIX = "no diagnostic this agent can fix"
+
+
+def _fixable(task: AgentTask) -> bool:
+    return any(diag.tool == "ruff" for diag in task.unit.diagnostics)
+
+
 def _marker(code: str) -> bytes:
     return f"  # noqa: {code}".encode()
 
@@ -201,7 +225,6 @@ def _held_back(rules: Sequence[str], introduced: Sequence[Diagnostic]) -> str:
     )
 
 
-_CONFIG_FILES = frozenset({"pyproject.toml", "ruff.toml", ".ruff.toml"})
 _UNSAFE = re.compile(rb"unsafe[-_]fixes|\bextend\s*=")
 
 
@@ -213,7 +236,7 @@ def _may_fix_unsafely(folder: Path, root: Path) -> bool:
     config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     places.append(Path(config_home) / "ruff")
     for place in places:
-        for name in _CONFIG_FILES:
+        for name in ruff.CONFIG_FILES:
             with contextlib.suppress(OSError):
                 if _UNSAFE.search((place / name).read_bytes()):
                     return True

@@ -20,6 +20,8 @@ from stomper.errors import ToolError
 # Explicit file lists are chunked: the kernel caps one argv, and 10,000 paths exceed it.
 _CHUNK = 2000
 _VERSION_TIMEOUT = 30.0
+CONFIG_FILES = frozenset({"pyproject.toml", "ruff.toml", ".ruff.toml"})
+"""The names of the files ruff takes its settings from."""
 
 
 def ruff_binary() -> str | None:
@@ -171,6 +173,37 @@ async def fix_source(
     for another rule to clean up (an import a fix made unused) is finished in the same pass.
     """
     binary = _require_binary()
+    argv = await _fix_argv(binary, select, ignore, unsafe, unfixable)
+    argv += ["--stdin-filename", str(config_path), "-"]
+    # From the root, as collection and verification run: with no configuration of its own,
+    # a project is rooted where ruff runs, and that decides which imports are first-party.
+    done = await proc.run(argv, cwd=root, stdin=source, check=False)
+    if done.returncode != 0:
+        raise ToolError(f"ruff could not fix {config_path.name}: {failure('ruff check', done)}")
+    return done.stdout
+
+
+async def fix_files(
+    root: Path, paths: Sequence[str], *, select: Sequence[str], ignore: Sequence[str], unsafe: bool
+) -> None:
+    """Let ruff fix what it can in ``paths`` of the tree at ``root``, as :func:`fix_source`
+    fixes one file, in as few calls as the kernel lets one command line name."""
+    binary = _require_binary()
+    argv = await _fix_argv(binary, select, ignore, unsafe, ())
+    for start in range(0, len(paths), _CHUNK):
+        chunk = paths[start : start + _CHUNK]
+        done = await proc.run((*argv, "--", *chunk), cwd=root, check=False)
+        if done.returncode != 0:
+            raise ToolError(f"ruff could not fix {len(chunk)} files: {failure('ruff check', done)}")
+
+
+async def _fix_argv(
+    binary: str,
+    select: Sequence[str],
+    ignore: Sequence[str],
+    unsafe: bool,
+    unfixable: Sequence[str],
+) -> list[str]:
     argv = [binary, "check", "--fix-only", "--exit-zero", "--no-cache", "--quiet"]
     argv.append("--unsafe-fixes" if unsafe else "--no-unsafe-fixes")
     select, ignore = await _selectors(binary, select), await _selectors(binary, ignore)
@@ -180,13 +213,7 @@ async def fix_source(
         argv += ["--ignore", ",".join(ignore)]
     if unfixable:
         argv += ["--unfixable", ",".join(unfixable)]
-    argv += ["--stdin-filename", str(config_path), "-"]
-    # From the root, as collection and verification run: with no configuration of its own,
-    # a project is rooted where ruff runs, and that decides which imports are first-party.
-    done = await proc.run(argv, cwd=root, stdin=source, check=False)
-    if done.returncode != 0:
-        raise ToolError(f"ruff could not fix {config_path.name}: {failure('ruff check', done)}")
-    return done.stdout
+    return argv
 
 
 async def apply_fixes(

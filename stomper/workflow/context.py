@@ -32,41 +32,66 @@ class RunContext:
     wave: int = WAVE
     done: frozenset[str] = frozenset()
     """Paths of units finished before a resume: never worked again."""
-    begun: dict[int, asyncio.Task[Produced]] = field(default_factory=dict)
-    """Units produced ahead of the graph, by index: ``process_unit`` takes each over."""
+    together: int = 1
+    """How many units, one after the other in ``units``, are worked at once
+    (:meth:`Pipeline.produce_many`)."""
+    begun: dict[int, asyncio.Task[list[Produced]]] = field(default_factory=dict)
+    """Units produced ahead of the graph, by the index of each group's first:
+    ``process_units`` takes each group over."""
 
 
-def wave_size(parallel: int) -> int:
-    """A whole number of rounds of ``parallel`` units, about WAVE Sends."""
-    return parallel * max(1, WAVE // parallel)
+def grouped(start: int, stop: int, together: int) -> list[list[int]]:
+    """The indexes from ``start`` to ``stop`` in groups of ``together`` (the last may be
+    smaller)."""
+    step = max(together, 1)
+    return [list(range(at, min(at + step, stop))) for at in range(start, stop, step)]
 
 
-async def produce(ctx: RunContext, index: int, emit: Callable[[UnitEvent], None]) -> Produced:
-    """Produce unit ``index`` holding a place among the units worked: the part of a unit
-    the run's limit counts (its agent calls take the agents' places within it)."""
-    unit = ctx.units[index]
+def wave_size(parallel: int, together: int = 1) -> int:
+    """Units a wave sends: a whole number of rounds of ``parallel`` groups of ``together``
+    units, about WAVE Sends."""
+    return parallel * max(1, WAVE // parallel) * together
+
+
+async def produce(
+    ctx: RunContext, indexes: Sequence[int], emit: Callable[[UnitEvent], None]
+) -> list[Produced]:
+    """Produce the units at ``indexes`` not done before, holding one place among the units
+    worked: the part of a unit the run's limit counts (its agent calls take the agents'
+    places within it)."""
+    units = [ctx.units[index] for index in indexes if ctx.units[index].path not in ctx.done]
     limit = ctx.pipeline.limit
 
-    def phase(name: Phase) -> None:
-        emit(UnitEvent(unit.path, name, limit.calling))
+    def phases(path: str) -> Callable[[Phase], None]:
+        def phase(name: Phase) -> None:
+            emit(UnitEvent(path, name, limit.calling))
 
+        return phase
+
+    if not units:
+        return []
     async with limit.unit():
-        return await ctx.pipeline.produce(unit, phase)
+        return await ctx.pipeline.produce_many(units, phases)
 
 
 @contextlib.asynccontextmanager
 async def head_start(
     ctx: RunContext, count: int, emit: Callable[[UnitEvent], None]
 ) -> AsyncIterator[None]:
-    """Begin producing the first ``count`` units not done, for the graph to take over.
+    """Begin producing the first ``count`` groups of units not all done, for the graph to
+    take over.
 
     On the way out every unit begun here has finished: those the graph took over finished
     under it, the rest (the run stopped before it reached them) are cancelled and awaited,
     so none outlives the run.
     """
-    indexes = [index for index, unit in enumerate(ctx.units) if unit.path not in ctx.done]
-    begun = [asyncio.ensure_future(produce(ctx, index, emit)) for index in indexes[:count]]
-    ctx.begun.update(zip(indexes, begun, strict=False))
+    groups = [
+        group
+        for group in grouped(0, len(ctx.units), ctx.together)
+        if any(ctx.units[index].path not in ctx.done for index in group)
+    ][:count]
+    begun = [asyncio.ensure_future(produce(ctx, group, emit)) for group in groups]
+    ctx.begun.update(zip((group[0] for group in groups), begun, strict=True))
     try:
         yield
     finally:

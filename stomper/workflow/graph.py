@@ -1,24 +1,27 @@
 """The run as a LangGraph ``StateGraph``.
 
 ```
-START -> fan_out --Send({"unit": i}) per unit of the wave--> process_unit -> aggregate
+START -> fan_out --Send({"units": [i, ...]}) per group--> process_units -> aggregate
             ^                                                                   | (defer)
             +------------------------- next wave -------------------------------+--> END
 ```
 
 Measured facts this shape follows (see DESIGN.md): the concurrency cap is a semaphore
-taken inside ``process_unit``, not ``max_concurrency`` (which holds back checkpoint saves);
-Send payloads carry a unit index only; no step holds more than one wave of Sends, because
+taken inside ``process_units``, not ``max_concurrency`` (which holds back checkpoint saves);
+Send payloads carry unit indexes only; no step holds more than one wave of Sends, because
 a step's cost grows with the square of its Sends; and the state stays small because the
 SQLite checkpointer stores all of it at every step. Results go to the run's journal. The
 first units may have begun before this module loaded (:mod:`stomper.workflow.context`):
-``process_unit`` takes them over.
+``process_units`` takes them over. A Send carries a group of units worked at once (one
+unit, unless the agent fixes many files in one call); each is landed and recorded as its
+own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import operator
+from collections.abc import Callable
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -27,7 +30,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from stomper.events import Phase, UnitEvent
-from stomper.workflow.context import RunContext, produce
+from stomper.workflow.context import RunContext, grouped, produce
 
 
 class RunState(TypedDict):
@@ -36,65 +39,68 @@ class RunState(TypedDict):
     """The first unit of the wave in flight."""
     cursor: int
     """The first unit not yet sent."""
+    together: int
+    """How many units, one after the other, a Send carries."""
     finished: Annotated[int, operator.add]
 
 
-class UnitInput(TypedDict):
-    unit: int
+class UnitsInput(TypedDict):
+    units: list[int]
 
 
 def fan_out(state: RunState, *, runtime: Runtime[RunContext]) -> dict[str, Any]:
     start = state["cursor"]
-    return {"start": start, "cursor": min(start + runtime.context.wave, state["planned"])}
+    ctx = runtime.context
+    cursor = min(start + ctx.wave, state["planned"])
+    return {"start": start, "cursor": cursor, "together": ctx.together}
 
 
 def send_wave(state: RunState) -> list[Send] | str:
     if state["start"] >= state["cursor"]:
         return END
-    return [
-        Send("process_unit", {"unit": index}) for index in range(state["start"], state["cursor"])
-    ]
+    groups = grouped(state["start"], state["cursor"], state["together"])
+    return [Send("process_units", {"units": group}) for group in groups]
 
 
-async def process_unit(state: UnitInput, *, runtime: Runtime[RunContext]) -> dict[str, Any]:
+async def process_units(state: UnitsInput, *, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx = runtime.context
-    unit = ctx.units[state["unit"]]
-    if unit.path in ctx.done:
-        return {"finished": 1}
+    indexes = state["units"]
     write = runtime.stream_writer
 
-    def emit(phase: Phase) -> None:
-        write(UnitEvent(unit.path, phase, ctx.pipeline.limit.calling))
+    def emit(path: str) -> Callable[[Phase], None]:
+        def phase(name: Phase) -> None:
+            write(UnitEvent(path, name, ctx.pipeline.limit.calling))
+
+        return phase
 
     # The limit counts units being worked on; a unit waiting for its turn to land needs no
-    # workspace and no agent, so it gives its place to the next one. A unit begun while the
-    # workflow loaded is taken over where it stands.
-    begun = ctx.begun.pop(state["unit"], None)
-    if begun is None:
-        produced = await produce(ctx, state["unit"], write)
-    else:
-        produced = await begun
+    # workspace and no agent, so it gives its place to the next one. Units begun while the
+    # workflow loaded are taken over where they stand.
+    begun = ctx.begun.pop(indexes[0], None)
+    produced = await (produce(ctx, indexes, write) if begun is None else begun)
     try:
-        result = await ctx.pipeline.land(produced, emit)
+        results = await ctx.pipeline.land_many(produced, emit)
     except asyncio.CancelledError:
         # A landing under way finishes before the cancellation passes on: what it landed
         # is recorded, so that the journal and the summary count what is on the branch.
-        landed = ctx.pipeline.landed(produced)
-        if landed is not None:
-            ctx.record(landed)
+        for one in produced:
+            landed = ctx.pipeline.landed(one)
+            if landed is not None:
+                ctx.record(landed)
         raise
-    ctx.record(result)
-    write(
-        UnitEvent(
-            unit.path,
-            Phase.DONE,
-            ctx.pipeline.limit.calling,
-            result.status.value,
-            result.reason,
-            result.commit,
+    for result in results:
+        ctx.record(result)
+        write(
+            UnitEvent(
+                result.path,
+                Phase.DONE,
+                ctx.pipeline.limit.calling,
+                result.status.value,
+                result.reason,
+                result.commit,
+            )
         )
-    )
-    return {"finished": 1}
+    return {"finished": len(indexes)}
 
 
 def aggregate(state: RunState) -> dict[str, Any]:
@@ -108,11 +114,11 @@ def next_wave(state: RunState) -> str:
 def build() -> StateGraph[RunState, RunContext, RunState, RunState]:
     graph = StateGraph(RunState, context_schema=RunContext)
     graph.add_node("fan_out", fan_out)
-    graph.add_node("process_unit", process_unit, input_schema=UnitInput)
+    graph.add_node("process_units", process_units, input_schema=UnitsInput)
     graph.add_node("aggregate", aggregate, defer=True)
     graph.add_edge(START, "fan_out")
-    graph.add_conditional_edges("fan_out", send_wave, ["process_unit", END])
-    graph.add_edge("process_unit", "aggregate")
+    graph.add_conditional_edges("fan_out", send_wave, ["process_units", END])
+    graph.add_edge("process_units", "aggregate")
     graph.add_conditional_edges("aggregate", next_wave, ["fan_out", END])
     return graph
 
@@ -124,7 +130,7 @@ def compile_graph(
 
 
 def initial_state(units: int) -> RunState:
-    return {"planned": units, "start": 0, "cursor": 0, "finished": 0}
+    return {"planned": units, "start": 0, "cursor": 0, "together": 1, "finished": 0}
 
 
 def recursion_limit(units: int, wave: int) -> int:

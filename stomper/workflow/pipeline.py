@@ -7,21 +7,32 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from stomper import git, redaction
-from stomper.agents import Agent, AgentOutcome, AgentTask, AttemptFailed, deterministic
+from stomper.agents import (
+    Agent,
+    AgentOutcome,
+    AgentTask,
+    AttemptFailed,
+    deterministic,
+    fix_many,
+    fixes_together,
+)
 from stomper.diagnostics import Collector, Diagnostic
 from stomper.events import Phase
 from stomper.gate import TestGate
-from stomper.guardrails import suppression_violation
-from stomper.landing import Lander, LandingRefused, commit_message
+from stomper.guardrails import file_violation, suppression_violation
+from stomper.landing import Landed, Lander, LandingRefused, commit_message
 from stomper.tripwire import Breach, Tripwire
 from stomper.unit import LANDABLE, Patch, Status, Unit, UnitResult
 from stomper.verify import Verdict, counted, describe, judge
 from stomper.workflow.limit import Limit
-from stomper.workspace import NotRegular, Space, Workspaces
+from stomper.workspace import NotRegular, Space, Workspaces, read_regular
 
 Emit = Callable[[Phase], None]
+EmitFor = Callable[[str], Emit]
+"""The emitter of the unit at a path."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,138 @@ class Pipeline:
             produced = Produced(_failed(unit, f"{type(exc).__name__}: {exc}", attempts=1))
         return replace(produced, started=started)
 
+    @property
+    def together(self) -> bool:
+        """Whether units may be worked many at once (:meth:`produce_many`): by an agent that
+        fixes many files in one call, checked by tools that judge a file by itself, with no
+        tests to pass and nothing to watch around the agent's call."""
+        return (
+            fixes_together(self.agent)
+            and self.gate is None
+            and self.tripwire is None
+            and all(collector.per_file for collector in self.collectors)
+        )
+
+    async def produce_many(self, units: Sequence[Unit], emit: EmitFor) -> list[Produced]:
+        """:meth:`produce` for each of ``units`` (of one base), all in one tree of the pool
+        with one agent call and one check per tool, when the pipeline works units
+        :attr:`together`. A unit whose first attempt leaves it neither landable nor
+        unchanged (its fix brought in something new, a guardrail refused it) is then worked
+        alone, as :meth:`produce` works it. The caller holds one unit's place for them all."""
+        if len(units) < 2 or not self.together or len({unit.base for unit in units}) > 1:
+            return [await self.produce(unit, emit(unit.path)) for unit in units]
+        started = time.monotonic()
+        producing = self.lander.producing() if self.lander else contextlib.nullcontext()
+        with producing:
+            try:
+                together = await self._produce_together(units, emit)
+            except Exception:  # each unit, worked alone, meets what failed here on its own
+                together = {}
+            produced = [
+                replace(together[unit.path], started=started)
+                if unit.path in together
+                else await self.produce(unit, emit(unit.path))
+                for unit in units
+            ]
+        return produced
+
+    async def _produce_together(self, units: Sequence[Unit], emit: EmitFor) -> dict[str, Produced]:
+        """What came of the units whose one attempt together settled them, by path."""
+        for unit in units:
+            emit(unit.path)(Phase.ISOLATING)
+        async with self.workspaces.tree(units[0].base) as space:
+            root = space.root
+            originals = await asyncio.to_thread(_read_each, root, units)
+            if None in originals:
+                return {}  # each is told why alone
+            if self.limit.waiting():
+                for unit in units:
+                    emit(unit.path)(Phase.WAITING)
+            async with self.limit.call():
+                for unit in units:
+                    emit(unit.path)(Phase.AGENT)
+                started = time.monotonic()
+                tasks = [AgentTask(unit, root) for unit in units]
+                async with asyncio.timeout(self.policy.agent_timeout):
+                    outcomes = await fix_many(self.agent, tasks)
+                agent_s = (time.monotonic() - started) / len(units)
+            await asyncio.sleep(0)  # as after a unit's own call: the next call goes first
+            if space.tampered() is not None:
+                return {}
+            for unit in units:
+                emit(unit.path)(Phase.VERIFYING)
+            verdicts = await self._verify_together(units, space, originals)
+            settled: dict[str, Produced] = {}
+            for unit, outcome, (verdict, now) in zip(units, outcomes, verdicts, strict=True):
+                if verdict.status is Status.UNCHANGED:
+                    reason = outcome.note or verdict.reason or "the agent changed nothing"
+                    result = replace(_unchanged(unit, reason), agent_s=agent_s)
+                    settled[unit.path] = Produced(result)
+                elif verdict.status in LANDABLE and now is not None:
+                    result = UnitResult(
+                        unit.path,
+                        verdict.status,
+                        unit.diagnostics,
+                        verdict.fixed,
+                        verdict.remaining,
+                        verdict.introduced,
+                        attempts=1,
+                        reason=verdict.reason or _left(verdict, outcome.note, None),
+                        agent_s=agent_s,
+                    )
+                    blob = await space.blob(unit, now)
+                    patch = Patch(unit.path, unit.mode, unit.base_blob, blob)
+                    settled[unit.path] = Produced(result, patch)
+        return settled
+
+    async def _verify_together(
+        self, units: Sequence[Unit], space: Space, originals: Sequence[bytes | None]
+    ) -> list[tuple[Verdict, bytes | None]]:
+        """:meth:`_verify` for each of ``units`` in one tree, each tool run once over the
+        files that changed; a unit refused here is given a verdict of FAILED."""
+        assert space.pooled is not None
+        paths = {unit.path for unit in units}
+        state = await git.private_state(space.pooled.repo)
+        outside = sorted(path for path in state.changed if path not in paths)
+        refused = Verdict(Status.FAILED, (), (), (), "refused")
+        if outside:
+            return [(refused, None)] * len(units)
+        nows = await asyncio.to_thread(_read_each, space.root, units)
+        verdicts: list[tuple[Verdict, bytes | None]] = []
+        changed = []
+        for unit, original, now in zip(units, originals, nows, strict=True):
+            if now is None or file_violation(space.root / unit.path, unit.path, unit.mode):
+                verdicts.append((refused, None))
+            elif now == original:
+                verdicts.append((judge(unit.diagnostics, unit.baseline, (), changed=False), now))
+            elif original is None or self._refused(unit, original, now):
+                verdicts.append((refused, None))
+            else:
+                verdicts.append((refused, now))
+                changed.append(unit.path)
+        found: dict[str, list[Diagnostic]] = {path: [] for path in changed}
+        for collector in self.collectors:
+            for diag in await space.collect_tree(collector, changed):
+                found.setdefault(diag.path, []).append(diag)
+        return [
+            (judge(unit.diagnostics, unit.baseline, found[unit.path], changed=True), now)
+            if unit.path in found and now is not None
+            else (verdict, now)
+            for unit, (verdict, now) in zip(units, verdicts, strict=True)
+        ]
+
+    def _refused(self, unit: Unit, original: bytes, now: bytes) -> bool:
+        """Whether the guardrails of the bytes alone refuse the change (a secret written, a
+        suppression added, flagged code deleted)."""
+        if redaction.active().written(original, now) is not None:
+            return True
+        if self.policy.allow_suppressions:
+            return False
+        cheat = suppression_violation(
+            original.decode(errors="replace"), now.decode(errors="replace"), unit.diagnostics
+        )
+        return cheat is not None
+
     async def land(self, produced: Produced, emit: Emit) -> UnitResult:
         """Land what :meth:`produce` made (waiting for the landings before it): the unit's
         result. Landing is serial and needs no workspace, so it happens outside the limit."""
@@ -86,6 +229,45 @@ class Pipeline:
         except Exception as exc:
             result = _refuse(produced.result, f"{type(exc).__name__}: {exc}")
         return replace(result, duration_s=time.monotonic() - produced.started)
+
+    async def land_many(self, produced: Sequence[Produced], emit: EmitFor) -> list[UnitResult]:
+        """:meth:`land` for each of ``produced``, their patches in one chain as far as
+        nothing is in the way."""
+        patches = sum(1 for one in produced if one.patch is not None)
+        if self.lander is None or self.tripwire is not None or patches < 2:
+            return [await self.land(one, emit(one.result.path)) for one in produced]
+        try:
+            results = await self._land_many(self.lander, produced, emit)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            results = [_refuse(one.result, reason) if one.patch else one.result for one in produced]
+        now = time.monotonic()
+        return [
+            replace(result, duration_s=now - one.started)
+            for result, one in zip(results, produced, strict=True)
+        ]
+
+    async def _land_many(
+        self, lander: Lander, produced: Sequence[Produced], emit: EmitFor
+    ) -> list[UnitResult]:
+        patches = []
+        for one in produced:
+            if one.patch is not None:
+                emit(one.result.path)(Phase.LANDING)
+                patches.append((one.patch, self._message(one.result)))
+        outcomes = iter(await lander.land_many(patches))
+        return [
+            _settled(one.result, next(outcomes)) if one.patch is not None else one.result
+            for one in produced
+        ]
+
+    def _message(self, result: UnitResult) -> str:
+        return commit_message(
+            path=result.path,
+            tools=sorted({diag.tool for diag in result.fixed}),
+            codes=[diag.code for diag in result.fixed],
+            run_id=self.run_id,
+        )
 
     def landed(self, produced: Produced) -> UnitResult | None:
         """The unit's result if its patch is on the target now, for a landing whose caller
@@ -127,12 +309,7 @@ class Pipeline:
             diff = await git.diff_blobs(root, patch.old_blob, patch.new_blob, patch.path)
             return replace(result, diff=diff)
         emit(Phase.LANDING)
-        message = commit_message(
-            path=patch.path,
-            tools=sorted({diag.tool for diag in result.fixed}),
-            codes=[diag.code for diag in result.fixed],
-            run_id=self.run_id,
-        )
+        message = self._message(result)
         watched = self.tripwire.landing() if self.tripwire else contextlib.nullcontext()
         try:
             async with watched:
@@ -140,11 +317,8 @@ class Pipeline:
                 if self.tripwire is not None:
                     self.tripwire.landed(landed.commit)
         except LandingRefused as refused:
-            status = Status.SKIPPED if refused.skipped else Status.FAILED
-            # A file committed to meanwhile is not the one counted: what it holds is unknown.
-            remaining = () if refused.superseded else None
-            return _refuse(result, refused.reason, status=status, remaining=remaining)
-        return replace(result, commit=landed.commit, landing_s=landed.seconds)
+            return _settled(result, refused)
+        return _settled(result, landed)
 
     async def _attempts(
         self, unit: Unit, space: Space, original: bytes, before: list[Diagnostic], emit: Emit
@@ -365,6 +539,41 @@ def _feedback(verdict: Verdict) -> str:
     if verdict.reason:
         parts.append(verdict.reason)
     return "\n".join(parts)
+
+
+def _settled(result: UnitResult, outcome: Landed | Exception) -> UnitResult:
+    """The unit's result once its patch landed, or did not."""
+    if isinstance(outcome, Landed):
+        return replace(result, commit=outcome.commit, landing_s=outcome.seconds)
+    if isinstance(outcome, LandingRefused):
+        status = Status.SKIPPED if outcome.skipped else Status.FAILED
+        # A file committed to meanwhile is not the one counted: what it holds is unknown.
+        remaining = () if outcome.superseded else None
+        return _refuse(result, outcome.reason, status=status, remaining=remaining)
+    return _refuse(result, f"{type(outcome).__name__}: {outcome}")
+
+
+def _unchanged(unit: Unit, reason: str) -> UnitResult:
+    return UnitResult(
+        unit.path,
+        Status.UNCHANGED,
+        unit.diagnostics,
+        remaining=unit.diagnostics,
+        attempts=1,
+        reason=reason,
+    )
+
+
+def _read_each(root: Path, units: Sequence[Unit]) -> list[bytes | None]:
+    """The bytes of each unit's file in the tree at ``root`` (never through a symlink); None
+    for one that is no regular file."""
+    found: list[bytes | None] = []
+    for unit in units:
+        try:
+            found.append(read_regular(root, unit.path))
+        except (NotRegular, FileNotFoundError):
+            found.append(None)
+    return found
 
 
 def _loop_time(deadline: float) -> float:
