@@ -19,11 +19,12 @@ from pathlib import Path
 from stomper import git
 from stomper.diagnostics import Diagnostic
 
-# Each with a word every match holds (in lower case): a source without it has no match.
+# Each with a word every match holds (in lower case): a source without it has no match. A
+# match lies within one line (white space but line ends: ``[^\S\r\n]``), as a comment does.
 SUPPRESSIONS = (
-    ("# noqa", "noqa", re.compile(r"#\s*noqa\b", re.IGNORECASE)),
-    ("# type: ignore", "ignore", re.compile(r"#\s*type:\s*ignore\b")),
-    ("pyright: ignore", "ignore", re.compile(r"pyright:\s*ignore\b")),
+    ("# noqa", "noqa", re.compile(r"#[^\S\r\n]*noqa\b", re.IGNORECASE)),
+    ("# type: ignore", "ignore", re.compile(r"#[^\S\r\n]*type:[^\S\r\n]*ignore\b")),
+    ("pyright: ignore", "ignore", re.compile(r"pyright:[^\S\r\n]*ignore\b")),
     ("pytest.mark.skip", "skip", re.compile(r"\bpytest\.mark\.skip(if)?\b|\bpytest\.skip\(")),
     ("pytest.mark.xfail", "xfail", re.compile(r"\bpytest\.mark\.xfail\b|\bpytest\.xfail\(")),
 )
@@ -60,11 +61,13 @@ def file_violation(file: Path, unit_path: str, mode: str) -> str | None:
 
 def suppression_violation(before: str, after: str, targeted: Sequence[Diagnostic]) -> str | None:
     """Why the change silences a tool instead of fixing the code, if it does."""
-    lowered = after.lower()
+    # A match lies within a line: the lines both sources share hold the same ones.
+    old, new, _ = _changed_lines(before, after)
+    lowered = new.lower()
     added = [
         name
         for name, word, pattern in SUPPRESSIONS
-        if word in lowered and len(pattern.findall(after)) > len(pattern.findall(before))
+        if word in lowered and len(pattern.findall(new)) > len(pattern.findall(old))
     ]
     if added:
         return f"the change adds suppressions instead of fixes: {', '.join(added)}"

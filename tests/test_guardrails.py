@@ -10,14 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stomper.agents import AgentOutcome, AgentTask, AttemptFailed
 from stomper.commands.fix import FixRequest, run_fix
 from stomper.config import Settings
 from stomper.diagnostics import Diagnostic, ruff
-from stomper.guardrails import _deleted_definitions, _keeps_every_definition, suppression_violation
+from stomper.guardrails import (
+    SUPPRESSIONS,
+    _deleted_definitions,
+    _keeps_every_definition,
+    suppression_violation,
+)
 from stomper.report import RunReport
 from stomper.testing.repos import module
 from tests.conftest import sh
@@ -288,6 +293,52 @@ def test_suppression_patterns() -> None:
     assert suppression_violation("", "pytest.xfail('later')\n", ())
     assert suppression_violation("", "@pytest.mark.skip\ndef test(): pass\n", ())
     assert suppression_violation("x = 1  # noqa\n", "y = 1  # noqa\n", ()) is None
+
+
+def added_by_counting_all(before: str, after: str) -> list[str]:
+    """What the suppression check means, by counting over both whole sources."""
+    return [
+        name
+        for name, _word, pattern in SUPPRESSIONS
+        if len(pattern.findall(after)) > len(pattern.findall(before))
+    ]
+
+
+SUPPRESSING_LINES = st.lists(
+    st.sampled_from(
+        [
+            "x = 1\n",
+            "x = 1  # noqa\n",
+            "x = 1  # NOQA: F401\r\n",
+            "#\tnoqa\n",
+            "# \n",
+            "noqa\n",
+            "y = 2  # type: ignore[assignment]\n",
+            "#type:ignore\r",
+            "# pyright: ignore\n",
+            "@pytest.mark.skip\n",
+            "pytest.xfail('x')\n",
+            "",
+        ]
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(SUPPRESSING_LINES, SUPPRESSING_LINES, SUPPRESSING_LINES, SUPPRESSING_LINES)
+@example(["# \n"], [], ["noqa\n"], [])  # a comment never goes on past its line
+def test_suppressions_are_counted_where_the_sources_differ_as_over_all_of_them(
+    head: list[str], old: list[str], new: list[str], tail: list[str]
+) -> None:
+    before = "".join(head + old + tail)
+    after = "".join(head + new + tail)
+    found = suppression_violation(before, after, ())
+    expected = added_by_counting_all(before, after)
+    if expected:
+        assert found == f"the change adds suppressions instead of fixes: {', '.join(expected)}"
+    else:
+        assert found is None or "suppressions" not in found
 
 
 def deleted_by_parsing_both(before: str, after: str, lines: set[int]) -> list[str]:
