@@ -10,7 +10,7 @@ from pathlib import Path
 
 from stomper import proc
 from stomper.errors import ToolError
-from stomper.unit import unquote_path
+from stomper.unit import quote_path, unquote_path
 
 GIT = "git"
 # Output that is parsed must not depend on the user's colour, pager or diff drivers.
@@ -561,6 +561,62 @@ async def changed_paths(root: Path, paths: Sequence[str]) -> set[str]:
         *paths,
     )
     return set(_status_paths(done.stdout))
+
+
+@dataclass(frozen=True)
+class NewCommit:
+    """A commit to write that changes one file of the one before it."""
+
+    path: str
+    mode: str
+    blob: str
+    message: str
+
+
+async def import_commits(
+    root: Path,
+    tip: str,
+    commits: Sequence[NewCommit],
+    *,
+    author: bytes,
+    committer: bytes,
+    scratch_ref: str,
+) -> list[str]:
+    """Write ``commits``, each on the one before and the first on ``tip``, through one
+    ``git fast-import``: their ids. Their blobs must be stored already.
+
+    git builds the trees and writes everything as one pack (a handful of objects it leaves
+    loose: ``fastimport.unpackLimit``). No ref is written: the commits are made on
+    ``scratch_ref``, which is removed before the end, so git never creates it.
+    """
+    stream = bytearray(b"feature done\n")
+    for mark, commit in enumerate(commits, 1):
+        message = commit.message.encode()
+        stream += b"commit %s\nmark :%d\nauthor %s\ncommitter %s\ndata %d\n%s\n" % (
+            scratch_ref.encode(),
+            mark,
+            author,
+            committer,
+            len(message),
+            message,
+        )
+        if mark == 1:
+            stream += b"from %s\n" % tip.encode()
+        stream += b"M %s %s %s\n\n" % (
+            commit.mode.encode(),
+            commit.blob.encode(),
+            quote_path(commit.path).encode("utf-8", "surrogateescape"),
+        )
+    for mark in range(1, len(commits) + 1):
+        stream += b"get-mark :%d\n" % mark
+    stream += b"reset %s\nfrom %s\n\ndone\n" % (scratch_ref.encode(), b"0" * len(tip))
+    done = await git(
+        root, "fast-import", "--quiet", "--done", "--cat-blob-fd=1", stdin=bytes(stream)
+    )
+    ids = done.stdout.decode().split()
+    if len(ids) != len(commits):
+        raise ToolError(f"git fast-import gave {len(ids)} commits of {len(commits)}")
+    return ids
 
 
 async def differing_from(root: Path, commit: str, pathspecs: Sequence[str]) -> list[str]:

@@ -60,12 +60,20 @@ class Ident:
         return cls(name, email, (int(seconds), offset) if fixed_date else None)
 
     def signature(self) -> pygit2.Signature:
+        return pygit2.Signature(self.name, self.email, *self._when())
+
+    def line(self) -> bytes:
+        """As git writes it in a commit: ``Name <email> 1700000000 +0100``, dated now."""
+        seconds, offset = self._when()
+        sign = "-" if offset < 0 else "+"
+        hours, minutes = divmod(abs(offset), 60)
+        return f"{self.name} <{self.email}> {seconds} {sign}{hours:02d}{minutes:02d}".encode()
+
+    def _when(self) -> tuple[int, int]:
         if self.fixed is not None:
-            seconds, offset = self.fixed
-        else:
-            seconds = int(time.time())
-            offset = (time.localtime(seconds).tm_gmtoff or 0) // 60
-        return pygit2.Signature(self.name, self.email, seconds, offset)
+            return self.fixed
+        seconds = int(time.time())
+        return seconds, (time.localtime(seconds).tm_gmtoff or 0) // 60
 
 
 class Objects:

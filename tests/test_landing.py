@@ -748,6 +748,57 @@ def test_objects_are_the_ones_git_would_write(make, tmp_path, monkeypatch) -> No
     assert_fsck_clean(repo)
 
 
+AWKWARD = ["with space.py", "ünïcode/ñame.py", "-dash.py", "x/\tab.py", 'quote"d.py', " lead.py"]
+
+
+@pytest.mark.parametrize("checked_out", [True, False])
+def test_a_long_chain_is_written_by_git_as_its_plumbing_would_write_it(
+    make, tmp_path, monkeypatch, checked_out
+) -> None:
+    for name, value in FIXED_DATES.items():
+        monkeypatch.setenv(name, value)
+    paths = [*AWKWARD, *(f"pkg/sub/m{n}.py" for n in range(6))]
+    repo = make({path: "OLD = 1\n" for path in [*paths, "pkg/kept.py"]})
+    # Every object git's fast-import writes stays in its pack: seen there, it wrote them.
+    sh(repo, "config", "fastimport.unpackLimit", "1")
+    packs = set((repo / ".git" / "objects" / "pack").glob("*.pack"))
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    patches = [patch_for(repo, path, f"NEW = {n}\n".encode()) for n, path in enumerate(paths)]
+    landing = lander(repo, tmp_path, checked_out=checked_out)
+    refs = sh(repo, "for-each-ref", "--format=%(refname)")
+
+    async def land() -> list[Landed | Exception]:
+        try:
+            return await landing.land_many([(patch, message(patch.path)) for patch in patches])
+        finally:
+            await landing.aclose()
+
+    landed = asyncio.run(land())
+    commits = [outcome.commit for outcome in landed if isinstance(outcome, Landed)]
+    assert len(commits) == len(paths), landed
+    target = "HEAD" if checked_out else "other"
+    assert new_commits(repo, base, target) == commits
+    assert set((repo / ".git" / "objects" / "pack").glob("*.pack")) > packs
+    env = {"GIT_INDEX_FILE": str(tmp_path / "git-index")}
+
+    async def by_git(parent: str, patch: Patch) -> str:
+        """What git's own plumbing makes of the same change on the same parent."""
+        await git.git(repo, "read-tree", parent, env=env)
+        info = f"{patch.mode},{patch.new_blob},{patch.path}"
+        await git.git(repo, "update-index", "--cacheinfo", info, env=env)
+        tree = (await git.git(repo, "write-tree", env=env)).stdout.decode().strip()
+        return await git.commit_tree(repo, tree, parent, message(patch.path))
+
+    for parent, patch, commit in zip([base, *commits], patches, commits, strict=False):
+        assert files_of(repo, commit) == [patch.path]
+        assert commit == asyncio.run(by_git(parent, patch)), patch.path
+    assert sh(repo, "for-each-ref", "--format=%(refname)") == refs
+    if checked_out:
+        assert sh(repo, "status", "--porcelain") == ""
+        assert all((repo / path).read_text() == f"NEW = {n}\n" for n, path in enumerate(paths))
+    assert_fsck_clean(repo)
+
+
 @pytest.fixture
 def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A time zone half an hour off the hour, for this process and its children."""
