@@ -571,6 +571,8 @@ class NewCommit:
     mode: str
     blob: str
     message: str
+    content: bytes | None = None
+    """The blob's bytes, when it is to be stored with the commit."""
 
 
 async def import_commits(
@@ -583,14 +585,27 @@ async def import_commits(
     scratch_ref: str,
 ) -> list[str]:
     """Write ``commits``, each on the one before and the first on ``tip``, through one
-    ``git fast-import``: their ids. Their blobs must be stored already.
+    ``git fast-import``: their ids. Their blobs are stored already, or stored with them
+    (a :class:`ToolError` if git names one otherwise).
 
     git builds the trees and writes everything as one pack (a handful of objects it leaves
     loose: ``fastimport.unpackLimit``). No ref is written: the commits are made on
     ``scratch_ref``, which is removed before the end, so git never creates it.
     """
     stream = bytearray(b"feature done\n")
+    marks = len(commits)
+    stored: list[tuple[int, str]] = []
     for mark, commit in enumerate(commits, 1):
+        blob = commit.blob.encode()
+        if commit.content is not None:
+            marks += 1
+            stored.append((marks, commit.blob))
+            stream += b"blob\nmark :%d\ndata %d\n%s\n" % (
+                marks,
+                len(commit.content),
+                commit.content,
+            )
+            blob = b":%d" % marks
         message = commit.message.encode()
         stream += b"commit %s\nmark :%d\nauthor %s\ncommitter %s\ndata %d\n%s\n" % (
             scratch_ref.encode(),
@@ -602,21 +617,21 @@ async def import_commits(
         )
         if mark == 1:
             stream += b"from %s\n" % tip.encode()
-        stream += b"M %s %s %s\n\n" % (
-            commit.mode.encode(),
-            commit.blob.encode(),
-            quote_path(commit.path).encode("utf-8", "surrogateescape"),
-        )
-    for mark in range(1, len(commits) + 1):
+        path = quote_path(commit.path).encode("utf-8", "surrogateescape")
+        stream += b"M %s %s %s\n\n" % (commit.mode.encode(), blob, path)
+    asked = [*range(1, len(commits) + 1), *(mark for mark, _ in stored)]
+    for mark in asked:
         stream += b"get-mark :%d\n" % mark
     stream += b"reset %s\nfrom %s\n\ndone\n" % (scratch_ref.encode(), b"0" * len(tip))
-    done = await git(
-        root, "fast-import", "--quiet", "--done", "--cat-blob-fd=1", stdin=bytes(stream)
-    )
+    argv = ("fast-import", "--quiet", "--done", "--cat-blob-fd=1")
+    done = await git(root, *argv, stdin=bytes(stream))
     ids = done.stdout.decode().split()
-    if len(ids) != len(commits):
-        raise ToolError(f"git fast-import gave {len(ids)} commits of {len(commits)}")
-    return ids
+    if len(ids) != len(asked):
+        raise ToolError(f"git fast-import named {len(ids)} of the {len(asked)} objects asked")
+    for (_, expected), found in zip(stored, ids[len(commits) :], strict=True):
+        if found != expected:
+            raise ToolError(f"git fast-import stored {found} where {expected} was verified")
+    return ids[: len(commits)]
 
 
 async def differing_from(root: Path, commit: str, pathspecs: Sequence[str]) -> list[str]:

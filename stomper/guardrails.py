@@ -77,6 +77,14 @@ def suppression_violation(before: str, after: str, targeted: Sequence[Diagnostic
     return None
 
 
+def suppression_violations(
+    changes: Sequence[tuple[str, str, Sequence[Diagnostic]]],
+) -> list[str | None]:
+    """:func:`suppression_violation` of each change (before, after, targeted): a list in a
+    list out, to be split among worker processes (:mod:`stomper.offload`)."""
+    return [suppression_violation(*change) for change in changes]
+
+
 def _deleted_definitions(before: str, after: str, targeted: Sequence[Diagnostic]) -> list[str]:
     """Top-level functions and classes that held a targeted diagnostic and are gone."""
     # Parsing costs milliseconds a file. A change whose lines cannot remove a definition

@@ -465,6 +465,14 @@ def _refuse_unchained(requests: Sequence[_Request], chain: Sequence[_Link], targ
             )
 
 
+def _stored(patch: Patch, blob: str) -> None:
+    """Check that the blob stored for ``patch`` is the one its unit verified and named."""
+    if blob != patch.new_blob:
+        raise LandingRefused(
+            f"the bytes of {patch.path} were stored as {blob}, not as {patch.new_blob}"
+        )
+
+
 async def _finish(landing: asyncio.Future[None]) -> None:
     """Wait for ``landing`` to end whatever cancellations arrive, then pass one on.
 
@@ -515,7 +523,13 @@ class _LibgitObjects:
         if not taken:
             return []
         commits = [
-            git.NewCommit(request.patch.path, mode, request.patch.new_blob, request.message)
+            git.NewCommit(
+                request.patch.path,
+                mode,
+                request.patch.new_blob,
+                request.message,
+                request.patch.content,
+            )
             for request, mode in taken
         ]
         made = await git.import_commits(
@@ -548,6 +562,8 @@ class _LibgitObjects:
             before = self.odb.entry(head, patch.path)
             if before is None or before.blob != patch.old_blob:
                 continue
+            if patch.content is not None:
+                _stored(patch, self.odb.write_blob(patch.content))
             # The target's mode, not the unit's: a mode the user changed meanwhile stays.
             entry = git.TreeEntry(before.mode, patch.new_blob)
             head = self.odb.commit(
@@ -579,6 +595,8 @@ class _PlumbingObjects:
             before = await git.index_entry(self.root, patch.path, index_file=self.index_file)
             if before is None or before.blob != patch.old_blob:
                 continue
+            if patch.content is not None:
+                _stored(patch, await git.write_blob(self.root, patch.path, patch.content))
             entry = git.TreeEntry(before.mode, patch.new_blob)
             await git.set_index_entry(self.root, patch.path, entry, index_file=self.index_file)
             tree = await git.write_tree(self.root, index_file=self.index_file)

@@ -99,6 +99,10 @@ class Objects:
         """Store ``content`` as it is (no filter): for paths git keeps verbatim."""
         return str(self._repo.create_blob(content))
 
+    def hash_blob(self, content: bytes) -> str:
+        """The id :meth:`write_blob` would give ``content``, storing nothing."""
+        return str(pygit2.hash(content))
+
     def entry(self, commit: str, path: str) -> git.TreeEntry | None:
         """What ``commit`` holds at ``path``: a file's mode and blob, or None."""
         try:

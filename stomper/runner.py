@@ -25,6 +25,7 @@ from stomper.events import UnitEvent
 from stomper.gate import TestGate
 from stomper.journal import Journal
 from stomper.landing import Lander
+from stomper.offload import Offload
 from stomper.report import LeftOut, Metrics, RunReport, ordered
 from stomper.repository import Repository
 from stomper.tripwire import Tripwire
@@ -121,8 +122,19 @@ async def execute(
         repo = run.repo
         quarantine = journal.dir / "quarantine"
         tripwire = Tripwire(repo.root, repo.git_dir, repo.common_dir, run.target_ref, quarantine)
+    offload = Offload()
     pipeline = Pipeline(
-        run.run_id, workspaces, agent, collectors, lander, policy, gate, tree, tripwire, limit
+        run.run_id,
+        workspaces,
+        agent,
+        collectors,
+        lander,
+        policy,
+        gate,
+        tree,
+        tripwire,
+        limit,
+        offload,
     )
     results: list[UnitResult] = []
 
@@ -166,6 +178,7 @@ async def execute(
             await asyncio.shield(lander.aclose())
         await asyncio.shield(workspaces.aclose())
         await asyncio.shield(close_collectors(collectors))
+        offload.close()
         workspaces.close()
         journal.index_file.unlink(missing_ok=True)
         journal.update(status=status, finished=time.time())

@@ -55,5 +55,13 @@ class Blobs:
             return await git.write_blob(self.root, path, content)
         return self._objects.write_blob(content)
 
+    async def name(self, path: str, content: bytes) -> tuple[str, bytes | None]:
+        """The id ``content`` has as the blob of ``path``, and ``content`` itself when it is
+        not stored yet: git keeps the path's bytes as they are, so whoever stores them later
+        gets this id. Elsewhere it is stored now (through git's filters), and None given."""
+        if self._objects is None or path not in self.verbatim:
+            return await git.write_blob(self.root, path, content), None
+        return self._objects.hash_blob(content), content
+
     async def aclose(self) -> None:
         await self._reader.aclose()

@@ -67,6 +67,9 @@ class Patch:
     mode: str
     old_blob: str
     new_blob: str
+    content: bytes | None = field(default=None, repr=False)
+    """The bytes of ``new_blob`` when it is not stored yet: the landing stores them, with
+    the commit (git keeps them as they are: no filter, no conversion)."""
 
 
 @dataclass(frozen=True)

@@ -223,9 +223,10 @@ class Space:
         cache = self.pooled.cache_dir(collector.name) if self.pooled is not None else None
         return await collector.collect(self.root, paths, cache_dir=cache)
 
-    async def blob(self, unit: Unit, content: bytes) -> str:
-        """Write ``content`` into the object store as the unit file's blob; its id."""
-        return await self.blobs.write(unit.path, content)
+    async def blob(self, unit: Unit, content: bytes) -> tuple[str, bytes | None]:
+        """The id of ``content`` as the unit file's blob, and ``content`` when it is left
+        for the landing to store (:meth:`stomper.store.Blobs.name`)."""
+        return await self.blobs.name(unit.path, content)
 
 
 class Workspaces:

@@ -36,6 +36,16 @@ def patch_for(repo: Path, path: str, content: bytes) -> Patch:
     return Patch(path, mode, old, done.stdout.decode().strip())
 
 
+def unstored_patch_for(repo: Path, path: str, content: bytes) -> Patch:
+    """A patch of ``path`` (at HEAD) to ``content``, whose blob is left for the landing to
+    store, as a unit's is where git keeps the file's bytes as they are."""
+    mode, _, old = sh(repo, "ls-tree", "HEAD", "--", path).split("\t")[0].split()
+    done = asyncio.run(git.git(repo, "hash-object", "--stdin", stdin=content))
+    blob = done.stdout.decode().strip()
+    assert git.git_sync(repo, "cat-file", "-e", blob, check=False).returncode != 0
+    return Patch(path, mode, old, blob, content)
+
+
 def message(path: str) -> str:
     return commit_message(path=path, tools=["ruff"], codes=["F401"], run_id="test-run")
 
@@ -763,7 +773,11 @@ def test_a_long_chain_is_written_by_git_as_its_plumbing_would_write_it(
     sh(repo, "config", "fastimport.unpackLimit", "1")
     packs = set((repo / ".git" / "objects" / "pack").glob("*.pack"))
     base = sh(repo, "rev-parse", "HEAD").strip()
-    patches = [patch_for(repo, path, f"NEW = {n}\n".encode()) for n, path in enumerate(paths)]
+    # Half of the blobs are stored already, half are left for the landing to store.
+    patches = [
+        (unstored_patch_for if n % 2 else patch_for)(repo, path, f"NEW = {n}\n".encode())
+        for n, path in enumerate(paths)
+    ]
     landing = lander(repo, tmp_path, checked_out=checked_out)
     refs = sh(repo, "for-each-ref", "--format=%(refname)")
 
@@ -828,10 +842,11 @@ def test_identity_and_zone_are_what_git_var_gives(make, tmp_path, zone) -> None:
     "path",
     ["a/b/c/d/e/f/g/deep.py", "with space.py", "ünïcode/ñame.py", "-dash.py", "x/\tab.py"],
 )
-def test_awkward_paths_land(make, tmp_path, path) -> None:
+@pytest.mark.parametrize("stored", [True, False])
+def test_awkward_paths_land(make, tmp_path, path, stored) -> None:
     repo = make({path: "OLD = 1\n", "a/b/c/sibling.py": "S = 1\n", "zzz.py": "Z = 1\n"})
     base = sh(repo, "rev-parse", "HEAD").strip()
-    patch = patch_for(repo, path, b"NEW = 1\n")
+    patch = (patch_for if stored else unstored_patch_for)(repo, path, b"NEW = 1\n")
     (landed,) = asyncio.run(land_all(lander(repo, tmp_path), [patch]))
     assert isinstance(landed, Landed)
     assert files_of(repo, landed.commit) == [path]

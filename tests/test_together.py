@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from stomper.agents import AgentOutcome, AgentTask
 from stomper.diagnostics.ruff import ruff_binary
 from stomper.testing.repos import make_repo, module
 from tests.conftest import memory_folders, run_json, sh
@@ -88,3 +89,40 @@ def test_units_are_worked_alone_when_the_checkouts_settings_are_not_the_commits(
         "units"
     ]
     assert all('f"hello"' in (repo / f"m{n}.py").read_text() for n in range(8))
+
+
+class Cheater:
+    """Fixes F401 by deleting the import, as ruff does, but in ``cheat.py`` it silences the
+    finding with a ``# noqa`` instead; alone or many files at once alike."""
+
+    name = "cheater"
+    needs_tree = False
+    deterministic = True
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        source = task.file.read_text()
+        if task.unit.path == "cheat.py":
+            task.file.write_text(source.replace("import os\n", "import os  # noqa\n"))
+        else:
+            task.file.write_text(source.replace("import os\n", ""))
+        return AgentOutcome()
+
+    async def fix_many(self, tasks: list[AgentTask]) -> list[AgentOutcome]:
+        return [await self.fix(task) for task in tasks]
+
+
+def cheater(settings: object) -> Cheater:
+    return Cheater()
+
+
+def test_the_guardrails_refuse_a_unit_worked_together_as_they_refuse_it_alone(make, capsys) -> None:
+    files = {f"m{n:02d}.py": module(["F401"]) for n in range(40)}
+    repo = make({**files, "cheat.py": module(["F401"])})
+    code, doc = run_json(repo, "-j", "1", "--agent", "tests.test_together:cheater", capsys=capsys)
+    units = {unit["path"]: unit for unit in doc["units"]}
+    assert code == 1
+    cheat = units.pop("cheat.py")
+    assert cheat["status"] == "failed" and "suppressions" in cheat["reason"], cheat
+    assert {unit["status"] for unit in units.values()} == {"fixed"}
+    assert "noqa" not in (repo / "cheat.py").read_text()
+    assert sh(repo, "status", "--porcelain") == ""

@@ -22,8 +22,9 @@ from stomper.agents import (
 from stomper.diagnostics import Collector, Diagnostic
 from stomper.events import Phase
 from stomper.gate import TestGate
-from stomper.guardrails import file_violation, suppression_violation
+from stomper.guardrails import file_violation, suppression_violation, suppression_violations
 from stomper.landing import Landed, Lander, LandingRefused, commit_message
+from stomper.offload import Offload
 from stomper.tripwire import Breach, Tripwire
 from stomper.unit import LANDABLE, Patch, Status, Unit, UnitResult
 from stomper.verify import Verdict, counted, describe, judge
@@ -75,6 +76,8 @@ class Pipeline:
     without a sandbox."""
     limit: Limit = field(default_factory=lambda: Limit(1))
     """Each agent call takes one of its places (the units' own places are the caller's)."""
+    offload: Offload | None = None
+    """Worker processes for the checks of units worked together."""
 
     async def produce(self, unit: Unit, emit: Emit) -> Produced:
         """Work ``unit`` to a patch ready to land, or to its final result; a failure of the
@@ -168,8 +171,8 @@ class Pipeline:
                         reason=verdict.reason or _left(verdict, outcome.note, None),
                         agent_s=agent_s,
                     )
-                    blob = await space.blob(unit, now)
-                    patch = Patch(unit.path, unit.mode, unit.base_blob, blob)
+                    blob, content = await space.blob(unit, now)
+                    patch = Patch(unit.path, unit.mode, unit.base_blob, blob, content)
                     settled[unit.path] = Produced(result, patch)
         return settled
 
@@ -187,39 +190,43 @@ class Pipeline:
             return [(refused, None)] * len(units)
         nows = await asyncio.to_thread(_read_each, space.root, units)
         verdicts: list[tuple[Verdict, bytes | None]] = []
-        changed = []
+        changed: list[tuple[Unit, bytes, bytes]] = []
         for unit, original, now in zip(units, originals, nows, strict=True):
             if now is None or file_violation(space.root / unit.path, unit.path, unit.mode):
                 verdicts.append((refused, None))
             elif now == original:
                 verdicts.append((judge(unit.diagnostics, unit.baseline, (), changed=False), now))
-            elif original is None or self._refused(unit, original, now):
+            elif original is None or redaction.active().written(original, now) is not None:
                 verdicts.append((refused, None))
             else:
                 verdicts.append((refused, now))
-                changed.append(unit.path)
-        found: dict[str, list[Diagnostic]] = {path: [] for path in changed}
+                changed.append((unit, original, now))
+        if not self.policy.allow_suppressions:
+            cheats = await self._suppression_violations(changed)
+            changed = [change for change, cheat in zip(changed, cheats, strict=True) if not cheat]
+        found: dict[str, list[Diagnostic]] = {unit.path: [] for unit, _, _ in changed}
         for collector in self.collectors:
-            for diag in await space.collect_tree(collector, changed):
+            for diag in await space.collect_tree(collector, list(found)):
                 found.setdefault(diag.path, []).append(diag)
         return [
             (judge(unit.diagnostics, unit.baseline, found[unit.path], changed=True), now)
             if unit.path in found and now is not None
-            else (verdict, now)
+            else (verdict, None)
             for unit, (verdict, now) in zip(units, verdicts, strict=True)
         ]
 
-    def _refused(self, unit: Unit, original: bytes, now: bytes) -> bool:
-        """Whether the guardrails of the bytes alone refuse the change (a secret written, a
-        suppression added, flagged code deleted)."""
-        if redaction.active().written(original, now) is not None:
-            return True
-        if self.policy.allow_suppressions:
-            return False
-        cheat = suppression_violation(
-            original.decode(errors="replace"), now.decode(errors="replace"), unit.diagnostics
-        )
-        return cheat is not None
+    async def _suppression_violations(
+        self, changes: Sequence[tuple[Unit, bytes, bytes]]
+    ) -> list[str | None]:
+        """Why each change silences a tool instead of fixing the code, if it does: the
+        parsing this takes is done by worker processes where the pipeline has them."""
+        texts = [
+            (original.decode(errors="replace"), now.decode(errors="replace"), unit.diagnostics)
+            for unit, original, now in changes
+        ]
+        if self.offload is None:
+            return suppression_violations(texts)
+        return await self.offload.map(suppression_violations, texts)
 
     async def land(self, produced: Produced, emit: Emit) -> UnitResult:
         """Land what :meth:`produce` made (waiting for the landings before it): the unit's
@@ -297,7 +304,8 @@ class Pipeline:
                 if blame is not None:
                     return Produced(_refuse(result, blame))
             # The bytes that were verified, as they were read: not the file read again.
-            patch = Patch(unit.path, unit.mode, unit.base_blob, await space.blob(unit, source))
+            blob, content = await space.blob(unit, source)
+            patch = Patch(unit.path, unit.mode, unit.base_blob, blob, content)
         return Produced(result, patch)
 
     async def _land(self, produced: Produced, emit: Emit) -> UnitResult:
@@ -306,6 +314,8 @@ class Pipeline:
             return result
         if self.lander is None:
             root = self.workspaces.root
+            if patch.content is not None:  # shown, not landed: stored for git to read
+                await self.workspaces.blobs.write(patch.path, patch.content)
             diff = await git.diff_blobs(root, patch.old_blob, patch.new_blob, patch.path)
             return replace(result, diff=diff)
         emit(Phase.LANDING)
