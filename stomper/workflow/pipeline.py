@@ -180,26 +180,27 @@ class Pipeline:
         self, units: Sequence[Unit], space: Space, originals: Sequence[bytes | None]
     ) -> list[tuple[Verdict, bytes | None]]:
         """:meth:`_verify` for each of ``units`` in one tree, each tool run once over the
-        files that changed; a unit refused here is given a verdict of FAILED."""
+        files that changed; a unit not settled here (refused, or no regular file) is given
+        a verdict of FAILED, and is to be worked alone."""
         assert space.pooled is not None
         paths = {unit.path for unit in units}
         state = await git.private_state(space.pooled.repo)
         outside = sorted(path for path in state.changed if path not in paths)
-        refused = Verdict(Status.FAILED, (), (), (), "refused")
+        alone = Verdict(Status.FAILED, (), (), (), "to be worked alone")
         if outside:
-            return [(refused, None)] * len(units)
+            return [(alone, None)] * len(units)
         nows = await asyncio.to_thread(_read_each, space.root, units)
         verdicts: list[tuple[Verdict, bytes | None]] = []
         changed: list[tuple[Unit, bytes, bytes]] = []
         for unit, original, now in zip(units, originals, nows, strict=True):
             if now is None or file_violation(space.root / unit.path, unit.path, unit.mode):
-                verdicts.append((refused, None))
+                verdicts.append((alone, None))
             elif now == original:
                 verdicts.append((judge(unit.diagnostics, unit.baseline, (), changed=False), now))
             elif original is None or redaction.active().written(original, now) is not None:
-                verdicts.append((refused, None))
+                verdicts.append((alone, None))
             else:
-                verdicts.append((refused, now))
+                verdicts.append((alone, now))
                 changed.append((unit, original, now))
         if not self.policy.allow_suppressions:
             cheats = await self._suppression_violations(changed)
