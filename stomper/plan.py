@@ -97,6 +97,27 @@ async def ensure_tools(collectors: Sequence[Collector]) -> None:
             raise ToolError(info.problem or f"{collector.name} is not installed: {info.hint}")
 
 
+@dataclass(frozen=True)
+class Findings:
+    """What the tools found in the files in scope."""
+
+    scoped: Files
+    found: list[Diagnostic]
+
+
+async def collect_findings(
+    repo: Repository, collectors: Sequence[Collector], scope: Scope
+) -> Findings:
+    """Every finding of ``collectors`` in the files in scope."""
+    scoped = await scope_files(repo, scope)
+    found: list[Diagnostic] = []
+    for collector in collectors:
+        found += await collector.collect(
+            repo.root, scoped.regular, cache_dir=repo.state.cache_dir(collector.name)
+        )
+    return Findings(scoped, found)
+
+
 async def make_plan(
     repo: Repository,
     collectors: Sequence[Collector],
@@ -104,20 +125,19 @@ async def make_plan(
     *,
     codes: tuple[Sequence[str], Sequence[str]] = ((), ()),
     tools: frozenset[str] | None = None,
+    findings: Findings | None = None,
 ) -> Plan:
     """Units for the files in scope that have targeted diagnostics: selected ones of the
-    ``tools`` the agent can fix (None: of any tool); the others are left out.
+    ``tools`` the agent can fix (None: of any tool); the others are left out. The findings
+    are collected here unless given (:func:`collect_findings`).
 
     A file with uncommitted changes is never a unit: it becomes a skipped result, so the
     user's own work is not touched.
     """
-    scoped = await scope_files(repo, scope)
+    if findings is None:
+        findings = await collect_findings(repo, collectors, scope)
+    scoped, found = findings.scoped, findings.found
     files = scoped.regular
-    found: list[Diagnostic] = []
-    for collector in collectors:
-        found += await collector.collect(
-            repo.root, files, cache_dir=repo.state.cache_dir(collector.name)
-        )
     by_file: defaultdict[str, list[Diagnostic]] = defaultdict(list)
     wanted = set(files)
     for diag in found:

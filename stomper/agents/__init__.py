@@ -189,6 +189,18 @@ AGENTS: dict[str, AgentFactory] = {
 }
 
 
+_MODULES = {
+    "autofix": "stomper.agents.autofix",
+    "openai": "stomper.agents.openai_chat",
+    **dict.fromkeys(("claude", "codex", "aider", "cursor", "command"), "stomper.agents.command"),
+}
+
+
+def module_of(name: str) -> str:
+    """The module the agent called ``name`` is made by (``module:attribute``'s module)."""
+    return _MODULES.get(name) or name.partition(":")[0]
+
+
 def load_agent(name: str, settings: Settings) -> Agent:
     """The agent called ``name``: a registered one, or ``module:attribute``."""
     if name in AGENTS:

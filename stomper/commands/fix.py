@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from stomper import checkpoints, console, git, redaction, runner
-from stomper.agents import Agent, fixes, load_agent, ready
+from stomper.agents import Agent, fixes, load_agent, module_of, ready
 from stomper.config import Settings
 from stomper.diagnostics import code_matches, collectors_named
 from stomper.errors import ConfigError, RepositoryError
 from stomper.gate import split_command
 from stomper.journal import Journal, hold_lock, new_run_id, stale_worktree_dirs
-from stomper.plan import Plan, Scope, ensure_tools, make_plan
+from stomper.plan import Plan, Scope, collect_findings, ensure_tools, make_plan
 from stomper.recovery import recover
 from stomper.report import LeftOut, RunReport
 from stomper.repository import (
@@ -25,6 +29,8 @@ from stomper.repository import (
     require_state,
 )
 from stomper.workspace import release_folder
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,25 +70,35 @@ async def run_fix(
 ) -> RunReport:
     started = time.monotonic()
     redaction.use(redaction.Redaction.of(settings))
-    repo = await open_repository(request.cwd)
-    require_state(repo)
-    await require_index(repo)
-    await recover(repo)
-    collectors = collectors_named(settings.tools)
-    await ensure_tools(collectors)
-    agent = agent if agent is not None else load_agent(settings.agent, settings)
-    await ready(agent)
-    if settings.checkpointer is not None:
-        await checkpoints.check(settings.checkpointer)  # refused before the branch is touched
-    target_ref, checked_out = await _target(repo, settings.branch)
-    if not request.dry_run:
-        await require_identity(repo)
-    if settings.test_cmd:
-        split_command(settings.test_cmd)  # a malformed command is refused before any work
-    scope = await _scope(repo, request)
+    # The agent's module (openai's: 0.4 s) is imported meanwhile, while this thread mostly
+    # waits for git and the tools; made here, the agent then only takes what was imported.
+    importing = asyncio.ensure_future(asyncio.to_thread(_import_quietly, settings.agent))
+    try:
+        repo = await open_repository(request.cwd)
+        require_state(repo)
+        await require_index(repo)
+        await recover(repo)
+        collectors = collectors_named(settings.tools)
+        await ensure_tools(collectors)
+        scope = await _scope(repo, request)
+        # The tools look at the files while the agent is made and asked whether it is ready.
+        async with _aside(collect_findings(repo, collectors, scope)) as collecting:
+            await importing
+            agent = agent if agent is not None else load_agent(settings.agent, settings)
+            await ready(agent)
+            if settings.checkpointer is not None:
+                await checkpoints.check(settings.checkpointer)  # before the branch is touched
+            target_ref, checked_out = await _target(repo, settings.branch)
+            if not request.dry_run:
+                await require_identity(repo)
+            if settings.test_cmd:
+                split_command(settings.test_cmd)  # a malformed command is refused before work
+            findings = await collecting
+    finally:
+        await asyncio.gather(importing, return_exceptions=True)
     tools = fixes(agent)
     codes = (settings.select, settings.ignore)
-    plan = await make_plan(repo, collectors, scope, codes=codes, tools=tools)
+    plan = await make_plan(repo, collectors, scope, codes=codes, tools=tools, findings=findings)
     _warn_unmatched(settings.select, plan.codes)
     left_out = _left_out(plan, agent.name, tools)
     run = runner.Run(
@@ -117,6 +133,26 @@ async def run_fix(
     return runner.report(
         run, results, outcome.status, started=started, peak=outcome.peak, left_out=left_out
     )
+
+
+def _import_quietly(agent: str) -> None:
+    """Import the module that makes ``agent``; what fails here fails again, and is said,
+    where the agent is made."""
+    with contextlib.suppress(Exception):
+        importlib.import_module(module_of(agent))
+
+
+@contextlib.asynccontextmanager
+async def _aside(work: Coroutine[Any, Any, T]) -> AsyncIterator[asyncio.Task[T]]:
+    """``work`` begun as a task of its own; cancelled and awaited when the block ends
+    before it does (an error of the block's own)."""
+    task = asyncio.ensure_future(work)
+    try:
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _left_out(plan: Plan, agent: str, tools: frozenset[str] | None) -> LeftOut | None:
