@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -156,7 +157,7 @@ async def execute(
         if context.together > 1:
             # A group's tree is a checkout of the whole repository, and units worked
             # together need no tree for tests: one for each agent at work is enough.
-            workspaces.pool_size = limit.agents
+            workspaces.pool_size = min(limit.agents, os.cpu_count() or 1)
         await workspaces.prepare(units)
         if lander is not None:
             await lander.prepare(workspaces.blobs.verbatim)
