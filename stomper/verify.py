@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from stomper.diagnostics import Diagnostic
-from stomper.unit import Status
+from stomper.unit import Status, Unit, UnitResult
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,20 @@ def judge(
     if remaining:
         return Verdict(Status.PARTIAL, tuple(fixed), tuple(remaining), ())
     return Verdict(Status.FIXED, tuple(fixed), (), ())
+
+
+def result_of(unit: Unit, verdict: Verdict, *, reason: str | None, **fields: Any) -> UnitResult:
+    """The result of ``unit`` as ``verdict`` judged it (``fields``: the rest of the result)."""
+    return UnitResult(
+        unit.path,
+        verdict.status,
+        unit.diagnostics,
+        verdict.fixed,
+        verdict.remaining,
+        verdict.introduced,
+        reason=reason,
+        **fields,
+    )
 
 
 def describe(found: Sequence[Diagnostic], *, limit: int = 5) -> str:

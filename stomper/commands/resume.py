@@ -23,7 +23,7 @@ from stomper.recovery import recover
 from stomper.report import RunReport
 from stomper.repository import Repository, open_repository, require_index, require_state
 from stomper.unit import Status, Unit, UnitResult
-from stomper.verify import judge
+from stomper.verify import judge, result_of
 from stomper.workspace import Workspaces, release_folder
 
 UNFINISHED = ("running", "interrupted", "failed")
@@ -284,13 +284,9 @@ async def _reconcile(
     for unit in landed_unrecorded:
         after = by_path.get(unit.path, [])
         verdict = judge(unit.diagnostics, unit.baseline, after, changed=True)
-        out.results[unit.path] = UnitResult(
-            unit.path,
-            verdict.status,
-            unit.diagnostics,
-            verdict.fixed,
-            verdict.remaining,
-            verdict.introduced,
+        out.results[unit.path] = result_of(
+            unit,
+            verdict,
             commit=landed[unit.path],
             attempts=1,
             reason="landed before the run was cut short",

@@ -27,7 +27,7 @@ from stomper.landing import Landed, Lander, LandingRefused, commit_message
 from stomper.offload import Offload
 from stomper.tripwire import Breach, Tripwire
 from stomper.unit import LANDABLE, Patch, Status, Unit, UnitResult
-from stomper.verify import Verdict, counted, describe, judge
+from stomper.verify import Verdict, counted, describe, judge, result_of
 from stomper.workflow.limit import Limit
 from stomper.workspace import NotRegular, Space, Workspaces, read_regular
 
@@ -160,17 +160,8 @@ class Pipeline:
                     result = replace(_unchanged(unit, reason), agent_s=agent_s)
                     settled[unit.path] = Produced(result)
                 elif verdict.status in LANDABLE and now is not None:
-                    result = UnitResult(
-                        unit.path,
-                        verdict.status,
-                        unit.diagnostics,
-                        verdict.fixed,
-                        verdict.remaining,
-                        verdict.introduced,
-                        attempts=1,
-                        reason=verdict.reason or _left(verdict, outcome.note, None),
-                        agent_s=agent_s,
-                    )
+                    why = verdict.reason or _left(verdict, outcome.note, None)
+                    result = result_of(unit, verdict, reason=why, attempts=1, agent_s=agent_s)
                     blob, content = await space.blob(unit, now)
                     patch = Patch(unit.path, unit.mode, unit.base_blob, blob, content)
                     settled[unit.path] = Produced(result, patch)
@@ -448,15 +439,11 @@ class Pipeline:
                 tokens_in=tokens_in,
                 tokens_out=tokens_out,
             ), original
-        return UnitResult(
-            unit.path,
-            best.status,
-            unit.diagnostics,
-            best.fixed,
-            best.remaining,
-            best.introduced,
-            attempts=spent,
+        return result_of(
+            unit,
+            best,
             reason=best.reason or _left(best, note, reason),
+            attempts=spent,
             agent_s=agent_s,
             tokens_in=tokens_in,
             tokens_out=tokens_out,
