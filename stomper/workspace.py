@@ -358,6 +358,8 @@ MEMORY = Path("/dev/shm")
 _MEMORY_FREE_AT_LEAST = 2 << 30
 _POINTER = "spaces"
 """The file in a run's folder that names the folder of its spaces in memory."""
+_OWNER = "run"
+"""The file in a folder of spaces in memory that names the run's folder it belongs to."""
 
 
 def _spaces_folder(folder: Path) -> Path:
@@ -372,10 +374,28 @@ def _spaces_folder(folder: Path) -> Path:
         if info.f_bavail * info.f_frsize < _MEMORY_FREE_AT_LEAST:
             return folder
         made = Path(tempfile.mkdtemp(prefix=f"stomper-{folder.name}-", dir=MEMORY))
+        (made / _OWNER).write_text(str(folder.resolve()), encoding="utf-8")
         (folder / _POINTER).write_text(str(made), encoding="utf-8")
     except OSError:
         return folder
     return made
+
+
+def release_orphans() -> list[Path]:
+    """Remove the folders of spaces in memory, of this user's, whose run's folder is gone
+    (a run that died, its repository deleted since): those removed. Nothing else ever
+    would, but a reboot."""
+    removed = []
+    for folder in MEMORY.glob("stomper-*"):
+        try:
+            info = folder.lstat()
+            owner = Path((folder / _OWNER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not one of ours, or still being made
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not owner.exists():
+            remove_tree(folder)
+            removed.append(folder)
+    return removed
 
 
 def _in_memory(path: Path) -> bool:

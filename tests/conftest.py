@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import shutil
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,18 @@ def isolated_home(
     for name in list(__import__("os").environ):
         if name.startswith("STOMPER_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_spaces_left_in_memory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Runs the tests kill leave their spaces in memory, named by run folders below the
+    tests' own folder: removed when the tests end, as the folder itself is later."""
+    yield
+    base = tmp_path_factory.getbasetemp().resolve()
+    for folder in MEMORY.glob("stomper-*"):
+        owner = folder / "run"
+        if owner.is_file() and Path(owner.read_text(encoding="utf-8")).is_relative_to(base):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from stomper.cli import main
 from stomper.commands.fix import FixRequest, run_fix
 from stomper.config import Settings
 from stomper.testing.repos import commit_all, module
+from stomper.workspace import MEMORY
 from tests.conftest import memory_folders, sh, spaces
 
 
@@ -101,6 +102,23 @@ def test_clean_after_sigkill_removes_what_the_run_left_and_nothing_else(make) ->
     assert sh(repo, "branch", "--list").split() == ["keep-me", "*", "main"]
     assert (repo / "untracked.txt").read_text() == "mine\n"
     assert len(list((repo / ".git" / "stomper" / "runs").iterdir())) == 1
+
+
+@pytest.mark.skipif(not MEMORY.is_dir(), reason="no memory file system at /dev/shm")
+def test_the_spaces_of_a_killed_run_whose_repository_is_gone_are_removed_by_any_clean(
+    make,
+) -> None:
+    gone = make({f"m{i}.py": module(["F401"]) for i in range(6)})
+    child = slow_run(gone)
+    wait_until(lambda: len(spaces(gone)) >= 2, "two units in flight")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    (run_id,) = (path.name for path in (gone / ".git" / "stomper" / "worktrees").iterdir())
+    assert memory_folders(run_id)
+    shutil.rmtree(gone)
+    other = make({"a.py": module(["F401"])})
+    assert main(["clean", "--repo", str(other)]) == 0
+    assert memory_folders(run_id) == []
 
 
 def test_target_moved_by_the_user_during_the_run(make) -> None:

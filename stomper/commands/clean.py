@@ -10,7 +10,7 @@ from stomper.errors import StomperError
 from stomper.journal import Journal, live_runs, remove_stale_locks, remove_tree
 from stomper.recovery import recover
 from stomper.repository import Repository, open_repository, require_state
-from stomper.workspace import release_folder
+from stomper.workspace import release_folder, release_orphans
 
 
 async def clean(cwd: Path, *, journals: bool) -> int:
@@ -32,6 +32,7 @@ async def clean(cwd: Path, *, journals: bool) -> int:
             release_folder(repo.root, folder)
             removed.append(f"worktrees of run {folder.name}")
     removed += [f"stale lock {name}" for name in remove_stale_locks(state)]
+    removed += [f"spaces of a run whose repository is gone: {path}" for path in release_orphans()]
     for run_dir in sorted((state.root / "runs").glob("*")):
         if run_dir.name in live:
             continue

@@ -28,7 +28,7 @@ from stomper.repository import (
     require_index,
     require_state,
 )
-from stomper.workspace import release_folder
+from stomper.workspace import release_folder, release_orphans
 
 T = TypeVar("T")
 
@@ -114,6 +114,7 @@ async def run_fix(
     async with hold_lock(state, target_ref, run.run_id):
         for folder in stale_worktree_dirs(state):
             release_folder(repo.root, folder)
+        release_orphans()
         if not checked_out and not await git.create_ref(
             repo.root, target_ref, repo.head, reason="stomper: start"
         ):
