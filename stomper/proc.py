@@ -131,6 +131,8 @@ async def _exited(proc: asyncio.subprocess.Process) -> None:
         return
     try:
         fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        return  # exited and reaped already (asyncio's watcher may reap it at once)
     except (AttributeError, OSError):
         await proc.wait()
         return
