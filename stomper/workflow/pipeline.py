@@ -147,7 +147,6 @@ class Pipeline:
                 async with asyncio.timeout(self.policy.agent_timeout):
                     outcomes = await fix_many(self.agent, tasks)
                 agent_s = (time.monotonic() - started) / len(units)
-            await asyncio.sleep(0)  # as after a unit's own call: the next call goes first
             if space.tampered() is not None:
                 return {}
             for unit in units:
@@ -374,9 +373,6 @@ class Pipeline:
                     refusal = breach.reason
                 finally:
                     agent_s += time.monotonic() - started
-            # The unit whose place this was starts its call before this one's checks take
-            # the event loop: N calls stay in flight.
-            await asyncio.sleep(0)
             refusal = refusal or space.tampered()
             if refusal is not None:
                 await space.restore(unit, original)
