@@ -673,6 +673,20 @@ class _LongLived:
         if process.returncode:
             self.error = err.decode(errors="replace").strip()
 
+    async def _ask(self, process: asyncio.subprocess.Process, line: bytes) -> list[bytes]:
+        """Send ``line``; the words of the line git answers (a process that does not answer
+        is ended, and raised as broken). The caller holds the lock."""
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write(line + b"\n")
+            await process.stdin.drain()
+            said = (await process.stdout.readline()).split()
+        except OSError as exc:
+            raise await self._broken(process) from exc
+        if not said:
+            raise await self._broken(process)
+        return said
+
     async def _broken(self, process: asyncio.subprocess.Process) -> proc.CalledProcessError:
         """The process stopped answering: end it; the error to raise."""
         await proc.kill_group(process)
@@ -693,13 +707,11 @@ class ObjectReader(_LongLived):
         """The kind and body of object ``oid``, or None when the repository lacks it."""
         async with self._lock:
             process = await self._started()
-            assert process.stdin is not None and process.stdout is not None
+            header = await self._ask(process, oid.encode())
+            if header[1:] == [b"missing"]:
+                return None
+            assert process.stdout is not None
             try:
-                process.stdin.write(oid.encode() + b"\n")
-                await process.stdin.drain()
-                header = (await process.stdout.readline()).split()
-                if header[1:] == [b"missing"]:
-                    return None
                 _, kind, size = header
                 body = await process.stdout.readexactly(int(size) + 1)
             except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
@@ -717,16 +729,7 @@ class RefReader(_LongLived):
     async def commit_of(self, ref: str) -> str | None:
         """The commit ``ref`` points at; None when there is no such ref (or no commit)."""
         async with self._lock:
-            process = await self._started()
-            assert process.stdin is not None and process.stdout is not None
-            try:
-                process.stdin.write(ref.encode() + b"\n")
-                await process.stdin.drain()
-                said = (await process.stdout.readline()).split()
-            except OSError as exc:
-                raise await self._broken(process) from exc
-            if not said:
-                raise await self._broken(process)
+            said = await self._ask(await self._started(), ref.encode())
             return said[0].decode() if said[1:] == [b"commit"] else None
 
 
