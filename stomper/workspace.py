@@ -367,18 +367,28 @@ def _spaces_folder(folder: Path) -> Path:
     the memory file system, named in ``folder`` first, when there is one with room; else
     ``folder`` itself."""
     folder.mkdir(parents=True, exist_ok=True)
-    if not _in_memory(MEMORY):
+    if memory_room() is None:
         return folder
     try:
-        info = os.statvfs(MEMORY)
-        if info.f_bavail * info.f_frsize < _MEMORY_FREE_AT_LEAST:
-            return folder
         made = Path(tempfile.mkdtemp(prefix=f"stomper-{folder.name}-", dir=MEMORY))
         (made / _OWNER).write_text(str(folder.resolve()), encoding="utf-8")
         (folder / _POINTER).write_text(str(made), encoding="utf-8")
     except OSError:
         return folder
     return made
+
+
+def memory_room() -> int | None:
+    """The bytes free on the memory file system the spaces are made in; None where there
+    is none, or less than they may take (they are then made on the disk)."""
+    if not _in_memory(MEMORY):
+        return None
+    try:
+        info = os.statvfs(MEMORY)
+    except OSError:
+        return None
+    free = info.f_bavail * info.f_frsize
+    return free if free >= _MEMORY_FREE_AT_LEAST else None
 
 
 def release_orphans() -> list[Path]:

@@ -8,6 +8,7 @@ import socket
 from stomper.cli import main
 from stomper.testing.fake_openai import FakeOpenAI
 from stomper.testing.repos import module
+from stomper.workspace import memory_room
 from tests.conftest import sh
 
 
@@ -22,6 +23,9 @@ def test_doctor_reports_git_tools_and_agent(make, capsys) -> None:
     assert code == 0, out
     for needle in ("git", "git worktrees", "repository", "ruff", "mypy", "agent autofix"):
         assert needle in out
+    where = "in memory, /dev/shm" if memory_room() is not None else "on disk"
+    (line,) = [line for line in out.splitlines() if "workspaces" in line]
+    assert f"ok {where}" in line, line
 
 
 def test_doctor_outside_a_repository(tmp_path, capsys) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from stomper import checkpoints, console, git, redaction, sandbox
+from stomper import checkpoints, console, git, redaction, sandbox, workspace
 from stomper.agents import check, close, load_agent
 from stomper.config import Settings, load_settings
 from stomper.diagnostics import collectors_named
@@ -82,6 +82,12 @@ async def doctor(cwd: Path) -> int:
     await _check_agent(settings, row)
     good, shown = await sandbox.describe(settings.sandbox)
     row("sandbox", good, shown, "see the message")
+    room = workspace.memory_room()
+    if room is not None:
+        row("workspaces", True, f"in memory, {workspace.MEMORY} ({room / 2**30:.1f} GiB free)")
+    else:
+        where = f"on disk, under .git/stomper/worktrees (no tmpfs at {workspace.MEMORY} with room)"
+        row("workspaces", True, where)
     await _check_checkpointer(settings, row)
     console.err.print(table)
     return 0 if ok else 1
