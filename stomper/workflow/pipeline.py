@@ -119,13 +119,13 @@ class Pipeline:
                 together = await self._produce_together(units, emit)
             except Exception:  # each unit, worked alone, meets what failed here on its own
                 together = {}
-            produced = [
-                replace(together[unit.path], started=started)
-                if unit.path in together
-                else await self.produce(unit, emit(unit.path))
-                for unit in units
-            ]
-        return produced
+            # Those left are worked alone, side by side: each takes an agent's place for its
+            # calls, as any unit does, and the slowest (a file of 7,000 lines whose fixes
+            # are held back rule by rule) holds up the others no longer than itself.
+            alone = [unit for unit in units if unit.path not in together]
+            worked = await asyncio.gather(*(self.produce(unit, emit(unit.path)) for unit in alone))
+            together |= {one.result.path: one for one in worked}
+        return [replace(together[unit.path], started=started) for unit in units]
 
     async def _produce_together(self, units: Sequence[Unit], emit: EmitFor) -> dict[str, Produced]:
         """What came of the units whose one attempt together settled them, by path."""
