@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
@@ -126,3 +127,45 @@ def test_the_guardrails_refuse_a_unit_worked_together_as_they_refuse_it_alone(ma
     assert {unit["status"] for unit in units.values()} == {"fixed"}
     assert "noqa" not in (repo / "cheat.py").read_text()
     assert sh(repo, "status", "--porcelain") == ""
+
+
+class Meeting:
+    """Its fixes together are refused (a ``# noqa``), so each unit is worked alone; alone,
+    the units of ``a.py`` and ``b.py`` each wait for the other to be worked too."""
+
+    name = "meeting"
+    needs_tree = False
+    deterministic = True
+    waiting: dict[str, asyncio.Event] = {}
+
+    async def fix_many(self, tasks: list[AgentTask]) -> list[AgentOutcome]:
+        for task in tasks:
+            task.file.write_text(
+                task.file.read_text().replace("import os\n", "import os  # noqa\n")
+            )
+        return [AgentOutcome() for _ in tasks]
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        if task.unit.path in ("a.py", "b.py"):
+            here = self.waiting.setdefault(task.unit.path, asyncio.Event())
+            here.set()
+            other = self.waiting.setdefault(
+                "b.py" if task.unit.path == "a.py" else "a.py", asyncio.Event()
+            )
+            await asyncio.wait_for(other.wait(), 10)
+        task.file.write_text(task.file.read_text().replace("import os\n", ""))
+        return AgentOutcome()
+
+
+def meeting(settings: object) -> Meeting:
+    Meeting.waiting = {}
+    return Meeting()
+
+
+def test_the_units_of_a_group_left_to_be_worked_alone_are_worked_side_by_side(make, capsys) -> None:
+    repo = make(
+        {name: module(["F401"]) for name in ("a.py", "b.py", *(f"m{n}.py" for n in range(7)))}
+    )
+    code, doc = run_json(repo, "-j", "2", "--agent", "tests.test_together:meeting", capsys=capsys)
+    assert code == 0, [(unit["path"], unit["reason"]) for unit in doc["units"]]
+    assert {unit["status"] for unit in doc["units"]} == {"fixed"}
