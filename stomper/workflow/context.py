@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from stomper.events import Phase, UnitEvent
 from stomper.unit import Unit, UnitResult
-from stomper.workflow.pipeline import Pipeline, Produced
+from stomper.workflow.pipeline import EmitFor, Pipeline, Produced
 
 WAVE = 256
 
@@ -60,18 +60,22 @@ async def produce(
     worked: the part of a unit the run's limit counts (its agent calls take the agents'
     places within it)."""
     units = [ctx.units[index] for index in indexes if ctx.units[index].path not in ctx.done]
-    limit = ctx.pipeline.limit
+    if not units:
+        return []
+    async with ctx.pipeline.limit.unit():
+        return await ctx.pipeline.produce_many(units, phases(ctx, emit))
 
-    def phases(path: str) -> Callable[[Phase], None]:
+
+def phases(ctx: RunContext, emit: Callable[[UnitEvent], None]) -> EmitFor:
+    """For the unit at each path, what says through ``emit`` which phase it is in."""
+
+    def of(path: str) -> Callable[[Phase], None]:
         def phase(name: Phase) -> None:
-            emit(UnitEvent(path, name, limit.calling))
+            emit(UnitEvent(path, name, ctx.pipeline.limit.calling))
 
         return phase
 
-    if not units:
-        return []
-    async with limit.unit():
-        return await ctx.pipeline.produce_many(units, phases)
+    return of
 
 
 @contextlib.asynccontextmanager

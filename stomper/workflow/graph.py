@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import operator
-from collections.abc import Callable
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -30,7 +29,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from stomper.events import Phase, UnitEvent
-from stomper.workflow.context import RunContext, grouped, produce
+from stomper.workflow.context import RunContext, grouped, phases, produce
 
 
 class RunState(TypedDict):
@@ -66,13 +65,7 @@ async def process_units(state: UnitsInput, *, runtime: Runtime[RunContext]) -> d
     ctx = runtime.context
     indexes = state["units"]
     write = runtime.stream_writer
-
-    def emit(path: str) -> Callable[[Phase], None]:
-        def phase(name: Phase) -> None:
-            write(UnitEvent(path, name, ctx.pipeline.limit.calling))
-
-        return phase
-
+    emit = phases(ctx, write)
     # The limit counts units being worked on; a unit waiting for its turn to land needs no
     # workspace and no agent, so it gives its place to the next one. Units begun while the
     # workflow loaded are taken over where they stand.
