@@ -546,7 +546,8 @@ class _LibgitObjects:
 
     def _still_there(self, tip: str, requests: Sequence[_Request]) -> list[tuple[_Request, str]]:
         """The requests whose file at ``tip`` is still what their unit started from, with
-        the mode it has there (a mode the user changed meanwhile stays)."""
+        the mode it has there: the target's, not the unit's (a mode the user changed
+        meanwhile stays)."""
         taken = []
         for request in requests:
             before = self.odb.entry(tip, request.patch.path)
@@ -557,18 +558,15 @@ class _LibgitObjects:
     def _chain(self, tip: str, requests: Sequence[_Request]) -> list[_Link]:
         chain: list[_Link] = []
         head = tip
-        for request in requests:
+        # Each request changes a file of its own: the chain so far holds every other one as
+        # the tip does.
+        for request, mode in self._still_there(tip, requests):
             patch = request.patch
-            before = self.odb.entry(head, patch.path)
-            if before is None or before.blob != patch.old_blob:
-                continue
             if patch.content is not None:
                 _stored(patch, self.odb.write_blob(patch.content))
-            # The target's mode, not the unit's: a mode the user changed meanwhile stays.
-            entry = git.TreeEntry(before.mode, patch.new_blob)
             head = self.odb.commit(
                 head,
-                {patch.path: entry},
+                {patch.path: git.TreeEntry(mode, patch.new_blob)},
                 request.message,
                 author=self.author,
                 committer=self.committer,
