@@ -51,17 +51,23 @@ class Blobs:
     async def write(self, path: str, content: bytes) -> str:
         """Store ``content`` as the blob of ``path``, as ``git hash-object -w --path`` would;
         its id."""
-        if self._objects is None or path not in self.verbatim:
+        objects = self._verbatim(path)
+        if objects is None:
             return await git.write_blob(self.root, path, content)
-        return self._objects.write_blob(content)
+        return objects.write_blob(content)
 
     async def name(self, path: str, content: bytes) -> tuple[str, bytes | None]:
         """The id ``content`` has as the blob of ``path``, and ``content`` itself when it is
         not stored yet: git keeps the path's bytes as they are, so whoever stores them later
         gets this id. Elsewhere it is stored now (through git's filters), and None given."""
-        if self._objects is None or path not in self.verbatim:
+        objects = self._verbatim(path)
+        if objects is None:
             return await git.write_blob(self.root, path, content), None
-        return self._objects.hash_blob(content), content
+        return objects.hash_blob(content), content
+
+    def _verbatim(self, path: str) -> Objects | None:
+        """The object store that takes ``path``'s bytes as they are; None when git must."""
+        return self._objects if self._objects is not None and path in self.verbatim else None
 
     async def aclose(self) -> None:
         await self._reader.aclose()
