@@ -402,10 +402,15 @@ def release_orphans() -> list[Path]:
             owner = Path((folder / _OWNER).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # not one of ours, or still being made
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not owner.exists():
+        if _ours(info) and not owner.exists():
             remove_tree(folder)
             removed.append(folder)
     return removed
+
+
+def _ours(info: os.stat_result) -> bool:
+    """Whether a folder of spaces in memory is a folder (not a symlink), and this user's."""
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
 
 
 def _in_memory(path: Path) -> bool:
@@ -431,9 +436,7 @@ def _memory_folder_of(folder: Path) -> Path | None:
         return None
     if named.parent != MEMORY or not named.name.startswith(f"stomper-{folder.name}-"):
         return None
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        return None
-    return named
+    return named if _ours(info) else None
 
 
 def _config(common: Path, object_format: str) -> bytes:
