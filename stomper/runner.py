@@ -155,8 +155,8 @@ async def execute(
         context.together = await _together(run, pipeline, units, limit.agents)
         context.wave = wave_size(limit.units, context.together)
         if context.together > 1:
-            # A group's tree is a checkout of the whole repository, and units worked
-            # together need no tree for tests: one for each agent at work is enough.
+            # A group's tree is a checkout of the whole repository, and its ruff run uses
+            # every core: no more trees than cores, nor than agents at work (no tests run).
             workspaces.pool_size = min(limit.agents, os.cpu_count() or 1)
         await workspaces.prepare(units)
         if lander is not None:
