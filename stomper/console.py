@@ -32,7 +32,7 @@ from rich.text import Text
 from stomper.events import Phase, UnitEvent
 from stomper.redaction import active, redact
 from stomper.report import RunReport
-from stomper.unit import Status
+from stomper.unit import FIX_ENDINGS, Status
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -43,6 +43,7 @@ _STYLE = {
     Status.FAILED: "red",
     Status.SKIPPED: "magenta",
     Status.UNCHANGED: "dim",
+    Status.REVIEWED: "cyan",
 }
 # Beyond this many units only failures get a line of their own; the bar says the rest.
 _LINE_PER_UNIT_UP_TO = 300
@@ -79,8 +80,16 @@ class ProgressView:
     many units are in each phase and how those done ended. Each unit is counted once: the
     phases do not overlap, and they add up to the total with the units done."""
 
-    def __init__(self, total: int, *, title: str, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        title: str,
+        enabled: bool = True,
+        endings: Sequence[Status] = FIX_ENDINGS,
+    ) -> None:
         self.total = total
+        self.endings = tuple(endings)
         self.enabled = enabled
         self.phase_of: dict[str, Phase] = {}
         self._in: Counter[Phase] = Counter()
@@ -136,15 +145,12 @@ class ProgressView:
             "verifying": phases[Phase.VERIFYING],
             "landing": phases[Phase.LANDING],
         }
-        ended = {status.value: self.ended[status] for status in _ENDINGS}
+        ended = {status.value: self.ended[status] for status in self.endings}
         return _counted(flight), _counted(ended)
 
 
 def _counted(counts: dict[str, int]) -> Text:
     return Text(" · ".join(f"{name} {count}" for name, count in counts.items()))
-
-
-_ENDINGS = (Status.FIXED, Status.PARTIAL, Status.UNCHANGED, Status.FAILED, Status.SKIPPED)
 
 
 def _unit_line(event: UnitEvent) -> Text:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stomper.unit import Status, UnitResult
+from stomper.unit import FIX_ENDINGS, Status, UnitResult
 
 EXIT_CLEAN = 0
 EXIT_REMAINING = 1
@@ -53,7 +53,7 @@ class RunReport:
 
     def totals(self) -> dict[str, int]:
         """Counted from the results, each unit once."""
-        count = {status: 0 for status in Status}
+        count = dict.fromkeys(FIX_ENDINGS, 0)
         for result in self.results:
             count[result.status] += 1
         before = sum(len(result.before) for result in self.results)
@@ -62,7 +62,7 @@ class RunReport:
         )
         return {
             "units": len(self.results),
-            **{status.value: count[status] for status in Status},
+            **{status.value: count[status] for status in FIX_ENDINGS},
             "commits": sum(1 for result in self.results if result.commit),
             "diagnostics_before": before,
             "diagnostics_fixed": fixed,

@@ -145,7 +145,7 @@ async def execute(
 
     context = RunContext(
         units=units,
-        pipeline=pipeline,
+        job=pipeline,
         record=record,
         wave=wave_size(limit.units),
         done=frozenset(done),
@@ -163,11 +163,12 @@ async def execute(
             await lander.prepare(workspaces.blobs.verbatim)
         if tripwire is not None:
             await tripwire.start()
-        status = await _drive(
+        left = len(units) - len(done)
+        status = await drive(
             context,
             journal,
             checkpointer=settings.checkpointer,
-            progress=progress,
+            view=console.ProgressView(left, title=f"fixing {left} files", enabled=progress),
             head=limit.units,
         )
         if tripwire is not None:
@@ -208,13 +209,17 @@ async def _together(run: Run, pipeline: Pipeline, units: Sequence[Unit], paralle
     return min(_TOGETHER_UP_TO, math.ceil(len(units) / (_GROUPS_A_PLACE * parallel)))
 
 
-async def _drive(
-    context: RunContext, journal: Journal, *, checkpointer: str | None, progress: bool, head: int
+async def drive(
+    context: RunContext[Any],
+    journal: Journal,
+    *,
+    checkpointer: str | None,
+    view: console.ProgressView,
+    head: int,
 ) -> str:
-    """Run or resume the graph, its first ``head`` units begun while it loads; ``completed``,
-    or ``interrupted`` when cancelled."""
-    left = len(context.units) - len(context.done)
-    view = console.ProgressView(left, title=f"fixing {left} files", enabled=progress)
+    """Run or resume the graph for a job of any mode, its first ``head`` units begun while
+    it loads, its events shown in ``view`` and logged; ``completed``, or ``interrupted``
+    when cancelled."""
     try:
         with view, journal.events_file.open("a", encoding="utf-8") as log:
 
@@ -233,7 +238,7 @@ async def _drive(
 
 
 async def _run_graph(
-    context: RunContext,
+    context: RunContext[Any],
     journal: Journal,
     checkpointer: str | None,
     show: Callable[[UnitEvent], None],

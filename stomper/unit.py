@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from stomper.diagnostics import Diagnostic
+from stomper.findings import Review
 
 
 class Status(StrEnum):
@@ -15,9 +16,14 @@ class Status(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     UNCHANGED = "unchanged"
+    REVIEWED = "reviewed"
 
 
 LANDABLE = frozenset({Status.FIXED, Status.PARTIAL})
+FIX_ENDINGS = (Status.FIXED, Status.PARTIAL, Status.UNCHANGED, Status.FAILED, Status.SKIPPED)
+"""How a unit of ``fix`` may end."""
+REVIEW_ENDINGS = (Status.REVIEWED, Status.FAILED, Status.SKIPPED)
+"""How a unit of ``review`` may end."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,8 @@ class UnitResult:
     tokens_in: int = 0
     tokens_out: int = 0
     diff: str | None = field(default=None, compare=False)
+    review: Review | None = None
+    """What a review of the file found (units of ``review`` only)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -123,7 +131,7 @@ class UnitResult:
             "landing_s": self.landing_s,
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
-        }
+        } | ({"review": self.review.to_json()} if self.review is not None else {})
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> UnitResult:
@@ -142,6 +150,7 @@ class UnitResult:
             landing_s=float(record["landing_s"]),
             tokens_in=int(record["tokens_in"]),
             tokens_out=int(record["tokens_out"]),
+            review=Review.from_json(record["review"]) if "review" in record else None,
         )
 
 

@@ -14,27 +14,29 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic
 
 from stomper.events import Phase, UnitEvent
-from stomper.unit import Unit, UnitResult
-from stomper.workflow.pipeline import EmitFor, Pipeline, Produced
+from stomper.unit import UnitResult
+from stomper.workflow.job import EmitFor, Job, Produced, U
 
 WAVE = 256
 
 
 @dataclass
-class RunContext:
-    """What the graph's nodes share for one run; made per run, never at module level."""
+class RunContext(Generic[U]):
+    """What the graph's nodes share for one run, of any mode; made per run, never at module
+    level."""
 
-    units: Sequence[Unit]
-    pipeline: Pipeline
+    units: Sequence[U]
+    job: Job[U]
     record: Callable[[UnitResult], None]
     wave: int = WAVE
     done: frozenset[str] = frozenset()
     """Paths of units finished before a resume: never worked again."""
     together: int = 1
     """How many units, one after the other in ``units``, are worked at once
-    (:meth:`Pipeline.produce_many`)."""
+    (:meth:`Job.produce_many`)."""
     begun: dict[int, asyncio.Task[list[Produced]]] = field(default_factory=dict)
     """Units produced ahead of the graph, by the index of each group's first:
     ``process_units`` takes each group over."""
@@ -54,7 +56,7 @@ def wave_size(parallel: int, together: int = 1) -> int:
 
 
 async def produce(
-    ctx: RunContext, indexes: Sequence[int], emit: Callable[[UnitEvent], None]
+    ctx: RunContext[Any], indexes: Sequence[int], emit: Callable[[UnitEvent], None]
 ) -> list[Produced]:
     """Produce the units at ``indexes`` not done before, holding one place among the units
     worked: the part of a unit the run's limit counts (its agent calls take the agents'
@@ -62,16 +64,16 @@ async def produce(
     units = [ctx.units[index] for index in indexes if ctx.units[index].path not in ctx.done]
     if not units:
         return []
-    async with ctx.pipeline.limit.unit():
-        return await ctx.pipeline.produce_many(units, phases(ctx, emit))
+    async with ctx.job.limit.unit():
+        return await ctx.job.produce_many(units, phases(ctx, emit))
 
 
-def phases(ctx: RunContext, emit: Callable[[UnitEvent], None]) -> EmitFor:
+def phases(ctx: RunContext[Any], emit: Callable[[UnitEvent], None]) -> EmitFor:
     """For the unit at each path, what says through ``emit`` which phase it is in."""
 
     def of(path: str) -> Callable[[Phase], None]:
         def phase(name: Phase) -> None:
-            emit(UnitEvent(path, name, ctx.pipeline.limit.calling))
+            emit(UnitEvent(path, name, ctx.job.limit.calling))
 
         return phase
 
@@ -80,7 +82,7 @@ def phases(ctx: RunContext, emit: Callable[[UnitEvent], None]) -> EmitFor:
 
 @contextlib.asynccontextmanager
 async def head_start(
-    ctx: RunContext, count: int, emit: Callable[[UnitEvent], None]
+    ctx: RunContext[Any], count: int, emit: Callable[[UnitEvent], None]
 ) -> AsyncIterator[None]:
     """Begin producing the first ``count`` groups of units not all done, for the graph to
     take over.

@@ -47,7 +47,7 @@ class UnitsInput(TypedDict):
     units: list[int]
 
 
-def fan_out(state: RunState, *, runtime: Runtime[RunContext]) -> dict[str, Any]:
+def fan_out(state: RunState, *, runtime: Runtime[RunContext[Any]]) -> dict[str, Any]:
     start = state["cursor"]
     ctx = runtime.context
     cursor = min(start + ctx.wave, state["planned"])
@@ -61,7 +61,7 @@ def send_wave(state: RunState) -> list[Send] | str:
     return [Send("process_units", {"units": group}) for group in groups]
 
 
-async def process_units(state: UnitsInput, *, runtime: Runtime[RunContext]) -> dict[str, Any]:
+async def process_units(state: UnitsInput, *, runtime: Runtime[RunContext[Any]]) -> dict[str, Any]:
     ctx = runtime.context
     indexes = state["units"]
     write = runtime.stream_writer
@@ -72,12 +72,12 @@ async def process_units(state: UnitsInput, *, runtime: Runtime[RunContext]) -> d
     begun = ctx.begun.pop(indexes[0], None)
     produced = await (produce(ctx, indexes, write) if begun is None else begun)
     try:
-        results = await ctx.pipeline.land_many(produced, emit)
+        results = await ctx.job.land_many(produced, emit)
     except asyncio.CancelledError:
         # A landing under way finishes before the cancellation passes on: what it landed
         # is recorded, so that the journal and the summary count what is on the branch.
         for one in produced:
-            landed = ctx.pipeline.landed(one)
+            landed = ctx.job.landed(one)
             if landed is not None:
                 ctx.record(landed)
         raise
@@ -87,7 +87,7 @@ async def process_units(state: UnitsInput, *, runtime: Runtime[RunContext]) -> d
             UnitEvent(
                 result.path,
                 Phase.DONE,
-                ctx.pipeline.limit.calling,
+                ctx.job.limit.calling,
                 result.status.value,
                 result.reason,
                 result.commit,
@@ -104,7 +104,7 @@ def next_wave(state: RunState) -> str:
     return "fan_out" if state["cursor"] < state["planned"] else END
 
 
-def build() -> StateGraph[RunState, RunContext, RunState, RunState]:
+def build() -> StateGraph[RunState, RunContext[Any], RunState, RunState]:
     graph = StateGraph(RunState, context_schema=RunContext)
     graph.add_node("fan_out", fan_out)
     graph.add_node("process_units", process_units, input_schema=UnitsInput)
@@ -118,7 +118,7 @@ def build() -> StateGraph[RunState, RunContext, RunState, RunState]:
 
 def compile_graph(
     checkpointer: Any = None,
-) -> CompiledStateGraph[RunState, RunContext, RunState, RunState]:
+) -> CompiledStateGraph[RunState, RunContext[Any], RunState, RunState]:
     return build().compile(checkpointer=checkpointer)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,12 +28,9 @@ from stomper.offload import Offload
 from stomper.tripwire import Breach, Tripwire
 from stomper.unit import LANDABLE, Patch, Status, Unit, UnitResult
 from stomper.verify import Verdict, counted, describe, judge, result_of
+from stomper.workflow.job import Emit, EmitFor, Produced
 from stomper.workflow.limit import Limit
 from stomper.workspace import NotRegular, Space, Workspaces, read_regular
-
-Emit = Callable[[Phase], None]
-EmitFor = Callable[[str], Emit]
-"""The emitter of the unit at a path."""
 
 
 @dataclass(frozen=True)
@@ -44,17 +41,6 @@ class Policy:
     agent_timeout: float = 600.0
     """Seconds the agent may take on one unit, all attempts and their checks included."""
     allow_suppressions: bool = False
-
-
-@dataclass(frozen=True)
-class Produced:
-    """A unit worked as far as it goes before landing."""
-
-    result: UnitResult
-    patch: Patch | None = None
-    """What is to land; None when the result is final (nothing to land, or refused)."""
-    started: float = 0.0
-    """When the unit began (``time.monotonic()``)."""
 
 
 @dataclass(frozen=True)
