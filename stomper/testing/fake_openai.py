@@ -41,6 +41,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from stomper.agents.edits import ANSWER_FORMAT, WHOLE_FILE_FORMAT
 from stomper.diagnostics.ruff import ruff_binary
+from stomper.testing.fake_reviewer import ReviewStyle, read_review, review_answer
 
 
 class Fault(StrEnum):
@@ -267,6 +268,7 @@ class FakeOpenAI:
         huge_bytes: int = 50_000_000,
         api_key: str | None = None,
         basic_auth: str | None = None,
+        review: ReviewStyle | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -274,7 +276,8 @@ class FakeOpenAI:
         the key received, as real servers do); ``basic_auth`` (``user:password``), as HTTP
         basic credentials, which is what a client sends for a URL that holds them.
         ``retry_after`` is the ``Retry-After`` of a
-        429, in seconds."""
+        429, in seconds. A review prompt is answered by
+        :mod:`~stomper.testing.fake_reviewer`, erring as ``review`` says."""
         self.models = tuple(models)
         self.latency: Latency = latency or FixedLatency()
         self.faults = faults or FaultPolicy()
@@ -285,6 +288,7 @@ class FakeOpenAI:
         self.huge_bytes = huge_bytes
         self.api_key = api_key
         self.basic_auth = basic_auth
+        self.review = review or ReviewStyle()
         self._address = (host, port)
         self._random = random.Random(self.faults.seed)
         self._lock = threading.Lock()
@@ -534,11 +538,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(404, _error(f"The model `{model}` does not exist", "model_not_found"))
         messages = body.get("messages") or []
         text = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
-        prompt = read_prompt(text if isinstance(text, str) else "")
-        if prompt is None:
+        answering = _answering(fake, text if isinstance(text, str) else "")
+        if answering is None:
             fake._error("the prompt is not in stomper's format")
             return self._json(400, _error("the fake cannot read this prompt", "bad_prompt"))
-        fault = fake._choose(prompt.path)
+        path, answer_to = answering
+        fault = fake._choose(path)
         tokens_in = sum(len(str(m.get("content") or "")) for m in messages) // 4 + 1
         if fault is Fault.RATE_LIMIT:
             fake._count(fault, 0, 0)
@@ -552,7 +557,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         authorization = self.headers.get("Authorization") or ""
         key = authorization.removeprefix("Bearer ")
-        answer = fake.latency.serve(fake._closing, lambda: fake._answer(prompt, fault, key=key))
+        answer = fake.latency.serve(fake._closing, lambda: answer_to(fault, key))
         tokens_out = len(answer) // 4 + 1
         fake._count(fault, tokens_in, tokens_out)
         usage: dict[str, object] = {
@@ -607,6 +612,29 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _error(message: str, code: str) -> dict[str, object]:
     return {"error": {"message": message, "type": code, "param": None, "code": code}}
+
+
+def _answering(
+    fake: FakeOpenAI, text: str
+) -> tuple[str, Callable[[Fault | None, str], str]] | None:
+    """The path a prompt is about, and what answers it given the fault drawn and the API
+    key: a review prompt gets findings, a fix prompt edits; None for a prompt of neither."""
+    review = read_review(text)
+    if review is not None:
+        style = fake.review
+
+        def findings(fault: Fault | None, key: str) -> str:
+            return _GARBAGE if fault is Fault.GARBAGE else review_answer(review, style)
+
+        return review.path, findings
+    prompt = read_prompt(text)
+    if prompt is None:
+        return None
+
+    def edits(fault: Fault | None, key: str) -> str:
+        return fake._answer(prompt, fault, key=key)
+
+    return prompt.path, edits
 
 
 def read_prompt(text: str) -> Prompt | None:

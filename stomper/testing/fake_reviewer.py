@@ -1,0 +1,144 @@
+"""The fake server's reviewer: it reads stomper's review prompt and answers by its contract.
+
+It looks for a handful of well-known defects, line by line, in any language (a stand-in
+model, not a real review): each becomes a finding whose ``quote`` is the flagged line's
+text, as the contract of :mod:`stomper.review.prompt` asks. :class:`ReviewStyle` makes it
+misbehave as models do: misnumbered lines, quotes of lines the file does not hold.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+_HEADER = re.compile(r"Review the file `(?P<path>[^`\n]+)`")
+_NUMBERED = re.compile(r" *\d+ \| (?P<text>.*)")
+_SHOWN = "each line numbered:\n```\n"
+
+
+@dataclass(frozen=True)
+class ReviewPrompt:
+    path: str
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReviewStyle:
+    """How the fake reviewer errs."""
+
+    line_offset: int = 0
+    """Added to every line number it gives (models misnumber lines)."""
+    false_quote: bool = False
+    """Adds a finding whose quote is no line of the file."""
+
+
+@dataclass(frozen=True)
+class _Rule:
+    rule: str
+    pattern: re.Pattern[str]
+    severity: str
+    category: str
+    message: str
+    confidence: float
+
+
+_RULES = (
+    _Rule(
+        "eval-of-input",
+        re.compile(r"\beval\("),
+        "error",
+        "security",
+        "eval() runs whatever text it is given: parse the value instead.",
+        0.9,
+    ),
+    _Rule(
+        "unsafe-copy",
+        re.compile(r"\b(strcpy|gets|sprintf)\("),
+        "error",
+        "security",
+        "An unbounded copy overflows its buffer on long input: use a bounded call.",
+        0.9,
+    ),
+    _Rule(
+        "hard-coded-secret",
+        re.compile(r"(?i)\b(password|secret|api_key)\s*=\s*['\"][^'\"]+['\"]"),
+        "error",
+        "security",
+        "A secret in the code is a secret in every copy of it: read it from the environment.",
+        0.8,
+    ),
+    _Rule(
+        "bare-except",
+        re.compile(r"^\s*except\s*:"),
+        "warning",
+        "bug",
+        "A bare except also catches KeyboardInterrupt and SystemExit: name the exceptions.",
+        0.7,
+    ),
+    _Rule(
+        "compare-to-none",
+        re.compile(r"[!=]= None\b"),
+        "note",
+        "style",
+        "Compare to None with `is` or `is not`.",
+        0.6,
+    ),
+    _Rule(
+        "todo-left",
+        re.compile(r"\b(TODO|FIXME)\b"),
+        "note",
+        "maintainability",
+        "A TODO left in the code: do it, or file it.",
+        0.3,
+    ),
+)
+
+
+def read_review(text: str) -> ReviewPrompt | None:
+    """The file and its path, read out of a prompt of :func:`review_prompt`; None for a
+    prompt of another kind."""
+    header = _HEADER.match(text)
+    start = text.find(_SHOWN)
+    if header is None or start == -1:
+        return None
+    end = text.find("\n```\n", start + len(_SHOWN) - 1)
+    shown = text[start + len(_SHOWN) : end] if end != -1 else ""
+    lines = [_NUMBERED.fullmatch(line) for line in shown.split("\n")] if shown else []
+    return ReviewPrompt(header["path"], tuple(found["text"] for found in lines if found))
+
+
+def review_answer(prompt: ReviewPrompt, style: ReviewStyle) -> str:
+    """The answer: a ```json block of the findings, as the contract has it."""
+    findings: list[dict[str, object]] = []
+    for number, text in enumerate(prompt.lines, 1):
+        for rule in _RULES:
+            if rule.pattern.search(text):
+                line = max(1, number + style.line_offset)
+                findings.append(
+                    {
+                        "rule": rule.rule,
+                        "severity": rule.severity,
+                        "category": rule.category,
+                        "line": line,
+                        "end_line": line,
+                        "quote": text.strip(),
+                        "message": rule.message,
+                        "confidence": rule.confidence,
+                    }
+                )
+    if style.false_quote:
+        findings.append(
+            {
+                "rule": "imagined",
+                "severity": "error",
+                "category": "bug",
+                "line": 1,
+                "end_line": 1,
+                "quote": "this line is in no file at all()",
+                "message": "A defect on a line the file does not have.",
+                "confidence": 1.0,
+            }
+        )
+    document = json.dumps({"findings": findings}, indent=2)
+    return f"Here is my review of `{prompt.path}`.\n\n```json\n{document}\n```\n"
