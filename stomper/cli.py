@@ -249,6 +249,105 @@ def fix(
 
 
 @app.command()
+def review(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="Files or directories to review (default: the whole repository)."),
+    ] = None,
+    diff: Annotated[
+        str | None,
+        typer.Option(
+            metavar="REF",
+            help="Review only files HEAD changed since its merge base with REF, and keep only "
+            "findings on the lines it changed.",
+        ),
+    ] = None,
+    persona: Annotated[
+        str | None,
+        typer.Option(
+            help="Who reviews: general, security, performance, or a TOML file with system "
+            "and focus."
+        ),
+    ] = None,
+    max_findings: Annotated[
+        int | None,
+        typer.Option(help="The most findings a file keeps, most severe first (default 5)."),
+    ] = None,
+    min_severity: Annotated[
+        str | None,
+        typer.Option(
+            metavar="error|warning|note",
+            help="The least severe finding kept (default: the persona's own floor).",
+        ),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="The model that reviews.")] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="An OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."),
+    ] = None,
+    max_parallel_files: Annotated[
+        int | None,
+        typer.Option("--max-parallel-files", "-j", help="Requests at once (default 4)."),
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option(help="Requests per file when an answer cannot be read.")
+    ] = None,
+    sarif: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Write the findings as SARIF 2.1.0 to FILE."),
+    ] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Write a Markdown summary (for a pull request) to FILE."),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Ask again for files reviewed before.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the review's JSON document on stdout.")
+    ] = False,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No live progress view.")
+    ] = False,
+    checkpointer: CheckpointerOption = None,
+    repo: RepoOption = None,
+) -> None:
+    """Review every file with a model, N at once; print the findings, write SARIF and
+    Markdown. Nothing in the repository changes."""
+    from stomper.commands.review import ReviewRequest
+    from stomper.commands.review import review as run
+    from stomper.config import load_settings
+    from stomper.repository import toplevel_or_none
+
+    cwd = _repo_dir(repo)
+    chosen = {"persona": persona, "max_findings": max_findings, "min_severity": min_severity}
+    flags = {
+        "model": model,
+        "base_url": base_url,
+        "max_parallel_files": max_parallel_files,
+        "max_attempts": max_attempts,
+        "checkpointer": checkpointer,
+        "review": {key: value for key, value in chosen.items() if value is not None} or None,
+    }
+    request = ReviewRequest(
+        cwd=cwd,
+        paths=tuple(paths or ()),
+        diff=diff,
+        json=json_output,
+        sarif=sarif.absolute() if sarif is not None else None,
+        markdown=markdown.absolute() if markdown is not None else None,
+        cache=not no_cache,
+        progress=not no_progress,
+    )
+
+    def command() -> int:
+        settings = load_settings(toplevel_or_none(cwd), flags)
+        return _run(run(request, settings))
+
+    _finish(command)
+
+
+@app.command()
 def resume(
     run_id: Annotated[
         str | None, typer.Argument(help="The run to resume (default: the newest unfinished).")

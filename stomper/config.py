@@ -10,7 +10,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -44,8 +51,28 @@ FLAGS = {
     "test_cmd": "--test-cmd",
     "allow_suppressions": "--allow-suppressions",
     "checkpointer": "--checkpointer",
+    "review.persona": "--persona",
+    "review.max_findings": "--max-findings",
+    "review.min_severity": "--min-severity",
 }
 """The flag of each setting that has one, as error messages name it."""
+
+
+class ReviewSettings(BaseModel):
+    """``[tool.stomper.review]``: what ``stomper review`` looks at and how much it says."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    persona: str = "general"
+    """general, security, performance, or the path of a persona's TOML file."""
+    max_findings: int = Field(default=5, ge=1, le=1000)
+    """The most findings a file keeps: the most severe and confident."""
+    min_severity: Literal["error", "warning", "note"] | None = None
+    """The least severe finding kept; unset, the persona's own floor."""
+    include: list[str] = Field(default_factory=list)
+    """Globs of the paths to review (all, when empty); ``*`` crosses folders."""
+    exclude: list[str] = Field(default_factory=list)
+    """Globs of paths never reviewed."""
 
 
 class Settings(BaseSettings):
@@ -88,6 +115,8 @@ class Settings(BaseSettings):
     test_cmd: str | None = None
     """Run in each unit's worktree after verification; a unit that makes it fail does not land."""
     test_timeout: float = Field(default=900.0, gt=0)
+
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
 
     # Durability
     checkpointer: str | None = Field(default=None, repr=False)
@@ -197,9 +226,11 @@ def _check_table(pyproject: Path) -> None:
 
 def _describe(exc: ValidationError, flags: Mapping[str, Any]) -> str:
     error = exc.errors()[0]
-    key = str(error["loc"][0]) if error["loc"] else "settings"
+    key = ".".join(str(part) for part in error["loc"]) if error["loc"] else "settings"
     if error["type"] == "extra_forbidden":
-        return f"invalid configuration: unknown key {key!r} in [tool.stomper]"
+        table, _, name = key.rpartition(".")
+        where = f"[tool.stomper.{table}]" if table else "[tool.stomper]"
+        return f"invalid configuration: unknown key {name!r} in {where}"
     message = error["msg"].removeprefix("Value error, ")
     given = error.get("input")
     # A malformed base URL is shown as given, unless it holds a user part.
@@ -210,8 +241,11 @@ def _describe(exc: ValidationError, flags: Mapping[str, Any]) -> str:
 
 def _source(key: str, flags: Mapping[str, Any]) -> str:
     """Where the value of ``key`` came from: the flag, the variable, or the project file."""
-    if key in flags:
+    table, _, name = key.partition(".")
+    if key in flags or (name and isinstance(flags.get(table), Mapping) and name in flags[table]):
         return FLAGS.get(key, key)
+    if name:
+        return f"[tool.stomper.{table}] {name} in pyproject.toml"
     variable = f"STOMPER_{key.upper()}"
     if any(name.upper() == variable for name in os.environ):
         return variable

@@ -59,6 +59,8 @@ class Review:
     """Findings dropped: they broke the answer's contract."""
     cut: int = 0
     """Findings left out: beyond the most a file keeps, or below the least severity."""
+    outside: int = 0
+    """Findings left out: on no line the reviewed change touched (``--diff``)."""
     cached: bool = False
     """Found by an earlier review of the same file (the same blob, persona, prompt and
     model): no request was made."""
@@ -69,6 +71,7 @@ class Review:
             "unlocated": self.unlocated,
             "malformed": self.malformed,
             "cut": self.cut,
+            "outside": self.outside,
             "cached": self.cached,
         }
 
@@ -79,6 +82,7 @@ class Review:
             int(record["unlocated"]),
             int(record["malformed"]),
             int(record["cut"]),
+            int(record["outside"]),
             bool(record["cached"]),
         )
 

@@ -195,6 +195,73 @@ async def tree_entries(root: Path, commit: str, paths: Sequence[str] = ()) -> di
     return entries
 
 
+async def attributed(root: Path, paths: Sequence[str], names: Sequence[str]) -> set[str]:
+    """Those of ``paths`` that any of the attributes ``names`` is set on (``set`` or
+    ``true``), as the checkout's ``.gitattributes`` say."""
+    if not paths:
+        return set()
+    query = b"".join(path.encode() + b"\0" for path in paths)
+    done = await git(root, "check-attr", "-z", "--stdin", *names, stdin=query)
+    parts = done.stdout.split(b"\0")
+    found = set()
+    for at in range(0, len(parts) - 2, 3):
+        if parts[at + 2] in (b"set", b"true"):
+            found.add(parts[at].decode())
+    return found
+
+
+async def merge_base(root: Path, one: str, other: str) -> str | None:
+    """The best common ancestor of two commits; None when they share no history."""
+    done = await git(root, "merge-base", one, other, check=False)
+    if done.returncode != 0:
+        return None
+    return _text(done) or None
+
+
+_HUNK = re.compile(rb"^@@ -[0-9]+(?:,[0-9]+)? \+([0-9]+)(?:,([0-9]+))? @@")
+
+
+async def changed_lines(root: Path, since: str, commit: str) -> dict[str, list[tuple[int, int]]]:
+    """The lines of each file of ``commit`` that differ from ``since`` (added or changed,
+    as first and last line numbers in ``commit``); a file deleted since has none, a new
+    file all of its lines. Renames are not followed: a renamed file is new."""
+    done = await git(
+        root,
+        "diff",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-renames",
+        "--no-prefix",
+        "-U0",
+        "--diff-filter=AM",
+        since,
+        commit,
+        "--",
+    )
+    found: dict[str, list[tuple[int, int]]] = {}
+    path: str | None = None
+    header = False
+    for line in done.stdout.split(b"\n"):
+        # An added line of text "++ x" reads "+++ x": names are read in a file's header only.
+        if line.startswith(b"diff --git "):
+            header = True
+        elif header and line.startswith(b"+++ "):
+            # git ends a name that holds a space with a tab; a name ending in a tab is quoted.
+            name = line[4:].decode(errors="surrogateescape").removesuffix("\t")
+            path = None if name == "/dev/null" else unquote_path(name)
+            if path is not None:
+                found.setdefault(path, [])
+            continue
+        hunk = _HUNK.match(line)
+        if hunk is not None:
+            header = False
+        if hunk is not None and path is not None:
+            first, count = int(hunk[1]), int(hunk[2] if hunk[2] is not None else 1)
+            if count:
+                found[path].append((first, first + count - 1))
+    return found
+
+
 async def dirty_files(root: Path) -> set[str]:
     """Tracked files whose index or working-tree state differs from HEAD."""
     # --no-optional-locks: a status must never take the user's index lock to refresh it.

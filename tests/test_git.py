@@ -30,3 +30,38 @@ def test_worktree_state_names_head_branch_and_every_changed_path(make) -> None:
     assert sorted(state.changed) == sorted(
         ["a.py", "b.py", "gone.py", "new name.py", "old name.py", "new dir/untracked file.py"]
     )
+
+
+def test_changed_lines_are_the_lines_of_the_new_version_added_or_changed(make) -> None:
+    old = "".join(f"line {n}\n" for n in range(1, 11))
+    repo = make({"a.py": old, "gone.py": "x = 1\n", "my file.txt": "one\n", "plus.txt": "a\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    lines = old.splitlines(keepends=True)
+    lines[1] = "changed 2\n"
+    lines[6:8] = ["changed 7\n", "new\n", "changed 8\n"]
+    del lines[9]
+    (repo / "a.py").write_text("".join(lines))
+    (repo / "gone.py").unlink()
+    (repo / "my file.txt").write_text("one\ntwo\n")
+    # An added line of text "++ x" is shown as "+++ x", as a file's header is.
+    (repo / "plus.txt").write_text("a\n++ b/elsewhere.txt\n")
+    (repo / "new.py").write_text("a = 1\nb = 2\n")
+    sh(repo, "add", "-A")
+    sh(repo, "commit", "-qm", "change")
+    found = asyncio.run(git.changed_lines(repo, base, "HEAD"))
+    assert found == {
+        "a.py": [(2, 2), (7, 9)],
+        "my file.txt": [(2, 2)],
+        "new.py": [(1, 2)],
+        "plus.txt": [(2, 2)],
+    }
+
+
+def test_merge_base_is_none_for_commits_without_common_history(make) -> None:
+    repo = make({"a.py": "x = 1\n"})
+    head = sh(repo, "rev-parse", "HEAD").strip()
+    sh(repo, "checkout", "-q", "--orphan", "other")
+    sh(repo, "commit", "-qm", "unrelated")
+    other = sh(repo, "rev-parse", "HEAD").strip()
+    assert asyncio.run(git.merge_base(repo, head, head)) == head
+    assert asyncio.run(git.merge_base(repo, head, other)) is None

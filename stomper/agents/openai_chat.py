@@ -22,6 +22,7 @@ import os
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,17 @@ if TYPE_CHECKING:
 # Local servers (llama.cpp, vLLM, Ollama) take any key, but the client insists on one.
 _NO_KEY = "no-key"
 _RETRYABLE = frozenset({408, 409, 429})
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A model's answer to :meth:`OpenAIChatAgent.ask`."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    cut_off: bool
+    """The answer stopped at the length limit."""
 
 
 class OpenAIChatAgent:
@@ -170,6 +182,27 @@ class OpenAIChatAgent:
             raise AttemptFailed(feedback, tokens_in=tokens_in, tokens_out=tokens_out) from None
         edits.write(changes)
         return AgentOutcome(tokens_in=tokens_in, tokens_out=tokens_out)
+
+    async def ask(self, system: str, prompt: str) -> Answer:
+        """One question outside the fix contract (a review): one answer, overload waited
+        out as for a fix; its text is refused past ``max_answer_bytes``."""
+        deadline = time.monotonic() + self.agent_timeout
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": prompt},
+        ]
+        completion = await self._complete(messages, deadline)
+        tokens_in, tokens_out = _usage(completion)
+        self.tokens_in += tokens_in
+        self.tokens_out += tokens_out
+        text, cut_off = _answer(completion)
+        try:
+            self._bound(text)
+        except AttemptFailed as failed:
+            raise AttemptFailed(
+                failed.feedback, tokens_in=tokens_in, tokens_out=tokens_out
+            ) from None
+        return Answer(text, tokens_in, tokens_out, cut_off)
 
     def _bound(self, answer: str) -> None:
         """Refuse an answer larger than ``max_answer_bytes`` before any of it is parsed or

@@ -47,13 +47,13 @@ def find_run(state: StateDir, run_id: str | None) -> Journal:
         return state.run(run_id)
     for journal in state.runs_newest_first():
         try:
-            status = journal.meta().get("status")
+            meta = journal.meta()
         except RepositoryError as exc:
             raise RepositoryError(
                 f"{exc}: name the run to resume (`stomper runs` lists them), or remove "
                 f"{journal.dir}"
             ) from None
-        if status in UNFINISHED:
+        if meta.get("status") in UNFINISHED and meta.get("command") != "review":
             return journal
     raise ConfigError("no unfinished run to resume: `stomper runs` lists the runs")
 
@@ -76,6 +76,11 @@ async def run_resume(
     journal = find_run(state, run_id)
     meta = journal.meta()
     run_id = journal.dir.name
+    if meta.get("command") == "review":
+        raise ConfigError(
+            f"run {run_id} is a review, which lands nothing: run `stomper review` again "
+            "(its cache keeps what was reviewed: those files are not sent again)"
+        )
     if meta.get("status") == "completed":
         raise ConfigError(f"run {run_id} completed: there is nothing to resume")
     if run_id in live_runs(state):

@@ -51,7 +51,8 @@ def recorded_report(journal: Journal, *, running: bool) -> tuple[RunReport, int]
     the peak concurrency is the most units its events saw running at once.
     """
     meta = journal.meta()
-    units, skipped = journal.read_plan()
+    # A review lands nothing and is never resumed: its journal keeps no plan.
+    units, skipped = journal.read_plan() if meta.get("command") != "review" else ([], [])
     results = journal.results()
     status = str(meta.get("status"))
     if status == "running" and not running:
