@@ -154,38 +154,43 @@ class OpenAIChatAgent:
 
     async def fix(self, task: AgentTask) -> AgentOutcome:
         """One attempt: ask the model once (waiting out overload), apply its edits."""
-        deadline = time.monotonic() + self.agent_timeout
         # A large file is parsed to find the functions to show: off the event loop.
         prompt = await asyncio.to_thread(self._prompt, task)
-        messages: list[ChatCompletionMessageParam] = [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": prompt},
-        ]
-        completion = await self._complete(messages, deadline)
-        tokens_in, tokens_out = _usage(completion)
-        self.tokens_in += tokens_in
-        self.tokens_out += tokens_out
-        answer, cut_off = _answer(completion)
+        reply = await self._reply(SYSTEM, prompt)
         try:
-            self._bound(answer)
-            found = edits.parse(answer)
+            self._bound(reply.text)
+            found = edits.parse(reply.text)
             # Matching a block against a large file takes a while: off the event loop. The
             # writing stays here, so an attempt cancelled meanwhile never writes.
             changes = await asyncio.to_thread(edits.prepare, found, task.workspace, task.unit.path)
         except AttemptFailed as failed:
             feedback = self._redact(failed.feedback)
-            if cut_off:
+            if reply.cut_off:
                 feedback += (
                     "\nYour answer was cut off at the length limit: answer with fewer, "
                     "smaller blocks."
                 )
-            raise AttemptFailed(feedback, tokens_in=tokens_in, tokens_out=tokens_out) from None
+            raise AttemptFailed(
+                feedback, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out
+            ) from None
         edits.write(changes)
-        return AgentOutcome(tokens_in=tokens_in, tokens_out=tokens_out)
+        return AgentOutcome(tokens_in=reply.tokens_in, tokens_out=reply.tokens_out)
 
     async def ask(self, system: str, prompt: str) -> Answer:
         """One question outside the fix contract (a review): one answer, overload waited
         out as for a fix; its text is refused past ``max_answer_bytes``."""
+        reply = await self._reply(system, prompt)
+        try:
+            self._bound(reply.text)
+        except AttemptFailed as failed:
+            raise AttemptFailed(
+                failed.feedback, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out
+            ) from None
+        return reply
+
+    async def _reply(self, system: str, prompt: str) -> Answer:
+        """The model's answer to one conversation of ``system`` and ``prompt``; its tokens
+        are counted."""
         deadline = time.monotonic() + self.agent_timeout
         messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": system},
@@ -196,12 +201,6 @@ class OpenAIChatAgent:
         self.tokens_in += tokens_in
         self.tokens_out += tokens_out
         text, cut_off = _answer(completion)
-        try:
-            self._bound(text)
-        except AttemptFailed as failed:
-            raise AttemptFailed(
-                failed.feedback, tokens_in=tokens_in, tokens_out=tokens_out
-            ) from None
         return Answer(text, tokens_in, tokens_out, cut_off)
 
     def _bound(self, answer: str) -> None:
