@@ -103,6 +103,11 @@ RepoOption = Annotated[
     Path | None,
     typer.Option("--repo", help="The repository to work on (default: the current directory)."),
 ]
+NoProgressOption = Annotated[bool, typer.Option("--no-progress", help="No live progress view.")]
+BaseUrlOption = Annotated[
+    str | None,
+    typer.Option(help="An OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."),
+]
 CheckpointerOption = Annotated[
     str | None,
     typer.Option(
@@ -163,10 +168,7 @@ def fix(
         int | None, typer.Option(help="Tries per unit, each told what the last one left.")
     ] = None,
     model: Annotated[str | None, typer.Option(help="The model, for --agent openai.")] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(help="An OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."),
-    ] = None,
+    base_url: BaseUrlOption = None,
     agent_cmd: Annotated[
         str | None,
         typer.Option(help="For --agent command: an argv template with {prompt_file} and {file}."),
@@ -199,9 +201,7 @@ def fix(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the run's JSON document on stdout.")
     ] = False,
-    no_progress: Annotated[
-        bool, typer.Option("--no-progress", help="No live progress view.")
-    ] = False,
+    no_progress: NoProgressOption = False,
     checkpointer: CheckpointerOption = None,
     repo: RepoOption = None,
 ) -> None:
@@ -280,11 +280,16 @@ def review(
             help="The least severe finding kept (default: the persona's own floor).",
         ),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="The model that reviews.")] = None,
-    base_url: Annotated[
-        str | None,
-        typer.Option(help="An OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."),
+    reflect: Annotated[
+        bool | None,
+        typer.Option(
+            "--reflect/--no-reflect",
+            help="Ask a second, short question of each file's findings and leave out those "
+            "the model is not sure of (reflect_threshold, default 6 of 10).",
+        ),
     ] = None,
+    model: Annotated[str | None, typer.Option(help="The model that reviews.")] = None,
+    base_url: BaseUrlOption = None,
     max_parallel_files: Annotated[
         int | None,
         typer.Option("--max-parallel-files", "-j", help="Requests at once (default 4)."),
@@ -306,9 +311,7 @@ def review(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the review's JSON document on stdout.")
     ] = False,
-    no_progress: Annotated[
-        bool, typer.Option("--no-progress", help="No live progress view.")
-    ] = False,
+    no_progress: NoProgressOption = False,
     checkpointer: CheckpointerOption = None,
     repo: RepoOption = None,
 ) -> None:
@@ -320,7 +323,12 @@ def review(
     from stomper.repository import toplevel_or_none
 
     cwd = _repo_dir(repo)
-    chosen = {"persona": persona, "max_findings": max_findings, "min_severity": min_severity}
+    chosen = {
+        "persona": persona,
+        "max_findings": max_findings,
+        "min_severity": min_severity,
+        "reflect": reflect,
+    }
     flags = {
         "model": model,
         "base_url": base_url,
@@ -355,9 +363,7 @@ def resume(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the run's JSON document on stdout.")
     ] = False,
-    no_progress: Annotated[
-        bool, typer.Option("--no-progress", help="No live progress view.")
-    ] = False,
+    no_progress: NoProgressOption = False,
     checkpointer: CheckpointerOption = None,
     repo: RepoOption = None,
 ) -> None:

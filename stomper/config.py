@@ -54,6 +54,7 @@ FLAGS = {
     "review.persona": "--persona",
     "review.max_findings": "--max-findings",
     "review.min_severity": "--min-severity",
+    "review.reflect": "--reflect",
 }
 """The flag of each setting that has one, as error messages name it."""
 
@@ -69,6 +70,12 @@ class ReviewSettings(BaseModel):
     """The most findings a file keeps: the most severe and confident."""
     min_severity: Literal["error", "warning", "note"] | None = None
     """The least severe finding kept; unset, the persona's own floor."""
+    reflect: bool = False
+    """Ask a second, short question of each file's findings: how sure is the model (0-10)."""
+    reflect_threshold: int = Field(default=6, ge=0, le=10)
+    """With ``reflect``: a finding scored under this is left out."""
+    chunk_lines: int = Field(default=400, ge=50, le=100_000)
+    """A file of more lines is reviewed in parts of whole definitions, one request each."""
     include: list[str] = Field(default_factory=list)
     """Globs of the paths to review (all, when empty); ``*`` crosses folders."""
     exclude: list[str] = Field(default_factory=list)

@@ -28,6 +28,8 @@ class Finding:
     quote: str
     """The flagged line's text, as the reviewer quoted it and the file holds it."""
     confidence: float
+    score: int | None = None
+    """How sure a second look (``--reflect``) was that it is real, from 0 to 10."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +46,7 @@ class Finding:
             message=str(record["message"]),
             quote=str(record["quote"]),
             confidence=float(record["confidence"]),
+            score=int(record["score"]) if record.get("score") is not None else None,
         )
 
 
@@ -61,6 +64,8 @@ class Review:
     """Findings left out: beyond the most a file keeps, or below the least severity."""
     outside: int = 0
     """Findings left out: on no line the reviewed change touched (``--diff``)."""
+    refuted: int = 0
+    """Findings left out: a second look scored them under the threshold (``--reflect``)."""
     cached: bool = False
     """Found by an earlier review of the same file (the same blob, persona, prompt and
     model): no request was made."""
@@ -72,6 +77,7 @@ class Review:
             "malformed": self.malformed,
             "cut": self.cut,
             "outside": self.outside,
+            "refuted": self.refuted,
             "cached": self.cached,
         }
 
@@ -83,6 +89,7 @@ class Review:
             int(record["malformed"]),
             int(record["cut"]),
             int(record["outside"]),
+            int(record["refuted"]),
             bool(record["cached"]),
         )
 

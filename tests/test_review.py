@@ -13,6 +13,7 @@ from stomper.cli import main
 from stomper.testing.fake_openai import FakeOpenAI, Fault, FaultPolicy
 from stomper.testing.fake_reviewer import ReviewStyle
 from tests.conftest import sh
+from tests.test_sarif import validate
 
 CORE = """\
 import os
@@ -297,6 +298,7 @@ def test_sarif_and_markdown_files_are_written(
     )
     assert code == 0, err
     log = json.loads(sarif.read_text())
+    validate(log)
     (run,) = log["runs"]
     assert len(run["results"]) == 6
     text = markdown.read_text()
@@ -371,3 +373,68 @@ def test_with_diff_only_changed_files_are_reviewed_and_only_changed_lines_kept(
     assert document["diff_base"] == sh(project, "rev-parse", "main-line~1").strip()
     code, _, err = review(project, server, "--diff", "no-such-ref", capsys=capsys)
     assert code == 2 and "--diff: 'no-such-ref' is not a commit" in err
+
+
+def test_a_large_file_is_asked_in_parts_and_its_findings_keep_the_file_lines(
+    make: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = "".join(f"    x{line} = {line}\n" for line in range(95))
+    functions = [f"\n\ndef f{n}(text):\n{body}    return text\n" for n in range(10)]
+    functions[1] = functions[1].replace("return text", "return eval(text)")
+    functions[8] = functions[8].replace("return text", "return eval(text)")
+    source = "import os\n" + "".join(functions)
+    lines = source.splitlines()
+    notes = "".join(f"line {n}\n" for n in range(1, 1001)).replace("line 390\n", "TODO: 390\n")
+    repo = make({"big.py": source, "notes.txt": notes})
+    with FakeOpenAI(review=ReviewStyle(line_offset=-7)) as server:
+        code, document, err = review(repo, server, "big.py", "notes.txt", capsys=capsys)
+        calls = server.stats().calls_per_path
+    assert code == 0, err
+    units = by_path(document)
+    evals = [n for n, line in enumerate(lines, 1) if "eval(" in line]
+    assert [f["line"] for f in units["big.py"]["findings"]] == evals
+    assert calls["big.py"] == 3
+    # Line 390 is in two windows of notes.txt (1-400 and 381-780): it is reported once.
+    assert [(f["rule"], f["line"]) for f in units["notes.txt"]["findings"]] == [("todo-left", 390)]
+    assert calls["notes.txt"] == 3
+
+
+def test_reflect_scores_each_finding_and_leaves_out_those_under_the_threshold(
+    project: Path, server: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, document, err = review(project, server, "pkg/core.py", "--reflect", capsys=capsys)
+    assert code == 0, err
+    (unit,) = document["units"]
+    # The fake scores a finding ten times its confidence: the TODO (0.3) is not sure enough.
+    scores = {finding["rule"]: finding["score"] for finding in unit["findings"]}
+    assert scores == {"eval-of-input": 9, "compare-to-none": 6, "bare-except": 7}
+    assert unit["refuted"] == 1 and document["totals"]["refuted"] == 1
+    assert server.stats().completions == 2
+    assert "1 refuted by --reflect" in err
+
+
+def test_reflect_on_a_cached_review_asks_only_the_second_question_and_then_nothing(
+    project: Path, server: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    review(project, server, "pkg", capsys=capsys)
+    assert server.stats().completions == 2
+    code, document, err = review(project, server, "pkg", "--reflect", capsys=capsys)
+    assert code == 0, err
+    assert server.stats().completions == 4
+    code, again, err = review(project, server, "pkg", "--reflect", capsys=capsys)
+    assert server.stats().completions == 4
+    assert again["totals"]["cached"] == 2
+    assert again["totals"]["findings"] == document["totals"]["findings"] == 4
+
+
+def test_a_reflection_that_cannot_be_read_keeps_the_findings_and_says_so(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The first request about the file is its review; the next two, its reflection.
+    faults = FaultPolicy(per_path={"pkg/settings.py": (None, Fault.GARBAGE, Fault.GARBAGE)})
+    with FakeOpenAI(faults=faults) as server:
+        code, document, err = review(project, server, "pkg/settings.py", "--reflect", capsys=capsys)
+    assert code == 0, err
+    (unit,) = document["units"]
+    assert lines_of(unit) == {"hard-coded-secret": 1} and unit["findings"][0]["score"] is None
+    assert "--reflect: the same unreadable answer twice" in unit["reason"]

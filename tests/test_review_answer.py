@@ -5,7 +5,7 @@ import json
 import pytest
 
 from stomper.findings import Finding
-from stomper.review.answer import Unreadable, keep, locate, read
+from stomper.review.answer import Unreadable, keep, locate, read, read_scores
 
 SOURCE = "def f(x):\n    return eval(x)\n\n\ndef g(y):\n    return eval(x)\n"
 
@@ -103,3 +103,19 @@ def test_keep_takes_the_most_severe_and_confident_and_orders_them_by_line() -> N
     assert [one.line for one in kept] == [2, 3] and cut == 1
     kept, cut = keep(found, max_findings=5, min_severity="warning")
     assert [one.line for one in kept] == [2, 3] and cut == 1
+
+
+def test_scores_are_read_by_id_and_clamped_and_what_is_no_score_is_left_unscored() -> None:
+    items = [
+        {"id": 1, "score": 8},
+        {"id": 2, "score": 14.6},
+        {"id": 3, "score": True},
+        {"id": 9, "score": 5},
+        {"id": 4, "score": "high"},
+        "nonsense",
+        {"id": 5, "score": -2},
+    ]
+    text = "```json\n" + json.dumps({"scores": items}) + "\n```\n"
+    assert read_scores(text, 5) == {1: 8, 2: 10, 5: 0}
+    with pytest.raises(Unreadable, match='holds no "scores" list'):
+        read_scores('```json\n{"findings": []}\n```\n', 5)

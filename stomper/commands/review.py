@@ -66,6 +66,8 @@ class ReviewReport:
     """Tracked files under the paths that are vendored, generated, excluded or no file."""
     wall_s: float
     peak: int
+    reflected: bool = False
+    """Each file's findings were looked at twice (``--reflect``)."""
 
     @property
     def findings(self) -> list[Finding]:
@@ -85,6 +87,7 @@ class ReviewReport:
             "malformed": sum(review.malformed for review in reviews),
             "cut": sum(review.cut for review in reviews),
             "outside_diff": sum(review.outside for review in reviews),
+            "refuted": sum(review.refuted for review in reviews),
             "cached": sum(1 for review in reviews if review.cached),
             "tokens_in": sum(result.tokens_in for result in self.results),
             "tokens_out": sum(result.tokens_out for result in self.results),
@@ -124,6 +127,7 @@ def _unit_json(result: UnitResult) -> dict[str, Any]:
         "malformed": review.malformed if review else 0,
         "cut": review.cut if review else 0,
         "outside_diff": review.outside if review else 0,
+        "refuted": review.refuted if review else 0,
         "cached": review.cached if review else False,
         "duration_s": round(result.duration_s, 3),
         "tokens": {"input": result.tokens_in, "output": result.tokens_out},
@@ -192,6 +196,7 @@ async def run_review(request: ReviewRequest, settings: Settings) -> ReviewReport
         selection.left_out,
         time.monotonic() - started,
         peak,
+        chosen.reflect,
     )
 
 
@@ -231,7 +236,14 @@ async def _execute(
         cache = ReviewCache(repo.state.cache_dir("review"), model=agent.model, persona=persona)
     chosen = settings.review
     policy = ReviewPolicy(
-        persona, chosen.max_findings, chosen.min_severity, settings.max_attempts, changed
+        persona,
+        max_findings=chosen.max_findings,
+        min_severity=chosen.min_severity,
+        max_attempts=settings.max_attempts,
+        chunk_lines=chosen.chunk_lines,
+        changed=changed,
+        reflect=chosen.reflect,
+        reflect_threshold=chosen.reflect_threshold,
     )
     job = ReviewJob(agent, objects, policy, limit, cache)
 
@@ -312,7 +324,8 @@ def _print_summary(report: ReviewReport) -> None:
         f"{totals['failed']} failed, {totals['skipped'] + totals['left_out']} left out; "
         f"{totals['findings']} findings ({counts}); {totals['unlocated']} dropped as unlocated, "
         f"{totals['cut']} cut by --max-findings/--min-severity"
-        + (f", {totals['outside_diff']} outside the change" if report.since else ""),
+        + (f", {totals['outside_diff']} outside the change" if report.since else "")
+        + (f", {totals['refuted']} refuted by --reflect" if report.reflected else ""),
         markup=False,
     )
     if report.status == "interrupted":

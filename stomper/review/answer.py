@@ -11,6 +11,7 @@ and counted; so is one that breaks the contract otherwise.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,8 +127,29 @@ def keep(
     return sorted(kept, key=lambda finding: finding.line), len(findings) - len(kept)
 
 
+def read_scores(answer: str, count: int) -> dict[int, int]:
+    """The scores (0 to 10) an answer to a reflection gives findings 1 to ``count``, by
+    number; a finding it gives no score keeps none. Raises :class:`Unreadable` when the
+    answer holds no scores block."""
+    scores: dict[int, int] = {}
+    for item in _block(answer, "scores"):
+        if not isinstance(item, dict):
+            continue
+        number, score = item.get("id"), item.get("score")
+        if not isinstance(number, int) or not 1 <= number <= count:
+            continue
+        if isinstance(score, int | float) and not isinstance(score, bool) and math.isfinite(score):
+            scores[number] = max(0, min(10, round(score)))
+    return scores
+
+
 def _findings_block(answer: str) -> list[Any]:
     """The list of findings of the answer's first fenced block that holds them."""
+    return _block(answer, "findings")
+
+
+def _block(answer: str, key: str) -> list[Any]:
+    """The list under ``key`` in the answer's first fenced block that holds one."""
     for opening in _FENCE.finditer(answer):
         fence, info = opening["fence"], opening["info"].strip().lower()
         if info not in ("json", ""):
@@ -141,18 +163,20 @@ def _findings_block(answer: str) -> list[Any]:
             if info == "json":
                 raise Unreadable(
                     "Your ```json block is not valid JSON: answer with one ```json block "
-                    'holding {"findings": [...]}, as described.'
+                    f'holding {{"{key}": [...]}}, as described.'
                 ) from None
             continue
-        if isinstance(document, dict) and isinstance(document.get("findings"), list):
-            return list(document["findings"])
+        if isinstance(document, dict) and isinstance(document.get(key), list):
+            return list(document[key])
         if info == "json":
             raise Unreadable(
-                'Your ```json block holds no "findings" list: answer with one ```json block '
-                'holding {"findings": [...]} (an empty list when the file has nothing to '
-                "report)."
+                f'Your ```json block holds no "{key}" list: answer with one ```json block '
+                f'holding {{"{key}": [...]}}{_EMPTY.get(key, "")}.'
             )
     raise Unreadable(
-        'Your answer holds no ```json block: answer with one ```json block holding {"findings": '
-        "[...]} (an empty list when the file has nothing to report)."
+        f'Your answer holds no ```json block: answer with one ```json block holding {{"{key}": '
+        f"[...]}}{_EMPTY.get(key, '')}."
     )
+
+
+_EMPTY = {"findings": " (an empty list when the file has nothing to report)"}

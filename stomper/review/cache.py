@@ -26,6 +26,8 @@ class Cached:
     findings: tuple[Finding, ...]
     unlocated: int
     malformed: int
+    reflected: bool = False
+    """Each finding carries the score a second look gave it."""
 
 
 class ReviewCache:
@@ -47,7 +49,12 @@ class ReviewCache:
             findings = tuple(
                 replace(Finding.from_json(item), path=path) for item in record["findings"]
             )
-            return Cached(findings, int(record["unlocated"]), int(record["malformed"]))
+            return Cached(
+                findings,
+                int(record["unlocated"]),
+                int(record["malformed"]),
+                bool(record.get("reflected", False)),
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -59,6 +66,7 @@ class ReviewCache:
             "findings": [finding.to_json() for finding in cached.findings],
             "unlocated": cached.unlocated,
             "malformed": cached.malformed,
+            "reflected": cached.reflected,
         }
         with contextlib.suppress(OSError):
             file.parent.mkdir(parents=True, exist_ok=True)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import cast
 
 from stomper.errors import ConfigError
-from stomper.findings import SEVERITIES, Severity
+from stomper.findings import SEVERITIES, Finding, Severity
+from stomper.review.chunks import Chunk, imports
 
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 """Changes whenever what is asked changes: a cached review answers the prompt it was made for."""
 
 CONTRACT = """\
@@ -26,6 +28,16 @@ why it matters, and how to fix it.", "confidence": 0.8}]}
 number: a finding whose quote is not in the file is dropped.
 - Report only problems you can point at in this file, most important first; \
 {"findings": []} when there are none. No praise, no summaries, no style nits a formatter fixes."""
+
+
+REFLECT_CONTRACT = """\
+Answer with one ```json block in this form (nothing else in your answer is read):
+```json
+{"scores": [{"id": 1, "score": 8}]}
+```
+- One score for each finding, by its id, from 0 (wrong, or not worth changing the code for) \
+to 10 (certainly a real problem worth fixing)."""
+_AROUND = 3
 
 
 @dataclass(frozen=True)
@@ -96,14 +108,33 @@ def load_persona(choice: str, root: Path) -> Persona:
     return Persona(str(name), data["system"], data["focus"], cast(Severity, floor))
 
 
-def review_prompt(path: str, source: str, persona: Persona, *, feedback: str | None = None) -> str:
-    """The request for one file: ``source`` shown whole, each line numbered."""
+def review_prompt(
+    path: str,
+    source: str,
+    persona: Persona,
+    *,
+    part: Chunk | None = None,
+    feedback: str | None = None,
+) -> str:
+    """The request for ``source``, the text of the file at ``path``: the whole of it, or
+    the lines of ``part`` with the file's imports, each line numbered as in the file."""
     lines = source.splitlines()
-    width = len(str(len(lines)))
-    numbered = "\n".join(f"{number:>{width}} | {line}" for number, line in enumerate(lines, 1))
-    parts = [
-        f"Review the file `{path}`{_language(path)}.",
-        f"Look for: {persona.focus}.",
+    first, last = (part.first, part.last) if part is not None else (1, len(lines))
+    width = len(str(last))
+    numbered = "\n".join(
+        f"{number:>{width}} | {lines[number - 1]}" for number in range(first, last + 1)
+    )
+    parts = [f"Review the file `{path}`{_language(path)}.", f"Look for: {persona.focus}."]
+    if (first, last) != (1, len(lines)):
+        parts += [
+            "",
+            f"The file has {len(lines)} lines: this request shows lines {first} to {last}, "
+            "other requests the rest. Report only what is wrong in the lines shown.",
+        ]
+        shown = [line for line in imports(source) if line not in lines[first - 1 : last]]
+        if shown:
+            parts += ["", "The file's imports, for context (not to review):", "```", *shown, "```"]
+    parts += [
         "",
         f"The file `{path}`, each line numbered:",
         "```",
@@ -112,6 +143,35 @@ def review_prompt(path: str, source: str, persona: Persona, *, feedback: str | N
         "",
         CONTRACT,
     ]
+    if feedback:
+        parts += ["", f"Your previous answer could not be read: {feedback}"]
+    return "\n".join(parts) + "\n"
+
+
+def reflect_prompt(
+    path: str, source: str, findings: Sequence[Finding], *, feedback: str | None = None
+) -> str:
+    """The second look at ``findings``: each with the lines it points at (and a few around
+    them), numbered as in the file, to be scored."""
+    lines = source.splitlines()
+    parts = [
+        f"Check the findings a reviewer reported on the file `{path}`{_language(path)}.",
+        "For each, read the code it points at and score how sure you are that it is a real "
+        "problem worth changing the code for.",
+    ]
+    for number, finding in enumerate(findings, 1):
+        first = max(1, finding.line - _AROUND)
+        last = min(len(lines), finding.end_line + _AROUND)
+        width = len(str(last))
+        parts += [
+            "",
+            f"Finding {number}: [{finding.severity}] {finding.rule} at line {finding.line}: "
+            f"{' '.join(finding.message.split())}",
+            "```",
+            *(f"{at:>{width}} | {lines[at - 1]}" for at in range(first, last + 1)),
+            "```",
+        ]
+    parts += ["", REFLECT_CONTRACT]
     if feedback:
         parts += ["", f"Your previous answer could not be read: {feedback}"]
     return "\n".join(parts) + "\n"

@@ -41,7 +41,13 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from stomper.agents.edits import ANSWER_FORMAT, WHOLE_FILE_FORMAT
 from stomper.diagnostics.ruff import ruff_binary
-from stomper.testing.fake_reviewer import ReviewStyle, read_review, review_answer
+from stomper.testing.fake_reviewer import (
+    ReviewStyle,
+    read_reflection,
+    read_review,
+    reflect_answer,
+    review_answer,
+)
 
 
 class Fault(StrEnum):
@@ -618,7 +624,15 @@ def _answering(
     fake: FakeOpenAI, text: str
 ) -> tuple[str, Callable[[Fault | None, str], str]] | None:
     """The path a prompt is about, and what answers it given the fault drawn and the API
-    key: a review prompt gets findings, a fix prompt edits; None for a prompt of neither."""
+    key: a review prompt gets findings, a reflection scores, a fix prompt edits; None for a
+    prompt of none of them."""
+    reflection = read_reflection(text)
+    if reflection is not None:
+
+        def scores(fault: Fault | None, key: str) -> str:
+            return _GARBAGE if fault is Fault.GARBAGE else reflect_answer(reflection)
+
+        return reflection.path, scores
     review = read_review(text)
     if review is not None:
         style = fake.review

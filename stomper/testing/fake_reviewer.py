@@ -13,14 +13,15 @@ import re
 from dataclasses import dataclass
 
 _HEADER = re.compile(r"Review the file `(?P<path>[^`\n]+)`")
-_NUMBERED = re.compile(r" *\d+ \| (?P<text>.*)")
+_NUMBERED = re.compile(r" *(?P<number>\d+) \| (?P<text>.*)")
 _SHOWN = "each line numbered:\n```\n"
 
 
 @dataclass(frozen=True)
 class ReviewPrompt:
     path: str
-    lines: tuple[str, ...]
+    lines: tuple[tuple[int, str], ...]
+    """The lines shown, each with its number in the file."""
 
 
 @dataclass(frozen=True)
@@ -105,13 +106,47 @@ def read_review(text: str) -> ReviewPrompt | None:
     end = text.find("\n```\n", start + len(_SHOWN) - 1)
     shown = text[start + len(_SHOWN) : end] if end != -1 else ""
     lines = [_NUMBERED.fullmatch(line) for line in shown.split("\n")] if shown else []
-    return ReviewPrompt(header["path"], tuple(found["text"] for found in lines if found))
+    return ReviewPrompt(
+        header["path"], tuple((int(found["number"]), found["text"]) for found in lines if found)
+    )
+
+
+_CHECK = re.compile(r"Check the findings a reviewer reported on the file `(?P<path>[^`\n]+)`")
+_FINDING = re.compile(r"^Finding (?P<number>\d+): \[\w+\] (?P<rule>\S+) at line", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class ReflectPrompt:
+    path: str
+    rules: tuple[tuple[int, str], ...]
+    """Each finding to score: its id and its rule."""
+
+
+def read_reflection(text: str) -> ReflectPrompt | None:
+    """The findings a prompt of :func:`reflect_prompt` asks to score; None for a prompt of
+    another kind."""
+    header = _CHECK.match(text)
+    if header is None:
+        return None
+    rules = tuple((int(found["number"]), found["rule"]) for found in _FINDING.finditer(text))
+    return ReflectPrompt(header["path"], rules)
+
+
+def reflect_answer(prompt: ReflectPrompt) -> str:
+    """The scores, as the contract has them: ten times the confidence of the rule that made
+    the finding (5 for a rule of another reviewer)."""
+    confidence = {rule.rule: rule.confidence for rule in _RULES}
+    scores = [
+        {"id": number, "score": round(10 * confidence.get(rule, 0.5))}
+        for number, rule in prompt.rules
+    ]
+    return "```json\n" + json.dumps({"scores": scores}) + "\n```\n"
 
 
 def review_answer(prompt: ReviewPrompt, style: ReviewStyle) -> str:
     """The answer: a ```json block of the findings, as the contract has it."""
     findings: list[dict[str, object]] = []
-    for number, text in enumerate(prompt.lines, 1):
+    for number, text in prompt.lines:
         for rule in _RULES:
             if rule.pattern.search(text):
                 line = max(1, number + style.line_offset)
