@@ -438,3 +438,31 @@ def test_a_reflection_that_cannot_be_read_keeps_the_findings_and_says_so(
     (unit,) = document["units"]
     assert lines_of(unit) == {"hard-coded-secret": 1} and unit["findings"][0]["score"] is None
     assert "--reflect: the same unreadable answer twice" in unit["reason"]
+
+
+def test_the_api_key_in_a_reviewed_file_is_masked_in_every_output(
+    make: Callable[..., Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = "sk-review-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    repo = make({"conf.py": f'api_key = "{key}"\n'})
+    sarif, markdown = tmp_path / "out.sarif", tmp_path / "out.md"
+    with FakeOpenAI(api_key=key) as server:
+        code, document, err = review(
+            repo,
+            server,
+            "conf.py",
+            "--sarif",
+            str(sarif),
+            "--markdown",
+            str(markdown),
+            capsys=capsys,
+        )
+    assert code == 0, err
+    (finding,) = document["units"][0]["findings"]
+    assert finding["rule"] == "hard-coded-secret" and key not in finding["quote"]
+    for text in (json.dumps(document), err, sarif.read_text(), markdown.read_text()):
+        assert key not in text

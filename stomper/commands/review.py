@@ -137,17 +137,13 @@ def _unit_json(result: UnitResult) -> dict[str, Any]:
 async def review(request: ReviewRequest, settings: Settings) -> int:
     """Run ``stomper review``, print and write its outcome; the exit code."""
     report = await run_review(request, settings)
+    # What the model wrote goes out as the run's other output does: with its secrets masked.
     if request.sarif is not None:
-        _write(
-            request.sarif,
-            json.dumps(
-                sarif_log(report.findings, persona=report.persona, model=report.model), indent=2
-            )
-            + "\n",
-        )
+        log = sarif_log(report.findings, persona=report.persona, model=report.model)
+        _write(request.sarif, json.dumps(redaction.active().value(log), indent=2) + "\n")
     if request.markdown is not None:
         text = review_markdown(report.results, persona=report.persona, model=report.model)
-        _write(request.markdown, text)
+        _write(request.markdown, redaction.redact(text))
     if request.json:
         console.print_document(report.to_json())
     _print_summary(report)
