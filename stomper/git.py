@@ -198,16 +198,21 @@ async def tree_entries(root: Path, commit: str, paths: Sequence[str] = ()) -> di
 async def attributed(root: Path, paths: Sequence[str], names: Sequence[str]) -> set[str]:
     """Those of ``paths`` that any of the attributes ``names`` is set on (``set`` or
     ``true``), as the checkout's ``.gitattributes`` say."""
+    found = await _attribute_values(root, paths, names)
+    return {path for path, value in found if value in (b"set", b"true")}
+
+
+async def _attribute_values(
+    root: Path, paths: Collection[str], names: Sequence[str]
+) -> list[tuple[str, bytes]]:
+    """Each of ``paths`` with the value (``set``, ``unset``, ``unspecified`` or a text) of
+    each attribute of ``names``, as ``git check-attr`` reads the checkout's attributes."""
     if not paths:
-        return set()
+        return []
     query = b"".join(path.encode() + b"\0" for path in paths)
     done = await git(root, "check-attr", "-z", "--stdin", *names, stdin=query)
-    parts = done.stdout.split(b"\0")
-    found = set()
-    for at in range(0, len(parts) - 2, 3):
-        if parts[at + 2] in (b"set", b"true"):
-            found.add(parts[at].decode())
-    return found
+    fields = done.stdout.split(b"\0")
+    return [(fields[at].decode(), fields[at + 2]) for at in range(0, len(fields) - 2, 3)]
 
 
 async def merge_base(root: Path, one: str, other: str) -> str | None:
@@ -432,16 +437,9 @@ _CONVERSIONS = ("filter", "text", "eol", "crlf", "ident", "working-tree-encoding
 async def converted_paths(root: Path, paths: Collection[str]) -> set[str]:
     """Those of ``paths`` whose content git may convert on the way into the object store:
     a clean filter, end-of-line conversion, ``ident`` or a working-tree encoding."""
-    names = b"".join(path.encode() + b"\0" for path in paths)
-    done = await git(root, "check-attr", "-z", "--stdin", *_CONVERSIONS, stdin=names)
-    fields = done.stdout.split(b"\0")
-    converted = set()
-    for at in range(0, len(fields) - 2, 3):
-        path, _attribute, value = fields[at : at + 3]
-        # "-text" (unset) means binary: stored as it is, like an attribute never given.
-        if value not in (b"unspecified", b"unset"):
-            converted.add(path.decode())
-    return converted
+    found = await _attribute_values(root, paths, _CONVERSIONS)
+    # "-text" (unset) means binary: stored as it is, like an attribute never given.
+    return {path for path, value in found if value not in (b"unspecified", b"unset")}
 
 
 async def hash_path(worktree: Path, path: str) -> str | None:
