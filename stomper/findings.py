@@ -76,7 +76,7 @@ class Review:
             "unlocated": self.unlocated,
             "malformed": self.malformed,
             "cut": self.cut,
-            "outside": self.outside,
+            "outside_diff": self.outside,
             "refuted": self.refuted,
             "cached": self.cached,
         }
@@ -88,7 +88,7 @@ class Review:
             int(record["unlocated"]),
             int(record["malformed"]),
             int(record["cut"]),
-            int(record["outside"]),
+            int(record["outside_diff"]),
             int(record["refuted"]),
             bool(record["cached"]),
         )

@@ -22,7 +22,7 @@ from stomper import console, git, redaction, runner
 from stomper.agents.openai_chat import OpenAIChatAgent
 from stomper.config import Settings
 from stomper.errors import ConfigError, RepositoryError
-from stomper.findings import SEVERITIES, Finding
+from stomper.findings import SEVERITIES, Finding, Review
 from stomper.journal import Journal, new_run_id
 from stomper.report import EXIT_CLEAN, EXIT_INTERRUPTED, EXIT_REMAINING
 from stomper.repository import Repository, open_repository, repo_relative, require_state
@@ -116,19 +116,14 @@ class ReviewReport:
 
 
 def _unit_json(result: UnitResult) -> dict[str, Any]:
-    review = result.review
+    # A file that was not reviewed (skipped, failed) found nothing.
+    review = result.review or Review(())
     return {
         "path": result.path,
         "status": result.status.value,
         "reason": result.reason,
         "attempts": result.attempts,
-        "findings": [finding.to_json() for finding in review.findings] if review else [],
-        "unlocated": review.unlocated if review else 0,
-        "malformed": review.malformed if review else 0,
-        "cut": review.cut if review else 0,
-        "outside_diff": review.outside if review else 0,
-        "refuted": review.refuted if review else 0,
-        "cached": review.cached if review else False,
+        **review.to_json(),
         "duration_s": round(result.duration_s, 3),
         "tokens": {"input": result.tokens_in, "output": result.tokens_out},
     }
@@ -210,21 +205,9 @@ async def _execute(
     """Review ``units`` through the engine, each result put in ``results`` and the journal;
     the run's status and its peak of requests at once."""
     journal = Journal(repo.state.run_dir(run_id))
-    journal.create(
-        {
-            "run_id": run_id,
-            "command": "review",
-            "status": "running",
-            "base": repo.head,
-            "target": "",
-            "checked_out": False,
-            "units": len(units),
-            "started": time.time(),
-            "dry_run": True,
-            "settings": settings.model_dump(),
-            "paths": list(request.paths),
-        }
-    )
+    # A review lands nothing: no target, and a dry run as far as the journal can tell.
+    run = runner.Run(run_id, "review", repo, repo.head, "", False, settings, dry_run=True)
+    journal.create(run.meta(units=len(units), paths=request.paths))
     limit = Limit(settings.max_parallel_files)
     objects = git.ObjectReader(repo.root)
     cache = None
