@@ -126,7 +126,10 @@ class ReviewJob:
         found = self.cache.get(unit.blob, unit.path) if self.cache is not None else None
         asked: list[_Asked[Any]] = []
         if found is None:
-            parts = chunked(unit.path, source, chunk_lines=self.policy.chunk_lines)
+            # Finding where a large file's definitions begin parses it: off the event loop.
+            parts = await asyncio.to_thread(
+                chunked, unit.path, source, chunk_lines=self.policy.chunk_lines
+            )
             readings = await asyncio.gather(
                 *(self._ask(self._review_of(unit, source, part), emit) for part in parts)
             )
@@ -163,12 +166,10 @@ class ReviewJob:
     def _review_of(self, unit: ReviewUnit, source: str, part: Chunk) -> _Question[answer.Reading]:
         """The question of the findings in ``part`` of the file."""
         persona = self.policy.persona
-        whole = part.first == 1 and part.last >= len(source.splitlines())
         shown = "\n".join(source.splitlines()[part.first - 1 : part.last])
 
         def prompt(feedback: str | None) -> str:
-            chosen = None if whole else part
-            return review_prompt(unit.path, source, persona, part=chosen, feedback=feedback)
+            return review_prompt(unit.path, source, persona, part=part, feedback=feedback)
 
         def read(text: str) -> answer.Reading:
             return answer.read(text, unit.path, shown, first_line=part.first)
