@@ -31,7 +31,7 @@ from stomper.report import LeftOut, Metrics, RunReport, ordered
 from stomper.repository import Repository
 from stomper.tripwire import Tripwire
 from stomper.unit import Unit, UnitResult
-from stomper.workflow.context import RunContext, head_start, wave_size
+from stomper.workflow.context import RunContext, grouped, head_start, wave_size
 from stomper.workflow.limit import Limit
 from stomper.workflow.pipeline import Pipeline, Policy
 from stomper.workspace import Workspaces
@@ -152,9 +152,9 @@ async def execute(
     )
     status = "failed"
     try:
-        context.together = await _together(run, pipeline, units, limit.agents)
-        context.wave = wave_size(limit.units, context.together)
-        if context.together > 1:
+        together = await _together(run, pipeline, units, limit.agents)
+        context.groups = grouped(0, len(units), together)
+        if together > 1:
             # A group's tree is a checkout of the whole repository, and its ruff run uses
             # every core: no more trees than cores, nor than agents at work (no tests run).
             workspaces.pool_size = min(limit.agents, os.cpu_count() or 1)
@@ -253,7 +253,7 @@ async def _run_graph(
     gc.freeze()
     from stomper.workflow.graph import compile_graph, initial_state, recursion_limit
 
-    total = len(context.units)
+    total = len(context.groups)
     config: Any = {
         "configurable": {"thread_id": journal.dir.name},
         "recursion_limit": recursion_limit(total, context.wave),

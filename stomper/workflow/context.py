@@ -34,12 +34,16 @@ class RunContext(Generic[U]):
     wave: int = WAVE
     done: frozenset[str] = frozenset()
     """Paths of units finished before a resume: never worked again."""
-    together: int = 1
-    """How many units, one after the other in ``units``, are worked at once
-    (:meth:`Job.produce_many`)."""
+    groups: Sequence[Sequence[int]] = ()
+    """The indexes of the units worked at once (:meth:`Job.produce_many`), group by group,
+    each unit in one; each unit alone when empty."""
     begun: dict[int, asyncio.Task[list[Produced]]] = field(default_factory=dict)
     """Units produced ahead of the graph, by the index of each group's first:
     ``process_units`` takes each group over."""
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            self.groups = grouped(0, len(self.units), 1)
 
 
 def grouped(start: int, stop: int, together: int) -> list[list[int]]:
@@ -49,10 +53,10 @@ def grouped(start: int, stop: int, together: int) -> list[list[int]]:
     return [list(range(at, min(at + step, stop))) for at in range(start, stop, step)]
 
 
-def wave_size(parallel: int, together: int = 1) -> int:
-    """Units a wave sends: a whole number of rounds of ``parallel`` groups of ``together``
-    units, about WAVE Sends."""
-    return parallel * max(1, WAVE // parallel) * together
+def wave_size(parallel: int) -> int:
+    """Groups a wave sends: a whole number of rounds of ``parallel`` groups, about WAVE
+    Sends."""
+    return parallel * max(1, WAVE // parallel)
 
 
 async def produce(
@@ -92,8 +96,8 @@ async def head_start(
     so none outlives the run.
     """
     groups = [
-        group
-        for group in grouped(0, len(ctx.units), ctx.together)
+        list(group)
+        for group in ctx.groups
         if any(ctx.units[index].path not in ctx.done for index in group)
     ][:count]
     begun = [asyncio.ensure_future(produce(ctx, group, emit)) for group in groups]

@@ -29,17 +29,16 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from stomper.events import Phase, UnitEvent
-from stomper.workflow.context import RunContext, grouped, phases, produce
+from stomper.workflow.context import RunContext, phases, produce
 
 
 class RunState(TypedDict):
     planned: int
+    """Groups of units (:attr:`RunContext.groups`) to work."""
     start: int
-    """The first unit of the wave in flight."""
+    """The first group of the wave in flight."""
     cursor: int
-    """The first unit not yet sent."""
-    together: int
-    """How many units, one after the other, a Send carries."""
+    """The first group not yet sent."""
     finished: Annotated[int, operator.add]
 
 
@@ -51,14 +50,14 @@ def fan_out(state: RunState, *, runtime: Runtime[RunContext[Any]]) -> dict[str, 
     start = state["cursor"]
     ctx = runtime.context
     cursor = min(start + ctx.wave, state["planned"])
-    return {"start": start, "cursor": cursor, "together": ctx.together}
+    return {"start": start, "cursor": cursor}
 
 
-def send_wave(state: RunState) -> list[Send] | str:
+def send_wave(state: RunState, *, runtime: Runtime[RunContext[Any]]) -> list[Send] | str:
     if state["start"] >= state["cursor"]:
         return END
-    groups = grouped(state["start"], state["cursor"], state["together"])
-    return [Send("process_units", {"units": group}) for group in groups]
+    groups = runtime.context.groups[state["start"] : state["cursor"]]
+    return [Send("process_units", {"units": list(group)}) for group in groups]
 
 
 async def process_units(state: UnitsInput, *, runtime: Runtime[RunContext[Any]]) -> dict[str, Any]:
@@ -122,10 +121,10 @@ def compile_graph(
     return build().compile(checkpointer=checkpointer)
 
 
-def initial_state(units: int) -> RunState:
-    return {"planned": units, "start": 0, "cursor": 0, "together": 1, "finished": 0}
+def initial_state(groups: int) -> RunState:
+    return {"planned": groups, "start": 0, "cursor": 0, "finished": 0}
 
 
-def recursion_limit(units: int, wave: int) -> int:
+def recursion_limit(groups: int, wave: int) -> int:
     """Each wave takes three steps; LangGraph stops a graph that takes more than this."""
-    return 3 * (units // max(wave, 1) + 2) + 10
+    return 3 * (groups // max(wave, 1) + 2) + 10
