@@ -88,6 +88,8 @@ class _Request:
 
     patch: Patch
     message: str
+    whole: tuple[_Request, ...] = ()
+    """The requests that land with this one or not at all (this one among them)."""
     landing: asyncio.Future[None] | None = None
     """The landing that took this request, once one has."""
     commit: str | None = None
@@ -179,10 +181,13 @@ class Lander:
             raise outcome
         return outcome
 
-    async def land_many(self, patches: Sequence[tuple[Patch, str]]) -> list[Landed | Exception]:
+    async def land_many(
+        self, patches: Sequence[tuple[Patch, str]], *, whole: bool = False
+    ) -> list[Landed | Exception]:
         """Land each patch as one commit with its message, in one chain as far as nothing
         is in the way: for each, in their order, where it landed or why it did not (a
-        :class:`LandingRefused`, or what else went wrong)."""
+        :class:`LandingRefused`, or what else went wrong). ``whole``: all of them land, in
+        one move of the branch, or none does."""
         entries: list[_Request | Landed] = []
         for patch, message in patches:
             if patch.path in self.landed:
@@ -191,6 +196,9 @@ class Lander:
             else:
                 entries.append(_Request(patch, message))
         requests = [entry for entry in entries if isinstance(entry, _Request)]
+        if whole and len(requests) > 1:
+            for request in requests:
+                request.whole = tuple(requests)
         if requests:
             await self._land_requested(requests)
         return [entry if isinstance(entry, Landed) else entry.settled() for entry in entries]
@@ -292,7 +300,8 @@ class Lander:
                 async with checkout.hold_index(
                     self.root, self.user_index, self.run_id, wait=_INDEX_LOCK_WAIT
                 ) as held:
-                    requests = await self._refuse_changed_in_checkout(objects_, requests)
+                    await self._refuse_changed_in_checkout(objects_, requests)
+                    requests = _refuse_whole(requests)
                     requests = await self._land_once(objects_, requests, held)
             except checkout.IndexBusy as busy:
                 raise LandingRefused(str(busy)) from None
@@ -315,6 +324,13 @@ class Lander:
             self._tip = None
         tip = await self._read_tip()
         chain = await objects_.chain(tip, requests)
+        chained = {id(link.request) for link in chain}
+        split = [r for r in requests if r.whole and id(r) not in chained]
+        if split and any(id(other) in chained for r in split for other in r.whole):
+            # Part of what lands whole is no longer what it started from: none of it lands,
+            # and the rest is chained again without it.
+            _refuse_unchained(split, (), self.target_ref)
+            return _refuse_whole(requests)
         if not chain:
             if await self._tip_is_current(tip):
                 _refuse_unchained(requests, chain, self.target_ref)
@@ -396,8 +412,9 @@ class Lander:
                 link.request.refuse(
                     f"cannot update the checkout for {', '.join(paths)} (rolled back): {why}"
                 )
-            return [r for r in requests if r.error is None]
-        return _refuse_changed(requests, changed)
+            return _refuse_whole(requests)
+        _refuse_changed(requests, changed)
+        return _refuse_whole(requests)
 
     def _landed(self, chain: Sequence[_Link]) -> None:
         for link in chain:
@@ -446,6 +463,20 @@ def _refuse_changed(requests: Sequence[_Request], changed: Collection[str]) -> l
             request.refuse(
                 f"{request.patch.path} was changed in the working tree during the run",
                 skipped=True,
+            )
+    return [request for request in requests if request.error is None]
+
+
+def _refuse_whole(requests: Sequence[_Request]) -> list[_Request]:
+    """Refuse the requests that land whole with one refused; those left to land."""
+    for request in requests:
+        if request.error is None:
+            continue
+        for other in request.whole:
+            other.refuse(
+                f"not landed: it lands with {request.patch.path} or not at all, and that did "
+                f"not land ({request.error})",
+                skipped=isinstance(request.error, LandingRefused) and request.error.skipped,
             )
     return [request for request in requests if request.error is None]
 
@@ -646,13 +677,13 @@ def commit_message(*, path: str, tools: list[str], codes: list[str], run_id: str
     name = quote_path(path)
     noun = "diagnostic" if len(codes) == 1 else "diagnostics"
     action = f"fix({'+'.join(tools)}): resolve {len(codes)} {noun}"
-    place = _subject_place(path, _SUBJECT_MAX - len(action) - len(" in "))
+    place = subject_place(path, _SUBJECT_MAX - len(action) - len(" in "))
     subject = f"{action} in {place}" if place else action
     where = "" if place == name else f"File: {name}\n"
     return f"{subject}\n\n{where}Resolved: {body}\n\nStomper-Run: {run_id}\nStomper-Unit: {name}\n"
 
 
-def _subject_place(path: str, room: int) -> str:
+def subject_place(path: str, room: int) -> str:
     """``path`` as the subject names it: whole if it fits in ``room`` characters, else its
     last components after ``.../`` (at least the file's own name), else nothing: a subject
     that names no file reads better than one that names part of a name."""

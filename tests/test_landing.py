@@ -1076,3 +1076,55 @@ def test_repair_checkout_leaves_a_file_the_user_changed(make) -> None:
     (repo / "a.py").write_text("A = 'mine'\n")
     assert not asyncio.run(repair_checkout(repo, "a.py", patch.old_blob, landed))
     assert (repo / "a.py").read_text() == "A = 'mine'\n"
+
+
+async def land_whole(landing: Lander, patches: list[Patch]) -> list[Landed | Exception]:
+    try:
+        return await landing.land_many([(p, message(p.path)) for p in patches], whole=True)
+    finally:
+        await landing.aclose()
+
+
+@pytest.mark.parametrize("checked_out", [True, False], ids=["checked-out", "other-branch"])
+def test_patches_that_land_whole_land_in_one_move_or_not_at_all(
+    make, tmp_path, checked_out: bool
+) -> None:
+    repo = make({"a.py": "A = 1\n", "b.py": "B = 1\n", "c.py": "C = 1\n"})
+    patches = [patch_for(repo, name, b"X = 2\n") for name in ("a.py", "b.py", "c.py")]
+    (repo / "b.py").write_text("B = 'the user'\n")
+    user = commit_all(repo, "the user's change to b.py")
+    target = "refs/heads/main" if checked_out else "refs/heads/other"
+
+    results = asyncio.run(land_whole(lander(repo, tmp_path, checked_out=checked_out), patches))
+
+    assert all(isinstance(result, LandingRefused) for result in results), results
+    assert "b.py was changed by a commit on" in str(results[1])
+    assert "lands with b.py or not at all" in str(results[0])
+    assert sh(repo, "rev-parse", target).strip() == user
+    assert sh(repo, "status", "--porcelain") == ""
+    assert (repo / "a.py").read_text() == "A = 1\n"
+
+    # Nothing in the way: all three land, one commit each, in one move of the branch.
+    patches = [patch_for(repo, name, b"X = 3\n") for name in ("a.py", "b.py", "c.py")]
+    before = len(land_moves(repo, target))
+    results = asyncio.run(land_whole(lander(repo, tmp_path, checked_out=checked_out), patches))
+    assert all(isinstance(result, Landed) for result in results), results
+    assert len(new_commits(repo, user, target)) == 3
+    assert len(land_moves(repo, target)) == before + 1
+    assert_fsck_clean(repo)
+
+
+def test_patches_that_land_whole_stay_out_when_one_file_is_the_users_in_the_checkout(
+    make, tmp_path
+) -> None:
+    repo = make({"a.py": "A = 1\n", "b.py": "B = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    patches = [patch_for(repo, "a.py", b"A = 2\n"), patch_for(repo, "b.py", b"B = 2\n")]
+    (repo / "b.py").write_text("B = 'being edited'\n")
+
+    results = asyncio.run(land_whole(lander(repo, tmp_path), patches))
+
+    assert all(isinstance(result, LandingRefused) for result in results), results
+    assert sh(repo, "rev-parse", "HEAD").strip() == base
+    assert sh(repo, "status", "--porcelain") == " M b.py\n"
+    assert (repo / "a.py").read_text() == "A = 1\n"
