@@ -206,15 +206,44 @@ def prepare(edits: Sequence[Edit], workspace: Path, default_path: str) -> list[C
                 "character UTF-8 can hold: write plain text."
             )
     if problems:
-        untold = len(problems) - _TOLD_PROBLEMS
-        raise AttemptFailed(
-            "Nothing was changed: "
-            + ("this block does not apply" if len(problems) == 1 else "these blocks do not apply")
-            + ".\n\n"
-            + "\n\n".join(problems[:_TOLD_PROBLEMS])
-            + (f"\n\n{untold} more blocks do not apply either." if untold > 0 else "")
-        )
+        raise AttemptFailed(_nothing_changed(problems))
     return changes
+
+
+def _nothing_changed(problems: Sequence[str]) -> str:
+    """The feedback on blocks that do not apply: the first few of ``problems``."""
+    untold = len(problems) - _TOLD_PROBLEMS
+    return (
+        "Nothing was changed: "
+        + ("this block does not apply" if len(problems) == 1 else "these blocks do not apply")
+        + ".\n\n"
+        + "\n\n".join(problems[:_TOLD_PROBLEMS])
+        + (f"\n\n{untold} more blocks do not apply either." if untold > 0 else "")
+    )
+
+
+def apply_to(edits: Sequence[Edit], path: str, text: str) -> str:
+    """The text of the file at ``path`` after ``edits``, each of which must name that file
+    or none; computed in memory, all or nothing. Raises :class:`AttemptFailed` naming each
+    block that does not apply."""
+    problems: list[str] = []
+    give_up = time.monotonic() + _CLOSEST_SECONDS
+    own = PurePosixPath(path)
+    for edit in edits:
+        if edit.path is not None and PurePosixPath(edit.path) != own:
+            problems.append(
+                f"Block {edit.number} {_first_line(edit)} names `{edit.path}`: only `{path}`, "
+                "the file under review, may be changed."
+            )
+            continue
+        outcome = _apply_one(edit, path, text, give_up)
+        if isinstance(outcome, _Refused):
+            problems.append(str(outcome))
+        else:
+            text = outcome
+    if problems:
+        raise AttemptFailed(_nothing_changed(problems))
+    return text
 
 
 def write(changes: Sequence[Change]) -> None:
