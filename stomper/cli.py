@@ -288,6 +288,36 @@ def review(
             "the model is not sure of (reflect_threshold, default 6 of 10).",
         ),
     ] = None,
+    apply: Annotated[
+        bool | None,
+        typer.Option(
+            "--apply/--no-apply",
+            help="Land the model's edits that the build proves, each directory whole or the "
+            "edits that break it rolled back.",
+        ),
+    ] = None,
+    build_cmd: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COMMAND",
+            help="With --apply: the command that builds a directory, {dir} its path "
+            "(e.g. 'python -m pytest -q {dir}'); exit 0 is a pass.",
+        ),
+    ] = None,
+    build_attempts: Annotated[
+        int | None,
+        typer.Option(help="Rounds a failed build goes back to the model before bisection."),
+    ] = None,
+    max_parallel_builds: Annotated[
+        int | None, typer.Option(help="Builds of different directories at once (default 1).")
+    ] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            metavar="dir|file|repo",
+            help="What is built and landed whole: a directory (default), a file, the repository.",
+        ),
+    ] = None,
     model: Annotated[str | None, typer.Option(help="The model that reviews.")] = None,
     base_url: BaseUrlOption = None,
     max_parallel_files: Annotated[
@@ -316,7 +346,7 @@ def review(
     repo: RepoOption = None,
 ) -> None:
     """Review every file with a model, N at once; print the findings, write SARIF and
-    Markdown. Nothing in the repository changes."""
+    Markdown. Nothing in the repository changes, unless --apply lands the edits that build."""
     from stomper.commands.review import ReviewRequest
     from stomper.commands.review import review as run
     from stomper.config import load_settings
@@ -328,6 +358,11 @@ def review(
         "max_findings": max_findings,
         "min_severity": min_severity,
         "reflect": reflect,
+        "apply": apply,
+        "build_cmd": build_cmd,
+        "build_attempts": build_attempts,
+        "max_parallel_builds": max_parallel_builds,
+        "group_by": group_by,
     }
     flags = {
         "model": model,
@@ -411,6 +446,24 @@ def show_run(
     from stomper.commands.show import show as run
 
     _finish(lambda: _run(run(_repo_dir(repo), run_id, json_output=json_output)))
+
+
+@app.command()
+def lessons(
+    directories: Annotated[
+        list[str] | None,
+        typer.Argument(help="Only the lessons of these directories (default: all)."),
+    ] = None,
+    forget: Annotated[
+        bool, typer.Option("--forget", help="Remove the lessons instead of listing them.")
+    ] = False,
+    repo: RepoOption = None,
+) -> None:
+    """List what failed builds taught `review --apply` (fed into later prompts), or forget it."""
+    from stomper.commands.lessons import lessons as run
+
+    chosen = tuple(directories or ())
+    _finish(lambda: _run(run(_repo_dir(repo), directories=chosen, forget=forget)))
 
 
 @app.command()

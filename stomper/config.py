@@ -80,6 +80,19 @@ class ReviewSettings(BaseModel):
     """Globs of the paths to review (all, when empty); ``*`` crosses folders."""
     exclude: list[str] = Field(default_factory=list)
     """Globs of paths never reviewed."""
+    apply: bool = False
+    """Land the model's edits that the build proves (``build_cmd``)."""
+    build_cmd: str | None = None
+    """The command that builds a directory (``{dir}`` is its path), run where its edits
+    are applied; exit 0 is a pass."""
+    build_attempts: int = Field(default=1, ge=0, le=10)
+    """Rounds in which a failed build's output goes back to the model before bisection."""
+    build_timeout: float = Field(default=900.0, gt=0)
+    """Seconds one build may take; one that takes longer fails."""
+    max_parallel_builds: int = Field(default=1, ge=1, le=64)
+    """Builds of different directories run at once."""
+    group_by: Literal["dir", "file", "repo"] = "dir"
+    """What is built and landed whole: a directory's files, each file, or the repository."""
 
 
 class Settings(BaseSettings):

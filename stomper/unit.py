@@ -17,12 +17,22 @@ class Status(StrEnum):
     SKIPPED = "skipped"
     UNCHANGED = "unchanged"
     REVIEWED = "reviewed"
+    APPLIED = "applied"
+    """Reviewed, and its edit landed (``review --apply``)."""
+    ROLLED_BACK = "rolled_back"
+    """Reviewed, and its edit broke the build: left out."""
 
 
 LANDABLE = frozenset({Status.FIXED, Status.PARTIAL})
 FIX_ENDINGS = (Status.FIXED, Status.PARTIAL, Status.UNCHANGED, Status.FAILED, Status.SKIPPED)
 """How a unit of ``fix`` may end."""
-REVIEW_ENDINGS = (Status.REVIEWED, Status.FAILED, Status.SKIPPED)
+REVIEW_ENDINGS = (
+    Status.REVIEWED,
+    Status.APPLIED,
+    Status.ROLLED_BACK,
+    Status.FAILED,
+    Status.SKIPPED,
+)
 """How a unit of ``review`` may end."""
 
 

@@ -1,40 +1,57 @@
 """``stomper review``: a model reviews every file under the paths, N at once; findings out.
 
 The files are read from the commit checked out (never from the working tree, which the
-user may be editing), and nothing is written to the repository but the run's journal and
-the review cache in its state folder. The findings go to the summary, ``--json``,
-``--sarif FILE`` and ``--markdown FILE``.
+user may be editing). Without ``--apply`` nothing is written to the repository but the
+run's journal and the review cache in its state folder. With it, the model's edits are
+built a group at a time (a directory's files, by default) with ``build_cmd``, and those
+proven to build land on the checked-out branch, one commit per file, each group in one
+move of the branch (:mod:`stomper.review.job`). The findings go to the summary,
+``--json``, ``--sarif FILE`` and ``--markdown FILE``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from rich.table import Table
 
-from stomper import console, git, redaction, runner
+from stomper import console, git, redaction, runner, sandbox
 from stomper.agents.openai_chat import OpenAIChatAgent
+from stomper.commands.fix import require_identity
 from stomper.config import Settings
 from stomper.errors import ConfigError, RepositoryError
 from stomper.findings import SEVERITIES, Finding, Review
-from stomper.journal import Journal, new_run_id
+from stomper.journal import Journal, hold_lock, new_run_id
+from stomper.landing import Lander
+from stomper.recovery import recover
 from stomper.report import EXIT_CLEAN, EXIT_INTERRUPTED, EXIT_REMAINING
-from stomper.repository import Repository, open_repository, repo_relative, require_state
+from stomper.repository import (
+    Repository,
+    open_repository,
+    repo_relative,
+    require_index,
+    require_state,
+)
+from stomper.review import lessons
+from stomper.review.build import Builder, split_build
 from stomper.review.cache import ReviewCache
-from stomper.review.job import ReviewJob, ReviewPolicy
+from stomper.review.job import Applying, GroupOutcome, ReviewJob, ReviewPolicy
 from stomper.review.markdown import review_markdown
 from stomper.review.prompt import Persona, load_persona
 from stomper.review.sarif import sarif_log
 from stomper.review.units import ReviewUnit, select
+from stomper.store import Blobs
 from stomper.unit import REVIEW_ENDINGS, Status, UnitResult
 from stomper.workflow.context import RunContext, wave_size
 from stomper.workflow.limit import Limit
+from stomper.workspace import Workspaces
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,9 @@ class ReviewReport:
     peak: int
     reflected: bool = False
     """Each file's findings were looked at twice (``--reflect``)."""
+    groups: tuple[GroupOutcome, ...] = ()
+    """With ``--apply``: each group's build."""
+    applied: bool = False
 
     @property
     def findings(self) -> list[Finding]:
@@ -89,6 +109,7 @@ class ReviewReport:
             "outside_diff": sum(review.outside for review in reviews),
             "refuted": sum(review.refuted for review in reviews),
             "cached": sum(1 for review in reviews if review.cached),
+            "builds": sum(group.builds for group in self.groups),
             "tokens_in": sum(result.tokens_in for result in self.results),
             "tokens_out": sum(result.tokens_out for result in self.results),
         }
@@ -102,9 +123,19 @@ class ReviewReport:
             "diff_base": self.since,
             "persona": self.persona,
             "model": self.model,
+            "apply": self.applied,
             "units": [_unit_json(result) for result in self.results],
+            "groups": [self._group_json(group) for group in self.groups],
             "totals": self.totals(),
             "metrics": {"wall_s": round(self.wall_s, 3), "peak_concurrency": self.peak},
+        }
+
+    def _group_json(self, group: GroupOutcome) -> dict[str, Any]:
+        mine = [result for result in self.results if result.path in group.paths]
+        return {
+            **group.to_json(),
+            "landed": [r.path for r in mine if r.status is Status.APPLIED],
+            "rolled_back": [r.path for r in mine if r.status is Status.ROLLED_BACK],
         }
 
     def exit_code(self) -> int:
@@ -122,6 +153,7 @@ def _unit_json(result: UnitResult) -> dict[str, Any]:
         "path": result.path,
         "status": result.status.value,
         "reason": result.reason,
+        "commit": result.commit,
         "attempts": result.attempts,
         **review.to_json(),
         "duration_s": round(result.duration_s, 3),
@@ -163,17 +195,25 @@ async def run_review(request: ReviewRequest, settings: Settings) -> ReviewReport
     if request.diff is not None:
         since, changed = await _changed(repo, request.diff)
         selection = selection.only(path for path, spans in changed.items() if spans)
+    target = await _apply_target(repo, settings) if chosen.apply else None
     agent = OpenAIChatAgent.from_settings(settings)
     model = agent.model
     run_id = new_run_id()
     results: list[UnitResult] = []
     status, peak = "completed", 0
+    groups: list[GroupOutcome] = []
     try:
         await agent.ready()
         if selection.units:
-            status, peak = await _execute(
-                run_id, repo, settings, persona, selection.units, agent, request, results, changed
+            execution = _Execution(
+                run_id, repo, settings, persona, agent, request, results, changed, target, groups
             )
+            if target is None:
+                status, peak = await execution.run(selection.units)
+            else:
+                async with hold_lock(repo.state, target, run_id):
+                    await recover(repo)
+                    status, peak = await execution.run(selection.units)
     finally:
         await agent.aclose()
     return ReviewReport(
@@ -188,64 +228,185 @@ async def run_review(request: ReviewRequest, settings: Settings) -> ReviewReport
         time.monotonic() - started,
         peak,
         chosen.reflect,
+        tuple(groups),
+        chosen.apply,
     )
 
 
-async def _execute(
-    run_id: str,
-    repo: Repository,
-    settings: Settings,
-    persona: Persona,
-    units: tuple[ReviewUnit, ...],
-    agent: OpenAIChatAgent,
-    request: ReviewRequest,
-    results: list[UnitResult],
-    changed: Mapping[str, Sequence[tuple[int, int]]] | None,
-) -> tuple[str, int]:
-    """Review ``units`` through the engine, each result put in ``results`` and the journal;
-    the run's status and its peak of requests at once."""
-    journal = Journal(repo.state.run_dir(run_id))
-    # A review lands nothing: no target, and a dry run as far as the journal can tell.
-    run = runner.Run(run_id, "review", repo, repo.head, "", False, settings, dry_run=True)
-    journal.create(run.meta(units=len(units), paths=request.paths))
-    limit = Limit(settings.max_parallel_files)
-    objects = git.ObjectReader(repo.root)
-    cache = None
-    if request.cache:
-        cache = ReviewCache(repo.state.cache_dir("review"), model=agent.model, persona=persona)
+async def _apply_target(repo: Repository, settings: Settings) -> str:
+    """The branch ``--apply`` lands on (the checked-out one), every check made before any
+    request is paid for."""
     chosen = settings.review
-    policy = ReviewPolicy(
-        persona,
-        max_findings=chosen.max_findings,
-        min_severity=chosen.min_severity,
-        max_attempts=settings.max_attempts,
-        chunk_lines=chosen.chunk_lines,
-        changed=changed,
-        reflect=chosen.reflect,
-        reflect_threshold=chosen.reflect_threshold,
-    )
-    job = ReviewJob(agent, objects, policy, limit, cache)
-
-    def record(result: UnitResult) -> None:
-        results.append(result)
-        journal.record(result)
-
-    context = RunContext(units=units, job=job, record=record, wave=wave_size(limit.units))
-    view = console.ProgressView(
-        len(units),
-        title=f"reviewing {len(units)} files",
-        enabled=request.progress,
-        endings=REVIEW_ENDINGS,
-    )
-    status = "failed"
-    try:
-        status = await runner.drive(
-            context, journal, checkpointer=settings.checkpointer, view=view, head=limit.units
+    if not chosen.build_cmd:
+        raise ConfigError(
+            "--apply needs the command that builds a directory: --build-cmd "
+            "'python -m pytest -q {dir}' (or build_cmd in [tool.stomper.review])"
         )
-    finally:
-        await objects.aclose()
-        journal.update(status=status, finished=time.time())
-    return status, limit.peak
+    split_build(chosen.build_cmd)
+    if repo.branch is None:
+        raise ConfigError("HEAD is detached: check out the branch the edits are to land on")
+    await require_index(repo)
+    await require_identity(repo)
+    return repo.branch
+
+
+@dataclass(frozen=True)
+class _Execution:
+    """One run of the review through the engine, each result put in ``results`` and the
+    journal."""
+
+    run_id: str
+    repo: Repository
+    settings: Settings
+    persona: Persona
+    agent: OpenAIChatAgent
+    request: ReviewRequest
+    results: list[UnitResult]
+    changed: Mapping[str, Sequence[tuple[int, int]]] | None
+    target: str | None
+    """The branch edits land on (``--apply``); None when nothing lands."""
+    groups: list[GroupOutcome]
+
+    async def run(self, units: tuple[ReviewUnit, ...]) -> tuple[str, int]:
+        """The run's status and its peak of requests at once."""
+        repo, settings, chosen = self.repo, self.settings, self.settings.review
+        journal = Journal(repo.state.run_dir(self.run_id))
+        applying = self.target is not None
+        # Without --apply a review lands nothing: no target, a dry run as far as the journal
+        # can tell.
+        run = runner.Run(
+            self.run_id,
+            "review",
+            repo,
+            repo.head,
+            self.target or "",
+            applying,
+            settings,
+            dry_run=not applying,
+        )
+        units, groups = _grouped(units, chosen.group_by if applying else "file")
+        journal.create(run.meta(units=len(units), paths=self.request.paths))
+        limit = Limit(settings.max_parallel_files)
+        objects = git.ObjectReader(repo.root)
+        cache = None
+        if self.request.cache:
+            cache = ReviewCache(
+                repo.state.cache_dir("review"),
+                model=self.agent.model,
+                persona=self.persona,
+                edits=applying,
+            )
+        policy = ReviewPolicy(
+            self.persona,
+            max_findings=chosen.max_findings,
+            min_severity=chosen.min_severity,
+            max_attempts=settings.max_attempts,
+            chunk_lines=chosen.chunk_lines,
+            changed=self.changed,
+            reflect=chosen.reflect,
+            reflect_threshold=chosen.reflect_threshold,
+            edits=applying,
+        )
+        workspaces = Workspaces(
+            repo.root, repo.state.worktrees(self.run_id), pool_size=chosen.max_parallel_builds
+        )
+        lander = None
+        blobs = Blobs(repo.root)
+        status = "failed"
+        try:
+            job_applying = None
+            if self.target is not None and chosen.build_cmd:
+                lander = Lander(
+                    repo.root,
+                    self.target,
+                    run_id=self.run_id,
+                    index_file=journal.index_file,
+                    checked_out=True,
+                    user_index=repo.git_dir / "index",
+                )
+                builder = Builder(
+                    chosen.build_cmd,
+                    workspaces=workspaces,
+                    sandbox=await sandbox.resolve(settings.sandbox, agent="the build"),
+                    timeout=chosen.build_timeout,
+                    parallel=chosen.max_parallel_builds,
+                )
+                job_applying = Applying(
+                    self.run_id,
+                    repo.root,
+                    self.target,
+                    builder,
+                    lander,
+                    blobs,
+                    lessons.Lessons(repo.state.root / lessons.FILE_NAME),
+                    _directory_of(chosen.group_by),
+                    chosen.build_attempts,
+                )
+            job = ReviewJob(self.agent, objects, policy, limit, cache, job_applying)
+
+            def record(result: UnitResult) -> None:
+                self.results.append(result)
+                journal.record(result)
+
+            context = RunContext(
+                units=units, job=job, record=record, wave=wave_size(limit.units), groups=groups
+            )
+            view = console.ProgressView(
+                len(units),
+                title=f"reviewing {len(units)} files",
+                enabled=self.request.progress,
+                endings=REVIEW_ENDINGS,
+            )
+            try:
+                status = await runner.drive(
+                    context,
+                    journal,
+                    checkpointer=settings.checkpointer,
+                    view=view,
+                    head=limit.units,
+                )
+            finally:
+                self.groups.extend(job.groups)
+        finally:
+            await objects.aclose()
+            await blobs.aclose()
+            if lander is not None:
+                await asyncio.shield(lander.aclose())
+            await asyncio.shield(workspaces.aclose())
+            workspaces.close()
+            journal.index_file.unlink(missing_ok=True)
+            journal.update(status=status, finished=time.time())
+        return status, limit.peak
+
+
+def _directory_of(group_by: str) -> Callable[[str], str]:
+    """What ``{dir}`` is for a file: its folder, or the repository's root (``.``)."""
+    if group_by == "repo":
+        return lambda path: "."
+    return lambda path: str(PurePosixPath(path).parent)
+
+
+def _grouped(
+    units: Sequence[ReviewUnit], group_by: str
+) -> tuple[tuple[ReviewUnit, ...], list[list[int]]]:
+    """``units`` in the order their groups are worked, each group's files side by side, and
+    the indexes of each group: by directory, by file, or the whole repository as one."""
+
+    def key(unit: ReviewUnit) -> str:
+        if group_by == "dir":
+            return str(PurePosixPath(unit.path).parent)
+        return "" if group_by == "repo" else unit.path
+
+    ordered = sorted(units, key=lambda unit: (key(unit), unit.path))
+    ordered = [replace(unit, index=at) for at, unit in enumerate(ordered)]
+    groups: list[list[int]] = []
+    last = None
+    for unit in ordered:
+        if not groups or key(unit) != last:
+            groups.append([])
+            last = key(unit)
+        groups[-1].append(unit.index)
+    return tuple(ordered), groups
 
 
 async def _changed(repo: Repository, ref: str) -> tuple[str, dict[str, list[tuple[int, int]]]]:

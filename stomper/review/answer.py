@@ -19,13 +19,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from stomper.agents.edits import Edit
 from stomper.findings import Category, Finding, Severity, at_least, rank
 
 _FENCE = re.compile(r"^(?P<fence>`{3,})[ \t]*(?P<info>[^\n`]*)\n", re.MULTILINE)
 
 
 class Unreadable(Exception):
-    """The answer holds no findings block: what the reviewer is to be told."""
+    """The answer cannot be used: what the reviewer is to be told.
+
+    ``partial`` is what could be read of it when only its edits are unfit (its findings
+    stand)."""
+
+    def __init__(self, message: str, *, partial: Reading | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 class _Reported(BaseModel):
@@ -63,6 +71,8 @@ class Reading:
     """Findings whose quote the file does not hold."""
     malformed: int = 0
     """Findings that break the contract (a field missing or of the wrong kind)."""
+    edits: tuple[Edit, ...] = ()
+    """The SEARCH/REPLACE blocks after the findings, when edits were asked for."""
 
 
 def read(answer: str, path: str, source: str, *, first_line: int = 1) -> Reading:

@@ -143,3 +143,20 @@ def _parser(grammar: str) -> Parser | None:
         return get_parser(cast("SupportedLanguage", grammar))
     except Exception:  # a grammar the pack does not have, or one that fails to load
         return None
+
+
+def parses(path: str, source: str) -> bool | None:
+    """Whether ``source`` parses as the language of ``path`` (by ``ast`` for Python, by a
+    tree-sitter grammar for the others of the pack); None when no parser reads it."""
+    suffix = PurePosixPath(path).suffix.lower()
+    if suffix in (".py", ".pyi"):
+        try:
+            ast.parse(source)
+        except (SyntaxError, ValueError):
+            return False
+        return True
+    grammar = _GRAMMARS.get(suffix)
+    parser = _parser(grammar) if grammar is not None else None
+    if parser is None:
+        return None
+    return not parser.parse(source.encode("utf-8")).root_node.has_error

@@ -14,22 +14,29 @@ findings are the result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, Protocol, TypeVar
+from pathlib import Path, PurePosixPath
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from stomper import git
-from stomper.agents import AttemptFailed
+from stomper.agents import AttemptFailed, edits
 from stomper.agents.openai_chat import Answer
 from stomper.events import Phase
 from stomper.findings import Finding, Review, Severity
+from stomper.guardrails import suppression_violation
+from stomper.landing import Landed, Lander, subject_place
 from stomper.review import answer
+from stomper.review.build import Bisected, Builder, Built, Edited, bisect
 from stomper.review.cache import Cached, ReviewCache
-from stomper.review.chunks import CHUNK_LINES, Chunk, chunked
+from stomper.review.chunks import CHUNK_LINES, Chunk, chunked, parses
+from stomper.review.lessons import Lessons, change_of, lesson
 from stomper.review.prompt import Persona, reflect_prompt, review_prompt
 from stomper.review.units import ReviewUnit, unreviewable
-from stomper.unit import Status, UnitResult
+from stomper.store import Blobs
+from stomper.unit import Patch, Status, UnitResult, quote_path
 from stomper.workflow.job import Emit, EmitFor, Produced
 from stomper.workflow.limit import Limit
 
@@ -58,6 +65,63 @@ class ReviewPolicy:
     """Ask a second, short question: how sure the model is of each finding (0-10)."""
     reflect_threshold: int = 6
     """With ``reflect``: a finding scored under this is left out."""
+    edits: bool = False
+    """Ask for edits that fix the findings, as well as the findings."""
+
+
+@dataclass(frozen=True)
+class Applying:
+    """What ``--apply`` needs beyond the review: where the edits are built and landed."""
+
+    run_id: str
+    root: Path
+    target_ref: str
+    builder: Builder
+    lander: Lander
+    blobs: Blobs
+    lessons: Lessons
+    directory_of: Callable[[str], str]
+    """The directory a file's group builds (what ``{dir}`` expands to)."""
+    build_attempts: int = 1
+
+
+@dataclass
+class GroupOutcome:
+    """How a group's edits fared at its build."""
+
+    name: str
+    directory: str
+    paths: tuple[str, ...] = ()
+    """The group's files."""
+    build: str = "none"
+    """``none`` (no edit to build), ``passed``, ``bisected`` (some edits rolled back),
+    ``failed`` (every edit rolled back) or ``base_failed`` (the build fails without the
+    edits too: none applied)."""
+    builds: int = 0
+    edits: int = 0
+    """Edits that reached the build."""
+    seconds: float = 0.0
+    """Time its builds took."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "group": self.name,
+            "directory": self.directory,
+            "build": self.build,
+            "builds": self.builds,
+            "edits": self.edits,
+            "build_s": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class _Edit:
+    """A reviewed file's edit, before its build."""
+
+    unit: ReviewUnit
+    source: str
+    edited: str
+    found: tuple[Finding, ...]
 
 
 @dataclass
@@ -70,6 +134,8 @@ class _Asked(Generic[T]):
     tokens_in: int = 0
     tokens_out: int = 0
     agent_s: float = 0.0
+    note: str | None = None
+    """What was left out of a readable answer (its edits), and why."""
 
 
 class ReviewJob:
@@ -82,11 +148,15 @@ class ReviewJob:
         policy: ReviewPolicy,
         limit: Limit,
         cache: ReviewCache | None = None,
+        applying: Applying | None = None,
     ) -> None:
         self.reviewer = reviewer
         self.objects = objects
         self.policy = policy
         self.cache = cache
+        self.applying = applying
+        self.groups: list[GroupOutcome] = []
+        """Each group's build, as its units finished."""
         self._limit = limit
 
     @property
@@ -94,26 +164,208 @@ class ReviewJob:
         return self._limit
 
     async def produce_many(self, units: Sequence[ReviewUnit], emit: EmitFor) -> list[Produced]:
-        return list(await asyncio.gather(*(self.produce(unit, emit(unit.path)) for unit in units)))
+        reviewed = await asyncio.gather(*(self._produce(unit, emit(unit.path)) for unit in units))
+        produced = [one for one, _edit in reviewed]
+        if self.applying is None:
+            return produced
+        made = [edit for _one, edit in reviewed if edit is not None]
+        try:
+            return await self._gate(self.applying, units, produced, made, emit)
+        except Exception as exc:  # the group's failure is its units' result, never a raise
+            why = f"its edit was not applied: {type(exc).__name__}: {exc}"
+            edited = _paths(made)
+            return [_noted(one, why) if one.result.path in edited else one for one in produced]
 
     async def produce(self, unit: ReviewUnit, emit: Emit) -> Produced:
         """The unit's findings, or why it has none; a failure is a result, never a raise."""
+        return (await self._produce(unit, emit))[0]
+
+    async def _produce(self, unit: ReviewUnit, emit: Emit) -> tuple[Produced, _Edit | None]:
         started = time.monotonic()
+        edit = None
         try:
-            result = await self._review(unit, emit)
+            result, edit = await self._review(unit, emit)
         except Exception as exc:  # one unit's failure must not cancel its siblings
             result = UnitResult(
                 unit.path, Status.FAILED, (), attempts=1, reason=f"{type(exc).__name__}: {exc}"
             )
-        return Produced(replace(result, duration_s=time.monotonic() - started), started=started)
+        result = replace(result, duration_s=time.monotonic() - started)
+        return Produced(result, started=started), edit
 
     async def land_many(self, produced: Sequence[Produced], emit: EmitFor) -> list[UnitResult]:
-        return [one.result for one in produced]
+        landing = [one for one in produced if one.patch is not None]
+        if self.applying is None or not landing:
+            return [one.result for one in produced]
+        for one in landing:
+            emit(one.result.path)(Phase.LANDING)
+        persona = self.policy.persona.name
+        run_id = self.applying.run_id
+        messages = [
+            (one.patch, _message(one.result, persona, run_id)) for one in landing if one.patch
+        ]
+        outcomes = await self.applying.lander.land_many(messages, whole=True)
+        settled = dict(zip((one.result.path for one in landing), outcomes, strict=True))
+        results = []
+        for one in produced:
+            outcome = settled.get(one.result.path)
+            if isinstance(outcome, Landed):
+                results.append(_applied(one.result, outcome.commit, outcome.seconds))
+            elif isinstance(outcome, Exception):
+                results.append(replace(one.result, reason=f"its edit did not land: {outcome}"))
+            else:
+                results.append(one.result)
+        return results
 
     def landed(self, produced: Produced) -> UnitResult | None:
-        return None
+        if self.applying is None or produced.patch is None:
+            return None
+        commit = self.applying.lander.landed.get(produced.result.path)
+        return _applied(produced.result, commit, 0.0) if commit is not None else None
 
-    async def _review(self, unit: ReviewUnit, emit: Emit) -> UnitResult:
+    async def _gate(
+        self,
+        applying: Applying,
+        units: Sequence[ReviewUnit],
+        produced: list[Produced],
+        made: list[_Edit],
+        emit: EmitFor,
+    ) -> list[Produced]:
+        """Build the group's edits at the target's tip, and bisect them when the build
+        fails: the units whose edits build, each with the patch to land, and the others
+        with why theirs does not."""
+        name = _group_name(units)
+        directory = applying.directory_of(units[0].path)
+        outcome = GroupOutcome(name, directory, tuple(unit.path for unit in units))
+        self.groups.append(outcome)
+        why: dict[str, str] = {}
+        rolled_back: set[str] = set()
+        dirty = await git.changed_paths(applying.root, sorted(_paths(made)))
+        for path in dirty:
+            why[path] = "its edit was not applied: the file has changes of yours not committed"
+        tip = await git.resolve_commit(applying.root, applying.target_ref)
+        if tip is None:
+            raise LookupError(f"the target {applying.target_ref} no longer exists")
+        at_tip = await git.tree_entries(applying.root, tip, [edit.unit.path for edit in made])
+        for edit in made:
+            entry = at_tip.get(edit.unit.path)
+            if edit.unit.path not in why and (entry is None or entry.blob != edit.unit.blob):
+                why[edit.unit.path] = (
+                    "its edit was not applied: the file changed on the branch since it was read"
+                )
+        made = [edit for edit in made if edit.unit.path not in why]
+        kept: list[_Edit] = []
+        if made:
+            for edit in made:
+                emit(edit.unit.path)(Phase.VERIFYING)
+            kept = await self._settle(applying, outcome, tip, made, why, rolled_back, produced)
+        by_path = {edit.unit.path: edit for edit in kept}
+        settled = []
+        for one in produced:
+            path = one.result.path
+            if path in by_path:
+                settled.append(replace(one, patch=await _patch(applying.blobs, by_path[path])))
+            elif path in why:
+                status = Status.ROLLED_BACK if path in rolled_back else one.result.status
+                result = replace(one.result, status=status, reason=why[path])
+                settled.append(replace(one, result=result))
+            else:
+                settled.append(one)
+        return settled
+
+    async def _settle(
+        self,
+        applying: Applying,
+        outcome: GroupOutcome,
+        tip: str,
+        made: list[_Edit],
+        why: dict[str, str],
+        rolled_back: set[str],
+        produced: list[Produced],
+    ) -> list[_Edit]:
+        """The edits of ``made`` that build together (the rest get their reason in
+        ``why``, and those the build refused are ``rolled_back``), counting the builds in
+        ``outcome``."""
+        directory = outcome.directory
+
+        async def build(edits_: Sequence[_Edit]) -> Built:
+            built = await applying.builder.build(tip, directory, [_edited(e) for e in edits_])
+            outcome.builds += 1
+            outcome.seconds += built.seconds
+            return built
+
+        outcome.edits = len(made)
+        built = await build(made)
+        if built.passed:
+            outcome.build = "passed"
+            return made
+        base = await build([])
+        if not base.passed:
+            outcome.build = "base_failed"
+            for edit in made:
+                why[edit.unit.path] = (
+                    f"its edit was not applied: the build of {directory or '.'} fails without "
+                    f"the edits too:\n{base.tail(10)}"
+                )
+            return []
+        for _round in range(applying.build_attempts):
+            revised = await self._revise(made, built, produced)
+            if [e.edited for e in revised] == [e.edited for e in made]:
+                break  # the same edits again: building them again would only fail again
+            for edit in made:
+                if edit not in revised and edit.unit.path not in _paths(revised):
+                    why[edit.unit.path] = "its edit was withdrawn after the build failed"
+            made = revised
+            if not made:
+                return []
+            built = await build(made)
+            if built.passed:
+                outcome.build = "passed"
+                return made
+        by_path = {edit.unit.path: edit for edit in made}
+        found: Bisected = await bisect(
+            lambda subset: build([by_path[e.path] for e in subset]),
+            [_edited(edit) for edit in made],
+            built,
+        )
+        kept = [by_path[e.path] for e in found.kept]
+        outcome.build = "bisected" if kept else "failed"
+        taught = []
+        for path, failed in found.culprits.items():
+            about = failed.about(path)
+            rolled_back.add(path)
+            why[path] = f"rolled back: the build of {directory or '.'} fails with it:\n{about}"
+            edit = by_path[path]
+            change = change_of(edit.source, edit.edited)
+            taught.append(lesson(directory, path, change, about, applying.run_id))
+        applying.lessons.add(taught)
+        return kept
+
+    async def _revise(
+        self, made: list[_Edit], built: Built, produced: list[Produced]
+    ) -> list[_Edit]:
+        """Each edited file asked again, with what the build said of the edits: the edits
+        that come back (a file whose answer holds none drops out)."""
+        failure = built.tail(40)
+
+        async def again(edit: _Edit) -> _Edit | None:
+            unit, source = edit.unit, edit.source
+            lines = max(len(source.splitlines()), 1)
+            question = self._review_of(unit, source, Chunk(1, lines), build_failure=failure)
+            asked = await self._ask(question, lambda phase: None)
+            _count(produced, unit.path, asked)
+            reading = asked.value
+            if reading is None or not reading.edits:
+                return None
+            try:
+                edited = edits.apply_to(reading.edits, unit.path, source)
+            except AttemptFailed:
+                return None
+            return replace(edit, edited=edited) if edited != source else None
+
+        revised = await asyncio.gather(*(again(edit) for edit in made))
+        return [edit for edit in revised if edit is not None]
+
+    async def _review(self, unit: ReviewUnit, emit: Emit) -> tuple[UnitResult, _Edit | None]:
         emit(Phase.ISOLATING)
         stored = await self.objects.read(unit.blob)
         if stored is None:
@@ -121,10 +373,12 @@ class ReviewJob:
         content = stored[1]
         why = unreviewable(content)
         if why is not None:
-            return UnitResult(unit.path, Status.SKIPPED, (), reason=why)
+            return UnitResult(unit.path, Status.SKIPPED, (), reason=why), None
         source = content.decode("utf-8")
-        found = self.cache.get(unit.blob, unit.path) if self.cache is not None else None
+        lessons = self._lessons_of(unit)
+        found = self.cache.get(unit.blob, unit.path, lessons) if self.cache is not None else None
         asked: list[_Asked[Any]] = []
+        notes: list[str] = []
         if found is None:
             # Finding where a large file's definitions begin parses it: off the event loop.
             parts = await asyncio.to_thread(
@@ -138,19 +392,20 @@ class ReviewJob:
             if failed:
                 part, one = failed[0]
                 where = f" (lines {part.first}-{part.last})" if len(parts) > 1 else ""
-                return _spent(self._failed(unit, f"{one.failure}{where}"), asked)
+                return _spent(self._failed(unit, f"{one.failure}{where}"), asked), None
+            notes += [one.note for one in readings if one.note]
             read = [one.value for one in readings if one.value is not None]
             found = Cached(
                 _unique(finding for reading in read for finding in reading.findings),
                 sum(reading.unlocated for reading in read),
                 sum(reading.malformed for reading in read),
+                edited=_edited_text(unit.path, source, read),
             )
-        doubt = None
         if self.policy.reflect and not found.reflected and found.findings:
             scoring = await self._ask(self._scores_of(unit, source, found.findings), emit)
             asked.append(scoring)
             if scoring.failure:
-                doubt = f"--reflect: {scoring.failure}; the findings are kept unscored"
+                notes.append(f"--reflect: {scoring.failure}; the findings are kept unscored")
             if scoring.value is not None:
                 scores = scoring.value
                 scored = tuple(
@@ -159,20 +414,64 @@ class ReviewJob:
                 )
                 found = replace(found, findings=scored, reflected=True)
         if asked and self.cache is not None:
-            self.cache.put(unit.blob, found)
-        result = replace(self._result(unit, found, cached=not asked), reason=doubt)
-        return _spent(result, asked)
+            self.cache.put(unit.blob, found, lessons)
+        result = self._result(unit, found, cached=not asked)
+        result = replace(result, reason="; ".join(notes) or None)
+        edit = None
+        if found.edited is not None and result.review is not None and result.review.findings:
+            edit = _Edit(unit, source, found.edited, result.review.findings)
+        return _spent(result, asked), edit
 
-    def _review_of(self, unit: ReviewUnit, source: str, part: Chunk) -> _Question[answer.Reading]:
-        """The question of the findings in ``part`` of the file."""
+    def _lessons_of(self, unit: ReviewUnit) -> list[str]:
+        """What earlier builds of the unit's directory taught, when edits are asked for."""
+        if self.applying is None or not self.policy.edits:
+            return []
+        return self.applying.lessons.for_directory(self.applying.directory_of(unit.path))
+
+    def _review_of(
+        self,
+        unit: ReviewUnit,
+        source: str,
+        part: Chunk,
+        *,
+        build_failure: str | None = None,
+    ) -> _Question[answer.Reading]:
+        """The question of the findings in ``part`` of the file (and, when edits are asked
+        for, of the edits that fix them)."""
         persona = self.policy.persona
         shown = "\n".join(source.splitlines()[part.first - 1 : part.last])
+        asks_edits = self.policy.edits
+        lessons = self._lessons_of(unit)
 
         def prompt(feedback: str | None) -> str:
-            return review_prompt(unit.path, source, persona, part=part, feedback=feedback)
+            return review_prompt(
+                unit.path,
+                source,
+                persona,
+                part=part,
+                feedback=feedback,
+                edits=asks_edits,
+                lessons=lessons,
+                build_failure=build_failure,
+            )
 
         def read(text: str) -> answer.Reading:
-            return answer.read(text, unit.path, shown, first_line=part.first)
+            reading = answer.read(text, unit.path, shown, first_line=part.first)
+            if not asks_edits or edits.SEARCH_MARKER not in text:
+                return reading
+            try:
+                blocks = edits.parse(text)
+                edited = edits.apply_to(blocks, unit.path, source)
+            except AttemptFailed as failed:
+                raise answer.Unreadable(failed.feedback, partial=reading) from None
+            unfit = _unfit(unit.path, source, edited)
+            if unfit is not None:
+                raise answer.Unreadable(
+                    f"Your edits were not applied: {unfit}. Fix the code itself, in this file "
+                    "only, or leave the finding without an edit.",
+                    partial=reading,
+                )
+            return replace(reading, edits=tuple(blocks))
 
         return _Question(prompt, read)
 
@@ -195,6 +494,7 @@ class ReviewJob:
         system = self.policy.persona.system
         feedback: str | None = None
         said: list[str] = []
+        unfit = 0
         asked: _Asked[T] = _Asked()
         for attempt in range(1, self.policy.max_attempts + 1):
             asked.attempts = attempt
@@ -221,6 +521,14 @@ class ReviewJob:
                 return asked
             except answer.Unreadable as unreadable:
                 feedback = str(unreadable)
+                if unreadable.partial is not None:
+                    unfit += 1
+                    if unfit == 2 or attempt == self.policy.max_attempts:
+                        # Edits that fail twice end the question: the findings stand.
+                        asked.value = cast(T, unreadable.partial)
+                        first = feedback.strip().splitlines()[0] if feedback.strip() else ""
+                        asked.note = f"its edits were left out: {first}"
+                        return asked
                 if reply.text in said:
                     asked.failure = f"the same unreadable answer twice: {feedback}"
                     return asked
@@ -287,3 +595,94 @@ def _unique(findings: Iterable[Finding]) -> tuple[Finding, ...]:
 def _touches(finding: Finding, spans: Sequence[tuple[int, int]]) -> bool:
     """Whether the lines of ``finding`` meet one of ``spans``."""
     return any(first <= finding.end_line and finding.line <= last for first, last in spans)
+
+
+def _paths(made: Iterable[_Edit]) -> set[str]:
+    return {edit.unit.path for edit in made}
+
+
+def _noted(one: Produced, why: str) -> Produced:
+    return replace(one, result=replace(one.result, reason=why))
+
+
+def _applied(result: UnitResult, commit: str, seconds: float) -> UnitResult:
+    return replace(result, status=Status.APPLIED, commit=commit, landing_s=seconds)
+
+
+def _count(produced: list[Produced], path: str, asked: _Asked[Any]) -> None:
+    """Add the requests ``asked`` for the unit at ``path`` to its result in ``produced``."""
+    for at, one in enumerate(produced):
+        if one.result.path == path:
+            result = one.result
+            produced[at] = replace(
+                one,
+                result=replace(
+                    result,
+                    attempts=result.attempts + asked.attempts,
+                    tokens_in=result.tokens_in + asked.tokens_in,
+                    tokens_out=result.tokens_out + asked.tokens_out,
+                    agent_s=result.agent_s + asked.agent_s,
+                ),
+            )
+
+
+def _group_name(units: Sequence[ReviewUnit]) -> str:
+    """A group by its files: the one file, or the folder they share."""
+    if len(units) == 1:
+        return units[0].path
+    parents = {str(PurePosixPath(unit.path).parent) for unit in units}
+    return parents.pop() if len(parents) == 1 else "."
+
+
+def _edited(edit: _Edit) -> Edited:
+    content = edit.edited.encode("utf-8", errors="surrogateescape")
+    return Edited(edit.unit.path, edit.unit.mode, edit.unit.blob, content)
+
+
+async def _patch(blobs: Blobs, edit: _Edit) -> Patch:
+    """The patch that lands ``edit``, its blob stored (by git, as ``hash-object -w``)."""
+    made = _edited(edit)
+    blob = await blobs.write(made.path, made.content)
+    return Patch(made.path, made.mode, made.old_blob, blob)
+
+
+def _edited_text(path: str, source: str, readings: Sequence[answer.Reading]) -> str | None:
+    """The file after the edits of every part's answer, in order; a part's edits that no
+    longer apply after those of the parts before (overlapping parts) are left out."""
+    text = source
+    for reading in readings:
+        if reading.edits:
+            with contextlib.suppress(AttemptFailed):
+                text = edits.apply_to(reading.edits, path, text)
+    return text if text != source else None
+
+
+def _unfit(path: str, before: str, after: str) -> str | None:
+    """Why an edit from ``before`` to ``after`` may not land, if it may not: it silences a
+    tool, or leaves a file that parsed one that does not."""
+    silenced = suppression_violation(before, after, ())
+    if silenced is not None:
+        return silenced
+    if parses(path, after) is False and parses(path, before) is not False:
+        return f"the edited `{path}` no longer parses"
+    return None
+
+
+def _message(result: UnitResult, persona: str, run_id: str) -> str:
+    """The commit of a landed edit: ``review(<persona>): <first finding> in <path>``, the
+    findings in its body, and the trailers that record the run and the unit."""
+    findings = result.review.findings if result.review is not None else ()
+    what = findings[0].rule if findings else "edit"
+    action = f"review({persona}): {what}"
+    name = quote_path(result.path)
+    place = subject_place(result.path, _SUBJECT_MAX - len(action) - len(" in "))
+    subject = f"{action} in {place}" if place else action
+    where = "" if place == name else f"File: {name}\n\n"
+    said = "\n".join(
+        f"- {finding.rule} at line {finding.line}: {' '.join(finding.message.split())}"
+        for finding in findings
+    )
+    return f"{subject}\n\n{where}Findings:\n{said}\n\nStomper-Run: {run_id}\nStomper-Unit: {name}\n"
+
+
+_SUBJECT_MAX = 72

@@ -12,7 +12,7 @@ from stomper.errors import ConfigError
 from stomper.findings import SEVERITIES, Finding, Severity
 from stomper.review.chunks import Chunk, imports
 
-PROMPT_VERSION = "2"
+PROMPT_VERSION = "3"
 """Changes whenever what is asked changes: a cached review answers the prompt it was made for."""
 
 CONTRACT = """\
@@ -28,6 +28,24 @@ why it matters, and how to fix it.", "confidence": 0.8}]}
 number: a finding whose quote is not in the file is dropped.
 - Report only problems you can point at in this file, most important first; \
 {"findings": []} when there are none. No praise, no summaries, no style nits a formatter fixes."""
+
+
+EDIT_CONTRACT = """\
+After the ```json block, fix each finding you are sure how to fix, within this file only, \
+with SEARCH/REPLACE blocks; leave a finding without a block when its fix is not certain. \
+The directory's build and tests run with your edits, and edits that break them are rolled \
+back: never rename or remove what other files use. Each block is:
+
+{path}
+<<<<<<< SEARCH
+the exact lines of the file to replace
+=======
+the lines to put in their place
+>>>>>>> REPLACE
+
+- The SEARCH part must match the file exactly, character for character, without the line \
+numbers shown here, and match one place only.
+- To delete lines, leave the REPLACE part empty."""
 
 
 REFLECT_CONTRACT = """\
@@ -115,9 +133,16 @@ def review_prompt(
     *,
     part: Chunk | None = None,
     feedback: str | None = None,
+    edits: bool = False,
+    lessons: Sequence[str] = (),
+    build_failure: str | None = None,
 ) -> str:
     """The request for ``source``, the text of the file at ``path``: the whole of it, or
-    the lines of ``part`` with the file's imports, each line numbered as in the file."""
+    the lines of ``part`` with the file's imports, each line numbered as in the file.
+
+    ``edits``: fixes are asked for too, as SEARCH/REPLACE blocks; ``lessons`` are what
+    earlier builds of the file's directory taught, and ``build_failure`` what the build
+    said of the edits of the last answer."""
     lines = source.splitlines()
     first, last = (part.first, part.last) if part is not None else (1, len(lines))
     width = len(str(last))
@@ -143,6 +168,20 @@ def review_prompt(
         "",
         CONTRACT,
     ]
+    if edits:
+        parts += ["", EDIT_CONTRACT.replace("{path}", path)]
+        if lessons:
+            parts += ["", "Edits of earlier reviews broke this directory's build; never again:"]
+            parts += [f"- {lesson}" for lesson in lessons]
+    if build_failure:
+        parts += [
+            "",
+            "With the edits of your previous answer, the directory's build failed:",
+            "```",
+            build_failure,
+            "```",
+            "Answer again: the findings, and only edits that keep the build passing.",
+        ]
     if feedback:
         parts += ["", f"Your previous answer could not be read: {feedback}"]
     return "\n".join(parts) + "\n"

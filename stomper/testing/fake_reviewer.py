@@ -2,8 +2,11 @@
 
 It looks for a handful of well-known defects, line by line, in any language (a stand-in
 model, not a real review): each becomes a finding whose ``quote`` is the flagged line's
-text, as the contract of :mod:`stomper.review.prompt` asks. :class:`ReviewStyle` makes it
-misbehave as models do: misnumbered lines, quotes of lines the file does not hold.
+text, as the contract of :mod:`stomper.review.prompt` asks. Asked for edits too, it fixes
+what has a mechanical fix (``== None``, a bare ``except:``) with SEARCH/REPLACE blocks, and
+makes the change a line's comment asks of it: ``fake-review: OLD => NEW`` (the way test
+repositories get an edit that breaks their build). :class:`ReviewStyle` makes it misbehave
+as models do: misnumbered lines, quotes of lines the file does not hold.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import re
 from dataclasses import dataclass
 
+_LESSON = re.compile(r"^- `[^`\n]+`: (changed .*)$", re.MULTILINE)
 _HEADER = re.compile(r"Review the file `(?P<path>[^`\n]+)`")
 _NUMBERED = re.compile(r" *(?P<number>\d+) \| (?P<text>.*)")
 _SHOWN = "each line numbered:\n```\n"
@@ -22,6 +26,10 @@ class ReviewPrompt:
     path: str
     lines: tuple[tuple[int, str], ...]
     """The lines shown, each with its number in the file."""
+    edits: bool = False
+    """Edits are asked for, as well as findings."""
+    lessons: tuple[str, ...] = ()
+    """What the prompt says earlier edits did that broke the build: never made again."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,11 @@ class _Rule:
     category: str
     message: str
     confidence: float
+    fix: tuple[str, str] | None = None
+    """What its edit replaces in the flagged line, and with what."""
 
+
+_SUGGESTED = re.compile(r"fake-review: (?P<old>.+?) => (?P<new>.+?)\s*$")
 
 _RULES = (
     _Rule(
@@ -76,6 +88,7 @@ _RULES = (
         "bug",
         "A bare except also catches KeyboardInterrupt and SystemExit: name the exceptions.",
         0.7,
+        ("except:", "except Exception:"),
     ),
     _Rule(
         "compare-to-none",
@@ -84,6 +97,7 @@ _RULES = (
         "style",
         "Compare to None with `is` or `is not`.",
         0.6,
+        ("== None", "is None"),
     ),
     _Rule(
         "todo-left",
@@ -107,7 +121,10 @@ def read_review(text: str) -> ReviewPrompt | None:
     shown = text[start + len(_SHOWN) : end] if end != -1 else ""
     lines = [_NUMBERED.fullmatch(line) for line in shown.split("\n")] if shown else []
     return ReviewPrompt(
-        header["path"], tuple((int(found["number"]), found["text"]) for found in lines if found)
+        header["path"],
+        tuple((int(found["number"]), found["text"]) for found in lines if found),
+        "<<<<<<< SEARCH" in text,
+        tuple(_LESSON.findall(text)),
     )
 
 
@@ -144,24 +161,41 @@ def reflect_answer(prompt: ReflectPrompt) -> str:
 
 
 def review_answer(prompt: ReviewPrompt, style: ReviewStyle) -> str:
-    """The answer: a ```json block of the findings, as the contract has it."""
+    """The answer: a ```json block of the findings, as the contract has it, then the edit
+    blocks when they are asked for."""
     findings: list[dict[str, object]] = []
+    edits: list[tuple[str, str]] = []
     for number, text in prompt.lines:
-        for rule in _RULES:
-            if rule.pattern.search(text):
-                line = max(1, number + style.line_offset)
-                findings.append(
-                    {
-                        "rule": rule.rule,
-                        "severity": rule.severity,
-                        "category": rule.category,
-                        "line": line,
-                        "end_line": line,
-                        "quote": text.strip(),
-                        "message": rule.message,
-                        "confidence": rule.confidence,
-                    }
-                )
+        flagged = [(rule, rule.fix) for rule in _RULES if rule.pattern.search(text)]
+        suggested = _SUGGESTED.search(text)
+        if suggested is not None:
+            old, new = suggested["old"], suggested["new"]
+            said = f"Change `{old}` to `{new}`, as the comment asks."
+            rule = _Rule("suggested-change", _SUGGESTED, "warning", "maintainability", said, 0.8)
+            flagged.append((rule, (old, new)))
+        fixed = text
+        for rule, fix in flagged:
+            line = max(1, number + style.line_offset)
+            findings.append(
+                {
+                    "rule": rule.rule,
+                    "severity": rule.severity,
+                    "category": rule.category,
+                    "line": line,
+                    "end_line": line,
+                    "quote": text.strip(),
+                    "message": rule.message,
+                    "confidence": rule.confidence,
+                }
+            )
+            if fix is not None:
+                code, marker, comment = fixed.partition("fake-review:")
+                fixed = code.replace(fix[0], fix[1], 1) + marker + comment
+                if fix[0] == "== None":
+                    fixed = fixed.replace("!= None", "is not None", 1)
+        taught = f"`{text.strip()}` to `{fixed.strip()}`"
+        if fixed != text and not any(taught in lesson for lesson in prompt.lessons):
+            edits.append((text, fixed))
     if style.false_quote:
         findings.append(
             {
@@ -176,4 +210,8 @@ def review_answer(prompt: ReviewPrompt, style: ReviewStyle) -> str:
             }
         )
     document = json.dumps({"findings": findings}, indent=2)
-    return f"Here is my review of `{prompt.path}`.\n\n```json\n{document}\n```\n"
+    answer = f"Here is my review of `{prompt.path}`.\n\n```json\n{document}\n```\n"
+    if prompt.edits:
+        for old, new in edits:
+            answer += f"\n{prompt.path}\n<<<<<<< SEARCH\n{old}\n=======\n{new}\n>>>>>>> REPLACE\n"
+    return answer

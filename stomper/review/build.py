@@ -1,0 +1,168 @@
+"""A directory's build as the gate of its edits, and the bisection of a build they break.
+
+The build is the project's own command (``build_cmd``; ``{dir}`` is the directory), run in a
+workspace of its own (a pooled tree of :mod:`stomper.workspace`, at the target's tip, the
+edits written into it), contained as a CLI agent is (:mod:`stomper.sandbox`): the edits are a
+model's, and a build runs them. Exit 0 is a pass.
+
+When the edits of a directory break its build, the edits that break it are found as a merge
+queue finds the changes of a failed batch that break it: the batch is halved, the first half
+built on what is proven so far, and each half that fails halved again, down to single edits.
+A build known to fail is never run twice: when the first half passes, the second half on top
+of it is the batch that failed. One culprit among k edits costs about log2(k) builds, at most
+about 2·log2(k), and the edits kept are the largest set so found that builds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from stomper import proc
+from stomper.errors import ConfigError
+from stomper.sandbox import Sandbox
+from stomper.workspace import Workspaces, write_regular
+
+DIR = "{dir}"
+_TAIL_LINES = 30
+_RELEVANT_LINES = 20
+
+
+@dataclass(frozen=True)
+class Edited:
+    """A file's edit, as it would land."""
+
+    path: str
+    mode: str
+    old_blob: str
+    content: bytes
+
+
+@dataclass(frozen=True)
+class Built:
+    """How one build went."""
+
+    passed: bool
+    output: str
+    seconds: float = 0.0
+
+    def tail(self, lines: int = _TAIL_LINES) -> str:
+        return "\n".join(self.output.rstrip().splitlines()[-lines:])
+
+    def about(self, path: str) -> str:
+        """The lines of the output that name ``path`` (its file name), else its tail: what
+        a rolled-back edit is told it broke."""
+        name = PurePosixPath(path).name
+        named = [line for line in self.output.splitlines() if name in line]
+        return "\n".join(named[:_RELEVANT_LINES]) if named else self.tail(_RELEVANT_LINES)
+
+
+def split_build(command: str) -> tuple[str, ...]:
+    """``build_cmd`` as an argv template; a malformed one is the user's to mend."""
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise ConfigError(f"invalid build_cmd {command!r}: {exc}") from None
+    if not argv:
+        raise ConfigError("build_cmd is empty: give the command that builds a directory")
+    return argv
+
+
+class Builder:
+    """Runs the build of a directory with some of its edits; at most ``parallel`` at once."""
+
+    def __init__(
+        self,
+        command: str,
+        *,
+        workspaces: Workspaces,
+        sandbox: Sandbox,
+        timeout: float,
+        parallel: int = 1,
+    ) -> None:
+        self.template = split_build(command)
+        self.workspaces = workspaces
+        self.sandbox = sandbox
+        self.timeout = timeout
+        self.builds = 0
+        """Builds run so far."""
+        self._slots = asyncio.Semaphore(parallel)
+
+    def argv(self, directory: str) -> tuple[str, ...]:
+        where = directory or "."
+        return tuple(part.replace(DIR, where) for part in self.template)
+
+    async def build(self, tip: str, directory: str, edits: Sequence[Edited]) -> Built:
+        """The build of ``directory`` at ``tip`` with ``edits`` written in."""
+        async with self._slots, self.workspaces.tree(tip) as space:
+            self.builds += 1
+            for edit in edits:
+                await asyncio.to_thread(
+                    write_regular, space.root, edit.path, edit.content, edit.mode
+                )
+            began = time.monotonic()
+            with tempfile.TemporaryDirectory(prefix="stomper-build-") as scratch:
+                argv = self.sandbox.wrap(
+                    self.argv(directory), workspace=space.root, scratch=Path(scratch)
+                )
+                try:
+                    done = await proc.run(
+                        argv, cwd=space.root, timeout=self.timeout, check=False, reap=True
+                    )
+                except proc.ProcessTimeout:
+                    return Built(False, f"the build ran past {self.timeout:g}s and was stopped")
+                except OSError as exc:
+                    return Built(False, f"cannot run the build: {exc}")
+            output = (done.stdout + done.stderr).decode(errors="replace")
+            return Built(done.returncode == 0, output, time.monotonic() - began)
+
+
+@dataclass
+class Bisected:
+    """What bisection kept, and why it left the rest out."""
+
+    kept: list[Edited] = field(default_factory=list)
+    """The largest set of edits found to build together (in the order given)."""
+    culprits: dict[str, Built] = field(default_factory=dict)
+    """Each edit left out, by path, with the build that failed with it."""
+    builds: int = 0
+
+
+async def bisect(
+    build: Callable[[Sequence[Edited]], Awaitable[Built]],
+    edits: Sequence[Edited],
+    failed: Built,
+) -> Bisected:
+    """Find the edits that break the build: ``failed`` is the build of all of ``edits``,
+    ``build`` builds a set of them."""
+    found = Bisected()
+
+    async def add(candidates: Sequence[Edited], known: Built | None) -> None:
+        """Keep as many of ``candidates`` as build on top of what is kept; ``known`` is the
+        build of both together when it was run already."""
+        if not candidates:
+            return
+        outcome = known
+        if outcome is None:
+            outcome = await build([*found.kept, *candidates])
+            found.builds += 1
+            if outcome.passed:
+                found.kept += candidates
+                return
+        if len(candidates) == 1:
+            found.culprits[candidates[0].path] = outcome
+            return
+        half = len(candidates) // 2
+        left, right = candidates[:half], candidates[half:]
+        before = len(found.kept)
+        await add(left, None)
+        # All of the left half kept: the right half on top of it is what failed already.
+        await add(right, outcome if len(found.kept) == before + len(left) else None)
+
+    await add(list(edits), failed)
+    return found

@@ -1,0 +1,290 @@
+"""``stomper review --apply``: edits built a directory at a time, bisected, landed whole.
+
+Real repositories with real tests as their build (pytest, run by the build command in a
+contained workspace), the fake model server on loopback: its edits come from the code's
+own ``fake-review: OLD => NEW`` comments, so a test decides which edit breaks what.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stomper.cli import main
+from stomper.testing.fake_openai import FakeOpenAI
+from tests.conftest import sh
+
+BUILD = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider {{dir}}"
+
+# alpha: two safe edits. beta: each of two edits builds alone, not both together (their
+# product breaks the test), and a third is safe.
+ALPHA = {
+    "alpha/__init__.py": "",
+    "alpha/calc.py": (
+        "def is_missing(value):\n"
+        "    return value == None\n"
+        "\n"
+        "\n"
+        "def parse(text):\n"
+        "    try:\n"
+        "        return int(text)\n"
+        "    except:\n"
+        "        return None\n"
+    ),
+    "alpha/test_alpha.py": (
+        "from alpha.calc import is_missing, parse\n"
+        "\n"
+        "\n"
+        "def test_calc():\n"
+        "    assert is_missing(None)\n"
+        "    assert parse('x') is None\n"
+    ),
+}
+BETA = {
+    "beta/__init__.py": "",
+    "beta/limits.py": "LIMIT = 10  # fake-review: 10 => 20\n",
+    "beta/other.py": "def empty(value):\n    return value == None\n",
+    "beta/scale.py": "SCALE = 1  # fake-review: 1 => 2\n",
+    "beta/test_beta.py": (
+        "from beta.limits import LIMIT\n"
+        "from beta.other import empty\n"
+        "from beta.scale import SCALE\n"
+        "\n"
+        "\n"
+        "def test_budget():\n"
+        "    assert LIMIT * SCALE < 30\n"
+        "    assert empty(None)\n"
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def quick_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The builds' pytest loads none of the plugins this environment has (seconds each)."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+def review(
+    repo: Path, server: FakeOpenAI, *args: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, dict[str, Any], str]:
+    code = main(
+        [
+            "review",
+            "--repo",
+            str(repo),
+            "--model",
+            "fake",
+            "--base-url",
+            server.base_url,
+            "--json",
+            "--no-progress",
+            "--apply",
+            "--build-cmd",
+            BUILD,
+            *args,
+        ]
+    )
+    captured = capsys.readouterr()
+    document = json.loads(captured.out) if captured.out.strip() else {}
+    return code, document, captured.err
+
+
+def units(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {unit["path"]: unit for unit in document["units"]}
+
+
+def groups(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {group["group"]: group for group in document["groups"]}
+
+
+def subjects(repo: Path, since: str) -> list[str]:
+    return sh(repo, "log", "--format=%s", f"{since}..HEAD").splitlines()
+
+
+def test_each_directory_lands_what_builds_and_bisection_rolls_back_the_breaking_edit(
+    make: Callable[..., Path], server: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = make({**ALPHA, **BETA})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+
+    code, doc, err = review(repo, server, "-j", "4", capsys=capsys)
+
+    assert code == 0, err
+    found = units(doc)
+    assert found["alpha/calc.py"]["status"] == "applied"
+    assert found["beta/limits.py"]["status"] == "applied"
+    assert found["beta/other.py"]["status"] == "applied"
+    # Either edit of the pair builds alone: bisection keeps the first, rolls back the second.
+    assert found["beta/scale.py"]["status"] == "rolled_back"
+    assert "rolled back" in found["beta/scale.py"]["reason"]
+    assert "test_beta.py" in found["beta/scale.py"]["reason"]
+    built = groups(doc)
+    assert built["alpha"]["build"] == "passed" and built["alpha"]["builds"] == 1
+    assert built["beta"]["build"] == "bisected"
+    assert built["beta"]["landed"] == ["beta/limits.py", "beta/other.py"]
+    assert built["beta"]["rolled_back"] == ["beta/scale.py"]
+    # The build with every edit failed; the one at the base passed; then bisection.
+    assert 3 <= built["beta"]["builds"] <= 2 + 2 * 2 + 2
+    # One commit per landed file, named for its first finding, on the checked-out branch.
+    assert sorted(subjects(repo, base)) == [
+        "review(general): compare-to-none in alpha/calc.py",
+        "review(general): compare-to-none in beta/other.py",
+        "review(general): suggested-change in beta/limits.py",
+    ]
+    commit = found["beta/limits.py"]["commit"]
+    body = sh(repo, "log", "-1", "--format=%B", commit)
+    assert "Stomper-Unit: beta/limits.py" in body and f"Stomper-Run: {doc['run_id']}" in body
+    # The checkout followed: the landed files are there, the rolled-back one is as it was.
+    assert (repo / "beta/limits.py").read_text() == "LIMIT = 20  # fake-review: 10 => 20\n"
+    assert (repo / "beta/scale.py").read_text() == BETA["beta/scale.py"]
+    assert "is None" in (repo / "alpha/calc.py").read_text()
+    assert sh(repo, "status", "--porcelain") == ""
+    sh(repo, "fsck", "--strict")
+    # What the landed tree holds builds, as the gate said.
+    assert "LIMIT * SCALE" in (repo / "beta/test_beta.py").read_text()
+    assert doc["totals"]["applied"] == 3 and doc["totals"]["rolled_back"] == 1
+
+
+def test_a_rolled_back_directory_leaves_the_branch_and_the_checkout_as_they_were(
+    make: Callable[..., Path], server: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = make(
+        {
+            "geo/__init__.py": "",
+            "geo/shapes.py": "def area(w, h):  # fake-review: def area => def region\n"
+            "    return w * h\n",
+            "geo/test_geo.py": "from geo.shapes import area\n\n\ndef test_area():\n"
+            "    assert area(2, 3) == 6\n",
+            "notes.txt": "mine\n",
+        }
+    )
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    # The user's own work, staged and not, is there while the run lands nothing.
+    (repo / "notes.txt").write_text("mine, edited\n")
+    (repo / "staged.txt").write_text("staged\n")
+    sh(repo, "add", "staged.txt")
+    status = sh(repo, "status", "--porcelain")
+
+    code, doc, err = review(repo, server, "geo", capsys=capsys)
+
+    assert code == 0, err
+    assert units(doc)["geo/shapes.py"]["status"] == "rolled_back"
+    assert groups(doc)["geo"]["build"] == "failed"
+    assert sh(repo, "rev-parse", "HEAD").strip() == base
+    assert sh(repo, "status", "--porcelain") == status
+    assert (repo / "notes.txt").read_text() == "mine, edited\n"
+    assert "def area" in (repo / "geo/shapes.py").read_text()
+    sh(repo, "diff", "--cached", "--exit-code", "--", "geo")
+
+
+def test_a_build_that_fails_at_the_base_reviews_without_applying(
+    make: Callable[..., Path], server: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = make(
+        {
+            "broken/__init__.py": "",
+            "broken/calc.py": "def empty(value):\n    return value == None\n",
+            "broken/test_broken.py": "def test_never():\n    assert 1 == 2\n",
+        }
+    )
+    base = sh(repo, "rev-parse", "HEAD").strip()
+
+    code, doc, err = review(repo, server, capsys=capsys)
+
+    assert code == 0, err
+    unit = units(doc)["broken/calc.py"]
+    assert unit["status"] == "reviewed"
+    assert unit["findings"], unit
+    assert "fails without the edits too" in unit["reason"]
+    assert groups(doc)["broken"]["build"] == "base_failed"
+    assert sh(repo, "rev-parse", "HEAD").strip() == base
+
+
+def test_a_lesson_from_a_broken_build_keeps_the_next_review_from_repeating_the_edit(
+    make: Callable[..., Path], server: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = make(BETA)
+    code, doc, err = review(repo, server, capsys=capsys)
+    assert code == 0, err
+    assert units(doc)["beta/scale.py"]["status"] == "rolled_back"
+    lessons = (repo / ".git/stomper/lessons.jsonl").read_text().splitlines()
+    assert len(lessons) == 1
+    taught = json.loads(lessons[0])
+    assert taught["directory"] == "beta" and taught["path"] == "beta/scale.py"
+    assert "`SCALE = 1  # fake-review: 1 => 2` to `SCALE = 2" in taught["change"]
+
+    # The next review of the directory is told, and the model does not make that edit again:
+    # nothing breaks, so the build runs once.
+    code, doc, err = review(repo, server, capsys=capsys)
+    assert code == 0, err
+    assert units(doc)["beta/scale.py"]["status"] == "reviewed"
+    assert groups(doc)["beta"]["builds"] in (0, 1)
+
+    assert main(["lessons", "--repo", str(repo)]) == 0
+    assert "beta/scale.py" in capsys.readouterr().err
+    assert main(["lessons", "--repo", str(repo), "--forget"]) == 0
+    assert "forgot 1 lesson" in capsys.readouterr().err
+    assert not (repo / ".git/stomper/lessons.jsonl").read_text()
+
+
+def test_an_edit_of_a_file_with_changes_of_the_users_is_not_applied(
+    make: Callable[..., Path], server: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = make(ALPHA)
+    (repo / "alpha/calc.py").write_text(ALPHA["alpha/calc.py"] + "# mine\n")
+    code, doc, err = review(repo, server, capsys=capsys)
+    assert code == 0, err
+    unit = units(doc)["alpha/calc.py"]
+    assert unit["status"] == "reviewed"
+    assert "changes of yours" in unit["reason"]
+    assert (repo / "alpha/calc.py").read_text().endswith("# mine\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--build-cmd", ""], "--build-cmd"),
+        (["--build-cmd", "'unclosed"], "invalid build_cmd"),
+        (["--group-by", "team"], "group_by"),
+    ],
+)
+def test_bad_apply_settings_are_refused_in_one_line_before_any_request(
+    make: Callable[..., Path],
+    server: FakeOpenAI,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    said: str,
+) -> None:
+    repo = make(ALPHA)
+    code, _doc, err = review(repo, server, *args, capsys=capsys)
+    assert code == 2
+    assert said in err
+    assert server.stats().requests == 0
+
+
+def test_apply_without_a_build_command_or_on_a_detached_head_is_refused(
+    make: Callable[..., Path], server: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = make(ALPHA)
+    code = main(
+        ["review", "--repo", str(repo), "--model", "fake", "--base-url", server.base_url, "--apply"]
+    )
+    assert code == 2
+    assert "--build-cmd" in capsys.readouterr().err
+    sh(repo, "checkout", "--detach", "-q")
+    code, _doc, err = review(repo, server, capsys=capsys)
+    assert code == 2
+    assert "detached" in err
+    assert server.stats().requests == 0
