@@ -8,8 +8,12 @@ own ``fake-review: OLD => NEW`` comments, so a test decides which edit breaks wh
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
+import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ import pytest
 from stomper.cli import main
 from stomper.testing.fake_openai import FakeOpenAI
 from tests.conftest import sh
+from tests.test_durability import landed_units, moved_hook_env, wait_for
 
 BUILD = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider {{dir}}"
 
@@ -288,3 +293,63 @@ def test_apply_without_a_build_command_or_on_a_detached_head_is_refused(
     assert code == 2
     assert "detached" in err
     assert server.stats().requests == 0
+
+
+def directory(name: str) -> dict[str, str]:
+    """A package whose two modules each get a safe edit, and its test."""
+    return {
+        f"{name}/__init__.py": "",
+        f"{name}/one.py": "def empty(value):\n    return value == None\n",
+        f"{name}/two.py": "def blank(value):\n    return value == None\n",
+        f"{name}/test_{name}.py": f"from {name}.one import empty\nfrom {name}.two import blank\n"
+        "\n\ndef test_it():\n    assert empty(None) and blank(None)\n",
+    }
+
+
+def test_sigkill_mid_way_through_a_directorys_landing_then_resume_lands_it_whole_once(
+    make: Callable[..., Path], server: FakeOpenAI, tmp_path: Path
+) -> None:
+    repo = make({**directory("d1"), **directory("d2"), **directory("d3")})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    # Held once the branch made its first move: one directory landed, nothing recorded yet.
+    env = moved_hook_env(tmp_path, repo, {**os.environ, "STOMPER_MAX_PARALLEL_FILES": "2"}, 1)
+    args = ["--model", "fake", "--base-url", server.base_url, "--no-progress", "--repo", str(repo)]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "stomper", "review", "--apply", "--build-cmd", BUILD, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    marker = tmp_path / "hang" / "marker"
+    try:
+        wait_for(marker.exists, "the first move of the branch")
+    finally:
+        child.kill()
+        child.communicate(timeout=60)
+    os.kill(int(marker.read_text()), signal.SIGKILL)
+    (repo / ".git" / "hooks" / "reference-transaction").unlink()
+    first = sorted(landed_units(repo))
+    assert first in ([f"{name}/one.py", f"{name}/two.py"] for name in ("d1", "d2", "d3")), (
+        first
+    )  # a directory lands whole
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "stomper", "resume", "--json", *args[-3:]],
+        env=os.environ,
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    doc = json.loads(resumed.stdout)
+    counts = Counter(landed_units(repo))
+    assert set(counts) == {
+        f"{name}/{file}" for name in ("d1", "d2", "d3") for file in ("one.py", "two.py")
+    }
+    assert max(counts.values()) == 1, "a file landed twice"
+    found = units(doc)
+    assert all(found[path]["status"] == "applied" for path in counts)
+    assert {found[path]["reason"] for path in first} == {"landed before the run was cut short"}
+    assert len(sh(repo, "rev-list", f"{base}..HEAD").split()) == 6
+    assert sh(repo, "status", "--porcelain") == ""
+    sh(repo, "fsck", "--strict")

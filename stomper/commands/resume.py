@@ -37,8 +37,61 @@ async def resume(
     progress: bool,
     checkpointer: str | None = None,
 ) -> int:
-    report = await run_resume(cwd, run_id, progress=progress, checkpointer=checkpointer)
+    repo = await open_repository(cwd)
+    require_state(repo)
+    journal = find_run(repo.state, run_id)
+    if journal.meta().get("command") == "review":
+        return await _resume_review(
+            repo, journal, json_output=json_output, progress=progress, checkpointer=checkpointer
+        )
+    report = await run_resume(cwd, journal.dir.name, progress=progress, checkpointer=checkpointer)
     return show(report, json_output=json_output)
+
+
+async def _resume_review(
+    repo: Repository,
+    journal: Journal,
+    *,
+    json_output: bool,
+    progress: bool,
+    checkpointer: str | None,
+) -> int:
+    """Finish a run of ``review --apply``; a review that lands nothing is run again instead."""
+    from stomper.commands.review import ReviewRequest, emit, resume_review
+
+    meta = journal.meta()
+    run_id = journal.dir.name
+    if meta.get("dry_run", True):
+        raise ConfigError(
+            f"run {run_id} is a review, which lands nothing: run `stomper review` again "
+            "(its cache keeps what was reviewed: those files are not sent again)"
+        )
+    if meta.get("status") == "completed":
+        raise ConfigError(f"run {run_id} completed: there is nothing to resume")
+    if run_id in live_runs(repo.state):
+        raise ConfigError(f"run {run_id} is still running: wait for it, or stop it first")
+    await require_index(repo)
+    await recover(repo)
+    run = await _recorded_run(journal, meta, repo, checkpointer)
+    redaction.use(redaction.Redaction.of(run.settings))
+    if repo.branch != run.target_ref:
+        raise RepositoryError(
+            f"run {run_id} lands on {run.target_ref}, but {repo.branch or 'a detached HEAD'} "
+            "is checked out: check that branch out, then resume"
+        )
+    await require_identity(repo)
+    outputs = {name: meta.get(name) for name in ("sarif", "markdown")}
+    request = ReviewRequest(
+        cwd=repo.root,
+        paths=tuple(str(path) for path in meta.get("paths", [])),
+        json=json_output,
+        sarif=Path(outputs["sarif"]) if isinstance(outputs["sarif"], str) else None,
+        markdown=Path(outputs["markdown"]) if isinstance(outputs["markdown"], str) else None,
+        progress=progress,
+    )
+    done = len(journal.results())
+    console.info(f"resuming review run {run_id}: {done} files already done", markup=False)
+    return emit(await resume_review(run, journal, meta, request), request)
 
 
 def find_run(state: StateDir, run_id: str | None) -> Journal:
@@ -53,7 +106,9 @@ def find_run(state: StateDir, run_id: str | None) -> Journal:
                 f"{exc}: name the run to resume (`stomper runs` lists them), or remove "
                 f"{journal.dir}"
             ) from None
-        if meta.get("status") in UNFINISHED and meta.get("command") != "review":
+        # A review that lands nothing is not resumed (it is run again, from its cache).
+        landing = meta.get("command") != "review" or meta.get("dry_run") is False
+        if meta.get("status") in UNFINISHED and landing:
             return journal
     raise ConfigError("no unfinished run to resume: `stomper runs` lists the runs")
 
@@ -76,11 +131,6 @@ async def run_resume(
     journal = find_run(state, run_id)
     meta = journal.meta()
     run_id = journal.dir.name
-    if meta.get("command") == "review":
-        raise ConfigError(
-            f"run {run_id} is a review, which lands nothing: run `stomper review` again "
-            "(its cache keeps what was reviewed: those files are not sent again)"
-        )
     if meta.get("status") == "completed":
         raise ConfigError(f"run {run_id} completed: there is nothing to resume")
     if run_id in live_runs(state):

@@ -16,7 +16,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -46,7 +46,7 @@ from stomper.review.job import Applying, GroupOutcome, ReviewJob, ReviewPolicy
 from stomper.review.markdown import review_markdown
 from stomper.review.prompt import Persona, load_persona
 from stomper.review.sarif import sarif_log
-from stomper.review.units import ReviewUnit, select
+from stomper.review.units import ReviewUnit, Selection, select
 from stomper.store import Blobs
 from stomper.unit import REVIEW_ENDINGS, Status, UnitResult
 from stomper.workflow.context import RunContext, wave_size
@@ -163,7 +163,11 @@ def _unit_json(result: UnitResult) -> dict[str, Any]:
 
 async def review(request: ReviewRequest, settings: Settings) -> int:
     """Run ``stomper review``, print and write its outcome; the exit code."""
-    report = await run_review(request, settings)
+    return emit(await run_review(request, settings), request)
+
+
+def emit(report: ReviewReport, request: ReviewRequest) -> int:
+    """Print and write the outcome of a review; its exit code."""
     # What the model wrote goes out as the run's other output does: with its secrets masked.
     if request.sarif is not None:
         log = sarif_log(report.findings, persona=report.persona, model=report.model)
@@ -183,54 +187,70 @@ async def run_review(request: ReviewRequest, settings: Settings) -> ReviewReport
     _check_outputs(request)
     repo = await open_repository(request.cwd)
     require_state(repo)
-    chosen = settings.review
-    persona = load_persona(chosen.persona, repo.root)
+    persona = load_persona(settings.review.persona, repo.root)
     paths = [await repo_relative(repo.root, request.cwd, given) for given in request.paths]
-    selection = await select(
-        repo.root, repo.head, paths, include=chosen.include, exclude=chosen.exclude
-    )
+    since = None
+    if request.diff is not None:
+        since = await _merge_base(repo, request.diff)
+    selection, changed = await _selection(repo, settings, repo.head, paths, since)
     if paths and not selection.units and not selection.left_out:
         raise ConfigError(f"no file tracked at {', '.join(request.paths)}: nothing to review")
-    since = changed = None
-    if request.diff is not None:
-        since, changed = await _changed(repo, request.diff)
-        selection = selection.only(path for path, spans in changed.items() if spans)
-    target = await _apply_target(repo, settings) if chosen.apply else None
-    agent = OpenAIChatAgent.from_settings(settings)
-    model = agent.model
-    run_id = new_run_id()
-    results: list[UnitResult] = []
-    status, peak = "completed", 0
-    groups: list[GroupOutcome] = []
-    try:
-        await agent.ready()
-        if selection.units:
-            execution = _Execution(
-                run_id, repo, settings, persona, agent, request, results, changed, target, groups
-            )
-            if target is None:
-                status, peak = await execution.run(selection.units)
-            else:
-                async with hold_lock(repo.state, target, run_id):
-                    await recover(repo)
-                    status, peak = await execution.run(selection.units)
-    finally:
-        await agent.aclose()
-    return ReviewReport(
-        run_id,
-        status,
-        repo.head,
-        persona.name,
-        model,
-        since,
-        tuple(sorted(results, key=lambda result: result.path)),
-        selection.left_out,
-        time.monotonic() - started,
-        peak,
-        chosen.reflect,
-        tuple(groups),
-        chosen.apply,
+    target = await _apply_target(repo, settings) if settings.review.apply else None
+    execution = _Execution(
+        new_run_id(), repo, repo.head, settings, persona, request, changed, since, target
     )
+    return await execution.report(selection, started)
+
+
+async def resume_review(
+    run: runner.Run, journal: Journal, meta: Mapping[str, Any], request: ReviewRequest
+) -> ReviewReport:
+    """Finish a run of ``review --apply`` cut short: what landed before counts as landed,
+    the rest is reviewed (from the cache) and built again. Its outputs are written anew."""
+    started = time.monotonic()
+    repo, settings = run.repo, run.settings
+    persona = load_persona(settings.review.persona, repo.root)
+    paths = [str(path) for path in meta.get("paths", [])]
+    since = meta.get("diff_base") if isinstance(meta.get("diff_base"), str) else None
+    selection, changed = await _selection(repo, settings, run.base, paths, since)
+    tip = await git.ref_target(repo.root, run.target_ref)
+    if tip is None:
+        raise RepositoryError(f"the run's target {run.target_ref} no longer exists")
+    landed = {
+        commit.unit: commit.sha
+        for commit in await git.stomper_commits(repo.root, tip, run.base)
+        if commit.run == run.run_id
+    }
+    execution = _Execution(
+        run.run_id,
+        repo,
+        run.base,
+        settings,
+        persona,
+        request,
+        changed,
+        since,
+        run.target_ref,
+        done=journal.results(),
+        landed=landed,
+        resumed=True,
+    )
+    return await execution.report(selection, started)
+
+
+async def _selection(
+    repo: Repository, settings: Settings, commit: str, paths: Sequence[str], since: str | None
+) -> tuple[Selection, dict[str, list[tuple[int, int]]] | None]:
+    """The files under ``paths`` at ``commit`` to review, and with ``since`` (``--diff``'s
+    merge base) the lines changed since in each, only the files changed kept."""
+    chosen = settings.review
+    selection = await select(
+        repo.root, commit, paths, include=chosen.include, exclude=chosen.exclude
+    )
+    if since is None:
+        return selection, None
+    changed = await git.changed_lines(repo.root, since, commit)
+    return selection.only(path for path, spans in changed.items() if spans), changed
 
 
 async def _apply_target(repo: Repository, settings: Settings) -> str:
@@ -250,49 +270,96 @@ async def _apply_target(repo: Repository, settings: Settings) -> str:
     return repo.branch
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Execution:
-    """One run of the review through the engine, each result put in ``results`` and the
-    journal."""
+    """One run of the review through the engine, new or resumed."""
 
     run_id: str
     repo: Repository
+    base: str
     settings: Settings
     persona: Persona
-    agent: OpenAIChatAgent
     request: ReviewRequest
-    results: list[UnitResult]
     changed: Mapping[str, Sequence[tuple[int, int]]] | None
+    since: str | None
     target: str | None
     """The branch edits land on (``--apply``); None when nothing lands."""
-    groups: list[GroupOutcome]
+    done: Mapping[str, UnitResult] = field(default_factory=dict)
+    """Units finished before the run was cut short (a resume)."""
+    landed: Mapping[str, str] = field(default_factory=dict)
+    """Units whose commit is on the target (a resume), by path."""
+    resumed: bool = False
+    results: list[UnitResult] = field(default_factory=list)
+    groups: list[GroupOutcome] = field(default_factory=list)
 
-    async def run(self, units: tuple[ReviewUnit, ...]) -> tuple[str, int]:
-        """The run's status and its peak of requests at once."""
+    async def report(self, selection: Selection, started: float) -> ReviewReport:
+        """Review ``selection`` (what is not done yet), then the run's report."""
+        agent = OpenAIChatAgent.from_settings(self.settings)
+        status, peak = "completed", 0
+        try:
+            await agent.ready()
+            if selection.units:
+                if self.target is None:
+                    status, peak = await self.run(selection.units, agent)
+                else:
+                    async with hold_lock(self.repo.state, self.target, self.run_id):
+                        await recover(self.repo)
+                        status, peak = await self.run(selection.units, agent)
+        finally:
+            await agent.aclose()
+        results = {**self.done, **{result.path: result for result in self.results}}
+        chosen = self.settings.review
+        return ReviewReport(
+            self.run_id,
+            status,
+            self.base,
+            self.persona.name,
+            agent.model,
+            self.since,
+            tuple(sorted(results.values(), key=lambda result: result.path)),
+            selection.left_out,
+            time.monotonic() - started,
+            peak,
+            chosen.reflect,
+            tuple(self.groups),
+            chosen.apply,
+        )
+
+    async def run(self, units: tuple[ReviewUnit, ...], agent: OpenAIChatAgent) -> tuple[str, int]:
+        """Work ``units`` through the engine, each result put in ``results`` and the
+        journal; the run's status and its peak of requests at once."""
         repo, settings, chosen = self.repo, self.settings, self.settings.review
         journal = Journal(repo.state.run_dir(self.run_id))
         applying = self.target is not None
-        # Without --apply a review lands nothing: no target, a dry run as far as the journal
-        # can tell.
-        run = runner.Run(
-            self.run_id,
-            "review",
-            repo,
-            repo.head,
-            self.target or "",
-            applying,
-            settings,
-            dry_run=not applying,
-        )
         units, groups = _grouped(units, chosen.group_by if applying else "file")
-        journal.create(run.meta(units=len(units), paths=self.request.paths))
+        if self.resumed:
+            journal.update(status="running", resumed=time.time())
+        else:
+            # Without --apply a review lands nothing: no target, a dry run as far as the
+            # journal can tell.
+            run = runner.Run(
+                self.run_id,
+                "review",
+                repo,
+                self.base,
+                self.target or "",
+                applying,
+                settings,
+                dry_run=not applying,
+            )
+            outputs = {"sarif": self.request.sarif, "markdown": self.request.markdown}
+            journal.create(
+                run.meta(units=len(units), paths=self.request.paths)
+                | {"diff_base": self.since}
+                | {name: str(path) for name, path in outputs.items() if path is not None}
+            )
         limit = Limit(settings.max_parallel_files)
         objects = git.ObjectReader(repo.root)
         cache = None
         if self.request.cache:
             cache = ReviewCache(
                 repo.state.cache_dir("review"),
-                model=self.agent.model,
+                model=agent.model,
                 persona=self.persona,
                 edits=applying,
             )
@@ -322,6 +389,7 @@ class _Execution:
                     run_id=self.run_id,
                     index_file=journal.index_file,
                     checked_out=True,
+                    landed=self.landed,
                     user_index=repo.git_dir / "index",
                 )
                 builder = Builder(
@@ -342,18 +410,24 @@ class _Execution:
                     _directory_of(chosen.group_by),
                     chosen.build_attempts,
                 )
-            job = ReviewJob(self.agent, objects, policy, limit, cache, job_applying)
+            job = ReviewJob(agent, objects, policy, limit, cache, job_applying)
 
             def record(result: UnitResult) -> None:
                 self.results.append(result)
                 journal.record(result)
 
             context = RunContext(
-                units=units, job=job, record=record, wave=wave_size(limit.units), groups=groups
+                units=units,
+                job=job,
+                record=record,
+                wave=wave_size(limit.units),
+                done=frozenset(self.done),
+                groups=groups,
             )
+            left = sum(1 for unit in units if unit.path not in self.done)
             view = console.ProgressView(
-                len(units),
-                title=f"reviewing {len(units)} files",
+                left,
+                title=f"reviewing {left} files",
                 enabled=self.request.progress,
                 endings=REVIEW_ENDINGS,
             )
@@ -409,16 +483,16 @@ def _grouped(
     return tuple(ordered), groups
 
 
-async def _changed(repo: Repository, ref: str) -> tuple[str, dict[str, list[tuple[int, int]]]]:
-    """The merge base of ``ref`` and HEAD, and the lines HEAD changed since, by file: what a
-    pull request from HEAD into ``ref`` would show."""
+async def _merge_base(repo: Repository, ref: str) -> str:
+    """The merge base of ``ref`` and HEAD: where the change a pull request from HEAD into
+    ``ref`` would show begins."""
     against = await git.resolve_commit(repo.root, ref)
     if against is None:
         raise ConfigError(f"--diff: {ref!r} is not a commit (fetch it first?)")
     since = await git.merge_base(repo.root, against, repo.head)
     if since is None:
         raise ConfigError(f"--diff: {ref} and HEAD share no history")
-    return since, await git.changed_lines(repo.root, since, repo.head)
+    return since
 
 
 def _check_outputs(request: ReviewRequest) -> None:

@@ -95,8 +95,9 @@ class GroupOutcome:
     """The group's files."""
     build: str = "none"
     """``none`` (no edit to build), ``passed``, ``bisected`` (some edits rolled back),
-    ``failed`` (every edit rolled back) or ``base_failed`` (the build fails without the
-    edits too: none applied)."""
+    ``failed`` (every edit rolled back), ``base_failed`` (the build fails without the
+    edits too: none applied), or ``landed before`` (on resume: it landed before the run was
+    cut short)."""
     builds: int = 0
     edits: int = 0
     """Edits that reached the build."""
@@ -237,6 +238,11 @@ class ReviewJob:
         directory = applying.directory_of(units[0].path)
         outcome = GroupOutcome(name, directory, tuple(unit.path for unit in units))
         self.groups.append(outcome)
+        landed = applying.lander.landed
+        if any(one.result.path in landed for one in produced):
+            # Landed before the run was cut short, and whole: nothing else of it ever will.
+            outcome.build = "landed before"
+            return [_landed_before(one, landed, _paths(made)) for one in produced]
         why: dict[str, str] = {}
         rolled_back: set[str] = set()
         dirty = await git.changed_paths(applying.root, sorted(_paths(made)))
@@ -603,6 +609,17 @@ def _paths(made: Iterable[_Edit]) -> set[str]:
 
 def _noted(one: Produced, why: str) -> Produced:
     return replace(one, result=replace(one.result, reason=why))
+
+
+def _landed_before(one: Produced, landed: Mapping[str, str], edited: set[str]) -> Produced:
+    """``one`` as a group that landed before the run was cut short leaves it."""
+    path = one.result.path
+    if path in landed:
+        result = _applied(one.result, landed[path], 0.0)
+        return replace(one, result=replace(result, reason="landed before the run was cut short"))
+    if path in edited:
+        return _noted(one, "its edit did not land with its directory before the run was cut short")
+    return one
 
 
 def _applied(result: UnitResult, commit: str, seconds: float) -> UnitResult:
