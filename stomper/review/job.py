@@ -317,9 +317,8 @@ class ReviewJob:
             revised = await self._revise(made, built, produced)
             if [e.edited for e in revised] == [e.edited for e in made]:
                 break  # the same edits again: building them again would only fail again
-            for edit in made:
-                if edit not in revised and edit.unit.path not in _paths(revised):
-                    why[edit.unit.path] = "its edit was withdrawn after the build failed"
+            for path in _paths(made) - _paths(revised):
+                why[path] = "its edit was withdrawn after the build failed"
             made = revised
             if not made:
                 return []
