@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import harness, landing, llm, overhead, real, scale, scaling, startup
+from bench import harness, landing, llm, overhead, real, review, scale, scaling, startup
 
 BENCHMARKS = {
     "scaling": scaling,
@@ -22,6 +22,7 @@ BENCHMARKS = {
     "scale": scale,
     "landing": landing,
     "llm": llm,
+    "review": review,
     "real": real,
     "startup": startup,
 }
@@ -41,6 +42,7 @@ QUICK: dict[str, dict[str, object]] = {
     "scale": {"sizes": "20,60"},
     "landing": {"commits": 20, "files": "50,200"},
     "llm": {"units": 16, "seconds": 0.2, "parallel": "1,8,16"},
+    "review": {"dirs": 5, "files": 3, "seconds": 0.2, "build": 0.1, "builds": "1"},
     "real": {"parallel": "4"},
     "startup": {"files": 20, "runs": 1},
 }
