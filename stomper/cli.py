@@ -481,6 +481,14 @@ def clean(
 
 @app.command()
 def demo(
+    mode: Annotated[
+        str,
+        typer.Argument(
+            metavar="[fix|review]",
+            help="fix (the default): the embedded agent fixes a sample repository; review: "
+            "a stand-in model reviews two packages and --apply lands the edits their tests pass.",
+        ),
+    ] = "fix",
     files: Annotated[
         int, typer.Option(min=1, help="How many files the sample repository has.")
     ] = 24,
@@ -492,10 +500,13 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Make a sample repository and fix it with the embedded agent, N files at once."""
+    """Make a sample repository and fix it with the embedded agent, N files at once (or,
+    `stomper demo review`, review it and land the edits its tests pass)."""
     from stomper.commands.demo import demo as run
 
-    _finish(lambda: _run(run(files=files, parallel=max_parallel_files, directory=directory)))
+    _finish(
+        lambda: _run(run(files=files, parallel=max_parallel_files, directory=directory, mode=mode))
+    )
 
 
 @app.command()

@@ -44,6 +44,8 @@ _STYLE = {
     Status.SKIPPED: "magenta",
     Status.UNCHANGED: "dim",
     Status.REVIEWED: "cyan",
+    Status.APPLIED: "green",
+    Status.ROLLED_BACK: "yellow",
 }
 # Beyond this many units only failures get a line of their own; the bar says the rest.
 _LINE_PER_UNIT_UP_TO = 300
@@ -87,9 +89,12 @@ class ProgressView:
         title: str,
         enabled: bool = True,
         endings: Sequence[Status] = FIX_ENDINGS,
+        building: bool = False,
     ) -> None:
         self.total = total
         self.endings = tuple(endings)
+        self.building = building
+        """Show how many units wait for their group's build, or are in it."""
         self.enabled = enabled
         self.phase_of: dict[str, Phase] = {}
         self._in: Counter[Phase] = Counter()
@@ -143,8 +148,10 @@ class ProgressView:
             "queued": self.total - self.done - len(self.phase_of) + phases[Phase.WAITING],
             "working": phases[Phase.ISOLATING] + phases[Phase.AGENT],
             "verifying": phases[Phase.VERIFYING],
-            "landing": phases[Phase.LANDING],
         }
+        if self.building:
+            flight["building"] = phases[Phase.BUILDING]
+        flight["landing"] = phases[Phase.LANDING]
         ended = {status.value: self.ended[status] for status in self.endings}
         return _counted(flight), _counted(ended)
 
@@ -156,11 +163,11 @@ def _counted(counts: dict[str, int]) -> Text:
 def _unit_line(event: UnitEvent) -> Text:
     status = Status(event.status) if event.status else Status.FAILED
     line = Text()
-    line.append(f"{status.value:>9} ", style=_STYLE[status])
+    line.append(f"{status.value:>11} ", style=_STYLE[status])
     line.append(redact(event.path))
     if event.commit:
         line.append(f"  {event.commit[:10]}", style="dim")
-    if event.reason and status in (Status.FAILED, Status.SKIPPED):
+    if event.reason and status in (Status.FAILED, Status.SKIPPED, Status.ROLLED_BACK):
         line.append(f"  {redact(event.reason)}", style="dim")
     return line
 

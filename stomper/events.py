@@ -17,6 +17,8 @@ class Phase(StrEnum):
     """Isolated, waiting for one of the N agents' places."""
     AGENT = "agent"
     VERIFYING = "verifying"
+    BUILDING = "building"
+    """Reviewed, with the rest of its group: waiting for the group's build, or in it."""
     LANDING = "landing"
     DONE = "done"
 

@@ -24,6 +24,7 @@ from stomper.cli import main
 from stomper.testing.fake_openai import FakeOpenAI
 from tests.conftest import sh
 from tests.test_durability import landed_units, moved_hook_env, wait_for
+from tests.test_sarif import validate
 
 BUILD = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider {{dir}}"
 
@@ -353,3 +354,29 @@ def test_sigkill_mid_way_through_a_directorys_landing_then_resume_lands_it_whole
     assert len(sh(repo, "rev-list", f"{base}..HEAD").split()) == 6
     assert sh(repo, "status", "--porcelain") == ""
     sh(repo, "fsck", "--strict")
+
+
+def test_the_review_demo_lands_what_builds_and_rolls_back_the_rename_that_breaks_a_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "demo"
+    assert main(["demo", "review", "--dir", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert "stand-in" in err
+    assert "bisection found the edit that breaks it" in err
+    assert sorted(landed_units(root)) == [
+        "geometry/units.py",
+        "inventory/pricing.py",
+        "inventory/stock.py",
+    ]
+    assert "def area" in (root / "geometry/shapes.py").read_text()
+    assert sh(root, "status", "--porcelain", "--untracked-files=no") == ""
+    validate(json.loads((root / "review.sarif").read_text()))
+    markdown = (root / "review.md").read_text()
+    assert "### `geometry/shapes.py` (its edit rolled back)" in markdown
+    assert "3 edits applied" in markdown
+
+
+def test_an_unknown_demo_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "bogus", "--dir", str(tmp_path / "demo")]) == 2
+    assert "no demo 'bogus': choose fix or review" in capsys.readouterr().err

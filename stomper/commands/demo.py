@@ -1,19 +1,29 @@
-"""``stomper demo``: a sample repository, fixed N files at once by the embedded agent."""
+"""``stomper demo``: a sample repository, fixed N files at once by the embedded agent; or,
+``stomper demo review``, reviewed and its edits built, against a stand-in model."""
 
 from __future__ import annotations
 
+import shlex
+import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from stomper import console, git, proc
 from stomper.commands.fix import FixRequest, run_fix
-from stomper.config import Settings
+from stomper.config import ReviewSettings, Settings
 from stomper.errors import ConfigError
-from stomper.testing.repos import make_repo, sample_project
+from stomper.testing.repos import make_repo, review_project, sample_project
+
+MODES = ("fix", "review")
 
 
-async def demo(*, files: int, parallel: int, directory: Path | None) -> int:
-    root = _sample_repository(directory, files)
+async def demo(*, files: int, parallel: int, directory: Path | None, mode: str = "fix") -> int:
+    if mode not in MODES:
+        raise ConfigError(f"no demo {mode!r}: choose {' or '.join(MODES)}")
+    if mode == "review":
+        return await demo_review(parallel=parallel, directory=directory)
+    root = _sample_repository(directory, sample_project(files))
     console.info(f"made a sample repository with {files} Python files in {root}")
     settings = Settings(max_parallel_files=parallel, agent="autofix", tools=["ruff"])
     report = await run_fix(FixRequest(cwd=root), settings)
@@ -28,7 +38,49 @@ async def demo(*, files: int, parallel: int, directory: Path | None) -> int:
     return 0 if report.status == "completed" else report.exit_code()
 
 
-def _sample_repository(directory: Path | None, files: int) -> Path:
+async def demo_review(*, parallel: int, directory: Path | None) -> int:
+    """Review the two packages of :func:`review_project` with ``--apply``, their tests as
+    the build, against the fake model server stomper ships: one edit breaks its package's
+    tests, and bisection lands the rest."""
+    from stomper.commands.review import ReviewRequest, emit, run_review
+    from stomper.testing.fake_openai import FakeOpenAI
+
+    root = _sample_repository(directory, review_project())
+    build = f"{shlex.quote(sys.executable)} -m unittest discover -q -s {{dir}} -t ."
+    console.info(
+        f"made a sample repository of two packages with their tests in {root}\n"
+        "the model is a stand-in: the fake OpenAI-compatible server stomper ships for its "
+        "tests, which flags a few well-known patterns, fixes them, and makes the change a "
+        "line's `fake-review:` comment asks for (here, a rename that breaks a test)\n"
+        f"each package's build: {build}",
+        markup=False,
+    )
+    sarif, markdown = root / "review.sarif", root / "review.md"
+    with FakeOpenAI() as server:
+        settings = Settings(
+            model="fake",
+            base_url=server.base_url,
+            max_parallel_files=parallel,
+            review=ReviewSettings(apply=True, build_cmd=build),
+        )
+        request = ReviewRequest(cwd=root, sarif=sarif, markdown=markdown)
+        report = await run_review(request, settings)
+    code = emit(report, request)
+    log = await git.git(root, "log", "--oneline", "--no-decorate", f"{report.base}..HEAD")
+    console.info("\n[bold]landed commits[/]\n" + (log.stdout.decode().rstrip() or "(none)"))
+    for group in report.groups:
+        if group.build in ("bisected", "failed"):
+            console.info(
+                f"{group.name}: its build failed with every edit and passed without them; "
+                f"bisection found the edit that breaks it and landed the rest "
+                f"({group.builds} builds in all)",
+                markup=False,
+            )
+    console.info(f"\nthe findings: {sarif} (SARIF) and {markdown}", markup=False)
+    return code
+
+
+def _sample_repository(directory: Path | None, files: Mapping[str, str]) -> Path:
     """The sample repository, made in ``directory`` (a new temporary folder if None)."""
     where = "a temporary folder" if directory is None else f"--dir {directory}"
     try:
@@ -36,7 +88,7 @@ def _sample_repository(directory: Path | None, files: int) -> Path:
             directory = Path(tempfile.mkdtemp(prefix="stomper-demo-"))
         elif directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
             raise ConfigError(f"--dir {directory} is not an empty folder: name a new or empty one")
-        return make_repo(directory.absolute(), sample_project(files), message="sample project")
+        return make_repo(directory.absolute(), files, message="sample project")
     except (OSError, proc.CalledProcessError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         reason = " ".join(reason.split())

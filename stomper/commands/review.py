@@ -430,6 +430,7 @@ class _Execution:
                 title=f"reviewing {left} files",
                 enabled=self.request.progress,
                 endings=REVIEW_ENDINGS,
+                building=applying,
             )
             try:
                 status = await runner.drive(
@@ -532,15 +533,24 @@ def _print_summary(report: ReviewReport) -> None:
         if result.status is Status.FAILED:
             console.info(f"failed  {result.path}: {result.reason}", markup=False)
     counts = ", ".join(f"{totals[name]} {name}" for name in SEVERITIES)
+    reviewed = totals["reviewed"] + totals["applied"] + totals["rolled_back"]
+    applied = ""
+    if report.applied:
+        applied = (
+            f"; {totals['applied']} edits applied, {totals['rolled_back']} rolled back, "
+            f"{totals['builds']} builds"
+        )
     console.info(
         f"stomper review · run {report.run_id} · {report.status}: "
-        f"{totals['reviewed']} files reviewed ({totals['cached']} from the cache), "
+        f"{reviewed} files reviewed ({totals['cached']} from the cache), "
         f"{totals['failed']} failed, {totals['skipped'] + totals['left_out']} left out; "
         f"{totals['findings']} findings ({counts}); {totals['unlocated']} dropped as unlocated, "
         f"{totals['cut']} cut by --max-findings/--min-severity"
         + (f", {totals['outside_diff']} outside the change" if report.since else "")
-        + (f", {totals['refuted']} refuted by --reflect" if report.reflected else ""),
+        + (f", {totals['refuted']} refuted by --reflect" if report.reflected else "")
+        + applied,
         markup=False,
     )
     if report.status == "interrupted":
-        console.info("interrupted: run `stomper review` again (reviewed files are cached)")
+        again = f"stomper resume {report.run_id}" if report.applied else "stomper review"
+        console.info(f"interrupted: run `{again}` (reviewed files are cached)", markup=False)

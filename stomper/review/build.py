@@ -16,6 +16,7 @@ about 2·log2(k), and the edits kept are the largest set so found that builds.
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import tempfile
 import time
@@ -118,7 +119,9 @@ class Builder:
                     return Built(False, f"the build ran past {self.timeout:g}s and was stopped")
                 except OSError as exc:
                     return Built(False, f"cannot run the build: {exc}")
+            # Paths in the output name the files as the repository does, not the workspace.
             output = (done.stdout + done.stderr).decode(errors="replace")
+            output = output.replace(f"{space.root}{os.sep}", "")
             return Built(done.returncode == 0, output, time.monotonic() - began)
 
 

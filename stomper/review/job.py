@@ -262,7 +262,7 @@ class ReviewJob:
         kept: list[_Edit] = []
         if made:
             for edit in made:
-                emit(edit.unit.path)(Phase.VERIFYING)
+                emit(edit.unit.path)(Phase.BUILDING)
             kept = await self._settle(applying, outcome, tip, made, why, rolled_back, produced)
         by_path = {edit.unit.path: edit for edit in kept}
         settled = []

@@ -85,3 +85,72 @@ def sample_project(files: int = 24, *, seed: int = 7) -> dict[str, str]:
             codes = rng.sample(unfixable, rng.randint(1, 2))
         project[f"shop/module_{number:02d}.py"] = module(sorted(codes))
     return project
+
+
+def review_project() -> dict[str, str]:
+    """Two small packages with their tests, for ``stomper demo review``: the shipped fake
+    reviewer finds something in each module, and one of its edits (the one a
+    ``fake-review:`` comment asks for) breaks the tests of its package."""
+    return {
+        "inventory/__init__.py": '"""Stock and prices."""\n',
+        "inventory/stock.py": (
+            "def find(items, name):\n"
+            "    for item in items:\n"
+            '        if item.get("name") == name:\n'
+            "            return item\n"
+            "    return None\n"
+            "\n"
+            "\n"
+            "def is_missing(item):\n"
+            "    return item == None\n"
+        ),
+        "inventory/pricing.py": (
+            "def price(text):\n"
+            "    try:\n"
+            "        return float(text)\n"
+            "    except:\n"
+            "        return 0.0\n"
+        ),
+        "inventory/test_inventory.py": (
+            "import unittest\n"
+            "\n"
+            "from inventory.pricing import price\n"
+            "from inventory.stock import find, is_missing\n"
+            "\n"
+            "\n"
+            "class InventoryTest(unittest.TestCase):\n"
+            "    def test_find(self):\n"
+            '        self.assertEqual(find([{"name": "a"}], "a"), {"name": "a"})\n'
+            "        self.assertTrue(is_missing(None))\n"
+            "\n"
+            "    def test_price(self):\n"
+            '        self.assertEqual(price("2.5"), 2.5)\n'
+            '        self.assertEqual(price("x"), 0.0)\n'
+        ),
+        "geometry/__init__.py": '"""Shapes and units."""\n',
+        "geometry/shapes.py": (
+            "def area(width, height):  # fake-review: def area => def surface_area\n"
+            "    return width * height\n"
+        ),
+        "geometry/units.py": (
+            "def to_metres(value, unit):\n"
+            "    if unit == None:\n"
+            "        return value\n"
+            '    return value * {"cm": 0.01, "mm": 0.001}[unit]\n'
+        ),
+        "geometry/test_geometry.py": (
+            "import unittest\n"
+            "\n"
+            "from geometry.shapes import area\n"
+            "from geometry.units import to_metres\n"
+            "\n"
+            "\n"
+            "class GeometryTest(unittest.TestCase):\n"
+            "    def test_area(self):\n"
+            "        self.assertEqual(area(2, 3), 6)\n"
+            "\n"
+            "    def test_units(self):\n"
+            "        self.assertEqual(to_metres(5, None), 5)\n"
+            '        self.assertAlmostEqual(to_metres(50, "cm"), 0.5)\n'
+        ),
+    }
