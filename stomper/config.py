@@ -29,7 +29,7 @@ from pydantic_settings import (
 from stomper.checkpoints import is_postgres_url
 from stomper.diagnostics import TOOL_NAMES
 from stomper.errors import ConfigError
-from stomper.redaction import mask_url
+from stomper.redaction import endpoint_urls, mask_setting, mask_url
 
 _pyproject: ContextVar[Path | None] = ContextVar("stomper_pyproject", default=None)
 
@@ -162,22 +162,16 @@ class Settings(BaseSettings):
 
     @field_validator("base_url")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
+    def _http_urls(cls, value: str | None) -> str | None:
         if not value:
             return None
-        try:
-            parts = urllib.parse.urlsplit(value)
-            well_formed = (
-                parts.scheme in ("http", "https")
-                and bool(parts.hostname)
-                and not any(char.isspace() for char in value)
-                and (parts.port is None or parts.port > 0)
+        urls = endpoint_urls(value)
+        if not urls or not all(_is_http_url(url) for url in urls):
+            raise ValueError(
+                "give an http:// or https:// URL, such as http://localhost:11434/v1, or "
+                "several separated by commas"
             )
-        except ValueError:  # a port that is no number, a bracket left open
-            well_formed = False
-        if not well_formed:
-            raise ValueError("give an http:// or https:// URL, such as http://localhost:11434/v1")
-        return value
+        return ",".join(urls)
 
     @field_validator("checkpointer")
     @classmethod
@@ -191,7 +185,11 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_serializer("base_url", "checkpointer")
+    @field_serializer("base_url")
+    def _masked_urls(self, value: str | None) -> str | None:
+        return None if value is None else mask_setting("base_url", value)
+
+    @field_serializer("checkpointer")
     def _masked(self, value: str | None) -> str | None:
         return None if value is None else mask_url(value)
 
@@ -211,6 +209,19 @@ class Settings(BaseSettings):
             env_settings,
             PyprojectTomlConfigSettingsSource(settings_cls, pyproject),
         )
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return (
+            parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and not any(char.isspace() for char in url)
+            and (parts.port is None or parts.port > 0)
+        )
+    except ValueError:  # a port that is no number, a bracket left open
+        return False
 
 
 def load_settings(root: Path | None, flags: Mapping[str, Any]) -> Settings:

@@ -70,9 +70,11 @@ class Redaction:
         key = secret(f"the API key (${name})", environ.get(name, ""))
         redaction = cls((key,) if key.forms else ())
         for name in _URL_SETTINGS:
-            url = getattr(settings, name)
-            if url:
-                redaction |= cls.of_url(name, url)
+            value = getattr(settings, name)
+            if value:
+                urls = endpoint_urls(value) if name == "base_url" else [value]
+                for url in urls:
+                    redaction |= cls.of_url(name, url)
         return redaction
 
     @classmethod
@@ -140,6 +142,18 @@ def redact(text: str) -> str:
     return _active(text)
 
 
+def endpoint_urls(base_url: str) -> list[str]:
+    """The endpoints a ``base_url`` names: one URL, or several separated by commas."""
+    return [part.strip() for part in base_url.split(",") if part.strip()]
+
+
+def mask_setting(key: str, value: str) -> str:
+    """The URL (or, for ``base_url``, the URLs) of setting ``key``, each password masked."""
+    if key == "base_url":
+        return ",".join(mask_url(url) for url in endpoint_urls(value))
+    return mask_url(value)
+
+
 def mask_url(url: str) -> str:
     """``url`` with every password in it replaced by ``***``; all of it if it is no URL."""
     scheme, separator, rest = url.partition("://")
@@ -194,11 +208,12 @@ def resume_url(run_id: str, key: str, recorded: str, configured: str | None) -> 
     ``recorded`` is the masked URL of the run's journal, ``configured`` the URL the settings
     give now. A run whose URL held a password needs the settings to give it again.
     """
-    if configured is not None and mask_url(configured) == recorded:
+    if configured is not None and mask_setting(key, configured) == recorded:
         return configured
-    if not url_secrets(recorded):
+    urls = endpoint_urls(recorded) if key == "base_url" else [recorded]
+    if not any(url_secrets(url) for url in urls):
         return recorded
-    elsewhere = "" if configured is None else f", not {mask_url(configured)}"
+    elsewhere = "" if configured is None else f", not {mask_setting(key, configured)}"
     raise ConfigError(
         f"run {run_id} was started with {key} {recorded}{elsewhere}: set "
         f"STOMPER_{key.upper()} or [tool.stomper] {key} to that URL, password included"

@@ -4,6 +4,8 @@ One call of :meth:`OpenAIChatAgent.fix` is one attempt: a fresh conversation hol
 unit's prompt (and the feedback on the previous attempt), one answer, its edits applied to
 the workspace strictly (see :mod:`stomper.agents.edits`). Overload (429), server errors and
 lost connections are waited out inside the attempt, with backoff; they are not attempts.
+With several endpoints (:mod:`stomper.agents.endpoints`) a failed request goes to another
+at once, and backoff begins only when none is left to ask.
 
 The API key is read from the environment variable named by ``api_key_env`` and handed to
 the client only: it is never stored in settings. Whatever the server sends back passes the
@@ -29,11 +31,12 @@ from typing import TYPE_CHECKING
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
-from stomper import redaction
+from stomper import console, redaction
 from stomper.agents import AgentOutcome, AgentTask, AttemptFailed, edits
+from stomper.agents.endpoints import Endpoint, Endpoints
 from stomper.agents.prompt import SYSTEM, task_prompt
 from stomper.errors import AgentError
-from stomper.redaction import Redaction, mask_url, secret
+from stomper.redaction import Redaction, endpoint_urls, secret
 
 if TYPE_CHECKING:
     from stomper.config import Settings
@@ -99,20 +102,24 @@ class OpenAIChatAgent:
         self.tokens_out = 0
         # The run's redaction, and this agent's own secrets should it be made outside a run.
         own = Redaction((secret(f"the API key (${api_key_env})", api_key or ""),))
-        if base_url:
-            own |= Redaction.of_url("base_url", base_url)
+        for url in endpoint_urls(base_url or ""):
+            own |= Redaction.of_url("base_url", url)
         self._redact = redaction.active() | own
         self._random = random.Random(seed)
-        self._client = openai.AsyncOpenAI(
-            base_url=base_url,
-            api_key=api_key or _NO_KEY,
-            max_retries=0,
-            timeout=request_timeout,
-            # No pooled connection outlives its request: nothing stays bound to the event
-            # loop of the run, so an agent nobody closes leaks no socket. A handshake per
-            # request is small beside a model's answer.
-            default_headers={"Connection": "close"},
-        )
+
+        def client(url: str | None) -> openai.AsyncOpenAI:
+            return openai.AsyncOpenAI(
+                base_url=url,
+                api_key=api_key or _NO_KEY,
+                max_retries=0,
+                timeout=request_timeout,
+                # No pooled connection outlives its request: nothing stays bound to the
+                # event loop of the run, so an agent nobody closes leaks no socket. A
+                # handshake per request is small beside a model's answer.
+                default_headers={"Connection": "close"},
+            )
+
+        self.endpoints = Endpoints.of(base_url, client)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIChatAgent:
@@ -134,15 +141,16 @@ class OpenAIChatAgent:
 
     @property
     def endpoint(self) -> str:
-        """The base URL requests go to, as it may be shown: its password masked."""
-        return mask_url(str(self._client.base_url).rstrip("/"))
+        """The base URL requests go to (each of them), as it may be shown: passwords
+        masked."""
+        return self.endpoints.shown
 
     def __repr__(self) -> str:
         return f"OpenAIChatAgent(model={self.model!r}, endpoint={self.endpoint!r})"
 
     async def aclose(self) -> None:
-        """Close the client's connections; the agent is unusable afterwards."""
-        await self._client.close()
+        """Close the clients' connections; the agent is unusable afterwards."""
+        await self.endpoints.aclose()
 
     async def __aenter__(self) -> OpenAIChatAgent:
         return self
@@ -228,38 +236,56 @@ class OpenAIChatAgent:
         )
 
     async def ready(self) -> None:
-        """Before a run: the endpoint must answer and take the key. A model it does not list
-        is only a warning: servers name models loosely (Ollama lists ``llama3:latest`` and
+        """Before a run: an endpoint must answer and take the key (with several, one that
+        does not is said and rests, while the others work). A model it does not list is
+        only a warning: servers name models loosely (Ollama lists ``llama3:latest`` and
         serves ``llama3``)."""
-        ok, message = await self.check()
-        if not ok and "does not list model" not in message:
-            raise AgentError(message)
+        checked = await self._checks()
+        usable = [
+            (ok, message) for ok, message in checked if ok or "does not list model" in message
+        ]
+        if not usable:
+            raise AgentError(checked[0][1])
+        if len(usable) < len(checked):
+            for (ok, message), endpoint in zip(checked, self.endpoints.endpoints, strict=True):
+                if not ok and "does not list model" not in message:
+                    console.warning(f"{message}: its share goes to the other endpoints")
+                    self.endpoints.failed(endpoint, rest=True)
 
     async def check(self) -> tuple[bool, str]:
-        """For ``stomper doctor``: whether the endpoint answers and lists the model."""
-        ok, message = await self._check()
-        return ok, self._redact(message)
+        """For ``stomper doctor``: whether the endpoints answer and list the model."""
+        checked = await self._checks()
+        return all(ok for ok, _ in checked), "; ".join(message for _, message in checked)
 
-    async def _check(self) -> tuple[bool, str]:
+    async def _checks(self) -> list[tuple[bool, str]]:
+        return [
+            (ok, self._redact(message))
+            for ok, message in await asyncio.gather(
+                *(self._check(endpoint) for endpoint in self.endpoints.endpoints)
+            )
+        ]
+
+    async def _check(self, endpoint: Endpoint) -> tuple[bool, str]:
         timeout = min(self.request_timeout, 30.0)
+        shown = endpoint.shown
         try:
-            page = await self._client.models.list(timeout=timeout)
+            page = await endpoint.client.models.list(timeout=timeout)
         except openai.AuthenticationError:
-            return False, f"{self.endpoint} refused the API key: set ${self.api_key_env}"
+            return False, f"{shown} refused the API key: set ${self.api_key_env}"
         except openai.APITimeoutError:
-            return False, f"{self.endpoint} did not answer within {timeout:g}s"
+            return False, f"{shown} did not answer within {timeout:g}s"
         except openai.APIConnectionError:
-            return False, f"cannot reach {self.endpoint}: is the server up? (--base-url)"
+            return False, f"cannot reach {shown}: is the server up? (--base-url)"
         except openai.APIStatusError as exc:
-            return False, f"{self.endpoint} answered GET /models with {exc.status_code}"
+            return False, f"{shown} answered GET /models with {exc.status_code}"
         except openai.APIError as exc:
-            return False, f"{self.endpoint}: {exc.message}"
+            return False, f"{shown}: {exc.message}"
         served = sorted(str(getattr(model, "id", "")) for model in page.data)
         if self.model in served:
-            return True, f"{self.endpoint} serves {self.model}"
+            return True, f"{shown} serves {self.model}"
         listed = ", ".join(served[:10]) + (", ..." if len(served) > 10 else "")
         return False, (
-            f"{self.endpoint} does not list model {self.model!r} "
+            f"{shown} does not list model {self.model!r} "
             f"(it lists: {listed or 'nothing'}): pass another --model"
         )
 
@@ -274,28 +300,37 @@ class OpenAIChatAgent:
             if timeout <= 0:
                 raise AttemptFailed(f"no time was left for the model ({self.agent_timeout:g}s)")
             self.requests += 1
+            endpoint = self.endpoints.choose()
             try:
-                return await self._client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,
-                    timeout=timeout,
-                )
+                with self.endpoints.asking(endpoint):
+                    completion = await endpoint.client.chat.completions.create(
+                        model=self.model,
+                        messages=messages,
+                        timeout=timeout,
+                    )
+                self.endpoints.answered(endpoint)
+                return completion
             except openai.APITimeoutError:
+                self.endpoints.failed(endpoint)
                 raise AttemptFailed(
                     f"The model did not answer within {timeout:g}s. Answer with fewer, "
                     "smaller SEARCH/REPLACE blocks."
                 ) from None
             except openai.APIStatusError as exc:
                 if exc.status_code not in _RETRYABLE and exc.status_code < 500:
-                    raise self._refused(exc) from None
+                    raise self._refused(exc, endpoint) from None
                 failures.append(str(exc.status_code))
                 advised = _retry_after(exc.response.headers)
             except openai.APIConnectionError:
                 failures.append("connection error")
                 advised = None
             except openai.APIError as exc:
-                raise AgentError(f"{self.endpoint}: {self._redact(exc.message)}") from None
-            wait = self._wait(len(failures), advised)
+                raise AgentError(f"{endpoint.shown}: {self._redact(exc.message)}") from None
+            self.endpoints.failed(endpoint)
+            # Another endpoint is asked at once; the same one again only after a wait.
+            wait = (
+                0.0 if self.endpoints.others_awake(endpoint) else self._wait(len(failures), advised)
+            )
             if len(failures) > self.max_retries or time.monotonic() + wait >= deadline:
                 raise AgentError(
                     f"{self.endpoint} kept failing ({_tally(failures)}); "
@@ -312,19 +347,19 @@ class OpenAIChatAgent:
         ceiling = min(self.max_backoff, self.backoff * 2.0 ** (failures - 1))
         return ceiling / 2 + self._random.uniform(0, ceiling / 2)
 
-    def _refused(self, exc: openai.APIStatusError) -> AgentError:
+    def _refused(self, exc: openai.APIStatusError, endpoint: Endpoint) -> AgentError:
         status = exc.status_code
         if status in (401, 403):
             return AgentError(
-                f"{self.endpoint} refused the API key ({status}): "
+                f"{endpoint.shown} refused the API key ({status}): "
                 f"set ${self.api_key_env} to a key it accepts"
             )
         if status == 404:
             return AgentError(
-                f"{self.endpoint} answered 404 for model {self.model!r}: "
+                f"{endpoint.shown} answered 404 for model {self.model!r}: "
                 "check --model and --base-url"
             )
-        return AgentError(f"{self.endpoint} refused the request: {self._redact(exc.message)}")
+        return AgentError(f"{endpoint.shown} refused the request: {self._redact(exc.message)}")
 
 
 def _usage(completion: ChatCompletion) -> tuple[int, int]:
