@@ -318,6 +318,13 @@ def review(
             help="What is built and landed whole: a directory (default), a file, the repository.",
         ),
     ] = None,
+    commit_per: Annotated[
+        str | None,
+        typer.Option(
+            metavar="file|dir",
+            help="With --apply: a commit per landed file (default), or one per group.",
+        ),
+    ] = None,
     model: Annotated[str | None, typer.Option(help="The model that reviews.")] = None,
     base_url: BaseUrlOption = None,
     max_parallel_files: Annotated[
@@ -363,6 +370,7 @@ def review(
         "build_attempts": build_attempts,
         "max_parallel_builds": max_parallel_builds,
         "group_by": group_by,
+        "commit_per": commit_per,
     }
     flags = {
         "model": model,

@@ -93,6 +93,8 @@ class ReviewSettings(BaseModel):
     """Builds of different directories run at once."""
     group_by: Literal["dir", "file", "repo"] = "dir"
     """What is built and landed whole: a directory's files, each file, or the repository."""
+    commit_per: Literal["file", "dir"] = "file"
+    """A landed group is one commit per file, or one for the whole group."""
 
 
 class Settings(BaseSettings):

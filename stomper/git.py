@@ -629,15 +629,22 @@ async def changed_paths(root: Path, paths: Sequence[str]) -> set[str]:
 
 
 @dataclass(frozen=True)
-class NewCommit:
-    """A commit to write that changes one file of the one before it."""
+class NewFile:
+    """A file as a commit to write has it."""
 
     path: str
     mode: str
     blob: str
-    message: str
     content: bytes | None = None
     """The blob's bytes, when it is to be stored with the commit."""
+
+
+@dataclass(frozen=True)
+class NewCommit:
+    """A commit to write that changes some files of the one before it."""
+
+    files: tuple[NewFile, ...]
+    message: str
 
 
 async def import_commits(
@@ -661,16 +668,19 @@ async def import_commits(
     marks = len(commits)
     stored: list[tuple[int, str]] = []
     for mark, commit in enumerate(commits, 1):
-        blob = commit.blob.encode()
-        if commit.content is not None:
-            marks += 1
-            stored.append((marks, commit.blob))
-            stream += b"blob\nmark :%d\ndata %d\n%s\n" % (
-                marks,
-                len(commit.content),
-                commit.content,
-            )
-            blob = b":%d" % marks
+        blobs = []
+        for file in commit.files:
+            blob = file.blob.encode()
+            if file.content is not None:
+                marks += 1
+                stored.append((marks, file.blob))
+                stream += b"blob\nmark :%d\ndata %d\n%s\n" % (
+                    marks,
+                    len(file.content),
+                    file.content,
+                )
+                blob = b":%d" % marks
+            blobs.append(blob)
         message = commit.message.encode()
         stream += b"commit %s\nmark :%d\nauthor %s\ncommitter %s\ndata %d\n%s\n" % (
             scratch_ref.encode(),
@@ -682,8 +692,10 @@ async def import_commits(
         )
         if mark == 1:
             stream += b"from %s\n" % tip.encode()
-        path = quote_path(commit.path).encode("utf-8", "surrogateescape")
-        stream += b"M %s %s %s\n\n" % (commit.mode.encode(), blob, path)
+        for file, blob in zip(commit.files, blobs, strict=True):
+            path = quote_path(file.path).encode("utf-8", "surrogateescape")
+            stream += b"M %s %s %s\n" % (file.mode.encode(), blob, path)
+        stream += b"\n"
     asked = [*range(1, len(commits) + 1), *(mark for mark, _ in stored)]
     for mark in asked:
         stream += b"get-mark :%d\n" % mark

@@ -1,4 +1,5 @@
-"""Landing: one unit's patch becomes one commit on the target, one landing at a time.
+"""Landing: one unit's patch (or patches) becomes one commit on the target, one landing at a
+time.
 
 Commits are built without a checkout and, in the common case, without a git process: the
 trees along the file's path and the commit are written through libgit2
@@ -86,7 +87,8 @@ class Landed:
 class _Request:
     """One call of :meth:`Lander.land`, waiting to land or landed."""
 
-    patch: Patch
+    patches: tuple[Patch, ...]
+    """The files of its one commit (one, unless the unit changed several)."""
     message: str
     whole: tuple[_Request, ...] = ()
     """The requests that land with this one or not at all (this one among them)."""
@@ -100,7 +102,16 @@ class _Request:
         """Where it landed, or why it did not."""
         if self.commit is not None:
             return Landed(self.commit, self.seconds)
-        return self.error or LandingRefused(f"the landing of {self.patch.path} was cut short")
+        return self.error or LandingRefused(f"the landing of {self.named} was cut short")
+
+    @property
+    def paths(self) -> list[str]:
+        return [patch.path for patch in self.patches]
+
+    @property
+    def named(self) -> str:
+        """Its files, for a message."""
+        return ", ".join(self.paths)
 
     def refuse(self, reason: str, *, skipped: bool = False, superseded: bool = False) -> None:
         if self.commit is None and self.error is None:
@@ -188,13 +199,23 @@ class Lander:
         is in the way: for each, in their order, where it landed or why it did not (a
         :class:`LandingRefused`, or what else went wrong). ``whole``: all of them land, in
         one move of the branch, or none does."""
+        return await self.land_commits(
+            [((patch,), message) for patch, message in patches], whole=whole
+        )
+
+    async def land_commits(
+        self, commits: Sequence[tuple[Sequence[Patch], str]], *, whole: bool = False
+    ) -> list[Landed | Exception]:
+        """Land each set of patches as one commit with its message, as :meth:`land_many`
+        lands one patch a commit."""
         entries: list[_Request | Landed] = []
-        for patch, message in patches:
-            if patch.path in self.landed:
+        for patches, message in commits:
+            done = next((self.landed[p.path] for p in patches if p.path in self.landed), None)
+            if done is not None:
                 # Landed before a crash cut the journal short: landing is exactly once.
-                entries.append(Landed(self.landed[patch.path], 0.0))
+                entries.append(Landed(done, 0.0))
             else:
-                entries.append(_Request(patch, message))
+                entries.append(_Request(tuple(patches), message))
         requests = [entry for entry in entries if isinstance(entry, _Request)]
         if whole and len(requests) > 1:
             for request in requests:
@@ -398,10 +419,10 @@ class Lander:
         back the files git wrote before it failed, and refuse the units whose file the user
         changed meanwhile (the others try again), or, when none did, every unit of the chain
         with git's reason."""
-        paths = [link.request.patch.path for link in chain]
+        paths = [path for link in chain for path in link.request.paths]
         written = [
             patch.path
-            for patch in (link.request.patch for link in chain)
+            for patch in (patch for link in chain for patch in link.request.patches)
             if await git.hash_path(self.root, patch.path) == patch.new_blob
         ]
         if written:
@@ -419,7 +440,8 @@ class Lander:
     def _landed(self, chain: Sequence[_Link]) -> None:
         for link in chain:
             link.request.commit = link.commit
-            self.landed[link.request.patch.path] = link.commit
+            for path in link.request.paths:
+                self.landed[path] = link.commit
 
     async def _read_tip(self) -> str:
         if self._tip is None:
@@ -446,7 +468,7 @@ class Lander:
         git's merge refuses them too, but only after the branch moved, which then moves
         back: this look first keeps the branch still in the common case.
         """
-        paths = [r.patch.path for r in requests]
+        paths = [path for request in requests for path in request.paths]
         if isinstance(objects_, _LibgitObjects) and all(p in self._verbatim for p in paths):
             # libgit2's word that a file is unchanged is taken; what it calls changed is
             # asked of git (libgit2 knows no skip-worktree, for one).
@@ -459,9 +481,11 @@ class Lander:
 def _refuse_changed(requests: Sequence[_Request], changed: Collection[str]) -> list[_Request]:
     """Refuse the requests whose file the user changed in the checkout; the others."""
     for request in requests:
-        if request.patch.path in changed:
+        mine = [path for path in request.paths if path in changed]
+        if mine:
             request.refuse(
-                f"{request.patch.path} was changed in the working tree during the run",
+                f"{', '.join(mine)} {'was' if len(mine) == 1 else 'were'} changed in the "
+                "working tree during the run",
                 skipped=True,
             )
     return [request for request in requests if request.error is None]
@@ -474,7 +498,7 @@ def _refuse_whole(requests: Sequence[_Request]) -> list[_Request]:
             continue
         for other in request.whole:
             other.refuse(
-                f"not landed: it lands with {request.patch.path} or not at all, and that did "
+                f"not landed: it lands with {request.named} or not at all, and that did "
                 f"not land ({request.error})",
                 skipped=isinstance(request.error, LandingRefused) and request.error.skipped,
             )
@@ -490,10 +514,15 @@ def _refuse_unchained(requests: Sequence[_Request], chain: Sequence[_Link], targ
     for request in requests:
         if id(request) not in chained:
             request.refuse(
-                f"{request.patch.path} was changed by a commit on {branch} during the run "
+                f"{_which(request)} changed by a commit on {branch} during the run "
                 "(not one of this run's): that version is kept as it is",
                 superseded=True,
             )
+
+
+def _which(request: _Request) -> str:
+    """The subject of "was changed" for ``request``'s files."""
+    return f"{request.named} was" if len(request.patches) == 1 else f"one of {request.named} was"
 
 
 def _stored(patch: Patch, blob: str) -> None:
@@ -555,13 +584,13 @@ class _LibgitObjects:
             return []
         commits = [
             git.NewCommit(
-                request.patch.path,
-                mode,
-                request.patch.new_blob,
+                tuple(
+                    git.NewFile(patch.path, mode, patch.new_blob, patch.content)
+                    for patch, mode in zip(request.patches, modes, strict=True)
+                ),
                 request.message,
-                request.patch.content,
             )
-            for request, mode in taken
+            for request, modes in taken
         ]
         made = await git.import_commits(
             self.root,
@@ -572,18 +601,25 @@ class _LibgitObjects:
             scratch_ref=f"refs/stomper/import/{os.getpid()}-{id(self):x}",
         )
         return [
-            _Link(request, commit) for (request, _mode), commit in zip(taken, made, strict=True)
+            _Link(request, commit) for (request, _modes), commit in zip(taken, made, strict=True)
         ]
 
-    def _still_there(self, tip: str, requests: Sequence[_Request]) -> list[tuple[_Request, str]]:
-        """The requests whose file at ``tip`` is still what their unit started from, with
-        the mode it has there: the target's, not the unit's (a mode the user changed
+    def _still_there(
+        self, tip: str, requests: Sequence[_Request]
+    ) -> list[tuple[_Request, list[str]]]:
+        """The requests whose files at ``tip`` are still what their unit started from, with
+        the mode each has there: the target's, not the unit's (a mode the user changed
         meanwhile stays)."""
         taken = []
         for request in requests:
-            before = self.odb.entry(tip, request.patch.path)
-            if before is not None and before.blob == request.patch.old_blob:
-                taken.append((request, before.mode))
+            modes = []
+            for patch in request.patches:
+                before = self.odb.entry(tip, patch.path)
+                if before is None or before.blob != patch.old_blob:
+                    break
+                modes.append(before.mode)
+            else:
+                taken.append((request, modes))
         return taken
 
     def _chain(self, tip: str, requests: Sequence[_Request]) -> list[_Link]:
@@ -591,13 +627,16 @@ class _LibgitObjects:
         head = tip
         # Each request changes a file of its own: the chain so far holds every other one as
         # the tip does.
-        for request, mode in self._still_there(tip, requests):
-            patch = request.patch
-            if patch.content is not None:
-                _stored(patch, self.odb.write_blob(patch.content))
+        for request, modes in self._still_there(tip, requests):
+            for patch in request.patches:
+                if patch.content is not None:
+                    _stored(patch, self.odb.write_blob(patch.content))
             head = self.odb.commit(
                 head,
-                {patch.path: git.TreeEntry(mode, patch.new_blob)},
+                {
+                    patch.path: git.TreeEntry(mode, patch.new_blob)
+                    for patch, mode in zip(request.patches, modes, strict=True)
+                },
                 request.message,
                 author=self.author,
                 committer=self.committer,
@@ -619,15 +658,23 @@ class _PlumbingObjects:
         chain: list[_Link] = []
         head = tip
         for request in requests:
-            patch = request.patch
             await self._load(head)
-            before = await git.index_entry(self.root, patch.path, index_file=self.index_file)
-            if before is None or before.blob != patch.old_blob:
+            befores = [
+                await git.index_entry(self.root, patch.path, index_file=self.index_file)
+                for patch in request.patches
+            ]
+            if any(
+                before is None or before.blob != patch.old_blob
+                for patch, before in zip(request.patches, befores, strict=True)
+            ):
                 continue
-            if patch.content is not None:
-                _stored(patch, await git.write_blob(self.root, patch.path, patch.content))
-            entry = git.TreeEntry(before.mode, patch.new_blob)
-            await git.set_index_entry(self.root, patch.path, entry, index_file=self.index_file)
+            for patch, before in zip(request.patches, befores, strict=True):
+                assert before is not None
+                if patch.content is not None:
+                    _stored(patch, await git.write_blob(self.root, patch.path, patch.content))
+                entry = git.TreeEntry(before.mode, patch.new_blob)
+                await git.set_index_entry(self.root, patch.path, entry, index_file=self.index_file)
+            self.index_tip = None  # the index no longer holds ``head``'s tree
             tree = await git.write_tree(self.root, index_file=self.index_file)
             head = self.index_tip = await git.commit_tree(self.root, tree, head, request.message)
             chain.append(_Link(request, head))

@@ -1128,3 +1128,69 @@ def test_patches_that_land_whole_stay_out_when_one_file_is_the_users_in_the_chec
     assert sh(repo, "rev-parse", "HEAD").strip() == base
     assert sh(repo, "status", "--porcelain") == " M b.py\n"
     assert (repo / "a.py").read_text() == "A = 1\n"
+
+
+@pytest.mark.parametrize(
+    ("writer", "commits"),
+    [("libgit2", 2), ("fast-import", 9), ("plumbing", 2)],
+)
+@pytest.mark.parametrize("checked_out", [True, False], ids=["checked-out", "other-branch"])
+def test_a_commit_of_several_files_lands_whole_through_every_writer(
+    make, tmp_path, writer: str, commits: int, checked_out: bool
+) -> None:
+    files = {f"d{n}/{name}.py": f"{name.upper()} = {n}\n" for n in range(commits) for name in "ab"}
+    repo = make(files)
+    if writer == "plumbing":
+        sh(repo, "config", "i18n.commitEncoding", "latin1")
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    wanted = [
+        (
+            [
+                patch_for(repo, f"d{n}/{name}.py", f"{name.upper()} = {n + 100}\n".encode())
+                for name in "ab"
+            ],
+            f"both files of d{n}",
+        )
+        for n in range(commits)
+    ]
+
+    async def land() -> list[Landed | Exception]:
+        landing = lander(repo, tmp_path, checked_out=checked_out)
+        try:
+            return await landing.land_commits(wanted)
+        finally:
+            await landing.aclose()
+
+    results = asyncio.run(land())
+    tip = "main" if checked_out else "other"
+    made = new_commits(repo, base, tip)
+    assert [r.commit for r in results if isinstance(r, Landed)] == made
+    assert [files_of(repo, sha) for sha in made] == [
+        [f"d{n}/a.py", f"d{n}/b.py"] for n in range(commits)
+    ]
+    assert sh(repo, "show", f"{tip}:d0/b.py") == "B = 100\n"
+    assert (repo / "d0/b.py").read_text() == ("B = 100\n" if checked_out else "B = 0\n")
+    assert sh(repo, "status", "--porcelain") == ""
+    assert_fsck_clean(repo)
+
+
+def test_a_commit_of_several_files_stays_out_whole_when_one_file_is_the_users(
+    make, tmp_path
+) -> None:
+    repo = make({"a.py": "A = 1\n", "b.py": "B = 1\n"})
+    patches = [patch_for(repo, "a.py", b"A = 2\n"), patch_for(repo, "b.py", b"B = 2\n")]
+    (repo / "b.py").write_text("B = 'the user'\n")
+    user = commit_all(repo, "the user's b.py")
+
+    async def land() -> list[Landed | Exception]:
+        landing = lander(repo, tmp_path)
+        try:
+            return await landing.land_commits([(patches, "both")])
+        finally:
+            await landing.aclose()
+
+    (refused,) = asyncio.run(land())
+    assert isinstance(refused, LandingRefused) and refused.superseded
+    assert "one of a.py, b.py was changed by a commit on main" in refused.reason
+    assert sh(repo, "rev-parse", "HEAD").strip() == user
+    assert (repo / "a.py").read_text() == "A = 1\n"

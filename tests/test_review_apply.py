@@ -307,16 +307,24 @@ def directory(name: str) -> dict[str, str]:
     }
 
 
+def landed_files(repo: Path, base: str) -> list[str]:
+    """The files each commit since ``base`` changed, one entry per commit and file."""
+    out = sh(repo, "log", "--format=", "--name-only", f"{base}..HEAD")
+    return [line for line in out.splitlines() if line]
+
+
+@pytest.mark.parametrize("commit_per", ["file", "dir"])
 def test_sigkill_mid_way_through_a_directorys_landing_then_resume_lands_it_whole_once(
-    make: Callable[..., Path], server: FakeOpenAI, tmp_path: Path
+    make: Callable[..., Path], server: FakeOpenAI, tmp_path: Path, commit_per: str
 ) -> None:
     repo = make({**directory("d1"), **directory("d2"), **directory("d3")})
     base = sh(repo, "rev-parse", "HEAD").strip()
     # Held once the branch made its first move: one directory landed, nothing recorded yet.
     env = moved_hook_env(tmp_path, repo, {**os.environ, "STOMPER_MAX_PARALLEL_FILES": "2"}, 1)
     args = ["--model", "fake", "--base-url", server.base_url, "--no-progress", "--repo", str(repo)]
+    apply = ["--apply", "--build-cmd", BUILD, "--commit-per", commit_per]
     child = subprocess.Popen(
-        [sys.executable, "-m", "stomper", "review", "--apply", "--build-cmd", BUILD, *args],
+        [sys.executable, "-m", "stomper", "review", *apply, *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -329,7 +337,7 @@ def test_sigkill_mid_way_through_a_directorys_landing_then_resume_lands_it_whole
         child.communicate(timeout=60)
     os.kill(int(marker.read_text()), signal.SIGKILL)
     (repo / ".git" / "hooks" / "reference-transaction").unlink()
-    first = sorted(landed_units(repo))
+    first = sorted(landed_files(repo, base))
     assert first in ([f"{name}/one.py", f"{name}/two.py"] for name in ("d1", "d2", "d3")), (
         first
     )  # a directory lands whole
@@ -343,7 +351,7 @@ def test_sigkill_mid_way_through_a_directorys_landing_then_resume_lands_it_whole
     )
     assert resumed.returncode == 0, resumed.stderr.decode()
     doc = json.loads(resumed.stdout)
-    counts = Counter(landed_units(repo))
+    counts = Counter(landed_files(repo, base))
     assert set(counts) == {
         f"{name}/{file}" for name in ("d1", "d2", "d3") for file in ("one.py", "two.py")
     }
@@ -351,7 +359,13 @@ def test_sigkill_mid_way_through_a_directorys_landing_then_resume_lands_it_whole
     found = units(doc)
     assert all(found[path]["status"] == "applied" for path in counts)
     assert {found[path]["reason"] for path in first} == {"landed before the run was cut short"}
-    assert len(sh(repo, "rev-list", f"{base}..HEAD").split()) == 6
+    commits = sh(repo, "rev-list", f"{base}..HEAD").split()
+    assert len(commits) == (6 if commit_per == "file" else 3)
+    if commit_per == "dir":
+        subjects = sh(repo, "log", "--format=%s", f"{base}..HEAD").splitlines()
+        assert sorted(subjects) == [
+            f"review(general): 2 findings in 2 files of {name}" for name in ("d1", "d2", "d3")
+        ]
     assert sh(repo, "status", "--porcelain") == ""
     sh(repo, "fsck", "--strict")
 

@@ -216,10 +216,12 @@ async def resume_review(
     tip = await git.ref_target(repo.root, run.target_ref)
     if tip is None:
         raise RepositoryError(f"the run's target {run.target_ref} no longer exists")
+    # By the files each commit changed: a commit of a whole group names the group.
     landed = {
-        commit.unit: commit.sha
+        path: commit.sha
         for commit in await git.stomper_commits(repo.root, tip, run.base)
         if commit.run == run.run_id
+        for path in commit.files
     }
     execution = _Execution(
         run.run_id,
@@ -409,6 +411,7 @@ class _Execution:
                     lessons.Lessons(repo.state.root / lessons.FILE_NAME),
                     _directory_of(chosen.group_by),
                     chosen.build_attempts,
+                    chosen.commit_per,
                 )
             job = ReviewJob(agent, objects, policy, limit, cache, job_applying)
 

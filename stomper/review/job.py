@@ -83,6 +83,8 @@ class Applying:
     directory_of: Callable[[str], str]
     """The directory a file's group builds (what ``{dir}`` expands to)."""
     build_attempts: int = 1
+    commit_per: str = "file"
+    """``file``: a commit per landed file; ``dir``: one for the group."""
 
 
 @dataclass
@@ -194,18 +196,18 @@ class ReviewJob:
         return Produced(result, started=started), edit
 
     async def land_many(self, produced: Sequence[Produced], emit: EmitFor) -> list[UnitResult]:
-        landing = [one for one in produced if one.patch is not None]
+        landing = [(one.result, one.patch) for one in produced if one.patch is not None]
         if self.applying is None or not landing:
             return [one.result for one in produced]
-        for one in landing:
-            emit(one.result.path)(Phase.LANDING)
-        persona = self.policy.persona.name
-        run_id = self.applying.run_id
-        messages = [
-            (one.patch, _message(one.result, persona, run_id)) for one in landing if one.patch
-        ]
-        outcomes = await self.applying.lander.land_many(messages, whole=True)
-        settled = dict(zip((one.result.path for one in landing), outcomes, strict=True))
+        for result, _patch in landing:
+            emit(result.path)(Phase.LANDING)
+        settled = dict(
+            zip(
+                (result.path for result, _patch in landing),
+                await self._land(self.applying, landing),
+                strict=True,
+            )
+        )
         results = []
         for one in produced:
             outcome = settled.get(one.result.path)
@@ -216,6 +218,21 @@ class ReviewJob:
             else:
                 results.append(one.result)
         return results
+
+    async def _land(
+        self, applying: Applying, landing: Sequence[tuple[UnitResult, Patch]]
+    ) -> list[Landed | Exception]:
+        """Land a group's patches whole: a commit each, or one for them all; for each, where
+        it landed or why it did not."""
+        persona, run_id = self.policy.persona.name, applying.run_id
+        if applying.commit_per == "dir" and len(landing) > 1:
+            results = [result for result, _patch in landing]
+            message = _group_message(results, persona, run_id)
+            patches = [patch for _result, patch in landing]
+            (outcome,) = await applying.lander.land_commits([(patches, message)])
+            return [outcome] * len(landing)
+        commits = [(patch, _message(result, persona, run_id)) for result, patch in landing]
+        return await applying.lander.land_many(commits, whole=True)
 
     def landed(self, produced: Produced) -> UnitResult | None:
         if self.applying is None or produced.patch is None:
@@ -643,10 +660,14 @@ def _count(produced: list[Produced], path: str, asked: _Asked[Any]) -> None:
 
 
 def _group_name(units: Sequence[ReviewUnit]) -> str:
+    return _group_name_of([unit.path for unit in units])
+
+
+def _group_name_of(paths: Sequence[str]) -> str:
     """A group by its files: the one file, or the folder they share."""
-    if len(units) == 1:
-        return units[0].path
-    parents = {str(PurePosixPath(unit.path).parent) for unit in units}
+    if len(paths) == 1:
+        return paths[0]
+    parents = {str(PurePosixPath(path).parent) for path in paths}
     return parents.pop() if len(parents) == 1 else "."
 
 
@@ -699,6 +720,26 @@ def _message(result: UnitResult, persona: str, run_id: str) -> str:
         for finding in findings
     )
     return f"{subject}\n\n{where}Findings:\n{said}\n\nStomper-Run: {run_id}\nStomper-Unit: {name}\n"
+
+
+def _group_message(results: Sequence[UnitResult], persona: str, run_id: str) -> str:
+    """The one commit of a group's landed edits (``--commit-per dir``): the findings of each
+    file in its body, and the trailers that record the run and the group."""
+    name = _group_name_of([result.path for result in results])
+    count = sum(len(result.review.findings) for result in results if result.review is not None)
+    action = f"review({persona}): {count} findings in {len(results)} files"
+    place = subject_place(name, _SUBJECT_MAX - len(action) - len(" of "))
+    subject = f"{action} of {place}" if place else action
+    body = []
+    for result in results:
+        findings = result.review.findings if result.review is not None else ()
+        body.append(f"{quote_path(result.path)}:")
+        body += [
+            f"- {finding.rule} at line {finding.line}: {' '.join(finding.message.split())}"
+            for finding in findings
+        ]
+    said = "\n".join(body)
+    return f"{subject}\n\n{said}\n\nStomper-Run: {run_id}\nStomper-Unit: {quote_path(name)}\n"
 
 
 _SUBJECT_MAX = 72
