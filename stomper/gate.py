@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shlex
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -34,13 +33,13 @@ class TestRun:
 
 
 def split_command(command: str) -> tuple[str, ...]:
+    """``test_cmd`` as an argv; a malformed one is the user's to mend."""
     try:
-        argv = tuple(shlex.split(command))
+        return proc.split_command(
+            command, setting="test_cmd", example="the command that runs the tests"
+        )
     except ValueError as exc:
-        raise ConfigError(f"invalid test_cmd {command!r}: {exc}") from None
-    if not argv:
-        raise ConfigError("test_cmd is empty: give the command that runs the tests")
-    return argv
+        raise ConfigError(str(exc)) from None
 
 
 async def run_tests(argv: tuple[str, ...], tree: Path, *, seconds: float) -> TestRun:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,19 @@ _LEAKY_GIT_VARIABLES = ("GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE", "GIT_PREFI
 # pipes are read after the child exited (only a process that escaped its group holds them).
 _TERM_GRACE = 5.0
 _PIPE_GRACE = 2.0
+
+
+def split_command(command: str, *, setting: str, example: str) -> tuple[str, ...]:
+    """A user's command string (``test_cmd``, ``build_cmd``, ``--agent-cmd``) split as a
+    POSIX shell would split it, never run by one; a ValueError that says what is wrong with
+    it, naming ``setting`` and what to give instead (``example``)."""
+    try:
+        argv = tuple(shlex.split(command))
+    except ValueError as exc:
+        raise ValueError(f"cannot parse {setting} {command!r}: {exc}") from None
+    if not argv:
+        raise ValueError(f"{setting} is empty: give {example}")
+    return argv
 
 
 class CalledProcessError(RuntimeError):

@@ -10,6 +10,7 @@ import pytest
 
 from stomper import git
 from stomper.cli import main
+from stomper.testing.fake_openai import FakeOpenAI
 from stomper.testing.repos import RUFF_CONFIG, make_repo
 from stomper.workspace import MEMORY
 
@@ -38,6 +39,13 @@ def no_spaces_left_in_memory(tmp_path_factory: pytest.TempPathFactory) -> Iterat
         owner = folder / "run"
         if owner.is_file() and Path(owner.read_text(encoding="utf-8")).is_relative_to(base):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    """The fake OpenAI-compatible server on loopback, answering as its defaults have it."""
+    with FakeOpenAI() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from stomper.cli import main
 from stomper.testing.fake_openai import FakeOpenAI
 from tests.conftest import sh
 from tests.test_durability import landed_units, moved_hook_env, wait_for
+from tests.test_review import review as reviewed
 from tests.test_sarif import validate
 
 BUILD = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider {{dir}}"
@@ -76,35 +77,11 @@ def quick_builds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
 
 
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
 def review(
     repo: Path, server: FakeOpenAI, *args: str, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, dict[str, Any], str]:
-    code = main(
-        [
-            "review",
-            "--repo",
-            str(repo),
-            "--model",
-            "fake",
-            "--base-url",
-            server.base_url,
-            "--json",
-            "--no-progress",
-            "--apply",
-            "--build-cmd",
-            BUILD,
-            *args,
-        ]
-    )
-    captured = capsys.readouterr()
-    document = json.loads(captured.out) if captured.out.strip() else {}
-    return code, document, captured.err
+    """``stomper review --apply --json`` with the tests' build, against ``server``."""
+    return reviewed(repo, server, "--apply", "--build-cmd", BUILD, *args, capsys=capsys)
 
 
 def units(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -262,7 +239,7 @@ def test_an_edit_of_a_file_with_changes_of_the_users_is_not_applied(
     ("args", "said"),
     [
         (["--build-cmd", ""], "--build-cmd"),
-        (["--build-cmd", "'unclosed"], "invalid build_cmd"),
+        (["--build-cmd", "'unclosed"], "cannot parse build_cmd"),
         (["--group-by", "team"], "group_by"),
     ],
 )

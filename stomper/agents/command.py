@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shlex
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -149,12 +148,11 @@ def render(
 def split_template(command: str) -> tuple[str, ...]:
     """Split a user's command template the way a POSIX shell would, without running one."""
     try:
-        argv = tuple(shlex.split(command))
+        return proc.split_command(
+            command, setting="--agent-cmd", example="the agent's command, e.g. 'my-agent {file}'"
+        )
     except ValueError as exc:
-        raise AgentError(f"cannot parse --agent-cmd {command!r}: {exc}") from None
-    if not argv:
-        raise AgentError("--agent-cmd is empty: give the agent's command, e.g. 'my-agent {file}'")
-    return argv
+        raise AgentError(str(exc)) from None
 
 
 class CommandAgent:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,12 +65,11 @@ class Built:
 def split_build(command: str) -> tuple[str, ...]:
     """``build_cmd`` as an argv template; a malformed one is the user's to mend."""
     try:
-        argv = tuple(shlex.split(command))
+        return proc.split_command(
+            command, setting="build_cmd", example="the command that builds a directory"
+        )
     except ValueError as exc:
-        raise ConfigError(f"invalid build_cmd {command!r}: {exc}") from None
-    if not argv:
-        raise ConfigError("build_cmd is empty: give the command that builds a directory")
-    return argv
+        raise ConfigError(str(exc)) from None
 
 
 class Builder:

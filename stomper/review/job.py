@@ -124,7 +124,6 @@ class _Edit:
     unit: ReviewUnit
     source: str
     edited: str
-    found: tuple[Finding, ...]
 
 
 @dataclass
@@ -326,7 +325,7 @@ class ReviewJob:
             outcome.build = "base_failed"
             for edit in made:
                 why[edit.unit.path] = (
-                    f"its edit was not applied: the build of {directory or '.'} fails without "
+                    f"its edit was not applied: the build of {directory} fails without "
                     f"the edits too:\n{base.tail(10)}"
                 )
             return []
@@ -355,7 +354,7 @@ class ReviewJob:
         for path, failed in found.culprits.items():
             about = failed.about(path)
             rolled_back.add(path)
-            why[path] = f"rolled back: the build of {directory or '.'} fails with it:\n{about}"
+            why[path] = f"rolled back: the build of {directory} fails with it:\n{about}"
             edit = by_path[path]
             change = change_of(edit.source, edit.edited)
             taught.append(lesson(directory, path, change, about, applying.run_id))
@@ -441,7 +440,7 @@ class ReviewJob:
         result = replace(result, reason="; ".join(notes) or None)
         edit = None
         if found.edited is not None and result.review is not None and result.review.findings:
-            edit = _Edit(unit, source, found.edited, result.review.findings)
+            edit = _Edit(unit, source, found.edited)
         return _spent(result, asked), edit
 
     def _lessons_of(self, unit: ReviewUnit) -> list[str]:
