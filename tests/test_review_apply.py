@@ -22,6 +22,7 @@ import pytest
 
 from stomper.cli import main
 from stomper.testing.fake_openai import FakeOpenAI
+from stomper.testing.fake_reviewer import ReviewStyle
 from tests.conftest import sh
 from tests.test_durability import landed_units, moved_hook_env, wait_for
 from tests.test_review import review as reviewed
@@ -371,3 +372,38 @@ def test_the_review_demo_lands_what_builds_and_rolls_back_the_rename_that_breaks
 def test_an_unknown_demo_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "bogus", "--dir", str(tmp_path / "demo")]) == 2
     assert "no demo 'bogus': choose fix or review" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("hostile", "said"),
+    [
+        ("other_file", "only `alpha/calc.py`, the file under review, may be changed"),
+        ("suppress", "adds suppressions instead of fixes: # noqa"),
+        ("leak", "writes the API key ($OPENAI_API_KEY) into the file"),
+        ("syntax", "the edited `alpha/calc.py` no longer parses"),
+    ],
+)
+def test_an_edit_that_breaks_a_guardrail_never_reaches_the_build_and_the_findings_stand(
+    make: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    hostile: str,
+    said: str,
+) -> None:
+    key = "sk-review-key-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    repo = make(ALPHA)
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    style = ReviewStyle(hostile_edit=hostile)
+    with FakeOpenAI(review=style, api_key=key) as server:
+        code, doc, err = review(repo, server, "alpha", capsys=capsys)
+    assert code == 0, err
+    unit = units(doc)["alpha/calc.py"]
+    assert unit["status"] == "reviewed"
+    assert unit["findings"]
+    assert "its edits were left out" in unit["reason"] and said in unit["reason"]
+    assert unit["attempts"] == 2  # told once what was wrong; the same again ends it
+    assert groups(doc)["alpha"]["builds"] == 0
+    assert sh(repo, "rev-parse", "HEAD").strip() == base
+    assert sh(repo, "status", "--porcelain") == ""
+    assert key not in json.dumps(doc) + err

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from stomper import git
+from stomper import git, redaction
 from stomper.agents import AttemptFailed, edits
 from stomper.agents.openai_chat import Answer
 from stomper.events import Phase
@@ -547,8 +547,8 @@ class ReviewJob:
                     if unfit == 2 or attempt == self.policy.max_attempts:
                         # Edits that fail twice end the question: the findings stand.
                         asked.value = cast(T, unreadable.partial)
-                        first = feedback.strip().splitlines()[0] if feedback.strip() else ""
-                        asked.note = f"its edits were left out: {first}"
+                        said = " ".join(feedback.split())
+                        asked.note = f"its edits were left out: {said[:_NOTE_CHARS]}"
                         return asked
                 if reply.text in said:
                     asked.failure = f"the same unreadable answer twice: {feedback}"
@@ -670,9 +670,12 @@ def _group_name_of(paths: Sequence[str]) -> str:
     return parents.pop() if len(parents) == 1 else "."
 
 
+def _encoded(text: str) -> bytes:
+    return text.encode("utf-8", errors="surrogateescape")
+
+
 def _edited(edit: _Edit) -> Edited:
-    content = edit.edited.encode("utf-8", errors="surrogateescape")
-    return Edited(edit.unit.path, edit.unit.mode, edit.unit.blob, content)
+    return Edited(edit.unit.path, edit.unit.mode, edit.unit.blob, _encoded(edit.edited))
 
 
 async def _patch(blobs: Blobs, edit: _Edit) -> Patch:
@@ -694,8 +697,12 @@ def _edited_text(path: str, source: str, readings: Sequence[answer.Reading]) -> 
 
 
 def _unfit(path: str, before: str, after: str) -> str | None:
-    """Why an edit from ``before`` to ``after`` may not land, if it may not: it silences a
-    tool, or leaves a file that parsed one that does not."""
+    """Why an edit from ``before`` to ``after`` may not land, if it may not: it writes a
+    secret of the run's into the file, silences a tool, or leaves a file that parsed one that
+    does not."""
+    leak = redaction.active().written(_encoded(before), _encoded(after))
+    if leak is not None:
+        return leak
     silenced = suppression_violation(before, after, ())
     if silenced is not None:
         return silenced
@@ -742,3 +749,4 @@ def _group_message(results: Sequence[UnitResult], persona: str, run_id: str) -> 
 
 
 _SUBJECT_MAX = 72
+_NOTE_CHARS = 400

@@ -638,7 +638,7 @@ def _answering(
         style = fake.review
 
         def findings(fault: Fault | None, key: str) -> str:
-            return _GARBAGE if fault is Fault.GARBAGE else review_answer(review, style)
+            return _GARBAGE if fault is Fault.GARBAGE else review_answer(review, style, key)
 
         return review.path, findings
     prompt = read_prompt(text)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 _LESSON = re.compile(r"^- `[^`\n]+`: (changed .*)$", re.MULTILINE)
 _HEADER = re.compile(r"Review the file `(?P<path>[^`\n]+)`")
@@ -40,6 +41,10 @@ class ReviewStyle:
     """Added to every line number it gives (models misnumber lines)."""
     false_quote: bool = False
     """Adds a finding whose quote is no line of the file."""
+    hostile_edit: str | None = None
+    """Asked for edits, answers with one that must never land: ``other_file`` (an edit of
+    another file), ``suppress`` (a ``# noqa`` on each flagged line), ``leak`` (the API key
+    it was sent, written into the file), ``syntax`` (a line that no longer parses)."""
 
 
 @dataclass(frozen=True)
@@ -160,9 +165,9 @@ def reflect_answer(prompt: ReflectPrompt) -> str:
     return "```json\n" + json.dumps({"scores": scores}) + "\n```\n"
 
 
-def review_answer(prompt: ReviewPrompt, style: ReviewStyle) -> str:
+def review_answer(prompt: ReviewPrompt, style: ReviewStyle, key: str = "") -> str:
     """The answer: a ```json block of the findings, as the contract has it, then the edit
-    blocks when they are asked for."""
+    blocks when they are asked for; ``key`` is the API key the request came with."""
     findings: list[dict[str, object]] = []
     edits: list[tuple[str, str]] = []
     for number, text in prompt.lines:
@@ -193,6 +198,8 @@ def review_answer(prompt: ReviewPrompt, style: ReviewStyle) -> str:
                 fixed = code.replace(fix[0], fix[1], 1) + marker + comment
                 if fix[0] == "== None":
                     fixed = fixed.replace("!= None", "is not None", 1)
+        if flagged and style.hostile_edit is not None:
+            fixed = _hostile(style.hostile_edit, text, key)
         taught = f"`{text.strip()}` to `{fixed.strip()}`"
         if fixed != text and not any(taught in lesson for lesson in prompt.lessons):
             edits.append((text, fixed))
@@ -212,6 +219,20 @@ def review_answer(prompt: ReviewPrompt, style: ReviewStyle) -> str:
     document = json.dumps({"findings": findings}, indent=2)
     answer = f"Here is my review of `{prompt.path}`.\n\n```json\n{document}\n```\n"
     if prompt.edits:
+        path = prompt.path
+        if style.hostile_edit == "other_file":
+            path = str(PurePosixPath(path).with_name("elsewhere.py"))
         for old, new in edits:
-            answer += f"\n{prompt.path}\n<<<<<<< SEARCH\n{old}\n=======\n{new}\n>>>>>>> REPLACE\n"
+            answer += f"\n{path}\n<<<<<<< SEARCH\n{old}\n=======\n{new}\n>>>>>>> REPLACE\n"
     return answer
+
+
+def _hostile(kind: str, line: str, key: str) -> str:
+    """``line`` as a hostile edit of ``kind`` leaves it."""
+    if kind == "suppress":
+        return f"{line}  # noqa"
+    if kind == "leak":
+        return f"{line}  # {key}"
+    if kind == "syntax":
+        return f"{line} ((("
+    return line.replace("None", "NONE")
