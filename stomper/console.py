@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stomper.events import Phase, UnitEvent
+from stomper.findings import SEVERITIES
 from stomper.redaction import active, redact
 from stomper.report import RunReport
 from stomper.unit import FIX_ENDINGS, Status
@@ -70,7 +71,7 @@ class _Progress(Progress):
     they left no room for the bar or the time at 80 columns. The units in flight and those
     done are two groups, side by side where the console is wide enough."""
 
-    counts: Callable[[], tuple[Text, Text]] = staticmethod(lambda: (Text(), Text()))
+    counts: Callable[[], tuple[Text, ...]] = staticmethod(lambda: (Text(), Text()))
 
     def get_renderables(self) -> Iterable[RenderableType]:
         yield self.make_tasks_table(self.tasks)
@@ -100,6 +101,8 @@ class ProgressView:
         self._in: Counter[Phase] = Counter()
         """How many units are in each phase: counted as events come, not at each redraw."""
         self.ended = dict.fromkeys(Status, 0)
+        self.found: Counter[str] = Counter()
+        """The findings of the units reviewed so far, by severity."""
         self.done = 0
         self._progress = _Progress(
             SpinnerColumn(),
@@ -137,11 +140,12 @@ class ProgressView:
             self.done += 1
             status = Status(event.status) if event.status else Status.FAILED
             self.ended[status] += 1
+            self.found.update(event.findings or {})
             if self.enabled and (self.total <= _LINE_PER_UNIT_UP_TO or status is Status.FAILED):
                 self._progress.console.print(_unit_line(event), soft_wrap=True)
         self._progress.update(self._task, completed=self.done)
 
-    def _counts(self) -> tuple[Text, Text]:
+    def _counts(self) -> tuple[Text, ...]:
         phases = self._in
         flight = {
             # Isolated and waiting for an agent is queued, as far as the user can tell.
@@ -153,7 +157,10 @@ class ProgressView:
             flight["building"] = phases[Phase.BUILDING]
         flight["landing"] = phases[Phase.LANDING]
         ended = {status.value: self.ended[status] for status in self.endings}
-        return _counted(flight), _counted(ended)
+        if Status.REVIEWED not in self.endings:
+            return _counted(flight), _counted(ended)
+        found: dict[str, int] = {name: self.found[name] for name in SEVERITIES}
+        return _counted(flight), _counted(ended), Text("findings: ") + _counted(found)
 
 
 def _counted(counts: dict[str, int]) -> Text:

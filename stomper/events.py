@@ -32,6 +32,8 @@ class UnitEvent:
     status: str | None = None
     reason: str | None = None
     commit: str | None = None
+    findings: dict[str, int] | None = None
+    """A reviewed unit's findings, by severity."""
     at: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:

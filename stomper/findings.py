@@ -70,6 +70,10 @@ class Review:
     """Found by an earlier review of the same file (the same blob, persona, prompt and
     model): no request was made."""
 
+    def severities(self) -> dict[str, int]:
+        """How many findings it kept of each severity."""
+        return {name: sum(1 for f in self.findings if f.severity == name) for name in SEVERITIES}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "findings": [finding.to_json() for finding in self.findings],

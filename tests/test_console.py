@@ -10,6 +10,7 @@ from stomper.cli import main
 from stomper.console import ProgressView
 from stomper.events import Phase, UnitEvent
 from stomper.testing.repos import module
+from stomper.unit import REVIEW_ENDINGS
 
 DEEP = "src/project/subsystem/component/a_rather_long_module_name.py"
 LONG_NAME = "pkg/" + "x" * 40 + "_mod.py"
@@ -76,3 +77,26 @@ def test_the_summary_says_the_agent_time_is_summed_over_units(make, capsys, monk
         line for line in capsys.readouterr().err.splitlines() if line.startswith(" time")
     )
     assert "s wall, " in time_row and "s agent time summed over units, " in time_row
+
+
+def test_the_review_view_counts_builds_the_ends_of_edits_and_the_findings() -> None:
+    view = ProgressView(
+        6, title="reviewing 6 files", enabled=False, endings=REVIEW_ENDINGS, building=True
+    )
+    view.handle(UnitEvent("pkg/a.py", Phase.BUILDING, running=0))
+    view.handle(UnitEvent("pkg/b.py", Phase.AGENT, running=1))
+    for path, status, found in [
+        ("lib/c.py", "applied", {"error": 1, "warning": 0, "note": 2}),
+        ("lib/d.py", "rolled_back", {"error": 0, "warning": 1, "note": 0}),
+        ("lib/e.py", "reviewed", {"error": 0, "warning": 0, "note": 0}),
+    ]:
+        view.handle(UnitEvent(path, Phase.DONE, running=0, status=status, findings=found))
+    screen = io.StringIO()
+    Console(file=screen, width=80, color_system=None).print(view)
+
+    _bar, *counts = screen.getvalue().splitlines()
+    assert [line.strip() for line in counts] == [
+        "queued 1 · working 1 · verifying 0 · building 1 · landing 0",
+        "reviewed 1 · applied 1 · rolled_back 1 · failed 0 · skipped 0",
+        "findings: error 1 · warning 1 · note 2",
+    ]

@@ -547,8 +547,8 @@ class ReviewJob:
                     if unfit == 2 or attempt == self.policy.max_attempts:
                         # Edits that fail twice end the question: the findings stand.
                         asked.value = cast(T, unreadable.partial)
-                        said = " ".join(feedback.split())
-                        asked.note = f"its edits were left out: {said[:_NOTE_CHARS]}"
+                        why = " ".join(feedback.split())[:_NOTE_CHARS]
+                        asked.note = f"its edits were left out: {why}"
                         return asked
                 if reply.text in said:
                     asked.failure = f"the same unreadable answer twice: {feedback}"

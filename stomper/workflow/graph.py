@@ -90,6 +90,7 @@ async def process_units(state: UnitsInput, *, runtime: Runtime[RunContext[Any]])
                 result.status.value,
                 result.reason,
                 result.commit,
+                result.review.severities() if result.review is not None else None,
             )
         )
     return {"finished": len(indexes)}
