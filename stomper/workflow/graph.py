@@ -12,9 +12,13 @@ Send payloads carry unit indexes only; no step holds more than one wave of Sends
 a step's cost grows with the square of its Sends; and the state stays small because the
 SQLite checkpointer stores all of it at every step. Results go to the run's journal. The
 first units may have begun before this module loaded (:mod:`stomper.workflow.context`):
-``process_units`` takes them over. A Send carries a group of units worked at once (one
-unit, unless the agent fixes many files in one call); each is landed and recorded as its
-own.
+``process_units`` takes them over. A Send carries a group of units worked at once
+(:attr:`RunContext.groups`): one unit, or the files an agent fixes in one call, or a
+directory under ``review --apply``, whose files are reviewed side by side and then built
+together before its landing. That barrier is the group's own, inside ``process_units``, not
+a deferred node: a deferred node waits for every task of the run's step, so a directory's
+build would wait for the slowest directory of the wave, where here it begins as soon as its
+own files are done. Each unit is recorded as its own.
 """
 
 from __future__ import annotations
