@@ -242,6 +242,7 @@ def test_an_edit_of_a_file_with_changes_of_the_users_is_not_applied(
         (["--build-cmd", ""], "--build-cmd"),
         (["--build-cmd", "'unclosed"], "cannot parse build_cmd"),
         (["--group-by", "team"], "group_by"),
+        (["--build-cmd", "no-such-builder {dir}"], "no program 'no-such-builder' on PATH"),
     ],
 )
 def test_bad_apply_settings_are_refused_in_one_line_before_any_request(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -264,7 +265,11 @@ async def _apply_target(repo: Repository, settings: Settings) -> str:
             "--apply needs the command that builds a directory: --build-cmd "
             "'python -m pytest -q {dir}' (or build_cmd in [tool.stomper.review])"
         )
-    split_build(chosen.build_cmd)
+    program = split_build(chosen.build_cmd)[0]
+    if "/" not in program and shutil.which(program) is None:
+        raise ConfigError(
+            f"build_cmd: no program {program!r} on PATH: install it, or name its path"
+        )
     if repo.branch is None:
         raise ConfigError("HEAD is detached: check out the branch the edits are to land on")
     await require_index(repo)
