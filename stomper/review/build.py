@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from stomper import proc
 from stomper.errors import ConfigError
 from stomper.sandbox import Sandbox
+from stomper.workflow.limit import Places
 from stomper.workspace import Workspaces, write_regular
 
 DIR = "{dir}"
@@ -90,15 +91,20 @@ class Builder:
         self.timeout = timeout
         self.builds = 0
         """Builds run so far."""
-        self._slots = asyncio.Semaphore(parallel)
+        self._slots = Places(parallel)
 
     def argv(self, directory: str) -> tuple[str, ...]:
         where = directory or "."
         return tuple(part.replace(DIR, where) for part in self.template)
 
-    async def build(self, tip: str, directory: str, edits: Sequence[Edited]) -> Built:
-        """The build of ``directory`` at ``tip`` with ``edits`` written in."""
-        async with self._slots, self.workspaces.tree(tip) as space:
+    async def build(
+        self, tip: str, directory: str, edits: Sequence[Edited], *, first: bool = True
+    ) -> Built:
+        """The build of ``directory`` at ``tip`` with ``edits`` written in. A group's later
+        builds (``first`` False: at the base, bisection) go before the first builds of
+        other groups: a group half settled holds its files from landing, and its builds
+        come one after the other."""
+        async with self._slots.taken(urgent=not first), self.workspaces.tree(tip) as space:
             self.builds += 1
             for edit in edits:
                 await asyncio.to_thread(

@@ -310,7 +310,9 @@ class ReviewJob:
         directory = outcome.directory
 
         async def build(edits_: Sequence[_Edit]) -> Built:
-            built = await applying.builder.build(tip, directory, [_edited(e) for e in edits_])
+            first = outcome.builds == 0
+            made_ = [_edited(edit) for edit in edits_]
+            built = await applying.builder.build(tip, directory, made_, first=first)
             outcome.builds += 1
             outcome.seconds += built.seconds
             return built
@@ -320,7 +322,11 @@ class ReviewJob:
         if built.passed:
             outcome.build = "passed"
             return made
-        base = await build([])
+        # The build at the base and the round back to the model need nothing of each other.
+        rounds = applying.build_attempts > 0
+        base, revised = await asyncio.gather(
+            build([]), self._revise(made, built, produced) if rounds else _nothing(made)
+        )
         if not base.passed:
             outcome.build = "base_failed"
             for edit in made:
@@ -329,8 +335,9 @@ class ReviewJob:
                     f"the edits too:\n{base.tail(10)}"
                 )
             return []
-        for _round in range(applying.build_attempts):
-            revised = await self._revise(made, built, produced)
+        for round_ in range(applying.build_attempts):
+            if round_ > 0:
+                revised = await self._revise(made, built, produced)
             if [e.edited for e in revised] == [e.edited for e in made]:
                 break  # the same edits again: building them again would only fail again
             for path in _paths(made) - _paths(revised):
@@ -372,7 +379,7 @@ class ReviewJob:
             unit, source = edit.unit, edit.source
             lines = max(len(source.splitlines()), 1)
             question = self._review_of(unit, source, Chunk(1, lines), build_failure=failure)
-            asked = await self._ask(question, lambda phase: None)
+            asked = await self._ask(question, lambda phase: None, urgent=True)
             _count(produced, unit.path, asked)
             reading = asked.value
             if reading is None or not reading.edits:
@@ -509,7 +516,7 @@ class ReviewJob:
 
         return _Question(prompt, read)
 
-    async def _ask(self, question: _Question[T], emit: Emit) -> _Asked[T]:
+    async def _ask(self, question: _Question[T], emit: Emit, *, urgent: bool = False) -> _Asked[T]:
         """The model's answer to ``question``, read; asked again with what was wrong while
         it cannot be read, up to ``max_attempts``, and not again once it repeats itself."""
         system = self.policy.persona.system
@@ -522,7 +529,7 @@ class ReviewJob:
             prompt = question.prompt(feedback)
             if self._limit.waiting():
                 emit(Phase.WAITING)
-            async with self._limit.call():
+            async with self._limit.call(urgent=urgent):
                 emit(Phase.AGENT)
                 began = time.monotonic()
                 try:
@@ -616,6 +623,11 @@ def _unique(findings: Iterable[Finding]) -> tuple[Finding, ...]:
 def _touches(finding: Finding, spans: Sequence[tuple[int, int]]) -> bool:
     """Whether the lines of ``finding`` meet one of ``spans``."""
     return any(first <= finding.end_line and finding.line <= last for first, last in spans)
+
+
+async def _nothing(made: list[_Edit]) -> list[_Edit]:
+    """No round back to the model: the edits as they are."""
+    return made
 
 
 def _paths(made: Iterable[_Edit]) -> set[str]:

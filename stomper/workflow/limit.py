@@ -12,7 +12,56 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 from collections.abc import AsyncIterator
+
+
+class Places:
+    """``count`` places, like a semaphore's, given in the order asked, except that an
+    ``urgent`` ask goes before those that are not: the next step of work under way (a
+    group's next build, the round back to the model after its build failed) before new
+    work."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._waiting: list[tuple[bool, int, asyncio.Future[None]]] = []
+        self._asked = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def taken(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Hold a place for the block."""
+        if self.free > 0 and not self._waiting:
+            self.free -= 1
+        else:
+            place = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (not urgent, next(self._asked), place))
+            try:
+                await place
+            except asyncio.CancelledError:
+                if place.done() and not place.cancelled():
+                    self._give()  # handed a place just as it was cancelled
+                else:
+                    self._waiting = [one for one in self._waiting if one[2] is not place]
+                    heapq.heapify(self._waiting)
+                raise
+        try:
+            yield
+        finally:
+            self._give()
+
+    def locked(self) -> bool:
+        """Whether an ask now would wait."""
+        return self.free == 0 or bool(self._waiting)
+
+    def _give(self) -> None:
+        """The place of one who is done, to the next waiting, else free."""
+        while self._waiting:
+            _later, _asked, place = heapq.heappop(self._waiting)
+            if not place.done():
+                place.set_result(None)
+                return
+        self.free += 1
 
 
 class Limit:
@@ -28,7 +77,7 @@ class Limit:
         """Agent calls in flight now."""
         self.peak = 0
         """The most agent calls that were ever in flight at once."""
-        self._calls = asyncio.Semaphore(agents)
+        self._calls = Places(agents)
         self._units = asyncio.Semaphore(self.units)
 
     @contextlib.asynccontextmanager
@@ -38,9 +87,10 @@ class Limit:
             yield
 
     @contextlib.asynccontextmanager
-    async def call(self) -> AsyncIterator[None]:
-        """Hold one of the N agents' places for one call of the agent."""
-        async with self._calls:
+    async def call(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        """Hold one of the N agents' places for one call of the agent (an ``urgent`` one
+        before the calls of units not begun)."""
+        async with self._calls.taken(urgent=urgent):
             self.calling += 1
             self.peak = max(self.peak, self.calling)
             try:
