@@ -139,6 +139,8 @@ def test_each_directory_lands_what_builds_and_bisection_rolls_back_the_breaking_
     # What the landed tree holds builds, as the gate said.
     assert "LIMIT * SCALE" in (repo / "beta/test_beta.py").read_text()
     assert doc["totals"]["applied"] == 3 and doc["totals"]["rolled_back"] == 1
+    assert "3 edits applied, 1 rolled back" in err
+    assert "(groups: 1 bisected, 1 passed, 1 without edits)" in err
 
 
 def test_a_rolled_back_directory_leaves_the_branch_and_the_checkout_as_they_were(

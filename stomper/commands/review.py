@@ -522,6 +522,10 @@ def _write(path: Path, text: str) -> None:
         raise RepositoryError(f"cannot write {path}: {exc}") from exc
 
 
+# How the summary names the end of a group's build.
+_BUILDS = {"none": "without edits", "base_failed": "failing at the base too"}
+
+
 def _print_summary(report: ReviewReport) -> None:
     totals = report.totals()
     findings = sorted(report.findings, key=lambda f: (f.path, f.line))
@@ -544,9 +548,11 @@ def _print_summary(report: ReviewReport) -> None:
     reviewed = totals["reviewed"] + totals["applied"] + totals["rolled_back"]
     applied = ""
     if report.applied:
+        builds = Counter(_BUILDS.get(group.build, group.build) for group in report.groups)
+        ended = ", ".join(f"{count} {name}" for name, count in sorted(builds.items()))
         applied = (
             f"; {totals['applied']} edits applied, {totals['rolled_back']} rolled back, "
-            f"{totals['builds']} builds"
+            f"{totals['builds']} builds (groups: {ended or 'none'})"
         )
     console.info(
         f"stomper review · run {report.run_id} · {report.status}: "
