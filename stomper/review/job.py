@@ -7,8 +7,15 @@ each its own request, side by side: :mod:`stomper.review.chunks`), and reads eac
 the contract of :mod:`stomper.review.prompt`. An answer that cannot be read goes back to the
 model with what was wrong, up to ``max_attempts``; the same answer twice ends the question,
 as asking again would only pay for it a third time. With ``reflect``, a second question
-scores the findings, and those the model is not sure of are left out. Nothing lands: the
-findings are the result.
+scores the findings, and those the model is not sure of are left out.
+
+Without ``--apply`` nothing lands: the findings are the result. With it (:class:`Applying`),
+the model's edits pass the guardrails (the reviewed file only, no secret of the run's, no
+suppression, the file still parses), and edits that fail them twice are left out while the
+findings stand. A group's units (a directory's files) are worked together: once all are
+reviewed, their edits are built together at the target's tip (:mod:`stomper.review.build`);
+a build that fails is told to the model for another round or more, then bisected, and the
+edits proven to build land in one move of the branch, or none does.
 """
 
 from __future__ import annotations
