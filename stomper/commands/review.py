@@ -361,7 +361,6 @@ class _Execution:
                 | {name: str(path) for name, path in outputs.items() if path is not None}
             )
         limit = Limit(settings.max_parallel_files)
-        objects = git.ObjectReader(repo.root)
         cache = None
         if self.request.cache:
             cache = ReviewCache(
@@ -379,7 +378,6 @@ class _Execution:
             changed=self.changed,
             reflect=chosen.reflect,
             reflect_threshold=chosen.reflect_threshold,
-            edits=applying,
         )
         workspaces = Workspaces(
             repo.root, repo.state.worktrees(self.run_id), pool_size=chosen.max_parallel_builds
@@ -407,18 +405,14 @@ class _Execution:
                     parallel=chosen.max_parallel_builds,
                 )
                 job_applying = Applying(
-                    self.run_id,
-                    repo.root,
-                    self.target,
                     builder,
                     lander,
-                    blobs,
                     lessons.Lessons(repo.state.root / lessons.FILE_NAME),
                     _directory_of(chosen.group_by),
                     chosen.build_attempts,
                     chosen.commit_per,
                 )
-            job = ReviewJob(agent, objects, policy, limit, cache, job_applying)
+            job = ReviewJob(agent, blobs, policy, limit, cache, job_applying)
 
             def record(result: UnitResult) -> None:
                 self.results.append(result)
@@ -451,7 +445,6 @@ class _Execution:
             finally:
                 self.groups.extend(job.groups)
         finally:
-            await objects.aclose()
             await blobs.aclose()
             if lander is not None:
                 await asyncio.shield(lander.aclose())

@@ -89,8 +89,6 @@ class Builder:
         self.workspaces = workspaces
         self.sandbox = sandbox
         self.timeout = timeout
-        self.builds = 0
-        """Builds run so far."""
         self._slots = Places(parallel)
 
     def argv(self, directory: str) -> tuple[str, ...]:
@@ -105,7 +103,6 @@ class Builder:
         other groups: a group half settled holds its files from landing, and its builds
         come one after the other."""
         async with self._slots.taken(urgent=not first), self.workspaces.tree(tip) as space:
-            self.builds += 1
             for edit in edits:
                 await asyncio.to_thread(
                     write_regular, space.root, edit.path, edit.content, edit.mode

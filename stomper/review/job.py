@@ -25,7 +25,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from stomper import git, redaction
@@ -72,20 +72,15 @@ class ReviewPolicy:
     """Ask a second, short question: how sure the model is of each finding (0-10)."""
     reflect_threshold: int = 6
     """With ``reflect``: a finding scored under this is left out."""
-    edits: bool = False
-    """Ask for edits that fix the findings, as well as the findings."""
 
 
 @dataclass(frozen=True)
 class Applying:
-    """What ``--apply`` needs beyond the review: where the edits are built and landed."""
+    """What ``--apply`` needs beyond the review: where the edits are built and landed (the
+    lander knows the repository, the branch and the run)."""
 
-    run_id: str
-    root: Path
-    target_ref: str
     builder: Builder
     lander: Lander
-    blobs: Blobs
     lessons: Lessons
     directory_of: Callable[[str], str]
     """The directory a file's group builds (what ``{dir}`` expands to)."""
@@ -153,14 +148,15 @@ class ReviewJob:
     def __init__(
         self,
         reviewer: Reviewer,
-        objects: git.ObjectReader,
+        blobs: Blobs,
         policy: ReviewPolicy,
         limit: Limit,
         cache: ReviewCache | None = None,
         applying: Applying | None = None,
     ) -> None:
         self.reviewer = reviewer
-        self.objects = objects
+        self.blobs = blobs
+        """Where files are read from, and the blobs of landed edits written to."""
         self.policy = policy
         self.cache = cache
         self.applying = applying
@@ -230,7 +226,7 @@ class ReviewJob:
     ) -> list[Landed | Exception]:
         """Land a group's patches whole: a commit each, or one for them all; for each, where
         it landed or why it did not."""
-        persona, run_id = self.policy.persona.name, applying.run_id
+        persona, run_id = self.policy.persona.name, applying.lander.run_id
         if applying.commit_per == "dir" and len(landing) > 1:
             results = [result for result, _patch in landing]
             message = _group_message(results, persona, run_id)
@@ -257,7 +253,7 @@ class ReviewJob:
         """Build the group's edits at the target's tip, and bisect them when the build
         fails: the units whose edits build, each with the patch to land, and the others
         with why theirs does not."""
-        name = _group_name(units)
+        name = _group_name([unit.path for unit in units])
         directory = applying.directory_of(units[0].path)
         outcome = GroupOutcome(name, directory, tuple(unit.path for unit in units))
         self.groups.append(outcome)
@@ -268,13 +264,14 @@ class ReviewJob:
             return [_landed_before(one, landed, _paths(made)) for one in produced]
         why: dict[str, str] = {}
         rolled_back: set[str] = set()
-        dirty = await git.changed_paths(applying.root, sorted(_paths(made)))
+        root, target = applying.lander.root, applying.lander.target_ref
+        dirty = await git.changed_paths(root, sorted(_paths(made)))
         for path in dirty:
             why[path] = "its edit was not applied: the file has changes of yours not committed"
-        tip = await git.resolve_commit(applying.root, applying.target_ref)
+        tip = await git.resolve_commit(root, target)
         if tip is None:
-            raise LookupError(f"the target {applying.target_ref} no longer exists")
-        at_tip = await git.tree_entries(applying.root, tip, [edit.unit.path for edit in made])
+            raise LookupError(f"the target {target} no longer exists")
+        at_tip = await git.tree_entries(root, tip, [edit.unit.path for edit in made])
         for edit in made:
             entry = at_tip.get(edit.unit.path)
             if edit.unit.path not in why and (entry is None or entry.blob != edit.unit.blob):
@@ -292,7 +289,7 @@ class ReviewJob:
         for one in produced:
             path = one.result.path
             if path in by_path:
-                settled.append(replace(one, patch=await _patch(applying.blobs, by_path[path])))
+                settled.append(replace(one, patch=await _patch(self.blobs, by_path[path])))
             elif path in why:
                 status = Status.ROLLED_BACK if path in rolled_back else one.result.status
                 result = replace(one.result, status=status, reason=why[path])
@@ -371,7 +368,7 @@ class ReviewJob:
             why[path] = f"rolled back: the build of {directory} fails with it:\n{about}"
             edit = by_path[path]
             change = change_of(edit.source, edit.edited)
-            taught.append(lesson(directory, path, change, about, applying.run_id))
+            taught.append(lesson(directory, path, change, about, applying.lander.run_id))
         applying.lessons.add(taught)
         return kept
 
@@ -402,10 +399,7 @@ class ReviewJob:
 
     async def _review(self, unit: ReviewUnit, emit: Emit) -> tuple[UnitResult, _Edit | None]:
         emit(Phase.ISOLATING)
-        stored = await self.objects.read(unit.blob)
-        if stored is None:
-            raise LookupError(f"the repository lacks the object {unit.blob}")
-        content = stored[1]
+        content = await self.blobs.read(unit.blob)
         why = unreviewable(content)
         if why is not None:
             return UnitResult(unit.path, Status.SKIPPED, (), reason=why), None
@@ -459,7 +453,7 @@ class ReviewJob:
 
     def _lessons_of(self, unit: ReviewUnit) -> list[str]:
         """What earlier builds of the unit's directory taught, when edits are asked for."""
-        if self.applying is None or not self.policy.edits:
+        if self.applying is None:
             return []
         return self.applying.lessons.for_directory(self.applying.directory_of(unit.path))
 
@@ -475,7 +469,7 @@ class ReviewJob:
         for, of the edits that fix them)."""
         persona = self.policy.persona
         shown = "\n".join(source.splitlines()[part.first - 1 : part.last])
-        asks_edits = self.policy.edits
+        asks_edits = self.applying is not None
         lessons = self._lessons_of(unit)
 
         def prompt(feedback: str | None) -> str:
@@ -677,11 +671,7 @@ def _count(produced: list[Produced], path: str, asked: _Asked[Any]) -> None:
             )
 
 
-def _group_name(units: Sequence[ReviewUnit]) -> str:
-    return _group_name_of([unit.path for unit in units])
-
-
-def _group_name_of(paths: Sequence[str]) -> str:
+def _group_name(paths: Sequence[str]) -> str:
     """A group by its files: the one file, or the folder they share."""
     if len(paths) == 1:
         return paths[0]
@@ -750,7 +740,7 @@ def _message(result: UnitResult, persona: str, run_id: str) -> str:
 def _group_message(results: Sequence[UnitResult], persona: str, run_id: str) -> str:
     """The one commit of a group's landed edits (``--commit-per dir``): the findings of each
     file in its body, and the trailers that record the run and the group."""
-    name = _group_name_of([result.path for result in results])
+    name = _group_name([result.path for result in results])
     count = sum(len(result.review.findings) for result in results if result.review is not None)
     action = f"review({persona}): {count} findings in {len(results)} files"
     place = subject_place(name, _SUBJECT_MAX - len(action) - len(" of "))
