@@ -163,6 +163,9 @@ class ReviewJob:
         self.groups: list[GroupOutcome] = []
         """Each group's build, as its units finished."""
         self._limit = limit
+        # Read once, and again after each lesson this run learns: not once per question, and
+        # the prompt and the cache's key of one file see the same ones.
+        self._taught = applying.lessons.by_directory() if applying is not None else {}
 
     @property
     def limit(self) -> Limit:
@@ -369,7 +372,9 @@ class ReviewJob:
             edit = by_path[path]
             change = change_of(edit.source, edit.edited)
             taught.append(lesson(directory, path, change, about, applying.lander.run_id))
-        applying.lessons.add(taught)
+        if taught:
+            applying.lessons.add(taught)
+            self._taught = applying.lessons.by_directory()
         return kept
 
     async def _revise(
@@ -455,7 +460,7 @@ class ReviewJob:
         """What earlier builds of the unit's directory taught, when edits are asked for."""
         if self.applying is None:
             return []
-        return self.applying.lessons.for_directory(self.applying.directory_of(unit.path))
+        return self._taught.get(self.applying.directory_of(unit.path), [])
 
     def _review_of(
         self,

@@ -90,8 +90,17 @@ class Lessons:
 
     def for_directory(self, directory: str, *, shown: int = SHOWN) -> list[str]:
         """The lessons of ``directory`` as a prompt shows them, the most recent first."""
-        mine = [lesson for lesson in self.read() if lesson.directory == directory]
-        return [lesson.line() for lesson in reversed(mine[-shown:])]
+        return self.by_directory(shown=shown).get(directory, [])
+
+    def by_directory(self, *, shown: int = SHOWN) -> dict[str, list[str]]:
+        """The lessons of every directory as a prompt shows them, the most recent first:
+        one reading of the file for a whole run."""
+        found: dict[str, list[str]] = {}
+        for lesson in reversed(self.read()):
+            mine = found.setdefault(lesson.directory, [])
+            if len(mine) < shown:
+                mine.append(lesson.line())
+        return found
 
     def add(self, lessons: Sequence[Lesson]) -> None:
         """Keep ``lessons``: appended, one line each (a line is written in one call, so
