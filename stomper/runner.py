@@ -153,7 +153,7 @@ async def execute(
     status = "failed"
     try:
         together = await _together(run, pipeline, units, limit.agents)
-        context.groups = grouped(0, len(units), together)
+        context.groups = grouped(len(units), together)
         if together > 1:
             # A group's tree is a checkout of the whole repository, and its ruff run uses
             # every core: no more trees than cores, nor than agents at work (no tests run).

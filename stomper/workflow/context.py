@@ -43,14 +43,13 @@ class RunContext(Generic[U]):
 
     def __post_init__(self) -> None:
         if not self.groups:
-            self.groups = grouped(0, len(self.units), 1)
+            self.groups = grouped(len(self.units), 1)
 
 
-def grouped(start: int, stop: int, together: int) -> list[list[int]]:
-    """The indexes from ``start`` to ``stop`` in groups of ``together`` (the last may be
-    smaller)."""
+def grouped(count: int, together: int) -> list[list[int]]:
+    """The indexes of ``count`` units in groups of ``together`` (the last may be smaller)."""
     step = max(together, 1)
-    return [list(range(at, min(at + step, stop))) for at in range(start, stop, step)]
+    return [list(range(at, min(at + step, count))) for at in range(0, count, step)]
 
 
 def wave_size(parallel: int) -> int:
