@@ -42,7 +42,7 @@ async def demo_review(*, parallel: int, directory: Path | None) -> int:
     """Review the two packages of :func:`review_project` with ``--apply``, their tests as
     the build, against the fake model server stomper ships: one edit breaks its package's
     tests, and bisection lands the rest."""
-    from stomper.commands.review import ReviewRequest, emit, run_review
+    from stomper.commands.review import ReviewRequest, publish, run_review
     from stomper.testing.fake_openai import FakeOpenAI
 
     root = _sample_repository(directory, review_project())
@@ -65,7 +65,7 @@ async def demo_review(*, parallel: int, directory: Path | None) -> int:
         )
         request = ReviewRequest(cwd=root, sarif=sarif, markdown=markdown)
         report = await run_review(request, settings)
-    code = emit(report, request)
+    code = publish(report, request)
     log = await git.git(root, "log", "--oneline", "--no-decorate", f"{report.base}..HEAD")
     console.info("\n[bold]landed commits[/]\n" + (log.stdout.decode().rstrip() or "(none)"))
     for group in report.groups:

@@ -57,7 +57,7 @@ async def _resume_review(
     checkpointer: str | None,
 ) -> int:
     """Finish a run of ``review --apply``; a review that lands nothing is run again instead."""
-    from stomper.commands.review import ReviewRequest, emit, resume_review
+    from stomper.commands.review import ReviewRequest, publish, resume_review
 
     meta = journal.meta()
     run_id = journal.dir.name
@@ -91,7 +91,7 @@ async def _resume_review(
     )
     done = len(journal.results())
     console.info(f"resuming review run {run_id}: {done} files already done", markup=False)
-    return emit(await resume_review(run, journal, meta, request), request)
+    return publish(await resume_review(run, journal, meta, request), request)
 
 
 def find_run(state: StateDir, run_id: str | None) -> Journal:

@@ -164,10 +164,10 @@ def _unit_json(result: UnitResult) -> dict[str, Any]:
 
 async def review(request: ReviewRequest, settings: Settings) -> int:
     """Run ``stomper review``, print and write its outcome; the exit code."""
-    return emit(await run_review(request, settings), request)
+    return publish(await run_review(request, settings), request)
 
 
-def emit(report: ReviewReport, request: ReviewRequest) -> int:
+def publish(report: ReviewReport, request: ReviewRequest) -> int:
     """Print and write the outcome of a review; its exit code."""
     # What the model wrote goes out as the run's other output does: with its secrets masked.
     if request.sarif is not None:
