@@ -380,7 +380,9 @@ class _Execution:
             reflect_threshold=chosen.reflect_threshold,
         )
         workspaces = Workspaces(
-            repo.root, repo.state.worktrees(self.run_id), pool_size=chosen.max_parallel_builds
+            repo.root,
+            repo.state.worktrees(self.run_id),
+            pool_size=chosen.max_parallel_builds + 1,  # one more made ready while they build
         )
         lander = None
         blobs = Blobs(repo.root)

@@ -6,11 +6,10 @@ edits written into it), contained as a CLI agent is (:mod:`stomper.sandbox`): th
 model's, and a build runs them. Exit 0 is a pass.
 
 When the edits of a directory break its build, the edits that break it are found as a merge
-queue finds the changes of a failed batch that break it: the batch is halved, the first half
-built on what is proven so far, and each half that fails halved again, down to single edits.
-A build known to fail is never run twice: when the first half passes, the second half on top
-of it is the batch that failed. One culprit among k edits costs about log2(k) builds, at most
-about 2·log2(k), and the edits kept are the largest set so found that builds.
+queue finds the changes of a failed batch that break it: halving, on what is proven to build
+so far, down to the first edit whose addition fails, then the rest in one build on top. A
+build known to fail is never run twice. One culprit among k edits costs ceil(log2(k)) builds
+and one more for the rest, and the edits kept are the largest set so found that builds.
 """
 
 from __future__ import annotations
@@ -74,7 +73,12 @@ def split_build(command: str) -> tuple[str, ...]:
 
 
 class Builder:
-    """Runs the build of a directory with some of its edits; at most ``parallel`` at once."""
+    """Runs the build of a directory with some of its edits; at most ``parallel`` at once.
+
+    A build's tree is made ready (reset to the tip, the edits written in) while the builds
+    before it run: ``workspaces`` holds ``parallel + 1`` trees, and a build waits for its
+    place among those running only once its tree is ready.
+    """
 
     def __init__(
         self,
@@ -89,7 +93,8 @@ class Builder:
         self.workspaces = workspaces
         self.sandbox = sandbox
         self.timeout = timeout
-        self._slots = Places(parallel)
+        self._ready = Places(parallel + 1)
+        self._running = Places(parallel)
 
     def argv(self, directory: str) -> tuple[str, ...]:
         where = directory or "."
@@ -102,28 +107,32 @@ class Builder:
         builds (``first`` False: at the base, bisection) go before the first builds of
         other groups: a group half settled holds its files from landing, and its builds
         come one after the other."""
-        async with self._slots.taken(urgent=not first), self.workspaces.tree(tip) as space:
+        urgent = not first
+        async with self._ready.taken(urgent=urgent), self.workspaces.tree(tip) as space:
             for edit in edits:
                 await asyncio.to_thread(
                     write_regular, space.root, edit.path, edit.content, edit.mode
                 )
-            began = time.monotonic()
             with tempfile.TemporaryDirectory(prefix="stomper-build-") as scratch:
                 argv = self.sandbox.wrap(
                     self.argv(directory), workspace=space.root, scratch=Path(scratch)
                 )
-                try:
-                    done = await proc.run(
-                        argv, cwd=space.root, timeout=self.timeout, check=False, reap=True
-                    )
-                except proc.ProcessTimeout:
-                    return Built(False, f"the build ran past {self.timeout:g}s and was stopped")
-                except OSError as exc:
-                    return Built(False, f"cannot run the build: {exc}")
+                async with self._running.taken(urgent=urgent):
+                    began = time.monotonic()
+                    try:
+                        done = await proc.run(
+                            argv, cwd=space.root, timeout=self.timeout, check=False, reap=True
+                        )
+                    except proc.ProcessTimeout:
+                        why = f"the build ran past {self.timeout:g}s and was stopped"
+                        return Built(False, why)
+                    except OSError as exc:
+                        return Built(False, f"cannot run the build: {exc}")
+                    seconds = time.monotonic() - began
             # Paths in the output name the files as the repository does, not the workspace.
             output = (done.stdout + done.stderr).decode(errors="replace")
             output = output.replace(f"{space.root}{os.sep}", "")
-            return Built(done.returncode == 0, output, time.monotonic() - began)
+            return Built(done.returncode == 0, output, seconds)
 
 
 @dataclass
@@ -143,30 +152,37 @@ async def bisect(
     failed: Built,
 ) -> Bisected:
     """Find the edits that break the build: ``failed`` is the build of all of ``edits``,
-    ``build`` builds a set of them."""
-    found = Bisected()
+    ``build`` builds a set of them.
 
-    async def add(candidates: Sequence[Edited], known: Built | None) -> None:
-        """Keep as many of ``candidates`` as build on top of what is kept; ``known`` is the
-        build of both together when it was run already."""
-        if not candidates:
-            return
-        outcome = known
-        if outcome is None:
-            outcome = await build([*found.kept, *candidates])
+    The first culprit is found by halving the edits' prefixes: what is kept builds, the
+    whole does not, so some edit is the first whose prefix fails. Those before it are kept
+    (their prefix built), and the edits after it are tried in one build on top: when they
+    build, that culprit was the only one."""
+    found = Bisected()
+    rest, failing = list(edits), failed
+    while rest:
+        if len(rest) == 1:
+            found.culprits[rest[0].path] = failing
+            break
+        # The prefix of `passing` edits builds (none: what is kept); that of `failed_at` fails.
+        passing, failed_at = 0, len(rest)
+        while failed_at - passing > 1:
+            middle = (passing + failed_at) // 2
+            outcome = await build([*found.kept, *rest[:middle]])
             found.builds += 1
             if outcome.passed:
-                found.kept += candidates
-                return
-        if len(candidates) == 1:
-            found.culprits[candidates[0].path] = outcome
-            return
-        half = len(candidates) // 2
-        left, right = candidates[:half], candidates[half:]
-        before = len(found.kept)
-        await add(left, None)
-        # All of the left half kept: the right half on top of it is what failed already.
-        await add(right, outcome if len(found.kept) == before + len(left) else None)
-
-    await add(list(edits), failed)
+                passing = middle
+            else:
+                failed_at, failing = middle, outcome
+        found.culprits[rest[failed_at - 1].path] = failing
+        found.kept += rest[: failed_at - 1]
+        rest = rest[failed_at:]
+        if not rest:
+            break
+        outcome = await build([*found.kept, *rest])
+        found.builds += 1
+        if outcome.passed:
+            found.kept += rest
+            break
+        failing = outcome
     return found
