@@ -195,6 +195,23 @@ async def tree_entries(root: Path, commit: str, paths: Sequence[str] = ()) -> di
     return entries
 
 
+async def path_free(root: Path, commit: str, path: str) -> bool:
+    """Whether a file can be created at ``path`` in ``commit``'s tree: nothing is there,
+    and no folder it would be in is a file."""
+    parts = path.split("/")
+    for count in range(1, len(parts) + 1):
+        # One path at a time: given several, ls-tree lists what is inside the folders too.
+        prefix = "/".join(parts[:count])
+        done = await git(root, "ls-tree", "-z", "--full-tree", commit, "--", prefix)
+        found = [record.split("\t", 1) for record in _split_z(done.stdout)]
+        kinds = [meta.split()[1] for meta, name in found if name == prefix]
+        if not kinds:
+            return True
+        if count == len(parts) or kinds != ["tree"]:
+            return False
+    return True
+
+
 async def attributed(root: Path, paths: Sequence[str], names: Sequence[str]) -> set[str]:
     """Those of ``paths`` that any of the attributes ``names`` is set on (``set`` or
     ``true``), as the checkout's ``.gitattributes`` say."""
@@ -486,8 +503,24 @@ async def index_entry(root: Path, path: str, *, index_file: Path | None = None) 
 async def set_index_entry(
     root: Path, path: str, entry: TreeEntry, *, index_file: Path | None = None
 ) -> None:
+    """Put ``entry`` at ``path`` in the index, whether a file was there or not."""
     env = {"GIT_INDEX_FILE": str(index_file)} if index_file else None
-    await git(root, "update-index", "--cacheinfo", f"{entry.mode},{entry.blob},{path}", env=env)
+    info = f"{entry.mode},{entry.blob},{path}"
+    await git(root, "update-index", "--add", "--cacheinfo", info, env=env)
+
+
+async def remove_index_entry(root: Path, path: str, *, index_file: Path | None = None) -> None:
+    """Take ``path`` out of the index (the working tree is left as it is)."""
+    env = {"GIT_INDEX_FILE": str(index_file)} if index_file else None
+    await git(
+        root,
+        "update-index",
+        "--force-remove",
+        "-z",
+        "--stdin",
+        env=env,
+        stdin=path.encode() + b"\0",
+    )
 
 
 async def write_tree(root: Path, *, index_file: Path) -> str:
@@ -634,7 +667,8 @@ class NewFile:
 
     path: str
     mode: str
-    blob: str
+    blob: str | None
+    """None: the commit deletes the file."""
     content: bytes | None = None
     """The blob's bytes, when it is to be stored with the commit."""
 
@@ -668,10 +702,10 @@ async def import_commits(
     marks = len(commits)
     stored: list[tuple[int, str]] = []
     for mark, commit in enumerate(commits, 1):
-        blobs = []
+        blobs: list[bytes | None] = []
         for file in commit.files:
-            blob = file.blob.encode()
-            if file.content is not None:
+            blob = file.blob.encode() if file.blob is not None else None
+            if file.blob is not None and file.content is not None:
                 marks += 1
                 stored.append((marks, file.blob))
                 stream += b"blob\nmark :%d\ndata %d\n%s\n" % (
@@ -694,7 +728,10 @@ async def import_commits(
             stream += b"from %s\n" % tip.encode()
         for file, blob in zip(commit.files, blobs, strict=True):
             path = quote_path(file.path).encode("utf-8", "surrogateescape")
-            stream += b"M %s %s %s\n" % (file.mode.encode(), blob, path)
+            if blob is None:
+                stream += b"D %s\n" % path
+            else:
+                stream += b"M %s %s %s\n" % (file.mode.encode(), blob, path)
         stream += b"\n"
     asked = [*range(1, len(commits) + 1), *(mark for mark, _ in stored)]
     for mark in asked:

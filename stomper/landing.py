@@ -15,6 +15,10 @@ branch moves, and only then does the lock go. Only the landed files change there
 everything else of the user's stays as it was, and a ``git commit`` of theirs at the same
 moment waits or fails as it would beside another git command: one that finds the branch
 moved finds the index moved too, so it never commits, nor writes back, the index of before.
+
+A patch changes a file, creates one (it lands only where the target has nothing at its
+path, and the checkout has nothing git does not track there), or deletes one (it lands only
+where the file is still the one its unit started from, and unchanged in the checkout).
 """
 
 from __future__ import annotations
@@ -357,6 +361,17 @@ class Lander:
                 _refuse_unchained(requests, chain, self.target_ref)
                 return []
             return requests
+        if held is not None:
+            # A file the chain creates where the user has one git does not track (found
+            # now: one the branch tracks is superseded above).
+            in_the_way = {
+                patch.path
+                for link in chain
+                for patch in link.request.patches
+                if patch.creates and _occupied(self.root, patch.path)
+            }
+            if in_the_way:
+                return _refuse_whole(_refuse_in_the_way(requests, in_the_way))
         head = chain[-1].commit
         if held is None:
             moved = await self._refs.move(self.target_ref, head, tip)
@@ -420,11 +435,11 @@ class Lander:
         changed meanwhile (the others try again), or, when none did, every unit of the chain
         with git's reason."""
         paths = [path for link in chain for path in link.request.paths]
-        written = [
-            patch.path
-            for patch in (patch for link in chain for patch in link.request.patches)
-            if await git.hash_path(self.root, patch.path) == patch.new_blob
-        ]
+        written = []
+        for patch in (patch for link in chain for patch in link.request.patches):
+            # A file git created is left where it is, not tracked: it might be the user's.
+            if not patch.creates and await git.hash_path(self.root, patch.path) == patch.new_blob:
+                written.append(patch.path)
         if written:
             await held.restore(written)
         changed = await git.changed_paths(self.root, paths)
@@ -468,12 +483,15 @@ class Lander:
         git's merge refuses them too, but only after the branch moved, which then moves
         back: this look first keeps the branch still in the common case.
         """
-        paths = [path for request in requests for path in request.paths]
+        patches = [patch for request in requests for patch in request.patches]
+        paths = [patch.path for patch in patches if not patch.creates]
         if isinstance(objects_, _LibgitObjects) and all(p in self._verbatim for p in paths):
             # libgit2's word that a file is unchanged is taken; what it calls changed is
             # asked of git (libgit2 knows no skip-worktree, for one).
             flagged = await asyncio.to_thread(objects_.odb.changed_in_checkout, paths)
             paths = sorted(flagged) if flagged is not None else paths
+        # A file to create that the user staged is a change of theirs too.
+        paths += [patch.path for patch in patches if patch.creates]
         changed = await git.changed_paths(self.root, paths) if paths else set()
         return _refuse_changed(requests, changed)
 
@@ -486,6 +504,30 @@ def _refuse_changed(requests: Sequence[_Request], changed: Collection[str]) -> l
             request.refuse(
                 f"{', '.join(mine)} {'was' if len(mine) == 1 else 'were'} changed in the "
                 "working tree during the run",
+                skipped=True,
+            )
+    return [request for request in requests if request.error is None]
+
+
+def _occupied(root: Path, path: str) -> bool:
+    """Whether something is in the checkout at ``path``, or a file where a folder of it
+    would be: a file the user has there, tracked or not, that git must not overwrite."""
+    parts = path.split("/")
+    for count in range(1, len(parts)):
+        folder = root.joinpath(*parts[:count])
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            return True
+    return os.path.lexists(root.joinpath(*parts))
+
+
+def _refuse_in_the_way(requests: Sequence[_Request], occupied: Collection[str]) -> list[_Request]:
+    """Refuse the requests that would create a file where the checkout has one; the others."""
+    for request in requests:
+        mine = [path for path in request.paths if path in occupied]
+        if mine:
+            request.refuse(
+                f"{', '.join(mine)} would be created where the working tree has something "
+                "of yours that git does not track; it is kept as it is",
                 skipped=True,
             )
     return [request for request in requests if request.error is None]
@@ -523,6 +565,20 @@ def _refuse_unchained(requests: Sequence[_Request], chain: Sequence[_Link], targ
 def _which(request: _Request) -> str:
     """The subject of "was changed" for ``request``'s files."""
     return f"{request.named} was" if len(request.patches) == 1 else f"one of {request.named} was"
+
+
+def _as_started(patch: Patch, before: git.TreeEntry | None) -> bool:
+    """Whether the target's file (``before``, None where there is none) is still the one
+    ``patch``'s unit started from: the same blob, or no file where it creates one."""
+    return before is None if patch.creates else before is not None and before.blob == patch.old_blob
+
+
+def _entry_after(patch: Patch, before: git.TreeEntry | None) -> git.TreeEntry | None:
+    """What the target holds at ``patch``'s path once it lands (None: nothing). A changed
+    file keeps the target's mode, not the unit's: a mode the user changed meanwhile stays."""
+    if patch.new_blob is None:
+        return None
+    return git.TreeEntry(before.mode if before is not None else patch.mode, patch.new_blob)
 
 
 def _stored(patch: Patch, blob: str) -> None:
@@ -585,12 +641,17 @@ class _LibgitObjects:
         commits = [
             git.NewCommit(
                 tuple(
-                    git.NewFile(patch.path, mode, patch.new_blob, patch.content)
-                    for patch, mode in zip(request.patches, modes, strict=True)
+                    git.NewFile(
+                        patch.path,
+                        entry.mode if entry is not None else patch.mode,
+                        patch.new_blob,
+                        patch.content,
+                    )
+                    for patch, entry in zip(request.patches, entries, strict=True)
                 ),
                 request.message,
             )
-            for request, modes in taken
+            for request, entries in taken
         ]
         made = await git.import_commits(
             self.root,
@@ -601,25 +662,26 @@ class _LibgitObjects:
             scratch_ref=f"refs/stomper/import/{os.getpid()}-{id(self):x}",
         )
         return [
-            _Link(request, commit) for (request, _modes), commit in zip(taken, made, strict=True)
+            _Link(request, commit) for (request, _entries), commit in zip(taken, made, strict=True)
         ]
 
     def _still_there(
         self, tip: str, requests: Sequence[_Request]
-    ) -> list[tuple[_Request, list[str]]]:
+    ) -> list[tuple[_Request, list[git.TreeEntry | None]]]:
         """The requests whose files at ``tip`` are still what their unit started from, with
-        the mode each has there: the target's, not the unit's (a mode the user changed
-        meanwhile stays)."""
+        the entry each file gets (None: deleted)."""
         taken = []
         for request in requests:
-            modes = []
+            entries = []
             for patch in request.patches:
                 before = self.odb.entry(tip, patch.path)
-                if before is None or before.blob != patch.old_blob:
+                if patch.creates and not self.odb.free(tip, patch.path):
                     break
-                modes.append(before.mode)
+                if not _as_started(patch, before):
+                    break
+                entries.append(_entry_after(patch, before))
             else:
-                taken.append((request, modes))
+                taken.append((request, entries))
         return taken
 
     def _chain(self, tip: str, requests: Sequence[_Request]) -> list[_Link]:
@@ -627,16 +689,13 @@ class _LibgitObjects:
         head = tip
         # Each request changes a file of its own: the chain so far holds every other one as
         # the tip does.
-        for request, modes in self._still_there(tip, requests):
+        for request, entries in self._still_there(tip, requests):
             for patch in request.patches:
                 if patch.content is not None:
                     _stored(patch, self.odb.write_blob(patch.content))
             head = self.odb.commit(
                 head,
-                {
-                    patch.path: git.TreeEntry(mode, patch.new_blob)
-                    for patch, mode in zip(request.patches, modes, strict=True)
-                },
+                {patch.path: entry for patch, entry in zip(request.patches, entries, strict=True)},
                 request.message,
                 author=self.author,
                 committer=self.committer,
@@ -663,22 +722,34 @@ class _PlumbingObjects:
                 await git.index_entry(self.root, patch.path, index_file=self.index_file)
                 for patch in request.patches
             ]
-            if any(
-                before is None or before.blob != patch.old_blob
-                for patch, before in zip(request.patches, befores, strict=True)
-            ):
+            if not await self._still_there(head, request.patches, befores):
                 continue
             for patch, before in zip(request.patches, befores, strict=True):
-                assert before is not None
                 if patch.content is not None:
                     _stored(patch, await git.write_blob(self.root, patch.path, patch.content))
-                entry = git.TreeEntry(before.mode, patch.new_blob)
-                await git.set_index_entry(self.root, patch.path, entry, index_file=self.index_file)
+                entry = _entry_after(patch, before)
+                if entry is None:
+                    await git.remove_index_entry(self.root, patch.path, index_file=self.index_file)
+                else:
+                    await git.set_index_entry(
+                        self.root, patch.path, entry, index_file=self.index_file
+                    )
             self.index_tip = None  # the index no longer holds ``head``'s tree
             tree = await git.write_tree(self.root, index_file=self.index_file)
             head = self.index_tip = await git.commit_tree(self.root, tree, head, request.message)
             chain.append(_Link(request, head))
         return chain
+
+    async def _still_there(
+        self, head: str, patches: Sequence[Patch], befores: Sequence[git.TreeEntry | None]
+    ) -> bool:
+        """Whether each file at ``head`` is still what its unit started from."""
+        for patch, before in zip(patches, befores, strict=True):
+            if not _as_started(patch, before):
+                return False
+            if patch.creates and not await git.path_free(self.root, head, patch.path):
+                return False
+        return True
 
     async def _load(self, commit: str) -> None:
         if commit != self.index_tip:
@@ -686,26 +757,51 @@ class _PlumbingObjects:
             self.index_tip = commit
 
 
-async def repair_checkout(root: Path, path: str, old_blob: str, landed: git.TreeEntry) -> bool:
+async def repair_checkout(
+    root: Path, path: str, old_blob: str | None, landed: git.TreeEntry | None
+) -> bool:
     """Finish a landing cut short after the branch moved: the file is still the old one in
     the user's working tree or their index, and the landed one or the old one in the other.
-    True when something was repaired."""
+    ``old_blob`` None: the landing created the file; ``landed`` None: it deleted it. True
+    when something was repaired."""
     current = await git.index_entry(root, path)
-    if current is None:
+    there = os.path.lexists(root / path)
+    on_disk = await git.hash_path(root, path) if there else None
+    if there and on_disk is None:
+        return False  # a folder, or something else git cannot read as a file: the user's
+    old = current.blob if current is not None else None
+    if old != old_blob:
+        if current is not None and current == landed and on_disk == old_blob:
+            # Cut short between the index and the working tree: the file is the old one.
+            await git.checkout_index(root, path)
+            return True
+        if current is None and landed is None and on_disk == old_blob:
+            return _remove_file(root, path)  # as it was committed before it was deleted
         return False
-    if current.blob == old_blob and not await git.worktree_differs(root, path):
-        await git.set_index_entry(root, path, landed)
+    # The index is the old one: the working tree is the old one too, or already the landed.
+    if on_disk not in (old_blob, landed.blob if landed is not None else None):
+        return False
+    if old_blob is not None and on_disk == old_blob and await git.worktree_differs(root, path):
+        return False  # the same bytes, but the user changed the file's mode: theirs
+    if landed is None:
+        await git.remove_index_entry(root, path)
+        if on_disk is not None:
+            _remove_file(root, path)
+        return True
+    await git.set_index_entry(root, path, landed)
+    if on_disk != landed.blob:
         await git.checkout_index(root, path)
-        return True
-    # Cut short between the working tree and the index (git's merge writes the files first).
-    if current.blob == old_blob and await git.hash_path(root, path) == landed.blob:
-        await git.set_index_entry(root, path, landed)
-        return True
-    # Cut short between the index and the working tree: the file there is still the old one.
-    if current == landed and await git.hash_path(root, path) == old_blob:
-        await git.checkout_index(root, path)
-        return True
-    return False
+    return True
+
+
+def _remove_file(root: Path, path: str) -> bool:
+    """Remove the checkout's file at ``path``, unless a folder on its way is a link (git
+    never follows one; the file it leads to is not the checkout's). Whether it was removed."""
+    parts = path.split("/")
+    if any(root.joinpath(*parts[:count]).is_symlink() for count in range(1, len(parts))):
+        return False
+    (root / path).unlink()
+    return True
 
 
 # git's own advice for a subject line: what ``git log --oneline`` and most tools show whole.

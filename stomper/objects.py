@@ -113,6 +113,20 @@ class Objects:
             return None
         return git.TreeEntry(f"{found.filemode:06o}", str(found.id))
 
+    def free(self, commit: str, path: str) -> bool:
+        """Whether a file can be created at ``path`` in ``commit``'s tree: nothing is
+        there, and no folder it would be in is a file."""
+        tree = self._repo[commit].peel(pygit2.Tree)
+        parts = path.split("/")
+        for count in range(1, len(parts) + 1):
+            try:
+                found = tree["/".join(parts[:count])]
+            except KeyError:
+                return True
+            if count == len(parts) or found.type_str != "tree":
+                return False
+        return True
+
     def commit(
         self,
         parent: str,

@@ -86,8 +86,9 @@ async def _bring_along(repo: Repository, run_id: str, target: str, base: str) ->
         sha = landed_by[path]
         landed = (await git.tree_entries(repo.root, sha, [path])).get(path)
         before = (await git.tree_entries(repo.root, f"{sha}^", [path])).get(path)
-        if landed is None or before is None or now.get(path) != landed:
-            continue  # deleted, created, or changed on the branch since
-        if await repair_checkout(repo.root, path, before.blob, landed):
+        if now.get(path) != landed or before == landed:
+            continue  # changed on the branch since
+        old_blob = before.blob if before is not None else None
+        if await repair_checkout(repo.root, path, old_blob, landed):
             repaired.append(path)
     return repaired

@@ -77,15 +77,29 @@ class Unit:
 
 @dataclass(frozen=True)
 class Patch:
-    """A unit's change: one file from ``old_blob`` to ``new_blob``."""
+    """A unit's change to one file: from ``old_blob`` to ``new_blob``. A file the change
+    creates has no old blob, and one it deletes no new blob."""
 
     path: str
     mode: str
-    old_blob: str
-    new_blob: str
+    """The mode of a file the change creates; a file it changes keeps the target's mode."""
+    old_blob: str | None
+    new_blob: str | None
     content: bytes | None = field(default=None, repr=False)
     """The bytes of ``new_blob`` when it is not stored yet: the landing stores them, with
     the commit (git keeps them as they are: no filter, no conversion)."""
+
+    def __post_init__(self) -> None:
+        if self.old_blob is None and self.new_blob is None:
+            raise ValueError(f"a change of {self.path} needs a blob before or after it")
+
+    @property
+    def creates(self) -> bool:
+        return self.old_blob is None
+
+    @property
+    def deletes(self) -> bool:
+        return self.new_blob is None
 
 
 @dataclass(frozen=True)

@@ -1194,3 +1194,173 @@ def test_a_commit_of_several_files_stays_out_whole_when_one_file_is_the_users(
     assert "one of a.py, b.py was changed by a commit on main" in refused.reason
     assert sh(repo, "rev-parse", "HEAD").strip() == user
     assert (repo / "a.py").read_text() == "A = 1\n"
+
+
+def created(repo: Path, path: str, content: bytes, *, stored: bool = True) -> Patch:
+    """A patch that creates ``path`` with ``content``."""
+    argv = ["hash-object", *(["-w"] if stored else []), "--stdin"]
+    blob = asyncio.run(git.git(repo, *argv, stdin=content)).stdout.decode().strip()
+    return Patch(path, "100644", None, blob, None if stored else content)
+
+
+def deleted(repo: Path, path: str) -> Patch:
+    """A patch that deletes ``path`` (at HEAD)."""
+    mode, _, old = sh(repo, "ls-tree", "HEAD", "--", path).split("\t")[0].split()
+    return Patch(path, mode, old, None)
+
+
+def land_commits_of(
+    repo: Path, tmp_path: Path, commits: list[tuple[list[Patch], str]], *, checked_out: bool = True
+) -> list[Landed | Exception]:
+    async def land() -> list[Landed | Exception]:
+        landing = lander(repo, tmp_path, checked_out=checked_out)
+        try:
+            return await landing.land_commits(commits)
+        finally:
+            await landing.aclose()
+
+    return asyncio.run(land())
+
+
+@pytest.mark.parametrize(
+    ("writer", "commits"),
+    [("libgit2", 2), ("fast-import", 9), ("plumbing", 2)],
+)
+@pytest.mark.parametrize("checked_out", [True, False], ids=["checked-out", "other-branch"])
+def test_a_commit_that_creates_and_deletes_files_lands_through_every_writer(
+    make, tmp_path, writer: str, commits: int, checked_out: bool
+) -> None:
+    files = {f"d{n}/{name}.py": f"{name.upper()} = {n}\n" for n in range(commits) for name in "ab"}
+    repo = make({**files, "gone/only.py": "ONLY = 1\n"})
+    if writer == "plumbing":
+        sh(repo, "config", "i18n.commitEncoding", "latin1")
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    wanted = [
+        (
+            [
+                patch_for(repo, f"d{n}/a.py", f"A = {n + 100}\n".encode()),
+                created(repo, f"d{n}/new/c.py", f"C = {n}\n".encode(), stored=n % 2 == 0),
+                deleted(repo, f"d{n}/b.py"),
+                *([deleted(repo, "gone/only.py")] if n == 0 else []),
+            ],
+            f"d{n}: a changed, c created, b deleted",
+        )
+        for n in range(commits)
+    ]
+
+    results = land_commits_of(repo, tmp_path, wanted, checked_out=checked_out)
+
+    tip = "main" if checked_out else "other"
+    made = new_commits(repo, base, tip)
+    assert [r.commit for r in results if isinstance(r, Landed)] == made, results
+    assert [sorted(files_of(repo, sha)) for sha in made] == [
+        sorted([f"d{n}/a.py", f"d{n}/b.py", f"d{n}/new/c.py", *(["gone/only.py"] * (n == 0))])
+        for n in range(commits)
+    ]
+    tree = sh(repo, "ls-tree", "-r", "--name-only", tip).split()
+    assert "d0/new/c.py" in tree and "d0/b.py" not in tree
+    assert not any(path.startswith("gone/") for path in tree)
+    assert sh(repo, "show", f"{tip}:d1/new/c.py") == "C = 1\n"
+    if checked_out:
+        assert (repo / "d1/new/c.py").read_text() == "C = 1\n"
+        assert not (repo / "d0/b.py").exists() and not (repo / "gone").exists()
+    else:
+        assert not (repo / "d0/new").exists() and (repo / "d0/b.py").exists()
+    assert sh(repo, "status", "--porcelain") == ""
+    assert_fsck_clean(repo)
+
+
+@pytest.mark.parametrize("what", ["untracked", "ignored", "folder", "file-for-folder"])
+def test_a_file_created_where_the_user_has_one_lands_nothing_and_keeps_theirs(
+    make, tmp_path, what: str
+) -> None:
+    repo = make({"a.py": "A = 1\n", ".gitignore": "*.log\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    path = {
+        "untracked": "new.py",
+        "ignored": "new.log",
+        "folder": "new.py",
+        "file-for-folder": "pkg/new.py",
+    }[what]
+    if what == "folder":
+        (repo / "new.py").mkdir()
+        (repo / "new.py" / "mine.txt").write_text("the user's\n")
+    elif what == "file-for-folder":
+        (repo / "pkg").write_text("the user's file, where a folder would be created\n")
+    else:
+        (repo / path).write_text("the user's\n")
+    before = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts}
+    patches = [patch_for(repo, "a.py", b"A = 2\n"), created(repo, path, b"NEW = 1\n")]
+
+    (refused,) = land_commits_of(repo, tmp_path, [(patches, "both")])
+
+    assert isinstance(refused, LandingRefused) and refused.skipped, refused
+    assert "would be created where the working tree has something of yours" in refused.reason
+    assert sh(repo, "rev-parse", "HEAD").strip() == base
+    after = {p: p.read_bytes() for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts}
+    assert after == before
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_file_created_on_the_branch_meanwhile_is_kept_and_the_creation_refused(
+    make, tmp_path, what: str
+) -> None:
+    repo = make({"a.py": "A = 1\n"})
+    patch = created(repo, "new.py", b"NEW = 'stomper'\n")
+    if what == "file":
+        (repo / "new.py").write_text("NEW = 'the user'\n")
+    else:
+        (repo / "new.py").mkdir()
+        (repo / "new.py" / "inner.py").write_text("INNER = 'the user'\n")
+    user = commit_all(repo, "the user's new.py")
+
+    (refused,) = land_commits_of(repo, tmp_path, [([patch], "create new.py")])
+
+    assert isinstance(refused, LandingRefused) and refused.superseded, refused
+    assert sh(repo, "rev-parse", "HEAD").strip() == user
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_a_deleted_file_the_user_edits_is_kept_and_nothing_of_its_commit_lands(
+    make, tmp_path
+) -> None:
+    repo = make({"a.py": "A = 1\n", "b.py": "B = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    patches = [patch_for(repo, "a.py", b"A = 2\n"), deleted(repo, "b.py")]
+    (repo / "b.py").write_text("B = 'being edited'\n")
+
+    (refused,) = land_commits_of(repo, tmp_path, [(patches, "a changed, b deleted")])
+
+    assert isinstance(refused, LandingRefused) and refused.skipped, refused
+    assert sh(repo, "rev-parse", "HEAD").strip() == base
+    assert (repo / "b.py").read_text() == "B = 'being edited'\n"
+    assert (repo / "a.py").read_text() == "A = 1\n"
+
+
+@pytest.mark.parametrize("cut", ["before-the-index", "between-index-and-files"])
+def test_recovery_brings_created_and_deleted_files_along(make, tmp_path, cut: str) -> None:
+    """The branch moved, and the checkout was left behind: wholly, or with the index
+    moved and the files not."""
+    repo = make({"a.py": "A = 1\n", "b.py": "B = 1\n"})
+    patches = [
+        patch_for(repo, "a.py", b"A = 2\n"),
+        created(repo, "new/c.py", b"C = 1\n"),
+        deleted(repo, "b.py"),
+    ]
+    (landed,) = land_commits_of(repo, tmp_path, [(patches, "three")], checked_out=False)
+    assert isinstance(landed, Landed)
+    sh(repo, "update-ref", "refs/heads/main", landed.commit)  # the checkout stays behind
+    if cut == "between-index-and-files":
+        sh(repo, "read-tree", landed.commit)
+    assert sh(repo, "status", "--porcelain") != ""
+
+    for patch in patches:
+        after = None
+        if patch.new_blob is not None:
+            after = git.TreeEntry("100644", patch.new_blob)
+        assert asyncio.run(repair_checkout(repo, patch.path, patch.old_blob, after)), patch.path
+
+    assert sh(repo, "status", "--porcelain") == ""
+    assert (repo / "new/c.py").read_text() == "C = 1\n"
+    assert not (repo / "b.py").exists()
+    assert (repo / "a.py").read_text() == "A = 2\n"

@@ -293,6 +293,8 @@ class Pipeline:
             root = self.workspaces.root
             if patch.content is not None:  # shown, not landed: stored for git to read
                 await self.workspaces.blobs.write(patch.path, patch.content)
+            # fix changes a file, never creates or deletes one: both blobs are there.
+            assert patch.old_blob is not None and patch.new_blob is not None
             diff = await git.diff_blobs(root, patch.old_blob, patch.new_blob, patch.path)
             return replace(result, diff=diff)
         emit(Phase.LANDING)
