@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -91,11 +91,24 @@ class ProgressView:
         enabled: bool = True,
         endings: Sequence[Status] = FIX_ENDINGS,
         building: bool = False,
+        groups: Mapping[str, str] | None = None,
+        group_noun: str = "groups",
     ) -> None:
         self.total = total
         self.endings = tuple(endings)
         self.building = building
-        """Show how many units wait for their group's build, or are in it."""
+        """Show how many units wait for their group's build, or are in it, and how the
+        builds of the groups of ``groups`` (a unit's path to its group) ended."""
+        self.group_noun = group_noun
+        self._group_of = dict(groups or {})
+        self._left_in: Counter[str] = Counter(self._group_of.values())
+        """Each group's units not done yet."""
+        self._built: set[str] = set()
+        self._landed: set[str] = set()
+        self._rolled_back: set[str] = set()
+        self.groups_ended: Counter[str] = Counter()
+        """The groups done: how many were built, landed (some edit of theirs), and rolled
+        back (some edit of theirs)."""
         self.enabled = enabled
         self.phase_of: dict[str, Phase] = {}
         self._in: Counter[Phase] = Counter()
@@ -133,17 +146,33 @@ class ProgressView:
         was = self.phase_of.pop(event.path, None)
         if was is not None:
             self._in[was] -= 1
+        group = self._group_of.get(event.path)
         if event.phase is not Phase.DONE:
             self.phase_of[event.path] = event.phase
             self._in[event.phase] += 1
+            if event.phase is Phase.BUILDING and group is not None:
+                self._built.add(group)
         else:
             self.done += 1
             status = Status(event.status) if event.status else Status.FAILED
             self.ended[status] += 1
             self.found.update(event.findings or {})
+            if group is not None:
+                self._group_done(group, status)
             if self.enabled and (self.total <= _LINE_PER_UNIT_UP_TO or status is Status.FAILED):
                 self._progress.console.print(_unit_line(event), soft_wrap=True)
         self._progress.update(self._task, completed=self.done)
+
+    def _group_done(self, group: str, status: Status) -> None:
+        if status is Status.APPLIED:
+            self._landed.add(group)
+        elif status is Status.ROLLED_BACK:
+            self._rolled_back.add(group)
+        self._left_in[group] -= 1
+        if self._left_in[group] == 0:
+            self.groups_ended["built"] += group in self._built
+            self.groups_ended["landed"] += group in self._landed
+            self.groups_ended["rolled back"] += group in self._rolled_back
 
     def _counts(self) -> tuple[Text, ...]:
         phases = self._in
@@ -160,7 +189,11 @@ class ProgressView:
         if Status.REVIEWED not in self.endings:
             return _counted(flight), _counted(ended)
         found: dict[str, int] = {name: self.found[name] for name in SEVERITIES}
-        return _counted(flight), _counted(ended), Text("findings: ") + _counted(found)
+        lines = (_counted(flight), _counted(ended), Text("findings: ") + _counted(found))
+        if not self.building:
+            return lines
+        groups = {name: self.groups_ended[name] for name in ("built", "landed", "rolled back")}
+        return (*lines, Text(f"{self.group_noun}: ") + _counted(groups))
 
 
 def _counted(counts: dict[str, int]) -> Text:

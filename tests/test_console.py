@@ -80,23 +80,36 @@ def test_the_summary_says_the_agent_time_is_summed_over_units(make, capsys, monk
 
 
 def test_the_review_view_counts_builds_the_ends_of_edits_and_the_findings() -> None:
+    paths = ["pkg/a.py", "pkg/b.py", "lib/c.py", "lib/d.py", "lib/e.py", "doc/f.md"]
     view = ProgressView(
-        6, title="reviewing 6 files", enabled=False, endings=REVIEW_ENDINGS, building=True
+        6,
+        title="reviewing 6 files",
+        enabled=False,
+        endings=REVIEW_ENDINGS,
+        building=True,
+        groups={path: path.split("/")[0] for path in paths},
+        group_noun="directories",
     )
     view.handle(UnitEvent("pkg/a.py", Phase.BUILDING, running=0))
     view.handle(UnitEvent("pkg/b.py", Phase.AGENT, running=1))
+    for path in ("lib/c.py", "lib/d.py"):
+        view.handle(UnitEvent(path, Phase.BUILDING, running=0))
     for path, status, found in [
         ("lib/c.py", "applied", {"error": 1, "warning": 0, "note": 2}),
         ("lib/d.py", "rolled_back", {"error": 0, "warning": 1, "note": 0}),
         ("lib/e.py", "reviewed", {"error": 0, "warning": 0, "note": 0}),
+        ("doc/f.md", "reviewed", {"error": 0, "warning": 0, "note": 0}),
     ]:
         view.handle(UnitEvent(path, Phase.DONE, running=0, status=status, findings=found))
     screen = io.StringIO()
     Console(file=screen, width=80, color_system=None).print(view)
 
     _bar, *counts = screen.getvalue().splitlines()
+    # lib was built, landed in part and rolled back in part; doc had nothing to build; pkg
+    # is not done.
     assert [line.strip() for line in counts] == [
-        "queued 1 · working 1 · verifying 0 · building 1 · landing 0",
-        "reviewed 1 · applied 1 · rolled_back 1 · failed 0 · skipped 0",
+        "queued 0 · working 1 · verifying 0 · building 1 · landing 0",
+        "reviewed 2 · applied 1 · rolled_back 1 · failed 0 · skipped 0",
         "findings: error 1 · warning 1 · note 2",
+        "directories: built 1 · landed 1 · rolled back 1",
     ]

@@ -16,9 +16,9 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -47,7 +47,7 @@ from stomper.review.job import Applying, GroupOutcome, ReviewJob, ReviewPolicy
 from stomper.review.markdown import review_markdown
 from stomper.review.prompt import Persona, load_persona
 from stomper.review.sarif import sarif_log
-from stomper.review.units import ReviewUnit, Selection, select
+from stomper.review.units import ReviewUnit, Selection, group_of, select
 from stomper.store import Blobs
 from stomper.unit import REVIEW_ENDINGS, Status, UnitResult
 from stomper.workflow.context import RunContext, wave_size
@@ -410,7 +410,7 @@ class _Execution:
                     builder,
                     lander,
                     lessons.Lessons(repo.state.root / lessons.FILE_NAME),
-                    _directory_of(chosen.group_by),
+                    chosen.group_by,
                     chosen.build_attempts,
                     chosen.commit_per,
                 )
@@ -429,12 +429,19 @@ class _Execution:
                 groups=groups,
             )
             left = sum(1 for unit in units if unit.path not in self.done)
+            group_by = chosen.group_by
             view = console.ProgressView(
                 left,
                 title=f"reviewing {left} files",
                 enabled=self.request.progress,
                 endings=REVIEW_ENDINGS,
                 building=applying,
+                groups={
+                    unit.path: group_of(unit.path, group_by)
+                    for unit in units
+                    if unit.path not in self.done
+                },
+                group_noun="directories" if group_by == "dir" else "groups",
             )
             try:
                 status = await runner.drive(
@@ -457,32 +464,20 @@ class _Execution:
         return status, limit.peak
 
 
-def _directory_of(group_by: str) -> Callable[[str], str]:
-    """What ``{dir}`` is for a file: its folder, or the repository's root (``.``)."""
-    if group_by == "repo":
-        return lambda path: "."
-    return lambda path: str(PurePosixPath(path).parent)
-
-
 def _grouped(
     units: Sequence[ReviewUnit], group_by: str
 ) -> tuple[tuple[ReviewUnit, ...], list[list[int]]]:
     """``units`` in the order their groups are worked, each group's files side by side, and
     the indexes of each group: by directory, by file, or the whole repository as one."""
 
-    def key(unit: ReviewUnit) -> str:
-        if group_by == "dir":
-            return str(PurePosixPath(unit.path).parent)
-        return "" if group_by == "repo" else unit.path
-
-    ordered = sorted(units, key=lambda unit: (key(unit), unit.path))
+    ordered = sorted(units, key=lambda unit: (group_of(unit.path, group_by), unit.path))
     ordered = [replace(unit, index=at) for at, unit in enumerate(ordered)]
     groups: list[list[int]] = []
     last = None
     for unit in ordered:
-        if not groups or key(unit) != last:
+        if not groups or group_of(unit.path, group_by) != last:
             groups.append([])
-            last = key(unit)
+            last = group_of(unit.path, group_by)
         groups[-1].append(unit.index)
     return tuple(ordered), groups
 

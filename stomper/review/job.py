@@ -25,7 +25,6 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import PurePosixPath
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from stomper import git, redaction
@@ -41,7 +40,7 @@ from stomper.review.cache import Cached, ReviewCache
 from stomper.review.chunks import CHUNK_LINES, Chunk, chunked, parses
 from stomper.review.lessons import Lessons, change_of, lesson
 from stomper.review.prompt import Persona, reflect_prompt, review_prompt
-from stomper.review.units import ReviewUnit, unreviewable
+from stomper.review.units import ReviewUnit, directory_of, group_of, unreviewable
 from stomper.store import Blobs
 from stomper.unit import Patch, Status, UnitResult, quote_path
 from stomper.workflow.job import Emit, EmitFor, Produced
@@ -82,8 +81,8 @@ class Applying:
     builder: Builder
     lander: Lander
     lessons: Lessons
-    directory_of: Callable[[str], str]
-    """The directory a file's group builds (what ``{dir}`` expands to)."""
+    group_by: str = "dir"
+    """What the files are grouped by: ``dir``, ``file`` or ``repo``."""
     build_attempts: int = 1
     commit_per: str = "file"
     """``file``: a commit per landed file; ``dir``: one for the group."""
@@ -232,7 +231,8 @@ class ReviewJob:
         persona, run_id = self.policy.persona.name, applying.lander.run_id
         if applying.commit_per == "dir" and len(landing) > 1:
             results = [result for result, _patch in landing]
-            message = _group_message(results, persona, run_id)
+            name = group_of(results[0].path, applying.group_by)
+            message = _group_message(name, results, persona, run_id)
             patches = [patch for _result, patch in landing]
             (outcome,) = await applying.lander.land_commits([(patches, message)])
             return [outcome] * len(landing)
@@ -256,8 +256,8 @@ class ReviewJob:
         """Build the group's edits at the target's tip, and bisect them when the build
         fails: the units whose edits build, each with the patch to land, and the others
         with why theirs does not."""
-        name = _group_name([unit.path for unit in units])
-        directory = applying.directory_of(units[0].path)
+        name = group_of(units[0].path, applying.group_by)
+        directory = directory_of(units[0].path, applying.group_by)
         outcome = GroupOutcome(name, directory, tuple(unit.path for unit in units))
         self.groups.append(outcome)
         landed = applying.lander.landed
@@ -460,7 +460,7 @@ class ReviewJob:
         """What earlier builds of the unit's directory taught, when edits are asked for."""
         if self.applying is None:
             return []
-        return self._taught.get(self.applying.directory_of(unit.path), [])
+        return self._taught.get(directory_of(unit.path, self.applying.group_by), [])
 
     def _review_of(
         self,
@@ -676,14 +676,6 @@ def _count(produced: list[Produced], path: str, asked: _Asked[Any]) -> None:
             )
 
 
-def _group_name(paths: Sequence[str]) -> str:
-    """A group by its files: the one file, or the folder they share."""
-    if len(paths) == 1:
-        return paths[0]
-    parents = {str(PurePosixPath(path).parent) for path in paths}
-    return parents.pop() if len(parents) == 1 else "."
-
-
 def _encoded(text: str) -> bytes:
     return text.encode("utf-8", errors="surrogateescape")
 
@@ -742,10 +734,9 @@ def _message(result: UnitResult, persona: str, run_id: str) -> str:
     return f"{subject}\n\n{where}Findings:\n{said}\n\nStomper-Run: {run_id}\nStomper-Unit: {name}\n"
 
 
-def _group_message(results: Sequence[UnitResult], persona: str, run_id: str) -> str:
-    """The one commit of a group's landed edits (``--commit-per dir``): the findings of each
-    file in its body, and the trailers that record the run and the group."""
-    name = _group_name([result.path for result in results])
+def _group_message(name: str, results: Sequence[UnitResult], persona: str, run_id: str) -> str:
+    """The one commit of group ``name``'s landed edits (``--commit-per dir``): the findings
+    of each file in its body, and the trailers that record the run and the group."""
     count = sum(len(result.review.findings) for result in results if result.review is not None)
     action = f"review({persona}): {count} findings in {len(results)} files"
     place = subject_place(name, _SUBJECT_MAX - len(action) - len(" of "))

@@ -131,3 +131,17 @@ def unreviewable(content: bytes) -> str | None:
     if not text.strip():
         return "empty file"
     return None
+
+
+def group_of(path: str, group_by: str) -> str:
+    """The name of the group ``path`` is worked in (``group_by``: ``dir``, ``file`` or
+    ``repo``): its folder (``.`` at the top), the file itself, or ``.``, the repository."""
+    if group_by == "file":
+        return path
+    return str(PurePosixPath(path).parent) if group_by == "dir" else "."
+
+
+def directory_of(path: str, group_by: str) -> str:
+    """What ``{dir}`` is in the build of ``path``'s group: its folder, or the repository's
+    root (``.``)."""
+    return "." if group_by == "repo" else str(PurePosixPath(path).parent)
