@@ -398,6 +398,35 @@ def review(
     _finish(command)
 
 
+@app.command("run")
+def run_tasks(
+    tasks: Annotated[
+        Path, typer.Argument(help="The task file: tasks.toml, .json or .yaml.", metavar="TASKS")
+    ],
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan", help="Show the dependency graph, the waves and the critical path only."
+        ),
+    ] = False,
+    max_parallel: Annotated[
+        int, typer.Option("--max-parallel", "-j", help="Tasks at once (default 4).")
+    ] = 4,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="The plan as JSON on stdout.")
+    ] = False,
+    repo: RepoOption = None,
+) -> None:
+    """Plan declared tasks into waves that never share a file (working them: not yet)."""
+    from stomper.commands.run import RunRequest
+    from stomper.commands.run import run as run_command
+
+    request = RunRequest(
+        _repo_dir(repo), tasks.absolute(), plan_only=plan, parallel=max_parallel, json=json_output
+    )
+    _finish(lambda: _run(run_command(request)))
+
+
 @app.command()
 def resume(
     run_id: Annotated[
