@@ -461,12 +461,18 @@ def runs(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the runs as JSON on stdout.")
     ] = False,
+    locks: Annotated[
+        bool,
+        typer.Option(
+            "--locks", help="List the paths tasks of `stomper run` hold, and who holds them."
+        ),
+    ] = False,
     repo: RepoOption = None,
 ) -> None:
     """List the runs of this repository with their status, counts and age."""
     from stomper.commands.runs import runs as run
 
-    _finish(lambda: _run(run(_repo_dir(repo), json_output=json_output)))
+    _finish(lambda: _run(run(_repo_dir(repo), json_output=json_output, locks=locks)))
 
 
 @app.command("show")

@@ -77,6 +77,11 @@ class StateDir:
     def lock_file(self, target_ref: str) -> Path:
         return self.root / "locks" / (target_ref.replace("/", "%") + ".lock")
 
+    @property
+    def path_locks(self) -> Path:
+        """Where the tasks of ``stomper run`` lock the paths they work on."""
+        return self.root / "path-locks"
+
     def cache_dir(self, tool: str) -> Path:
         return self.root / "cache" / tool
 

@@ -14,6 +14,7 @@ from stomper.errors import RepositoryError
 from stomper.journal import Journal, live_runs
 from stomper.recovery import recover
 from stomper.repository import Repository, open_repository
+from stomper.tasks.locks import records
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,11 @@ def _started(value: object) -> float:
     return time.time()
 
 
-async def runs(cwd: Path, *, json_output: bool) -> int:
+async def runs(cwd: Path, *, json_output: bool, locks: bool = False) -> int:
     repo = await open_repository(cwd)
     await recover(repo)
+    if locks:
+        return _show_locks(repo, json_output=json_output)
     found = await summarize(repo)
     if json_output:
         console.print_document([asdict(run) for run in found])
@@ -112,6 +115,33 @@ async def runs(cwd: Path, *, json_output: bool) -> int:
     console.print_table(table)
     if any(run.status in ("interrupted", "crashed") for run in found):
         console.info("resume the newest unfinished run with `stomper resume`")
+    return 0
+
+
+def _show_locks(repo: Repository, *, json_output: bool) -> int:
+    """The paths the tasks of ``stomper run`` hold now, and who holds them."""
+    held = records(repo.state.path_locks)
+    if json_output:
+        console.print_document([record.to_json() for record in held])
+        return 0
+    if not held:
+        console.info("no path is locked: no task of `stomper run` is working now")
+        return 0
+    table = Table(show_edge=False)
+    for column in ("path", "lock", "run", "task", "pid", "host", "held for"):
+        table.add_column(column, overflow="fold")
+    now = time.time()
+    for record in held:
+        table.add_row(
+            record.path,
+            record.mode,
+            record.run,
+            record.task,
+            str(record.pid),
+            record.host,
+            _age(now - record.since),
+        )
+    console.print_table(table)
     return 0
 
 
