@@ -292,7 +292,7 @@ class ReviewJob:
         for one in produced:
             path = one.result.path
             if path in by_path:
-                settled.append(replace(one, patch=await _patch(self.blobs, by_path[path])))
+                settled.append(replace(one, patches=(await _patch(self.blobs, by_path[path]),)))
             elif path in why:
                 status = Status.ROLLED_BACK if path in rolled_back else one.result.status
                 result = replace(one.result, status=status, reason=why[path])

@@ -39,10 +39,16 @@ class Produced:
     """A unit worked as far as it goes before landing."""
 
     result: UnitResult
-    patch: Patch | None = None
-    """What is to land; None when the result is final (nothing to land, or refused)."""
+    patches: tuple[Patch, ...] = ()
+    """What is to land, one patch a file the unit changes, creates or deletes; none when
+    the result is final (nothing to land, or refused)."""
     started: float = 0.0
     """When the unit began (``time.monotonic()``)."""
+
+    @property
+    def patch(self) -> Patch | None:
+        """The one patch of a unit that changes one file (``fix``, ``review``)."""
+        return self.patches[0] if len(self.patches) == 1 else None
 
 
 class Job(Protocol[U_contra]):

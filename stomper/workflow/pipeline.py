@@ -149,7 +149,7 @@ class Pipeline:
                     result = result_of(unit, verdict, reason=why, attempts=1, agent_s=agent_s)
                     blob, content = await space.blob(unit, now)
                     patch = Patch(unit.path, unit.mode, unit.base_blob, blob, content)
-                    settled[unit.path] = Produced(result, patch)
+                    settled[unit.path] = Produced(result, (patch,))
         return settled
 
     async def _verify_together(
@@ -283,7 +283,7 @@ class Pipeline:
             # The bytes that were verified, as they were read: not the file read again.
             blob, content = await space.blob(unit, source)
             patch = Patch(unit.path, unit.mode, unit.base_blob, blob, content)
-        return Produced(result, patch)
+        return Produced(result, (patch,))
 
     async def _land(self, produced: Produced, emit: Emit) -> UnitResult:
         result, patch = produced.result, produced.patch
