@@ -155,6 +155,7 @@ class Lander:
         checked_out: bool,
         landed: Mapping[str, str] = {},
         user_index: Path | None = None,
+        once_per_path: bool = True,
     ) -> None:
         self.root = root
         self.target_ref = target_ref
@@ -167,6 +168,10 @@ class Lander:
         self.landed = dict(landed)
         """Units of this run on the target (path to commit): found by their trailers before
         this lander began, or landed by it."""
+        self.once_per_path = once_per_path
+        """A change of a path in :attr:`landed` is taken as landed already (a unit is its
+        file). Off where several units of a run change one file, one after the other (the
+        tasks of ``run``): their job knows what landed."""
         self._lock = asyncio.Lock()
         self._queue: list[_Request] = []
         self._producing = 0
@@ -214,7 +219,9 @@ class Lander:
         lands one patch a commit."""
         entries: list[_Request | Landed] = []
         for patches, message in commits:
-            done = next((self.landed[p.path] for p in patches if p.path in self.landed), None)
+            done = None
+            if self.once_per_path:
+                done = next((self.landed[p.path] for p in patches if p.path in self.landed), None)
             if done is not None:
                 # Landed before a crash cut the journal short: landing is exactly once.
                 entries.append(Landed(done, 0.0))

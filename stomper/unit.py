@@ -21,6 +21,10 @@ class Status(StrEnum):
     """Reviewed, and its edit landed (``review --apply``)."""
     ROLLED_BACK = "rolled_back"
     """Reviewed, and its edit broke the build: left out."""
+    LANDED = "landed"
+    """A task whose change passed its verification and landed (``run``)."""
+    BLOCKED = "blocked"
+    """A task whose change broke a rule (a file outside its own): never tried again as is."""
 
 
 LANDABLE = frozenset({Status.FIXED, Status.PARTIAL})
@@ -34,6 +38,8 @@ REVIEW_ENDINGS = (
     Status.SKIPPED,
 )
 """How a unit of ``review`` may end."""
+TASK_ENDINGS = (Status.LANDED, Status.FAILED, Status.BLOCKED, Status.SKIPPED)
+"""How a task of ``run`` may end."""
 
 
 @dataclass(frozen=True)

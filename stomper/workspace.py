@@ -597,6 +597,21 @@ def write_regular(root: Path, relative: str, content: bytes, mode: str) -> None:
         os.close(parent)
 
 
+def remove_regular(root: Path, relative: str) -> None:
+    """Remove the file ``relative`` below ``root``, never through a symlink on its way;
+    nothing when it is not there."""
+    try:
+        parent, name = _parent_fd(root, relative, create=False)
+    except FileNotFoundError:
+        return
+    try:
+        os.unlink(name, dir_fd=parent)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(parent)
+
+
 def _scratch_violation(folder: Path, unit: Unit) -> str | None:
     """Why a scratch folder holds more or other than the unit's one regular file."""
     others = []

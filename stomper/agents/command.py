@@ -241,21 +241,26 @@ class CommandAgent:
 
     async def fix(self, task: AgentTask) -> AgentOutcome:
         """One attempt: run the command once; a timeout or a failure raises AttemptFailed."""
+        prompt = task_prompt(task.unit.path, task.unit.diagnostics, feedback=task.feedback)
+        return await self.work(task.workspace, prompt, file=task.unit.path)
+
+    async def work(self, workspace: Path, prompt: str, *, file: str) -> AgentOutcome:
+        """One attempt at what ``prompt`` asks, in the tree at ``workspace`` (``{file}`` is
+        ``file``): the command runs once; a timeout or a failure raises AttemptFailed."""
         executable = self._require_binary()
         contained = await self._contained()
-        prompt = task_prompt(task.unit.path, task.unit.diagnostics, feedback=task.feedback)
         with _scratch(prompt) as (scratch_dir, prompt_file):
-            argv = self.argv(task.unit.path, prompt_file=prompt_file, scratch_dir=scratch_dir)
+            argv = self.argv(file, prompt_file=prompt_file, scratch_dir=scratch_dir)
             wrapped = contained.wrap(
                 (executable, *argv[1:]),
-                workspace=task.workspace,
+                workspace=workspace,
                 scratch=scratch_dir,
                 state=state_paths(os.environ.get("HOME"), self.state),
             )
             try:
                 done = await proc.run(
                     wrapped,
-                    cwd=task.workspace,
+                    cwd=workspace,
                     stdin=prompt.encode() if self.prompt_on_stdin else None,
                     env=self.env,
                     timeout=self.timeout,

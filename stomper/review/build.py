@@ -26,7 +26,7 @@ from stomper import proc
 from stomper.errors import ConfigError
 from stomper.sandbox import Sandbox
 from stomper.workflow.limit import Places
-from stomper.workspace import Workspaces, write_regular
+from stomper.workspace import Workspaces, remove_regular, write_regular
 
 DIR = "{dir}"
 _TAIL_LINES = 30
@@ -39,8 +39,10 @@ class Edited:
 
     path: str
     mode: str
-    old_blob: str
-    content: bytes
+    old_blob: str | None
+    """None: the edit creates the file."""
+    content: bytes | None
+    """None: the edit deletes the file."""
 
 
 @dataclass(frozen=True)
@@ -82,14 +84,14 @@ class Builder:
 
     def __init__(
         self,
-        command: str,
+        command: str | None,
         *,
         workspaces: Workspaces,
         sandbox: Sandbox,
         timeout: float,
         parallel: int = 1,
     ) -> None:
-        self.template = split_build(command)
+        self.template = split_build(command) if command is not None else ()
         self.workspaces = workspaces
         self.sandbox = sandbox
         self.timeout = timeout
@@ -107,27 +109,41 @@ class Builder:
         builds (``first`` False: at the base, bisection) go before the first builds of
         other groups: a group half settled holds its files from landing, and its builds
         come one after the other."""
-        urgent = not first
+        return await self.run(tip, self.argv(directory), edits, urgent=not first)
+
+    async def run(
+        self,
+        tip: str,
+        command: Sequence[str],
+        edits: Sequence[Edited],
+        *,
+        urgent: bool = False,
+        within: float | None = None,
+    ) -> Built:
+        """``command`` (an argv) in a tree at ``tip`` with ``edits`` written in, contained;
+        passed when it exits 0 within ``within`` seconds (the builder's timeout unless
+        told)."""
+        limit = within if within is not None else self.timeout
         async with self._ready.taken(urgent=urgent), self.workspaces.tree(tip) as space:
             for edit in edits:
-                await asyncio.to_thread(
-                    write_regular, space.root, edit.path, edit.content, edit.mode
-                )
+                if edit.content is None:
+                    await asyncio.to_thread(remove_regular, space.root, edit.path)
+                else:
+                    await asyncio.to_thread(
+                        write_regular, space.root, edit.path, edit.content, edit.mode
+                    )
             with tempfile.TemporaryDirectory(prefix="stomper-build-") as scratch:
-                argv = self.sandbox.wrap(
-                    self.argv(directory), workspace=space.root, scratch=Path(scratch)
-                )
+                argv = self.sandbox.wrap(command, workspace=space.root, scratch=Path(scratch))
                 async with self._running.taken(urgent=urgent):
                     began = time.monotonic()
                     try:
                         done = await proc.run(
-                            argv, cwd=space.root, timeout=self.timeout, check=False, reap=True
+                            argv, cwd=space.root, timeout=limit, check=False, reap=True
                         )
                     except proc.ProcessTimeout:
-                        why = f"the build ran past {self.timeout:g}s and was stopped"
-                        return Built(False, why)
+                        return Built(False, f"{command[0]} ran past {limit:g}s and was stopped")
                     except OSError as exc:
-                        return Built(False, f"cannot run the build: {exc}")
+                        return Built(False, f"cannot run {command[0]}: {exc}")
                     seconds = time.monotonic() - began
             # Paths in the output name the files as the repository does, not the workspace.
             output = (done.stdout + done.stderr).decode(errors="replace")

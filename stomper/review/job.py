@@ -686,9 +686,9 @@ def _edited(edit: _Edit) -> Edited:
 
 async def _patch(blobs: Blobs, edit: _Edit) -> Patch:
     """The patch that lands ``edit``, its blob stored (by git, as ``hash-object -w``)."""
-    made = _edited(edit)
-    blob = await blobs.write(made.path, made.content)
-    return Patch(made.path, made.mode, made.old_blob, blob)
+    content = _encoded(edit.edited)
+    blob = await blobs.write(edit.unit.path, content)
+    return Patch(edit.unit.path, edit.unit.mode, edit.unit.blob, blob)
 
 
 def _edited_text(path: str, source: str, readings: Sequence[answer.Reading]) -> str | None:

@@ -11,7 +11,9 @@ from stdin when no ``--prompt-file`` is given. Modes:
 - ``other-file``: fix FILE and also edit another tracked file;
 - ``new-file``: fix FILE and also create a file (:data:`NEW_FILE`);
 - ``suppress``: append ``# noqa`` to every line ruff flags in FILE;
-- ``fail``: print a message and exit with code 3.
+- ``fail``: print a message and exit with code 3;
+- ``task``: do what the prompt's ``fake-agent:`` lines say (:func:`follow`), as an agent of
+  ``stomper run`` would do what its task asks.
 
 When the environment names a file in ``STOMPER_FAKE_AGENT_LOG``, every call appends one
 line to it, FILE first, then tab-separated ``key=value`` fields: the size of the prompt it
@@ -31,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOG_ENV = "STOMPER_FAKE_AGENT_LOG"
-MODES = ("fix", "noop", "hang", "other-file", "new-file", "suppress", "fail")
+MODES = ("fix", "noop", "hang", "other-file", "new-file", "suppress", "fail", "task")
+TASK_MARK = "fake-agent:"
 NEW_FILE = "fake_agent_notes.txt"
 REWRITTEN = "# rewritten by the fake agent's grandchild after stomper gave up\n"
 FAIL_CODE = 3
@@ -49,6 +52,11 @@ class LogEntry:
     child_pid: int | None
     prompt_file: str | None
     """Where the prompt was read from; None for stdin."""
+    task: str | None = None
+    """``task`` mode: the task the prompt is of."""
+    started: float | None = None
+    """``task`` mode: when it began and ended its work (``time.time()``)."""
+    ended: float | None = None
 
 
 def read_log(path: Path) -> list[LogEntry]:
@@ -69,6 +77,9 @@ def read_log(path: Path) -> list[LogEntry]:
                 pid=int(fields["pid"]),
                 child_pid=None if child == "-" else int(child),
                 prompt_file=fields.get("prompt_file") or None,
+                task=fields.get("task") or None,
+                started=float(fields["started"]) if fields.get("started") else None,
+                ended=float(fields["ended"]) if fields.get("ended") else None,
             )
         )
     return entries
@@ -78,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     file = Path(args.file)
     prompt = Path(args.prompt_file).read_bytes() if args.prompt_file else sys.stdin.buffer.read()
+    if args.mode == "task":
+        started = time.time()
+        code = follow(prompt.decode("utf-8"), delay=args.delay)
+        task = _task_of(prompt.decode("utf-8"))
+        _log(args.file, len(prompt), args.mode, None, args.prompt_file, task, started)
+        return code
     child = _spawn_rewriter(file, args.rewrite_after) if args.mode == "hang" else None
     _log(args.file, len(prompt), args.mode, child, args.prompt_file)
     if args.delay:
@@ -120,8 +137,70 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def follow(prompt: str, *, delay: float = 0.0) -> int:
+    """Do what the prompt's ``fake-agent:`` lines say, in their order; the exit code.
+
+    ``write PATH: TEXT`` (``\\n`` is a line break; the folders are made), ``append PATH:
+    TEXT``, ``replace PATH: OLD => NEW``, ``delete PATH``, ``sleep SECONDS``, ``fail
+    MESSAGE``. A line that begins ``once`` is done on a first attempt only, one that begins
+    ``retry`` only when the prompt says what went wrong the last time.
+    """
+    from stomper.tasks.prompt import FEEDBACK_HEADING
+
+    retried = FEEDBACK_HEADING in prompt
+    if delay:
+        time.sleep(delay)
+    for line in prompt.splitlines():
+        line = line.strip()
+        if not line.startswith(TASK_MARK):
+            continue
+        action = line[len(TASK_MARK) :].strip()
+        when, _, rest = action.partition(" ")
+        if when in ("once", "retry"):
+            if (when == "retry") != retried:
+                continue
+            action = rest
+        verb, _, rest = action.partition(" ")
+        if verb == "sleep":
+            time.sleep(float(rest))
+        elif verb == "fail":
+            print(f"fake agent: {rest}", file=sys.stderr)
+            return FAIL_CODE
+        elif verb == "delete":
+            Path(rest).unlink()
+        else:
+            path, _, text = rest.partition(": ")
+            text = text.replace("\\n", "\n")
+            target = Path(path)
+            if verb == "write":
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text + "\n", encoding="utf-8")
+            elif verb == "append":
+                with target.open("a", encoding="utf-8") as handle:
+                    handle.write(text + "\n")
+            elif verb == "replace":
+                old, _, new = text.partition(" => ")
+                target.write_text(target.read_text(encoding="utf-8").replace(old, new))
+            else:
+                print(f"fake agent: no such action {verb!r}", file=sys.stderr)
+                return 2
+    print(f"fake agent: did what the task said ({len(prompt)} prompt bytes)")
+    return 0
+
+
+def _task_of(prompt: str) -> str:
+    first = prompt.splitlines()[0] if prompt else ""
+    return first.removeprefix("# Task ").strip() if first.startswith("# Task ") else ""
+
+
 def _log(
-    file: str, prompt_bytes: int, mode: str, child: int | None, prompt_file: str | None
+    file: str,
+    prompt_bytes: int,
+    mode: str,
+    child: int | None,
+    prompt_file: str | None,
+    task: str = "",
+    started: float | None = None,
 ) -> None:
     log = os.environ.get(LOG_ENV)
     if not log:
@@ -135,6 +214,8 @@ def _log(
         "child": "-" if child is None else child,
         "prompt_file": prompt_file or "",
     }
+    if started is not None:
+        fields |= {"task": task, "started": started, "ended": time.time()}
     line = "\t".join([file, *(f"{key}={value}" for key, value in fields.items())])
     # One write of one line in append mode: concurrent calls do not interleave their lines.
     with open(log, "a", encoding="utf-8") as handle:

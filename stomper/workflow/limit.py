@@ -65,14 +65,16 @@ class Places:
 
 
 class Limit:
-    """At most ``agents`` agent calls at once, and at most ``2 * agents`` units worked at
-    once; made per run, inside its event loop, never at module level."""
+    """At most ``agents`` agent calls at once, and at most ``units`` (``2 * agents``) units
+    worked at once; made per run, inside its event loop, never at module level."""
 
-    def __init__(self, agents: int) -> None:
+    def __init__(self, agents: int, *, units: int | None = None) -> None:
         if agents < 1:
             raise ValueError(f"a run needs at least one agent at a time, not {agents}")
         self.agents = agents
-        self.units = 2 * agents
+        self.units = units if units is not None else 2 * agents
+        """Units worked at once: ``2 * agents`` unless told (tasks waiting for the ones they
+        depend on are being worked, and hold no agent's place)."""
         self.calling = 0
         """Agent calls in flight now."""
         self.peak = 0
