@@ -409,22 +409,42 @@ def run_tasks(
             "--plan", help="Show the dependency graph, the waves and the critical path only."
         ),
     ] = False,
-    max_parallel: Annotated[
-        int, typer.Option("--max-parallel", "-j", help="Tasks at once (default 4).")
-    ] = 4,
+    max_parallel_files: Annotated[
+        int | None, typer.Option("--max-parallel", "-j", help="Tasks at once (default 4).")
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            help="The CLI agent of tasks that name none: claude, codex, aider, cursor or command."
+        ),
+    ] = None,
+    agent_cmd: Annotated[
+        str | None,
+        typer.Option(help="The command of --agent command ({prompt_file}, {file}, {scratch_dir})."),
+    ] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="The plan as JSON on stdout.")
+        bool, typer.Option("--json", help="One JSON document on stdout.")
     ] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No live view.")] = False,
     repo: RepoOption = None,
 ) -> None:
-    """Plan declared tasks into waves that never share a file (working them: not yet)."""
+    """Work declared tasks in parallel where they share no file, verified, landed one at a time."""
     from stomper.commands.run import RunRequest
     from stomper.commands.run import run as run_command
+    from stomper.config import load_settings
+    from stomper.repository import toplevel_or_none
 
+    cwd = _repo_dir(repo)
+    flags = {"max_parallel_files": max_parallel_files, "agent": agent, "agent_cmd": agent_cmd}
     request = RunRequest(
-        _repo_dir(repo), tasks.absolute(), plan_only=plan, parallel=max_parallel, json=json_output
+        cwd, tasks.absolute(), plan_only=plan, json=json_output, progress=not no_progress
     )
-    _finish(lambda: _run(run_command(request)))
+
+    def command() -> int:
+        settings = load_settings(toplevel_or_none(cwd), flags)
+        return _run(run_command(request, settings))
+
+    _finish(command)
 
 
 @app.command()

@@ -1,23 +1,48 @@
-"""``stomper run TASKS``: declared tasks, planned into waves that never share a file.
+"""``stomper run TASKS``: declared tasks, in parallel where they share no file, each worked
+by its agent in a workspace of its own, verified, and landed through a merge queue.
 
-``--plan`` reads the task file, checks the tasks against the repository's tracked files at
-HEAD, and shows the plan without running anything: each task with what it waits for and
-touches, the waves, and the critical path; every problem found is a line of its own, and
-exit 2. Working the tasks themselves (agents in contained workspaces, verification, the
-merge queue) is not part of stomper yet: without ``--plan`` the plan is checked, then
-the command says so and exits 2.
+``--plan`` reads the task file, checks the tasks against the files tracked at HEAD, and
+shows the plan without running anything: each task with what it waits for and touches, the
+waves, and the critical path. Every problem found is a line of its own, and exit 2.
+
+Without ``--plan`` the tasks are worked (:mod:`stomper.tasks.job`) on the checked-out
+branch: at most ``-j N`` at once, each as soon as its dependencies have landed and no
+other task (of this run, or of another ``stomper run`` on the repository) holds one of
+its files. The run's lock is its own, not the branch's: two runs whose tasks touch other
+files work side by side.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from stomper import console, git
+from stomper import console, git, redaction, runner, sandbox
+from stomper.agents.command import PRESETS, CommandAgent
+from stomper.commands.fix import require_identity
+from stomper.config import Settings
 from stomper.errors import ConfigError
-from stomper.repository import open_repository
+from stomper.journal import Journal, hold_lock, new_run_id
+from stomper.landing import Lander
+from stomper.recovery import recover
+from stomper.report import EXIT_CLEAN, EXIT_INTERRUPTED, EXIT_REMAINING
+from stomper.repository import Repository, open_repository, require_index
+from stomper.review.build import Builder
+from stomper.store import Blobs
 from stomper.tasks import taskfile
+from stomper.tasks.job import VERIFY_TIMEOUT, TaskJob, TaskUnit
+from stomper.tasks.locks import PathLocks
 from stomper.tasks.plan import Plan, Planned, plan
+from stomper.tasks.schedule import Scheduler
+from stomper.unit import TASK_ENDINGS, Status, UnitResult
+from stomper.workflow.context import RunContext
+from stomper.workflow.limit import Limit
+from stomper.workspace import Workspaces
+
+CLI_AGENTS = (*PRESETS, "command")
 
 
 @dataclass(frozen=True)
@@ -25,30 +50,217 @@ class RunRequest:
     cwd: Path
     tasks: Path
     plan_only: bool = False
-    parallel: int = 4
     json: bool = False
+    progress: bool = True
 
 
-async def run(request: RunRequest) -> int:
-    if request.parallel < 1:
-        raise ConfigError(f"-j must be at least 1, not {request.parallel}")
+@dataclass(frozen=True)
+class TasksReport:
+    run_id: str
+    status: str
+    base: str
+    results: tuple[UnitResult, ...]
+    records: dict[str, dict[str, Any]]
+    wall_s: float
+    peak: int
+
+    def totals(self) -> dict[str, int]:
+        counts = {status.value: 0 for status in TASK_ENDINGS}
+        for result in self.results:
+            counts[result.status.value] = counts.get(result.status.value, 0) + 1
+        return {"tasks": len(self.results), **counts}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "command": "run",
+            "status": self.status,
+            "base": self.base,
+            "tasks": [
+                {
+                    "id": result.path,
+                    "status": result.status.value,
+                    "commit": result.commit,
+                    "attempts": result.attempts,
+                    "reason": result.reason,
+                    "duration_s": round(result.duration_s, 3),
+                    **{
+                        key: self.records.get(result.path, {}).get(key)
+                        for key in ("files", "started", "ended")
+                    },
+                    "verdicts": [
+                        attempt["verdict"]
+                        for attempt in self.records.get(result.path, {}).get("attempts", [])
+                    ],
+                }
+                for result in self.results
+            ],
+            "totals": self.totals(),
+            "metrics": {"wall_s": round(self.wall_s, 3), "peak_concurrency": self.peak},
+        }
+
+    def exit_code(self) -> int:
+        if self.status == "interrupted":
+            return EXIT_INTERRUPTED
+        landed = all(result.status is Status.LANDED for result in self.results)
+        return EXIT_CLEAN if self.status == "completed" and landed else EXIT_REMAINING
+
+
+async def run(request: RunRequest, settings: Settings) -> int:
+    started = time.monotonic()
+    redaction.use(redaction.Redaction.of(settings))
     repo = await open_repository(request.cwd)
     tasks = taskfile.load(request.tasks)
     tracked = await git.tree_entries(repo.root, repo.head)
     made = plan(tasks, tracked)
-    if request.json:
+    if request.plan_only and request.json:
         console.print_document({"tasks_file": str(request.tasks), **made.to_json()})
     if made.problems:
         for problem in made.problems:
             console.error(problem)
         return 2
-    if not request.json:
-        _show(made, request.parallel)
     if request.plan_only:
+        if not request.json:
+            _show(made, settings.max_parallel_files)
         return 0
-    raise ConfigError(
-        "stomper run can plan tasks (--plan) but not work them yet: the plan above is what "
-        "a run would do"
+    agents = _agents(made, settings)
+    if repo.branch is None:
+        raise ConfigError("HEAD is detached: check out the branch the tasks are to land on")
+    await require_index(repo)
+    await require_identity(repo)
+    for agent in agents.values():
+        await agent.ready()
+    report = await _work(repo, made, agents, settings, request, started)
+    if request.json:
+        console.print_document(report.to_json())
+    _summary(report)
+    return report.exit_code()
+
+
+def _agents(made: Plan, settings: Settings) -> dict[str, CommandAgent]:
+    """The CLI agent of each name the tasks ask for (``settings.agent`` by default)."""
+    names = {one.task.agent or settings.agent for one in made.tasks}
+    wrong = sorted(name for name in names if name not in CLI_AGENTS)
+    if wrong:
+        raise ConfigError(
+            f"tasks are worked by CLI agents, not {wrong[0]!r}: choose one of "
+            f"{', '.join(CLI_AGENTS)} (agent = ... in the task file's [defaults], or --agent)"
+        )
+    return {name: CommandAgent.from_settings(name, settings) for name in sorted(names)}
+
+
+async def _work(
+    repo: Repository,
+    made: Plan,
+    agents: dict[str, CommandAgent],
+    settings: Settings,
+    request: RunRequest,
+    started: float,
+) -> TasksReport:
+    assert repo.branch is not None
+    run_id, target = new_run_id(), repo.branch
+    parallel = settings.max_parallel_files
+    journal = Journal(repo.state.run_dir(run_id))
+    journal.create(
+        {
+            "run_id": run_id,
+            "command": "run",
+            "status": "running",
+            "base": repo.head,
+            "target": target,
+            "checked_out": True,
+            "units": len(made.tasks),
+            "started": time.time(),
+            "dry_run": False,
+            "tasks_file": str(request.tasks),
+            "settings": settings.model_dump(),
+        }
+    )
+    units = [TaskUnit(index, planned) for index, planned in enumerate(made.tasks)]
+    results: list[UnitResult] = []
+    workspaces = Workspaces(repo.root, repo.state.worktrees(run_id), pool_size=2 * parallel + 1)
+    blobs = Blobs(repo.root)
+    lander = Lander(
+        repo.root,
+        target,
+        run_id=run_id,
+        index_file=journal.index_file,
+        checked_out=True,
+        user_index=repo.git_dir / "index",
+        once_per_path=False,
+    )
+    limit = Limit(parallel, units=max(len(units), 1))
+    scheduler = Scheduler(PathLocks(repo.state.path_locks, run_id), parallel)
+    status = "failed"
+    job = None
+    try:
+        async with hold_lock(repo.state, f"{target}@{run_id}", run_id):
+            await recover(repo)
+            job = TaskJob(
+                agents=agents,
+                default_agent=settings.agent,
+                scheduler=scheduler,
+                workspaces=workspaces,
+                builder=Builder(
+                    None,
+                    workspaces=workspaces,
+                    sandbox=await sandbox.resolve(settings.sandbox, agent="the verification"),
+                    timeout=VERIFY_TIMEOUT,
+                    parallel=parallel,
+                ),
+                lander=lander,
+                blobs=blobs,
+                limit=limit,
+                audit=journal.dir / "tasks.jsonl",
+            )
+
+            def record(result: UnitResult) -> None:
+                results.append(result)
+                journal.record(result)
+
+            context = RunContext(units=units, job=job, record=record, wave=max(len(units), 1))
+            view = console.ProgressView(
+                len(units),
+                title=f"running {len(units)} tasks",
+                enabled=request.progress and not request.json,
+                endings=TASK_ENDINGS,
+            )
+            status = await runner.drive(
+                context, journal, checkpointer=settings.checkpointer, view=view, head=len(units)
+            )
+    finally:
+        await blobs.aclose()
+        await asyncio.shield(lander.aclose())
+        await asyncio.shield(workspaces.aclose())
+        workspaces.close()
+        journal.index_file.unlink(missing_ok=True)
+        journal.update(status=status, finished=time.time())
+    order = {unit.path: unit.index for unit in units}
+    records = {key: record.to_json() for key, record in job.records.items()} if job else {}
+    return TasksReport(
+        run_id,
+        status,
+        repo.head,
+        tuple(sorted(results, key=lambda result: order[result.path])),
+        records,
+        time.monotonic() - started,
+        scheduler.peak,
+    )
+
+
+def _summary(report: TasksReport) -> None:
+    for result in report.results:
+        line = f"{result.status.value:>8}  {result.path}"
+        if result.commit:
+            line += f"  {result.commit[:10]}"
+        if result.reason and result.status is not Status.LANDED:
+            line += f"  {result.reason.splitlines()[0]}"
+        console.info(line, markup=False)
+    totals = report.totals()
+    counted = ", ".join(f"{totals[status.value]} {status.value}" for status in TASK_ENDINGS)
+    console.info(
+        f"[bold]{totals['tasks']} tasks[/]: {counted}; at most {report.peak} at once, "
+        f"{report.wall_s:.1f}s (run {report.run_id})"
     )
 
 

@@ -142,8 +142,9 @@ def follow(prompt: str, *, delay: float = 0.0) -> int:
 
     ``write PATH: TEXT`` (``\\n`` is a line break; the folders are made), ``append PATH:
     TEXT``, ``replace PATH: OLD => NEW``, ``delete PATH``, ``sleep SECONDS``, ``fail
-    MESSAGE``. A line that begins ``once`` is done on a first attempt only, one that begins
-    ``retry`` only when the prompt says what went wrong the last time.
+    MESSAGE``, ``signal PATH`` (an empty file, anywhere: a test waits for it). A line
+    that begins ``once`` is done on a first attempt only, one that begins ``retry`` only
+    when the prompt says what went wrong the last time.
     """
     from stomper.tasks.prompt import FEEDBACK_HEADING
 
@@ -168,6 +169,8 @@ def follow(prompt: str, *, delay: float = 0.0) -> int:
             return FAIL_CODE
         elif verb == "delete":
             Path(rest).unlink()
+        elif verb == "signal":
+            Path(rest).touch()  # for a test waiting outside (and a sandbox that lets it)
         else:
             path, _, text = rest.partition(": ")
             text = text.replace("\\n", "\n")

@@ -1,0 +1,360 @@
+"""``run`` as a job of the engine: each unit is a task, worked by its agent in a workspace
+of its own, verified, and landed through a merge queue.
+
+A task begins when the scheduler gives it its turn (:mod:`stomper.tasks.schedule`): its
+dependencies landed, a place among the N, its paths locked. Each attempt starts from a
+pooled tree at the target's tip (so it sees what its dependencies landed): the agent works,
+the change is read from the tree (:mod:`stomper.tasks.change`; a change that breaks a rule
+is **blocked**, and not tried again), and the task's ``verify`` runs on exactly those bytes,
+in a fresh tree, contained. A failure goes back to the agent with the output, up to the
+task's ``max_attempts`` (the verdicts: PASS, FAIL, BLOCKED).
+
+Changes land one at a time (the merge queue). When the target moved since the change's
+base, a change whose files the target changed meanwhile is a conflict: the task is worked
+once more on the new tip, with the conflict described, and then fails naming the paths.
+Otherwise the change is verified again on the target as it is now, with the change on top:
+two tasks that pass alone but not together never both land. The change lands as one commit
+(``task(<id>): <the prompt's first line>``, with stomper's trailers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from stomper import git, proc
+from stomper.agents import AttemptFailed
+from stomper.agents.command import CommandAgent
+from stomper.events import Phase
+from stomper.landing import Landed, Lander, LandingRefused
+from stomper.review.build import Builder, Built
+from stomper.store import Blobs
+from stomper.tasks.change import Blocked, Change, collect, describe
+from stomper.tasks.locks import Held
+from stomper.tasks.plan import Planned
+from stomper.tasks.prompt import task_prompt
+from stomper.tasks.schedule import DependencyFailed, Scheduler
+from stomper.unit import Status, UnitResult, quote_path
+from stomper.workflow.job import EmitFor, Produced
+from stomper.workflow.limit import Limit
+from stomper.workspace import Workspaces
+
+_SUBJECT_MAX = 72
+_TAIL = 40
+VERIFY_TIMEOUT = 900.0
+"""Seconds a task's ``verify`` may run when the task sets no ``timeout``."""
+
+
+@dataclass(frozen=True)
+class TaskUnit:
+    """A task as the engine knows it: by its id."""
+
+    index: int
+    planned: Planned
+
+    @property
+    def path(self) -> str:
+        return self.planned.id
+
+
+@dataclass
+class Attempt:
+    """One attempt at a task, for the audit trail."""
+
+    number: int
+    verdict: str
+    """``PASS``, ``FAIL`` or ``BLOCKED``."""
+    feedback: str | None = None
+    change: str | None = None
+    """What the change did (``2 changed, 1 created``)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attempt": self.number,
+            "verdict": self.verdict,
+            "feedback": self.feedback,
+            "change": self.change,
+        }
+
+
+@dataclass
+class TaskRecord:
+    """What became of one task: the audit trail's record of it."""
+
+    task: str
+    prompt: str
+    agent: str
+    attempts: list[Attempt] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    """The paths its landed change holds."""
+    started: float = 0.0
+    ended: float = 0.0
+    """When its agent first began, and when it landed or failed (``time.time()``)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "prompt": self.prompt,
+            "agent": self.agent,
+            "attempts": [attempt.to_json() for attempt in self.attempts],
+            "files": self.files,
+            "started": self.started,
+            "ended": self.ended,
+        }
+
+
+@dataclass(frozen=True)
+class _Worked:
+    """How a task's attempts ended: its change, or why there is none."""
+
+    change: Change | None
+    status: Status = Status.LANDED
+    reason: str | None = None
+
+
+class TaskJob:
+    """Works the tasks of one run; made per run."""
+
+    def __init__(
+        self,
+        *,
+        agents: dict[str, CommandAgent],
+        default_agent: str,
+        scheduler: Scheduler,
+        workspaces: Workspaces,
+        builder: Builder,
+        lander: Lander,
+        blobs: Blobs,
+        limit: Limit,
+        audit: Path,
+    ) -> None:
+        self.agents = agents
+        self.default_agent = default_agent
+        self.scheduler = scheduler
+        self.workspaces = workspaces
+        self.builder = builder
+        self.lander = lander
+        self.blobs = blobs
+        self.audit = audit
+        """The journal's file of task records, one JSON line each."""
+        self.records: dict[str, TaskRecord] = {}
+        self._limit = limit
+        self._queue = asyncio.Lock()
+        """The merge queue: one change verified on the target and landed at a time."""
+        self._held: dict[str, Held] = {}
+        self._units: dict[str, TaskUnit] = {}
+        self._changes: dict[str, Change] = {}
+        """Changes verified, waiting for their turn to land."""
+
+    @property
+    def limit(self) -> Limit:
+        return self._limit
+
+    async def produce_many(self, units: Sequence[TaskUnit], emit: EmitFor) -> list[Produced]:
+        return [await self._produce(unit, emit) for unit in units]
+
+    async def _produce(self, unit: TaskUnit, emit: EmitFor) -> Produced:
+        task = unit.planned.task
+        started = time.monotonic()
+        record = self.records.setdefault(
+            task.id, TaskRecord(task.id, task.prompt, task.agent or self.default_agent)
+        )
+        try:
+            held = await self.scheduler.turn(unit.planned)
+        except DependencyFailed as failed:
+            result = UnitResult(task.id, Status.SKIPPED, (), reason=str(failed))
+            self._settled(task.id, result)
+            return Produced(result, started=started)
+        self._held[task.id] = held
+        self._units[task.id] = unit
+        record.started = record.started or time.time()
+        try:
+            worked = await self._work(unit, emit, record, feedback=None)
+        except Exception as exc:  # one task's failure must not cancel the others
+            worked = _Worked(None, Status.FAILED, f"{type(exc).__name__}: {exc}")
+        finally:
+            self.scheduler.leave()
+        attempts = len(record.attempts)
+        if worked.change is None:
+            result = UnitResult(task.id, worked.status, (), attempts=attempts, reason=worked.reason)
+            self._settled(task.id, result)
+            return Produced(result, started=started)
+        result = UnitResult(task.id, Status.LANDED, (), attempts=attempts)
+        self._changes[task.id] = worked.change
+        return Produced(result, worked.change.patches, started=started)
+
+    async def _work(
+        self, unit: TaskUnit, emit: EmitFor, record: TaskRecord, *, feedback: str | None
+    ) -> _Worked:
+        """The task's attempts until one passes, is blocked, or none are left."""
+        task = unit.planned.task
+        agent = self.agents[task.agent or self.default_agent]
+        phase = emit(task.id)
+        for _ in range(task.max_attempts):
+            number = len(record.attempts) + 1
+            tip = await self._tip()
+            phase(Phase.AGENT)
+            async with self.workspaces.tree(tip) as space, self._limit.call():
+                try:
+                    await agent.work(
+                        space.root, task_prompt(task, feedback=feedback), file=task.files[0].text
+                    )
+                except AttemptFailed as failed:
+                    record.attempts.append(Attempt(number, "FAIL", failed.feedback))
+                    feedback = failed.feedback
+                    continue
+                phase(Phase.VERIFYING)
+                try:
+                    change = await collect(space, tip, task, self.blobs)
+                except Blocked as blocked:
+                    record.attempts.append(Attempt(number, "BLOCKED", str(blocked)))
+                    return _Worked(None, Status.BLOCKED, f"blocked: {blocked}")
+            if not change.patches:
+                feedback = "You changed nothing: make the change the task asks for."
+                record.attempts.append(Attempt(number, "FAIL", feedback))
+                continue
+            built = await self._verify(unit, change, tip)
+            if built is not None and not built.passed:
+                feedback = f"`{task.verify}` failed:\n{built.tail(_TAIL)}"
+                record.attempts.append(Attempt(number, "FAIL", feedback, describe(change.patches)))
+                continue
+            record.attempts.append(Attempt(number, "PASS", None, describe(change.patches)))
+            return _Worked(change)
+        last = record.attempts[-1].feedback if record.attempts else None
+        why = f"no attempt of {task.max_attempts} passed"
+        return _Worked(None, Status.FAILED, f"{why}; the last: {last}" if last else why)
+
+    async def _verify(self, unit: TaskUnit, change: Change, tip: str) -> Built | None:
+        """The task's ``verify`` on ``tip`` with ``change`` written in; None when it has none."""
+        task = unit.planned.task
+        if not task.verify:
+            return None
+        argv = proc.split_command(task.verify, setting="verify", example="pytest -q")
+        within = task.timeout or VERIFY_TIMEOUT
+        return await self.builder.run(tip, argv, change.edits(), within=within)
+
+    async def land_many(self, produced: Sequence[Produced], emit: EmitFor) -> list[UnitResult]:
+        return [await self._land(one, emit) for one in produced]
+
+    async def _land(self, produced: Produced, emit: EmitFor) -> UnitResult:
+        result = produced.result
+        change = self._changes.pop(result.path, None)
+        if change is None:
+            return result
+        unit = self._units[result.path]
+        try:
+            async with self._queue:
+                emit(result.path)(Phase.LANDING)
+                landed = await self._merge(unit, change, emit)
+        except Exception as exc:
+            landed = replace(result, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        landed = replace(
+            landed,
+            attempts=len(self.records[result.path].attempts),
+            duration_s=time.monotonic() - produced.started,
+        )
+        self._settled(result.path, landed)
+        return landed
+
+    async def _merge(self, unit: TaskUnit, change: Change, emit: EmitFor) -> UnitResult:
+        """Land ``change`` on the target as it is now, verified there; worked once more
+        when the target changed one of its files meanwhile."""
+        task = unit.planned.task
+        record = self.records[task.id]
+        for round_ in range(2):
+            tip = await self._tip()
+            if tip != change.base:
+                moved = await _moved(self.lander.root, change, tip)
+                if moved:
+                    if round_ == 1:
+                        return _failed(
+                            task.id,
+                            f"conflict: the branch changed {', '.join(moved)} meanwhile, twice",
+                        )
+                    feedback = (
+                        f"While you worked, the branch changed {', '.join(moved)}. Your "
+                        "change was made on the files as they were; make it again on the "
+                        "files as they are now."
+                    )
+                    async with self.scheduler.place(unit.planned, self._held[task.id]):
+                        worked = await self._work(unit, emit, record, feedback=feedback)
+                    if worked.change is None:
+                        reason = f"conflict with {', '.join(moved)}; worked again: {worked.reason}"
+                        return _failed(task.id, reason, worked.status)
+                    change = worked.change
+                    continue
+                built = await self._verify(unit, change, tip)
+                if built is not None and not built.passed:
+                    return _failed(
+                        task.id,
+                        f"passed alone but not on the branch as it is now: `{task.verify}` "
+                        f"failed:\n{built.tail(_TAIL)}",
+                    )
+            outcome = (await self.lander.land_commits([(change.patches, self._message(unit))]))[0]
+            if isinstance(outcome, Landed):
+                record.files = change.paths
+                return UnitResult(
+                    task.id, Status.LANDED, (), commit=outcome.commit, landing_s=outcome.seconds
+                )
+            if isinstance(outcome, LandingRefused) and outcome.superseded and round_ == 0:
+                continue  # the branch moved under the landing: once more, as a conflict
+            return _failed(task.id, f"not landed: {outcome}")
+        return _failed(task.id, "not landed: the branch kept changing its files")
+
+    def _message(self, unit: TaskUnit) -> str:
+        task = unit.planned.task
+        action = f"task({task.id}): "
+        title = " ".join(task.title.split())
+        room = _SUBJECT_MAX - len(action)
+        subject = action + (title if len(title) <= room else title[: room - 3].rstrip() + "...")
+        return (
+            f"{subject}\n\n{task.prompt.strip()}\n\nStomper-Run: {self.lander.run_id}\n"
+            f"Stomper-Unit: {quote_path(task.id)}\n"
+        )
+
+    def landed(self, produced: Produced) -> UnitResult | None:
+        return None  # each task is recorded by its own landing, which finishes
+
+    def _settled(self, task_id: str, result: UnitResult) -> None:
+        held = self._held.pop(task_id, None)
+        if held is not None:
+            held.release()
+        record = self.records.get(task_id)
+        if record is not None:
+            record.ended = time.time()
+            line = {
+                **record.to_json(),
+                "status": result.status.value,
+                "commit": result.commit,
+                "reason": result.reason,
+            }
+            with self.audit.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(line) + "\n")
+        landed = result.status is Status.LANDED
+        self.scheduler.settle(task_id, None if landed else result.reason or result.status.value)
+
+    async def _tip(self) -> str:
+        tip = await git.ref_target(self.lander.root, self.lander.target_ref)
+        if tip is None:
+            raise LookupError(f"the target {self.lander.target_ref} no longer exists")
+        return tip
+
+
+def _failed(task_id: str, reason: str, status: Status = Status.FAILED) -> UnitResult:
+    return UnitResult(task_id, status, (), reason=reason)
+
+
+async def _moved(root: Path, change: Change, tip: str) -> list[str]:
+    """The files of ``change`` the target changed since the change's base."""
+    now = await git.tree_entries(root, tip, change.paths)
+    moved = []
+    for patch in change.patches:
+        entry = now.get(patch.path)
+        if (entry.blob if entry is not None else None) != patch.old_blob:
+            moved.append(patch.path)
+    return moved

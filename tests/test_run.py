@@ -1,0 +1,367 @@
+"""``stomper run``: tasks worked by a real CLI agent (the fake one, a child process),
+verified, and landed through the merge queue, with the user's git working beside it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stomper.cli import main
+from stomper.testing.fake_cli_agent import LOG_ENV, read_log
+from stomper.testing.repos import commit_all
+from tests.conftest import sh
+
+AGENT = (
+    f"{shlex.quote(sys.executable)} -m stomper.testing.fake_cli_agent --mode task "
+    "--prompt-file {prompt_file} {file}"
+)
+IMPORTS = "python -c 'import src.a, src.b'"
+
+
+@pytest.fixture
+def uncontained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No sandbox, so that the fake agent can write its log beside the test: the log its
+    calls write, with when each began and ended."""
+    monkeypatch.setenv("STOMPER_SANDBOX", "off")
+    log = tmp_path / "agent.log"
+    monkeypatch.setenv(LOG_ENV, str(log))
+    return log
+
+
+def tasks_file(folder: Path, tasks: list[dict[str, Any]], **defaults: Any) -> Path:
+    """A task file of ``tasks``; every prompt is a list of lines."""
+    lines = ["[defaults]", 'agent = "command"']
+    lines += [f"{key} = {json.dumps(value)}" for key, value in defaults.items()]
+    for task in tasks:
+        lines.append("\n[[task]]")
+        for key, value in task.items():
+            text = "\n".join(value) if key == "prompt" else value
+            lines.append(f"{key} = {json.dumps(text)}")
+    path = folder / "tasks.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run(repo: Path, tasks: Path, *more: str) -> list[str]:
+    return ["run", str(tasks), "--agent-cmd", AGENT, "--no-progress", "--repo", str(repo), *more]
+
+
+def run_json(repo: Path, tasks: Path, capsys: pytest.CaptureFixture[str], *more: str) -> Any:
+    code = main(run(repo, tasks, "--json", *more))
+    document = json.loads(capsys.readouterr().out)
+    document["exit_code"] = code
+    return document
+
+
+def by_id(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {task["id"]: task for task in document["tasks"]}
+
+
+def subjects(repo: Path, since: str) -> list[str]:
+    return sh(repo, "log", "--reverse", "--format=%s", f"{since}..HEAD").splitlines()
+
+
+def test_tasks_land_a_commit_each_creating_and_deleting_files(make, tmp_path, capsys) -> None:
+    repo = make({"src/a.py": "A = 1\n", "src/b.py": "B = 1\n", "src/c.py": "C = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": "one",
+                "prompt": ["Change A.", "fake-agent: replace src/a.py: A = 1 => A = 2"],
+                "files": ["src/a.py"],
+            },
+            {
+                "id": "two",
+                "prompt": [
+                    "Change B and add a module.",
+                    "fake-agent: replace src/b.py: B = 1 => B = 2",
+                    "fake-agent: write src/new/mod.py: NEW = True",
+                ],
+                "files": ["src/b.py", "src/new/mod.py"],
+            },
+            {
+                "id": "three",
+                "prompt": [
+                    "After one: change A again and delete C.",
+                    "fake-agent: replace src/a.py: A = 2 => A = 3",
+                    "fake-agent: delete src/c.py",
+                ],
+                "files": ["src/a.py", "src/c.py"],
+                "depends_on": ["one"],
+            },
+        ],
+        verify=IMPORTS,
+    )
+
+    document = run_json(repo, tasks, capsys)
+
+    assert document["exit_code"] == 0, document
+    tasks_by_id = by_id(document)
+    assert {key: task["status"] for key, task in tasks_by_id.items()} == dict.fromkeys(
+        ("one", "two", "three"), "landed"
+    )
+    assert tasks_by_id["two"]["files"] == ["src/b.py", "src/new/mod.py"]
+    assert tasks_by_id["three"]["verdicts"] == ["PASS"]
+    made = subjects(repo, base)
+    assert sorted(made) == [
+        "task(one): Change A.",
+        "task(three): After one: change A again and delete C.",
+        "task(two): Change B and add a module.",
+    ]
+    assert made.index("task(one): Change A.") < made.index(
+        "task(three): After one: change A again and delete C."
+    )
+    assert (repo / "src/a.py").read_text() == "A = 3\n"
+    assert (repo / "src/new/mod.py").read_text() == "NEW = True\n"
+    assert not (repo / "src/c.py").exists()
+    assert sh(repo, "status", "--porcelain") == ""
+    trailers = sh(repo, "log", "-1", "--format=%(trailers:key=Stomper-Unit,valueonly)", "HEAD")
+    assert trailers.strip() in ("one", "two", "three")
+
+
+def test_tasks_that_share_a_file_never_run_at_once(make, tmp_path, capsys, uncontained) -> None:
+    files = {f"src/f{n}.py": f"F{n} = 0\n" for n in range(4)}
+    repo = make(files)
+    # Each task writes two files; its neighbours share one of them.
+    tasks = [
+        {
+            "id": f"t{n}",
+            "prompt": [
+                f"Task {n}.",
+                "fake-agent: sleep 0.3",
+                f"fake-agent: append src/f{n % 4}.py: T{n} = 1",
+                f"fake-agent: append src/f{(n + 1) % 4}.py: T{n} = 2",
+            ],
+            "files": [f"src/f{n % 4}.py", f"src/f{(n + 1) % 4}.py"],
+        }
+        for n in range(8)
+    ]
+
+    document = run_json(repo, tasks_file(tmp_path, tasks), capsys, "-j", "4")
+
+    assert document["totals"]["landed"] == 8, document
+    calls = {entry.task: entry for entry in read_log(uncontained)}
+    assert sorted(calls) == [f"t{n}" for n in range(8)]
+    writes = {task["id"]: set(task["files"]) for task in tasks}
+    overlapped = 0
+    for first, second in combinations(sorted(calls), 2):
+        a, b = calls[first], calls[second]
+        assert a.started is not None and a.ended is not None
+        assert b.started is not None and b.ended is not None
+        at_once = a.started < b.ended and b.started < a.ended
+        if writes[first] & writes[second]:
+            assert not at_once, (first, second)
+        overlapped += at_once
+    assert overlapped > 0  # tasks on other files did run side by side
+    # Nothing lost: each file holds the line of each of the four tasks that wrote it.
+    for n in range(4):
+        lines = (repo / f"src/f{n}.py").read_text().splitlines()[1:]
+        assert sorted(lines) == sorted(
+            [f"T{n} = 1", f"T{n + 4} = 1", f"T{(n - 1) % 8} = 2", f"T{(n + 3) % 8} = 2"]
+        )
+
+
+def test_a_change_outside_the_tasks_files_is_blocked_and_lands_nothing(
+    make, tmp_path, capsys
+) -> None:
+    repo = make({"src/a.py": "A = 1\n", "src/b.py": "B = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": "sneaky",
+                "prompt": [
+                    "Change A.",
+                    "fake-agent: replace src/a.py: A = 1 => A = 2",
+                    "fake-agent: replace src/b.py: B = 1 => B = 'not yours'",
+                ],
+                "files": ["src/a.py"],
+            },
+            {
+                "id": "after",
+                "prompt": ["fake-agent: write src/later.py: L = 1"],
+                "files": ["src/later.py"],
+                "depends_on": ["sneaky"],
+            },
+        ],
+        max_attempts=3,
+    )
+
+    document = run_json(repo, tasks, capsys)
+
+    assert document["exit_code"] == 1
+    sneaky, after = by_id(document)["sneaky"], by_id(document)["after"]
+    assert sneaky["status"] == "blocked" and sneaky["verdicts"] == ["BLOCKED"]
+    assert "outside the task's: src/b.py" in sneaky["reason"]
+    assert after["status"] == "skipped" and "depends on sneaky" in after["reason"]
+    assert sh(repo, "rev-parse", "HEAD").strip() == base
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_a_failed_verification_goes_back_to_the_agent_with_its_output(
+    make, tmp_path, capsys, uncontained
+) -> None:
+    repo = make({"src/a.py": "A = 1\n", "src/b.py": "B = 1\n"})
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": "fix-a",
+                "prompt": [
+                    "Make A two.",
+                    "fake-agent: once write src/a.py: A = (",
+                    "fake-agent: retry write src/a.py: A = 2",
+                ],
+                "files": ["src/a.py"],
+            }
+        ],
+        verify=IMPORTS,
+    )
+
+    document = run_json(repo, tasks, capsys)
+
+    (task,) = document["tasks"]
+    assert task["status"] == "landed" and task["verdicts"] == ["FAIL", "PASS"], task
+    assert (repo / "src/a.py").read_text() == "A = 2\n"
+    first, second = read_log(uncontained)
+    assert second.prompt_bytes > first.prompt_bytes  # the second prompt says what failed
+
+
+def test_two_tasks_that_pass_alone_but_not_together_never_both_land(make, tmp_path, capsys) -> None:
+    repo = make({"src/a.py": "A = 1\n", "src/b.py": "B = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    together = "python -c 'import src.a as a, src.b as b; assert not (a.A == 2 and b.B == 2)'"
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": "a",
+                "prompt": ["fake-agent: replace src/a.py: A = 1 => A = 2"],
+                "files": ["src/a.py"],
+            },
+            {
+                "id": "b",
+                "prompt": ["fake-agent: replace src/b.py: B = 1 => B = 2"],
+                "files": ["src/b.py"],
+            },
+        ],
+        verify=together,
+    )
+
+    document = run_json(repo, tasks, capsys)
+
+    statuses = sorted(task["status"] for task in document["tasks"])
+    assert statuses == ["failed", "landed"], document
+    (failed,) = [task for task in document["tasks"] if task["status"] == "failed"]
+    assert "passed alone but not on the branch as it is now" in failed["reason"]
+    assert len(subjects(repo, base)) == 1
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def _until(path: Path) -> None:
+    """Wait for the agent, another process, to make ``path`` (the test's timeout bounds it)."""
+    while not path.exists():
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("moves", [1, 2])
+def test_a_conflict_with_the_new_tip_works_the_task_again_once_then_fails(
+    make, tmp_path, moves, uncontained
+) -> None:
+    repo = make({"src/a.py": "A = 1\nZ = 0\n"})
+    first, again = tmp_path / "first-attempt", tmp_path / "worked-again"
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": "edit-a",
+                "prompt": [
+                    "Set A.",
+                    f"fake-agent: once signal {first}",
+                    f"fake-agent: retry signal {again}",
+                    "fake-agent: sleep 1",
+                    "fake-agent: replace src/a.py: A = 1 => A = 2",
+                ],
+                "files": ["src/a.py"],
+            }
+        ],
+    )
+    argv = [sys.executable, "-m", "stomper", *run(repo, tasks, "--json")]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _until(first)
+        (repo / "src/a.py").write_text("A = 1\nZ = 'the user'\n")
+        commit_all(repo, "the user's a.py")
+        if moves == 2:
+            _until(again)
+            (repo / "src/a.py").write_text("A = 1\nZ = 'the user, again'\n")
+            commit_all(repo, "the user's a.py, again")
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    (task,) = json.loads(out)["tasks"]
+    if moves == 1:
+        assert task["status"] == "landed", err.decode()
+        assert (repo / "src/a.py").read_text() == "A = 2\nZ = 'the user'\n"
+        assert task["verdicts"] == ["PASS", "PASS"]
+    else:
+        assert task["status"] == "failed", err.decode()
+        assert "the branch changed src/a.py meanwhile, twice" in task["reason"]
+        assert (repo / "src/a.py").read_text() == "A = 1\nZ = 'the user, again'\n"
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_two_runs_with_overlapping_tasks_never_work_one_file_at_once(
+    make, tmp_path, uncontained
+) -> None:
+    repo = make({"src/shared.py": "S = 0\n", "src/x.py": "X = 0\n", "src/y.py": "Y = 0\n"})
+    children = []
+    for name, own in (("first", "src/x.py"), ("second", "src/y.py")):
+        folder = tmp_path / name
+        folder.mkdir()
+        tasks = tasks_file(
+            folder,
+            [
+                {
+                    "id": f"{name}-shared",
+                    "prompt": [
+                        "fake-agent: sleep 0.5",
+                        f"fake-agent: append src/shared.py: {name} = 1",
+                    ],
+                    "files": ["src/shared.py"],
+                },
+                {
+                    "id": f"{name}-own",
+                    "prompt": ["fake-agent: sleep 0.5", f"fake-agent: append {own}: {name} = 1"],
+                    "files": [own],
+                },
+            ],
+        )
+        argv = [sys.executable, "-m", "stomper", *run(repo, tasks, "--json")]
+        children.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    outputs = [child.communicate(timeout=60) for child in children]
+
+    for out, err in outputs:
+        document = json.loads(out)
+        assert document["totals"]["landed"] == 2, err.decode()
+    calls = {entry.task: entry for entry in read_log(uncontained)}
+    first, second = calls["first-shared"], calls["second-shared"]
+    assert first.started is not None and first.ended is not None
+    assert second.started is not None and second.ended is not None
+    assert first.ended <= second.started or second.ended <= first.started
+    shared = (repo / "src/shared.py").read_text()
+    assert "first = 1\n" in shared and "second = 1\n" in shared
+    assert sh(repo, "status", "--porcelain") == ""
