@@ -365,3 +365,53 @@ def test_two_runs_with_overlapping_tasks_never_work_one_file_at_once(
     shared = (repo / "src/shared.py").read_text()
     assert "first = 1\n" in shared and "second = 1\n" in shared
     assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_a_killed_run_resumes_and_every_task_lands_once(
+    make, tmp_path, capsys, uncontained
+) -> None:
+    repo = make({"src/a.py": "A = 1\n", "src/b.py": "B = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    working = tmp_path / "second-is-working"
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": "first",
+                "prompt": ["First.", "fake-agent: replace src/a.py: A = 1 => A = 2"],
+                "files": ["src/a.py"],
+            },
+            {
+                "id": "second",
+                "prompt": [
+                    "Second.",
+                    f"fake-agent: signal {working}",
+                    "fake-agent: sleep 2",
+                    "fake-agent: replace src/b.py: B = 1 => B = 2",
+                ],
+                "files": ["src/b.py"],
+                "depends_on": ["first"],
+            },
+        ],
+    )
+    argv = [sys.executable, "-m", "stomper", *run(repo, tasks)]
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _until(working)
+    finally:
+        child.kill()
+        child.wait()
+    assert subjects(repo, base) == ["task(first): First."]
+
+    assert main(["resume", "--json", "--no-progress", "--repo", str(repo)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert {task["id"]: task["status"] for task in document["tasks"]} == {
+        "first": "landed",
+        "second": "landed",
+    }
+    assert subjects(repo, base) == ["task(first): First.", "task(second): Second."]
+    # The first task's agent ran once; the second's call that was killed wrote no line.
+    assert sorted(entry.task or "" for entry in read_log(uncontained)) == ["first", "second"]
+    assert (repo / "src/b.py").read_text() == "B = 2\n"
+    assert sh(repo, "status", "--porcelain") == ""
+    assert main(["resume", "--repo", str(repo)]) == 2  # nothing is left to resume

@@ -44,6 +44,10 @@ async def resume(
         return await _resume_review(
             repo, journal, json_output=json_output, progress=progress, checkpointer=checkpointer
         )
+    if journal.meta().get("command") == "run":
+        return await _resume_tasks(
+            repo, journal, json_output=json_output, progress=progress, checkpointer=checkpointer
+        )
     report = await run_resume(cwd, journal.dir.name, progress=progress, checkpointer=checkpointer)
     return show(report, json_output=json_output)
 
@@ -92,6 +96,43 @@ async def _resume_review(
     done = len(journal.results())
     console.info(f"resuming review run {run_id}: {done} files already done", markup=False)
     return publish(await resume_review(run, journal, meta, request), request)
+
+
+async def _resume_tasks(
+    repo: Repository,
+    journal: Journal,
+    *,
+    json_output: bool,
+    progress: bool,
+    checkpointer: str | None,
+) -> int:
+    """Finish a ``stomper run``: the tasks that landed count as landed, the rest are worked."""
+    from stomper.commands.run import RunRequest, resume_run
+
+    meta = journal.meta()
+    run_id = journal.dir.name
+    if meta.get("status") == "completed":
+        raise ConfigError(f"run {run_id} completed: there is nothing to resume")
+    if run_id in live_runs(repo.state):
+        raise ConfigError(f"run {run_id} is still running: wait for it, or stop it first")
+    await require_index(repo)
+    await recover(repo)
+    run = await _recorded_run(journal, meta, repo, checkpointer)
+    redaction.use(redaction.Redaction.of(run.settings))
+    if repo.branch != run.target_ref:
+        raise RepositoryError(
+            f"run {run_id} lands on {run.target_ref}, but {repo.branch or 'a detached HEAD'} "
+            "is checked out: check that branch out, then resume"
+        )
+    await require_identity(repo)
+    tasks = meta.get("tasks_file")
+    if not isinstance(tasks, str):
+        raise RepositoryError(f"run {run_id} cannot be resumed: its journal names no task file")
+    request = RunRequest(repo.root, Path(tasks), json=json_output, progress=progress)
+    console.info(
+        f"resuming run {run_id}: {len(journal.results())} tasks already done", markup=False
+    )
+    return await resume_run(run, journal, request)
 
 
 def find_run(state: StateDir, run_id: str | None) -> Journal:

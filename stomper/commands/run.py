@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,57 @@ async def run(request: RunRequest, settings: Settings) -> int:
     await require_identity(repo)
     for agent in agents.values():
         await agent.ready()
-    report = await _work(repo, made, agents, settings, request, started)
+    run_id = new_run_id()
+    assert repo.branch is not None
+    journal = Journal(repo.state.run_dir(run_id))
+    journal.create(
+        {
+            "run_id": run_id,
+            "command": "run",
+            "status": "running",
+            "base": repo.head,
+            "target": repo.branch,
+            "checked_out": True,
+            "units": len(made.tasks),
+            "started": time.time(),
+            "dry_run": False,
+            "tasks_file": str(request.tasks),
+            "settings": settings.model_dump(),
+        }
+    )
+    report = await _work(repo, journal, made, agents, settings, request, started)
+    return _publish(report, request)
+
+
+async def resume_run(run: runner.Run, journal: Journal, request: RunRequest) -> int:
+    """Finish ``run``, cut short: a task whose commit is on the branch (its trailers say
+    so) landed, whatever the journal had time to record, and never runs again; a task the
+    journal records as ended stays as it ended; the others are worked."""
+    started = time.monotonic()
+    repo, settings = run.repo, run.settings
+    tasks = taskfile.load(request.tasks)
+    made = plan(tasks, await git.tree_entries(repo.root, repo.head))
+    if made.problems:
+        for problem in made.problems:
+            console.error(problem)
+        return 2
+    agents = _agents(made, settings)
+    for agent in agents.values():
+        await agent.ready()
+    done = dict(journal.results())
+    tip = await git.ref_target(repo.root, run.target_ref)
+    for commit in await git.stomper_commits(repo.root, tip or run.base, run.base):
+        if commit.run == run.run_id and commit.unit in {one.id for one in made.tasks}:
+            reason = "landed before the run was cut short"
+            done[commit.unit] = UnitResult(
+                commit.unit, Status.LANDED, (), commit=commit.sha, reason=reason
+            )
+    journal.update(status="running", resumed=time.time())
+    report = await _work(repo, journal, made, agents, settings, request, started, done=done)
+    return _publish(report, request)
+
+
+def _publish(report: TasksReport, request: RunRequest) -> int:
     if request.json:
         console.print_document(report.to_json())
     _summary(report)
@@ -151,33 +202,23 @@ def _agents(made: Plan, settings: Settings) -> dict[str, CommandAgent]:
 
 async def _work(
     repo: Repository,
+    journal: Journal,
     made: Plan,
     agents: dict[str, CommandAgent],
     settings: Settings,
     request: RunRequest,
     started: float,
+    *,
+    done: Mapping[str, UnitResult] | None = None,
 ) -> TasksReport:
+    """Work the tasks of ``made`` not ``done`` before (on a resume), for the run
+    ``journal`` records."""
     assert repo.branch is not None
-    run_id, target = new_run_id(), repo.branch
+    run_id, target = journal.dir.name, repo.branch
     parallel = settings.max_parallel_files
-    journal = Journal(repo.state.run_dir(run_id))
-    journal.create(
-        {
-            "run_id": run_id,
-            "command": "run",
-            "status": "running",
-            "base": repo.head,
-            "target": target,
-            "checked_out": True,
-            "units": len(made.tasks),
-            "started": time.time(),
-            "dry_run": False,
-            "tasks_file": str(request.tasks),
-            "settings": settings.model_dump(),
-        }
-    )
+    done = dict(done or {})
     units = [TaskUnit(index, planned) for index, planned in enumerate(made.tasks)]
-    results: list[UnitResult] = []
+    results: list[UnitResult] = list(done.values())
     workspaces = Workspaces(repo.root, repo.state.worktrees(run_id), pool_size=2 * parallel + 1)
     blobs = Blobs(repo.root)
     lander = Lander(
@@ -191,6 +232,9 @@ async def _work(
     )
     limit = Limit(parallel, units=max(len(units), 1))
     scheduler = Scheduler(PathLocks(repo.state.path_locks, run_id), parallel)
+    for task_id, result in done.items():
+        landed = result.status is Status.LANDED
+        scheduler.settle(task_id, None if landed else result.reason or result.status.value)
     status = "failed"
     job = None
     try:
@@ -218,10 +262,13 @@ async def _work(
                 results.append(result)
                 journal.record(result)
 
-            context = RunContext(units=units, job=job, record=record, wave=max(len(units), 1))
+            context = RunContext(
+                units=units, job=job, record=record, wave=max(len(units), 1), done=frozenset(done)
+            )
+            left = sum(1 for unit in units if unit.path not in done)
             view = console.ProgressView(
-                len(units),
-                title=f"running {len(units)} tasks",
+                left,
+                title=f"running {left} tasks",
                 enabled=request.progress and not request.json,
                 endings=TASK_ENDINGS,
             )
@@ -236,6 +283,7 @@ async def _work(
         journal.index_file.unlink(missing_ok=True)
         journal.update(status=status, finished=time.time())
     order = {unit.path: unit.index for unit in units}
+    results = [result for result in results if result.path in order]
     records = {key: record.to_json() for key, record in job.records.items()} if job else {}
     return TasksReport(
         run_id,

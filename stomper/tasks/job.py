@@ -174,7 +174,11 @@ class TaskJob:
         self._units[task.id] = unit
         record.started = record.started or time.time()
         try:
-            worked = await self._work(unit, emit, record, feedback=None)
+            async with asyncio.timeout(task.timeout):
+                worked = await self._work(unit, emit, record, feedback=None)
+        except TimeoutError:
+            why = f"it ran past its timeout of {task.timeout:g}s and was stopped"
+            worked = _Worked(None, Status.FAILED, why)
         except Exception as exc:  # one task's failure must not cancel the others
             worked = _Worked(None, Status.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
