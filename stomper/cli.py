@@ -547,9 +547,10 @@ def demo(
     mode: Annotated[
         str,
         typer.Argument(
-            metavar="[fix|review]",
+            metavar="[fix|review|run]",
             help="fix (the default): the embedded agent fixes a sample repository; review: "
-            "a stand-in model reviews two packages and --apply lands the edits their tests pass.",
+            "a stand-in model reviews two packages and --apply lands the edits their tests "
+            "pass; run: a stand-in CLI agent works 8 declared tasks.",
         ),
     ] = "fix",
     files: Annotated[

@@ -47,6 +47,8 @@ _STYLE = {
     Status.REVIEWED: "cyan",
     Status.APPLIED: "green",
     Status.ROLLED_BACK: "yellow",
+    Status.LANDED: "green",
+    Status.BLOCKED: "red",
 }
 # Beyond this many units only failures get a line of their own; the bar says the rest.
 _LINE_PER_UNIT_UP_TO = 300
@@ -207,8 +209,14 @@ def _unit_line(event: UnitEvent) -> Text:
     line.append(redact(event.path))
     if event.commit:
         line.append(f"  {event.commit[:10]}", style="dim")
-    if event.reason and status in (Status.FAILED, Status.SKIPPED, Status.ROLLED_BACK):
-        line.append(f"  {redact(event.reason)}", style="dim")
+    if event.reason and status in (
+        Status.FAILED,
+        Status.SKIPPED,
+        Status.ROLLED_BACK,
+        Status.BLOCKED,
+    ):
+        # Its first line: the rest (a build's or a test's output) is in the JSON and journal.
+        line.append(f"  {redact(event.reason.splitlines()[0])}", style="dim")
     return line
 
 

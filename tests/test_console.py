@@ -113,3 +113,10 @@ def test_the_review_view_counts_builds_the_ends_of_edits_and_the_findings() -> N
         "findings: error 1 · warning 1 · note 2",
         "directories: built 1 · landed 1 · rolled back 1",
     ]
+
+
+def test_every_status_has_a_style_of_its_own_line() -> None:
+    from stomper.console import _STYLE
+    from stomper.unit import Status
+
+    assert set(_STYLE) == set(Status)

@@ -374,7 +374,7 @@ def test_the_review_demo_lands_what_builds_and_rolls_back_the_rename_that_breaks
 
 def test_an_unknown_demo_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "bogus", "--dir", str(tmp_path / "demo")]) == 2
-    assert "no demo 'bogus': choose fix or review" in capsys.readouterr().err
+    assert "no demo 'bogus': choose fix, review or run" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -415,3 +415,19 @@ def test_a_killed_run_resumes_and_every_task_lands_once(
     assert (repo / "src/b.py").read_text() == "B = 2\n"
     assert sh(repo, "status", "--porcelain") == ""
     assert main(["resume", "--repo", str(repo)]) == 2  # nothing is left to resume
+
+
+def test_the_run_demo_lands_its_eight_tasks_and_mends_the_one_that_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "demo"
+    assert main(["demo", "run", "--dir", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert "stand-in" in err and "8 tasks in 3 waves" in err
+    assert "slug-strip: its attempts went FAIL -> PASS" in err
+    made = sh(root, "log", "--format=%s", "HEAD~8..HEAD").splitlines()
+    assert len(made) == 8 and all(subject.startswith("task(") for subject in made)
+    readme = (root / "README.md").read_text()
+    assert "## Client" in readme and "## Prices" in readme
+    assert (root / "shop/discounts.py").exists()
+    assert sh(root, "status", "--porcelain") == ""

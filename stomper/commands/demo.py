@@ -1,28 +1,33 @@
 """``stomper demo``: a sample repository, fixed N files at once by the embedded agent; or,
-``stomper demo review``, reviewed and its edits built, against a stand-in model."""
+``stomper demo review``, reviewed and its edits built, against a stand-in model; or,
+``stomper demo run``, declared tasks worked by a stand-in CLI agent."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import tempfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from stomper import console, git, proc
 from stomper.commands.fix import FixRequest, run_fix
 from stomper.config import ReviewSettings, Settings
 from stomper.errors import ConfigError
-from stomper.testing.repos import make_repo, review_project, sample_project
+from stomper.testing.repos import make_repo, review_project, sample_project, tasks_project
 
-MODES = ("fix", "review")
+MODES = ("fix", "review", "run")
 
 
 async def demo(*, files: int, parallel: int, directory: Path | None, mode: str = "fix") -> int:
     if mode not in MODES:
-        raise ConfigError(f"no demo {mode!r}: choose {' or '.join(MODES)}")
+        raise ConfigError(f"no demo {mode!r}: choose {', '.join(MODES[:-1])} or {MODES[-1]}")
     if mode == "review":
         return await demo_review(parallel=parallel, directory=directory)
+    if mode == "run":
+        return await demo_run(parallel=parallel, directory=directory)
     root = _sample_repository(directory, sample_project(files))
     console.info(f"made a sample repository with {files} Python files in {root}")
     settings = Settings(max_parallel_files=parallel, agent="autofix", tools=["ruff"])
@@ -77,6 +82,49 @@ async def demo_review(*, parallel: int, directory: Path | None) -> int:
                 markup=False,
             )
     console.info(f"\nthe findings: {sarif} (SARIF) and {markdown}", markup=False)
+    return code
+
+
+async def demo_run(*, parallel: int, directory: Path | None) -> int:
+    """Work the 8 tasks of :func:`tasks_project` with the fake CLI agent stomper ships: the
+    plan, then the tasks side by side where they share no file, verified by the package's
+    tests, landed one at a time."""
+    from stomper.commands.run import RunRequest, run
+
+    root = _sample_repository(directory, tasks_project(sys.executable))
+    agent = (
+        f"{shlex.quote(sys.executable)} -m stomper.testing.fake_cli_agent --mode task "
+        "--prompt-file {prompt_file} {file}"
+    )
+    console.info(
+        f"made a sample repository of a small package with its tests in {root}, and "
+        f"{root / 'tasks.toml'}: 8 tasks, some waiting for others, two writing one file\n"
+        "the agent is a stand-in: the fake CLI agent stomper ships for its tests, which does "
+        "what the `fake-agent:` lines of a task's prompt say (one task's first attempt "
+        "breaks the tests, and its second mends it)\n",
+        markup=False,
+    )
+    settings = Settings(max_parallel_files=parallel, agent="command", agent_cmd=agent)
+    request = RunRequest(cwd=root, tasks=root / "tasks.toml")
+    base = (await git.git(root, "rev-parse", "HEAD")).stdout.decode().strip()
+    await run(replace(request, plan_only=True), settings)
+    console.info("")
+    code = await run(request, settings)
+    log = await git.git(root, "log", "--oneline", "--no-decorate", f"{base}..HEAD")
+    console.info("\n[bold]landed commits[/]\n" + (log.stdout.decode().rstrip() or "(none)"))
+    (journal,) = (root / ".git" / "stomper" / "runs").glob("*/tasks.jsonl")
+    for line in journal.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        verdicts = [attempt["verdict"] for attempt in record["attempts"]]
+        if len(verdicts) > 1:
+            console.info(
+                f"{record['task']}: its attempts went {' -> '.join(verdicts)}: the failure's "
+                "output went back to the agent",
+                markup=False,
+            )
+    console.info(
+        f"\nthe audit trail of every task: {journal}\nthe repository is at {root}", markup=False
+    )
     return code
 
 

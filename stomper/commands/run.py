@@ -184,7 +184,8 @@ async def resume_run(run: runner.Run, journal: Journal, request: RunRequest) -> 
 def _publish(report: TasksReport, request: RunRequest) -> int:
     if request.json:
         console.print_document(report.to_json())
-    _summary(report)
+    # The live view gave each task its line as it ended.
+    _summary(report, each=request.json or not request.progress)
     return report.exit_code()
 
 
@@ -296,8 +297,8 @@ async def _work(
     )
 
 
-def _summary(report: TasksReport) -> None:
-    for result in report.results:
+def _summary(report: TasksReport, *, each: bool) -> None:
+    for result in report.results if each else ():
         line = f"{result.status.value:>8}  {result.path}"
         if result.commit:
             line += f"  {result.commit[:10]}"

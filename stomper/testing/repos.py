@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -154,3 +155,118 @@ def review_project() -> dict[str, str]:
             '        self.assertAlmostEqual(to_metres(50, "cm"), 0.5)\n'
         ),
     }
+
+
+def tasks_project(python: str = "python") -> dict[str, str]:
+    """A small package with its tests and a ``tasks.toml`` of 8 tasks, for ``stomper demo
+    run``: dependencies, two tasks that write one file (never at once), one that creates
+    files, and one whose first attempt fails its verification. The agent is the fake CLI
+    agent stomper ships: each prompt's ``fake-agent:`` lines say what it does."""
+    return {
+        "shop/__init__.py": '"""A small shop."""\n',
+        "shop/config.py": "TIMEOUT = 5\n",
+        "shop/client.py": (
+            "from shop.config import TIMEOUT\n\n\n"
+            "def fetch(url):\n"
+            '    return f"GET {url} (timeout {TIMEOUT}s)"\n'
+        ),
+        "shop/prices.py": "def price(cents):\n    return cents / 100\n",
+        "shop/cart.py": (
+            "from shop.prices import price\n\n\n"
+            "def total(items):\n"
+            "    return sum(price(cents) for cents in items)\n"
+        ),
+        "shop/util.py": "def slug(text):\n    return text.lower().replace(' ', '-')\n",
+        "tests/__init__.py": "",
+        "tests/test_shop.py": (
+            "import unittest\n\n"
+            "from shop.cart import total\n"
+            "from shop.client import fetch\n"
+            "from shop.util import slug\n\n\n"
+            "class ShopTest(unittest.TestCase):\n"
+            "    def test_fetch(self):\n"
+            '        self.assertIn("GET /items", fetch("/items"))\n\n'
+            "    def test_total(self):\n"
+            "        self.assertEqual(total([100, 250]), 3.5)\n\n"
+            "    def test_slug(self):\n"
+            '        self.assertEqual(slug("Blue Mug"), "blue-mug")\n'
+        ),
+        "README.md": "# shop\n",
+        "tasks.toml": _DEMO_TASKS.replace("{python}", json.dumps(python)[1:-1]),
+    }
+
+
+_DEMO_TASKS = r'''# Worked by the fake CLI agent stomper ships,
+# which does what the `fake-agent:` lines say.
+[defaults]
+agent = "command"
+verify = "'{python}' -m unittest discover -q -s tests -t ."
+
+[[task]]
+id = "config-v2"
+prompt = """Raise the client's timeout to 10 seconds.
+fake-agent: sleep 0.8
+fake-agent: replace shop/config.py: TIMEOUT = 5 => TIMEOUT = 10"""
+files = ["shop/config.py"]
+
+[[task]]
+id = "retry-client"
+prompt = """Retry a failed fetch three times.
+fake-agent: sleep 0.6
+fake-agent: append shop/client.py: \\nRETRIES = 3"""
+files = ["shop/client.py"]
+reads = ["shop/config.py"]
+depends_on = ["config-v2"]
+
+[[task]]
+id = "prices-cents"
+prompt = """Round prices to the cent.
+fake-agent: sleep 0.5
+fake-agent: replace shop/prices.py: return cents / 100 => return round(cents / 100, 2)"""
+files = ["shop/prices.py"]
+
+[[task]]
+id = "cart-empty"
+prompt = """Let the total of no items at all be 0.
+fake-agent: sleep 0.5
+fake-agent: replace shop/cart.py: def total(items): => def total(items=()):"""
+files = ["shop/cart.py"]
+reads = ["shop/prices.py"]
+depends_on = ["prices-cents"]
+
+[[task]]
+id = "slug-strip"
+prompt = """Strip the spaces around a slug.
+fake-agent: sleep 0.4
+fake-agent: once replace shop/util.py: text.lower() => text.strip(.lower()
+fake-agent: retry replace shop/util.py: text.lower() => text.strip().lower()"""
+files = ["shop/util.py"]
+
+[[task]]
+id = "docs-client"
+prompt = """Say in the README how the client retries.
+fake-agent: sleep 0.4
+fake-agent: append README.md: \\n## Client\\n\\n`fetch(url)` tries three times."""
+files = ["README.md"]
+depends_on = ["retry-client"]
+
+[[task]]
+id = "docs-prices"
+prompt = """Say in the README how prices are rounded.
+fake-agent: sleep 0.4
+fake-agent: append README.md: \\n## Prices\\n\\nPrices are rounded to the cent."""
+files = ["README.md"]
+
+[[task]]
+id = "discounts"
+prompt = """Add discounts, with their tests.
+fake-agent: sleep 0.5
+fake-agent: write shop/discounts.py: def discount(total, percent):
+fake-agent: append shop/discounts.py:     return round(total * (100 - percent) / 100, 2)
+fake-agent: write tests/test_discounts.py: import unittest\\n\\nfrom shop.discounts import discount
+fake-agent: append tests/test_discounts.py: \\n\\nclass DiscountTest(unittest.TestCase):
+fake-agent: append tests/test_discounts.py:     def test_discount(self):
+fake-agent: append tests/test_discounts.py:         self.assertEqual(discount(10.0, 25), 7.5)"""
+files = ["shop/discounts.py", "tests/test_discounts.py"]
+depends_on = ["cart-empty"]
+'''
