@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import harness, landing, llm, overhead, real, review, scale, scaling, startup
+from bench import harness, landing, llm, overhead, real, review, scale, scaling, startup, tasks
 
 BENCHMARKS = {
     "scaling": scaling,
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "landing": landing,
     "llm": llm,
     "review": review,
+    "tasks": tasks,
     "real": real,
     "startup": startup,
 }
@@ -43,6 +44,7 @@ QUICK: dict[str, dict[str, object]] = {
     "landing": {"commits": 20, "files": "50,200"},
     "llm": {"units": 16, "seconds": 0.2, "parallel": "1,8,16"},
     "review": {"dirs": 5, "files": 3, "seconds": 0.2, "build": 0.1, "builds": "1"},
+    "tasks": {"tasks": 10, "files": 8, "shortest": 0.1, "longest": 0.3},
     "real": {"parallel": "4"},
     "startup": {"files": 20, "runs": 1},
 }

@@ -238,3 +238,19 @@ def test_run_plan_shows_the_plan_and_every_problem_is_a_line_with_exit_2(
 
     assert main(["run", str(tmp_path / "none.toml"), "--plan", "--repo", str(repo)]) == 2
     assert "no task file at" in capsys.readouterr().err
+
+
+def test_the_most_urgent_tasks_are_those_others_wait_for_or_whose_files_others_write() -> None:
+    made = plan(
+        [
+            task("alone", ["README.md"]),
+            task("busy-1", ["src/config.py"]),
+            task("busy-2", ["src/config.py"], deps=["busy-1"]),
+            task("busy-3", ["src/config.py", "src/client.py"]),
+            task("leaf", ["docs/a.md"], deps=["busy-2"]),
+        ],
+        TRACKED,
+    )
+    rank = made.urgency()
+    # busy-1 is waited for by two and shares its file with two more.
+    assert sorted(rank, key=rank.__getitem__) == ["busy-1", "busy-2", "busy-3", "alone", "leaf"]

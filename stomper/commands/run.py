@@ -85,6 +85,7 @@ class TasksReport:
                     "attempts": result.attempts,
                     "reason": result.reason,
                     "duration_s": round(result.duration_s, 3),
+                    "landing_s": round(result.landing_s, 3),
                     **{
                         key: self.records.get(result.path, {}).get(key)
                         for key in ("files", "started", "ended")
@@ -232,7 +233,7 @@ async def _work(
         once_per_path=False,
     )
     limit = Limit(parallel, units=max(len(units), 1))
-    scheduler = Scheduler(PathLocks(repo.state.path_locks, run_id), parallel)
+    scheduler = Scheduler(PathLocks(repo.state.path_locks, run_id), parallel, made.urgency())
     for task_id, result in done.items():
         landed = result.status is Status.LANDED
         scheduler.settle(task_id, None if landed else result.reason or result.status.value)

@@ -251,16 +251,22 @@ class TaskJob:
         if change is None:
             return result
         unit = self._units[result.path]
+        queued = 0.0
         try:
             async with self._queue:
                 emit(result.path)(Phase.LANDING)
-                landed = await self._merge(unit, change, emit)
+                began = time.monotonic()
+                try:
+                    landed = await self._merge(unit, change, emit)
+                finally:
+                    queued = time.monotonic() - began
         except Exception as exc:
             landed = replace(result, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}")
         landed = replace(
             landed,
             attempts=len(self.records[result.path].attempts),
             duration_s=time.monotonic() - produced.started,
+            landing_s=queued,
         )
         self._settled(result.path, landed)
         return landed
@@ -302,9 +308,7 @@ class TaskJob:
             outcome = (await self.lander.land_commits([(change.patches, self._message(unit))]))[0]
             if isinstance(outcome, Landed):
                 record.files = change.paths
-                return UnitResult(
-                    task.id, Status.LANDED, (), commit=outcome.commit, landing_s=outcome.seconds
-                )
+                return UnitResult(task.id, Status.LANDED, (), commit=outcome.commit)
             if isinstance(outcome, LandingRefused) and outcome.superseded and round_ == 0:
                 continue  # the branch moved under the landing: once more, as a conflict
             return _failed(task.id, f"not landed: {outcome}")

@@ -58,6 +58,29 @@ class Plan:
     """The longest chain of dependencies, first to last."""
     problems: tuple[str, ...] = field(default=())
 
+    def urgency(self) -> dict[str, int]:
+        """Each task's rank in the order free places are given (0 first): a task that more
+        tasks wait for, directly or not, or whose files more tasks write, goes first, as
+        the longest chains bound the run; ties keep the task file's order. How long each
+        task takes is not known beforehand: tasks are counted, not timed."""
+        waiting_for: dict[str, int] = {one.id: 0 for one in self.tasks}
+        by_id = {one.id: one for one in self.tasks}
+        for one in self.tasks:
+            for needed in _ancestors(one.id, by_id):
+                waiting_for[needed] += 1
+        writers: dict[str, int] = {}
+        for one in self.tasks:
+            for path in one.writes:
+                writers[path] = writers.get(path, 0) + 1
+        contention = {
+            one.id: max((writers[path] for path in one.writes), default=0) for one in self.tasks
+        }
+        ordered = sorted(
+            enumerate(self.tasks),
+            key=lambda item: (-(waiting_for[item[1].id] + contention[item[1].id]), item[0]),
+        )
+        return {one.id: rank for rank, (_at, one) in enumerate(ordered)}
+
     def wave_of(self, task_id: str) -> int | None:
         """The wave (from 1) the task is in."""
         return next((at for at, wave in enumerate(self.waves, 1) if task_id in wave), None)

@@ -4,9 +4,12 @@ the rules, and what went wrong the time before."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from stomper.redaction import redact
-from stomper.tasks.taskfile import Task
+
+if TYPE_CHECKING:  # the fake agent reads FEEDBACK_HEADING, and starts faster without these
+    from stomper.tasks.taskfile import Task
 
 FEEDBACK_HEADING = "## What went wrong the last time"
 """Begins the part of a prompt that says why the attempt before was not taken."""

@@ -1,12 +1,14 @@
 """When each task may begin: its dependencies landed, a place among the N, its paths locked.
 
-A place is given as soon as one is free, to the first task in the plan's order that may
-begin: one whose dependencies have all landed and whose locks (:mod:`stomper.tasks.locks`)
-can all be taken now. A task holds its place while its agent works and its change is
-verified, and its locks until its change has landed or it has failed: no task begins on a
-file another has not landed yet. Locks another process holds free without a word to this
-one, so while a task waits for locks, the look is made again every few hundredths of a
-second. A task whose dependency failed does not begin: it fails, saying which.
+A place is given as soon as one is free, to the most urgent task that may begin (the
+plan's :meth:`~stomper.tasks.plan.Plan.urgency`: those more tasks wait for, or whose files
+more tasks write), one whose dependencies have all landed and whose locks
+(:mod:`stomper.tasks.locks`) can all be taken now. A task holds its place while its agent
+works and its change is verified, and its locks until its change has landed or it has
+failed: no task begins on a file another has not landed yet. Locks another process holds
+free without a word to this one, so while a task waits for locks, the look is made again
+every few hundredths of a second. A task whose dependency failed does not begin: it fails,
+saying which.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class Scheduler:
 
     locks: PathLocks
     places: int
+    urgency: dict[str, int] = field(default_factory=dict)
+    """Each task's rank when places are given (:meth:`Plan.urgency`); the plan's order by
+    default."""
     landed: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
     running: int = 0
@@ -93,7 +98,9 @@ class Scheduler:
     def _dispatch(self) -> None:
         """Give free places to the tasks that may begin, in the plan's order."""
         blocked_by_locks = False
-        for waiting in list(self._waiting):
+        last = len(self.urgency)
+        ranked = sorted(self._waiting, key=lambda one: self.urgency.get(one.planned.id, last))
+        for waiting in ranked:
             task = waiting.planned.task
             failed = [needed for needed in task.depends_on if needed in self.failed]
             if failed:
