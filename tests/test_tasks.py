@@ -104,6 +104,7 @@ def test_toml_json_and_yaml_say_the_same_and_defaults_fill_in(tmp_path) -> None:
         ('[[task]]\nid = "a"\nprompt = "p"\nfiles = ["/etc/passwd"]\n', "is absolute"),
         ('[[task]]\nid = "a"\nprompt = "p"\nfiles = ["../up.py"]\n', "outside the repository"),
         ('[[task]]\nid = "a"\nprompt = "p"\nfiles = ["x"]\nmax_attempts = 0\n', "max_attempts"),
+        ('[[task]]\nid = "a"\nprompt = "p"\nfiles = ["x"]\nverify = "pytest \'-q"\n', "verify"),
         ("[[task]\n", "does not parse"),
         ("[defaults]\n", "no tasks"),
         ('[[job]]\nid = "a"\n', "unknown key 'job'"),

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from stomper import proc
 from stomper.errors import ConfigError
 from stomper.tasks.paths import BadPattern, Pattern, patterns
 
@@ -163,6 +164,12 @@ def _task(entry: _Task, defaults: _Keys, folder: Path, path: Path, number: int) 
     files = given("files")
     if not files:
         raise ConfigError(f"{where}: files is missing: name the files the task may change")
+    verify = given("verify")
+    if verify is not None:
+        try:
+            proc.split_command(verify, setting="verify", example="the command, e.g. 'pytest -q'")
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     try:
         return Task(
             id=entry.id,
@@ -171,7 +178,7 @@ def _task(entry: _Task, defaults: _Keys, folder: Path, path: Path, number: int) 
             reads=patterns(given("reads") or []),
             depends_on=tuple(given("depends_on") or ()),
             agent=given("agent"),
-            verify=given("verify"),
+            verify=verify,
             max_attempts=given("max_attempts") or 3,
             timeout=given("timeout"),
         )
