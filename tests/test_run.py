@@ -431,3 +431,32 @@ def test_the_run_demo_lands_its_eight_tasks_and_mends_the_one_that_failed(
     assert "## Client" in readme and "## Prices" in readme
     assert (root / "shop/discounts.py").exists()
     assert sh(root, "status", "--porcelain") == ""
+
+
+def test_a_change_that_brings_in_a_ruff_finding_goes_back_to_the_agent(
+    make, tmp_path, capsys
+) -> None:
+    repo = make({"src/a.py": "import os\n\nA = os.sep\n"})  # one finding-free file
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": "tidy",
+                "prompt": [
+                    "Make A one.",
+                    "fake-agent: once replace src/a.py: A = os.sep => A = 1",
+                    "fake-agent: retry write src/a.py: A = 1",
+                ],
+                "files": ["src/a.py"],
+            }
+        ],
+    )
+
+    document = run_json(repo, tasks, capsys)
+
+    (task,) = document["tasks"]
+    assert task["status"] == "landed" and task["verdicts"] == ["FAIL", "PASS"], task
+    trail = (repo / ".git" / "stomper" / "runs" / document["run_id"] / "tasks.jsonl").read_text()
+    first = json.loads(trail.splitlines()[-1])["attempts"][0]["feedback"]
+    assert "ruff finds what was not there before" in first and "F401" in first
+    assert (repo / "src/a.py").read_text() == "A = 1\n"

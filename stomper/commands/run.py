@@ -25,6 +25,7 @@ from stomper import console, git, redaction, runner, sandbox
 from stomper.agents.command import PRESETS, CommandAgent
 from stomper.commands.fix import require_identity
 from stomper.config import Settings
+from stomper.diagnostics.ruff import RuffCollector
 from stomper.errors import ConfigError
 from stomper.journal import Journal, hold_lock, new_run_id
 from stomper.landing import Lander
@@ -239,6 +240,7 @@ async def _work(
         scheduler.settle(task_id, None if landed else result.reason or result.status.value)
     status = "failed"
     job = None
+    ruff = RuffCollector()
     try:
         async with hold_lock(repo.state, f"{target}@{run_id}", run_id):
             await recover(repo)
@@ -258,6 +260,7 @@ async def _work(
                 blobs=blobs,
                 limit=limit,
                 audit=journal.dir / "tasks.jsonl",
+                ruff=ruff,
             )
 
             def record(result: UnitResult) -> None:
@@ -278,6 +281,7 @@ async def _work(
                 context, journal, checkpointer=settings.checkpointer, view=view, head=len(units)
             )
     finally:
+        await asyncio.shield(ruff.aclose())
         await blobs.aclose()
         await asyncio.shield(lander.aclose())
         await asyncio.shield(workspaces.aclose())

@@ -5,8 +5,9 @@ A task begins when the scheduler gives it its turn (:mod:`stomper.tasks.schedule
 dependencies landed, a place among the N, its paths locked. Each attempt starts from a
 pooled tree at the target's tip (so it sees what its dependencies landed): the agent works,
 the change is read from the tree (:mod:`stomper.tasks.change`; a change that breaks a rule
-is **blocked**, and not tried again), and the task's ``verify`` runs on exactly those bytes,
-in a fresh tree, contained. A failure goes back to the agent with the output, up to the
+is **blocked**, and not tried again), its Python files must hold no ruff finding they did
+not hold before, and the task's ``verify`` runs on exactly those bytes, in a fresh tree,
+contained. A failure goes back to the agent with the output, up to the
 task's ``max_attempts`` (the verdicts: PASS, FAIL, BLOCKED).
 
 Changes land one at a time (the merge queue). When the target moved since the change's
@@ -30,8 +31,10 @@ from typing import Any
 from stomper import git, proc
 from stomper.agents import AttemptFailed
 from stomper.agents.command import CommandAgent
+from stomper.diagnostics.ruff import RuffCollector
 from stomper.events import Phase
 from stomper.landing import Landed, Lander, LandingRefused
+from stomper.plan import PYTHON_SUFFIXES
 from stomper.review.build import Builder, Built
 from stomper.store import Blobs
 from stomper.tasks.change import Blocked, Change, collect, describe
@@ -40,6 +43,7 @@ from stomper.tasks.plan import Planned
 from stomper.tasks.prompt import task_prompt
 from stomper.tasks.schedule import DependencyFailed, Scheduler
 from stomper.unit import Status, UnitResult, quote_path
+from stomper.verify import match
 from stomper.workflow.job import EmitFor, Produced
 from stomper.workflow.limit import Limit
 from stomper.workspace import Workspaces
@@ -132,6 +136,7 @@ class TaskJob:
         blobs: Blobs,
         limit: Limit,
         audit: Path,
+        ruff: RuffCollector | None = None,
     ) -> None:
         self.agents = agents
         self.default_agent = default_agent
@@ -142,6 +147,8 @@ class TaskJob:
         self.blobs = blobs
         self.audit = audit
         """The journal's file of task records, one JSON line each."""
+        self.ruff = ruff
+        """What checks the change's Python files for findings not there before."""
         self.records: dict[str, TaskRecord] = {}
         self._limit = limit
         self._queue = asyncio.Lock()
@@ -222,6 +229,11 @@ class TaskJob:
                 feedback = "You changed nothing: make the change the task asks for."
                 record.attempts.append(Attempt(number, "FAIL", feedback))
                 continue
+            brought = await self._brought_in(change)
+            if brought:
+                feedback = f"ruff finds what was not there before:\n{brought}"
+                record.attempts.append(Attempt(number, "FAIL", feedback, describe(change.patches)))
+                continue
             built = await self._verify(unit, change, tip)
             if built is not None and not built.passed:
                 feedback = f"`{task.verify}` failed:\n{built.tail(_TAIL)}"
@@ -232,6 +244,23 @@ class TaskJob:
         last = record.attempts[-1].feedback if record.attempts else None
         why = f"no attempt of {task.max_attempts} passed"
         return _Worked(None, Status.FAILED, f"{why}; the last: {last}" if last else why)
+
+    async def _brought_in(self, change: Change) -> str:
+        """ruff's findings in the change's Python files that the files did not have before
+        (as the project's settings have ruff see them), one line each; none: empty."""
+        if self.ruff is None:
+            return ""
+        lines = []
+        for patch, content in zip(change.patches, change.contents, strict=True):
+            if content is None or not patch.path.endswith(PYTHON_SUFFIXES):
+                continue
+            old = await self.blobs.read(patch.old_blob) if patch.old_blob is not None else b""
+            root = self.lander.root
+            before = await self.ruff.collect_source(root, patch.path, old) if old else []
+            after = await self.ruff.collect_source(root, patch.path, content)
+            _gone, _kept, new = match(before, after)
+            lines += [f"{patch.path}:{d.line}: {d.code} {d.message}" for d in new]
+        return "\n".join(lines)
 
     async def _verify(self, unit: TaskUnit, change: Change, tip: str) -> Built | None:
         """The task's ``verify`` on ``tip`` with ``change`` written in; None when it has none."""
