@@ -426,6 +426,10 @@ def run_tasks(
         bool, typer.Option("--json", help="One JSON document on stdout.")
     ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live view.")] = False,
+    max_calls: Annotated[
+        int | None,
+        typer.Option(min=1, help="Agent calls the run may make; `stomper resume` goes on."),
+    ] = None,
     repo: RepoOption = None,
 ) -> None:
     """Work declared tasks in parallel where they share no file, verified, landed one at a time."""
@@ -437,7 +441,12 @@ def run_tasks(
     cwd = _repo_dir(repo)
     flags = {"max_parallel_files": max_parallel_files, "agent": agent, "agent_cmd": agent_cmd}
     request = RunRequest(
-        cwd, tasks.absolute(), plan_only=plan, json=json_output, progress=not no_progress
+        cwd,
+        tasks.absolute(),
+        plan_only=plan,
+        json=json_output,
+        progress=not no_progress,
+        max_calls=max_calls,
     )
 
     def command() -> int:
@@ -457,6 +466,10 @@ def resume(
     ] = False,
     no_progress: NoProgressOption = False,
     checkpointer: CheckpointerOption = None,
+    max_calls: Annotated[
+        int | None,
+        typer.Option(min=1, help="A run of `stomper run`: agent calls it may make now."),
+    ] = None,
     repo: RepoOption = None,
 ) -> None:
     """Finish an interrupted or crashed run: landed units stay, the rest are worked again."""
@@ -471,6 +484,7 @@ def resume(
                 json_output=json_output,
                 progress=not no_progress,
                 checkpointer=checkpointer,
+                max_calls=max_calls,
             )
         )
     )

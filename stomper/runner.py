@@ -216,10 +216,12 @@ async def drive(
     checkpointer: str | None,
     view: console.ProgressView,
     head: int,
+    thread: str | None = None,
 ) -> str:
     """Run or resume the graph for a job of any mode, its first ``head`` units begun while
     it loads, its events shown in ``view`` and logged; ``completed``, or ``interrupted``
-    when cancelled."""
+    when cancelled. The graph's checkpoints are the run's (``thread`` None), or those of
+    ``thread``: a new one runs the graph anew, the units ``done`` skipped."""
     try:
         with view, journal.events_file.open("a", encoding="utf-8") as log:
 
@@ -229,7 +231,7 @@ async def drive(
 
             try:
                 async with head_start(context, head, show):
-                    await _run_graph(context, journal, checkpointer, show)
+                    await _run_graph(context, journal, checkpointer, show, thread)
             except asyncio.CancelledError:
                 return "interrupted"
     except (OSError, ValueError, sqlite3.Error) as exc:
@@ -242,6 +244,7 @@ async def _run_graph(
     journal: Journal,
     checkpointer: str | None,
     show: Callable[[UnitEvent], None],
+    thread: str | None = None,
 ) -> None:
     # The units begun meanwhile work on the event loop while LangGraph loads in a thread. A
     # thread cannot be stopped: a run stopped meanwhile ends once the import has (asyncio.run
@@ -255,7 +258,7 @@ async def _run_graph(
 
     total = len(context.groups)
     config: Any = {
-        "configurable": {"thread_id": journal.dir.name},
+        "configurable": {"thread_id": thread or journal.dir.name},
         "recursion_limit": recursion_limit(total, context.wave),
     }
     async with checkpoints.open_saver(journal, checkpointer) as saver:

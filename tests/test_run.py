@@ -460,3 +460,62 @@ def test_a_change_that_brings_in_a_ruff_finding_goes_back_to_the_agent(
     first = json.loads(trail.splitlines()[-1])["attempts"][0]["feedback"]
     assert "ruff finds what was not there before" in first and "F401" in first
     assert (repo / "src/a.py").read_text() == "A = 1\n"
+
+
+def test_a_spent_budget_keeps_what_landed_and_resume_goes_on(make, tmp_path, capsys) -> None:
+    repo = make({f"src/f{n}.py": f"F{n} = 0\n" for n in range(4)})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": f"t{n}",
+                "prompt": [f"Task {n}.", f"fake-agent: replace src/f{n}.py: = 0 => = 1"],
+                "files": [f"src/f{n}.py"],
+            }
+            for n in range(4)
+        ],
+    )
+
+    document = run_json(repo, tasks, capsys, "-j", "1", "--max-calls", "2")
+
+    assert document["exit_code"] == 1 and document["status"] == "stopped"
+    statuses = [task["status"] for task in document["tasks"]]
+    assert sorted(statuses) == ["landed", "landed", "skipped", "skipped"]
+    skipped = [task for task in document["tasks"] if task["status"] == "skipped"]
+    assert all("budget of 2 agent calls is spent" in task["reason"] for task in skipped)
+    assert len(subjects(repo, base)) == 2
+
+    assert main(["resume", "--max-calls", "5", "--json", "--no-progress", "--repo", str(repo)]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert [task["status"] for task in resumed["tasks"]] == ["landed"] * 4
+    assert sorted(subjects(repo, base)) == [f"task(t{n}): Task {n}." for n in range(4)]
+    assert sh(repo, "status", "--porcelain") == ""
+
+
+def test_a_task_of_its_own_budget_stops_retrying() -> None:
+    from stomper.tasks.budget import Budget, Spent
+
+    budget = Budget(max_calls=None)
+    budget.take("t", 0, 2)
+    budget.take("t", 1, 2)
+    with pytest.raises(Spent, match="the task's budget of 2 agent calls is spent"):
+        budget.take("t", 2, 2)
+
+
+def test_an_agent_that_fails_three_times_in_a_row_rests() -> None:
+    import asyncio
+
+    from stomper.tasks.budget import Breaker
+
+    breaker = Breaker(failures=3, rest_s=0.2)
+    breaker.record("claude", failed=True)
+    breaker.record("claude", failed=True)
+    breaker.record("claude", failed=False)  # a success in between: not in a row
+    breaker.record("claude", failed=True)
+    assert not breaker.resting("claude")
+    breaker.record("claude", failed=True)
+    breaker.record("claude", failed=True)
+    assert breaker.resting("claude") and not breaker.resting("codex")
+    asyncio.run(breaker.ready("claude"))
+    assert not breaker.resting("claude")

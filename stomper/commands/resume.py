@@ -26,7 +26,8 @@ from stomper.unit import Status, Unit, UnitResult
 from stomper.verify import judge, result_of
 from stomper.workspace import Workspaces, release_folder
 
-UNFINISHED = ("running", "interrupted", "failed")
+UNFINISHED = ("running", "interrupted", "failed", "stopped")
+"""Statuses of runs to resume: ``stopped`` is a run of tasks whose budget was spent."""
 
 
 async def resume(
@@ -36,6 +37,7 @@ async def resume(
     json_output: bool,
     progress: bool,
     checkpointer: str | None = None,
+    max_calls: int | None = None,
 ) -> int:
     repo = await open_repository(cwd)
     require_state(repo)
@@ -46,8 +48,15 @@ async def resume(
         )
     if journal.meta().get("command") == "run":
         return await _resume_tasks(
-            repo, journal, json_output=json_output, progress=progress, checkpointer=checkpointer
+            repo,
+            journal,
+            json_output=json_output,
+            progress=progress,
+            checkpointer=checkpointer,
+            max_calls=max_calls,
         )
+    if max_calls is not None:
+        raise ConfigError("--max-calls is for a run of `stomper run`")
     report = await run_resume(cwd, journal.dir.name, progress=progress, checkpointer=checkpointer)
     return show(report, json_output=json_output)
 
@@ -105,8 +114,10 @@ async def _resume_tasks(
     json_output: bool,
     progress: bool,
     checkpointer: str | None,
+    max_calls: int | None,
 ) -> int:
-    """Finish a ``stomper run``: the tasks that landed count as landed, the rest are worked."""
+    """Finish a ``stomper run``: the tasks that landed count as landed, the rest are worked
+    (with a budget of ``max_calls`` agent calls more, when given; else the run's own)."""
     from stomper.commands.run import RunRequest, resume_run
 
     meta = journal.meta()
@@ -128,7 +139,15 @@ async def _resume_tasks(
     tasks = meta.get("tasks_file")
     if not isinstance(tasks, str):
         raise RepositoryError(f"run {run_id} cannot be resumed: its journal names no task file")
-    request = RunRequest(repo.root, Path(tasks), json=json_output, progress=progress)
+    given = meta.get("max_calls")
+    own = given if isinstance(given, int) and not isinstance(given, bool) else None
+    request = RunRequest(
+        repo.root,
+        Path(tasks),
+        json=json_output,
+        progress=progress,
+        max_calls=max_calls if max_calls is not None else own,
+    )
     console.info(
         f"resuming run {run_id}: {len(journal.results())} tasks already done", markup=False
     )

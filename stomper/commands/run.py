@@ -35,6 +35,7 @@ from stomper.repository import Repository, open_repository, require_index
 from stomper.review.build import Builder
 from stomper.store import Blobs
 from stomper.tasks import taskfile
+from stomper.tasks.budget import Budget
 from stomper.tasks.job import VERIFY_TIMEOUT, TaskJob, TaskUnit
 from stomper.tasks.locks import PathLocks
 from stomper.tasks.plan import Plan, Planned, plan
@@ -54,6 +55,8 @@ class RunRequest:
     plan_only: bool = False
     json: bool = False
     progress: bool = True
+    max_calls: int | None = None
+    """Agent calls the run may make (:mod:`stomper.tasks.budget`); None: any."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ async def run(request: RunRequest, settings: Settings) -> int:
             "started": time.time(),
             "dry_run": False,
             "tasks_file": str(request.tasks),
+            "max_calls": request.max_calls,
             "settings": settings.model_dump(),
         }
     )
@@ -156,9 +160,10 @@ async def run(request: RunRequest, settings: Settings) -> int:
 
 
 async def resume_run(run: runner.Run, journal: Journal, request: RunRequest) -> int:
-    """Finish ``run``, cut short: a task whose commit is on the branch (its trailers say
-    so) landed, whatever the journal had time to record, and never runs again; a task the
-    journal records as ended stays as it ended; the others are worked."""
+    """Finish ``run``, cut short or stopped by its budget: a task whose commit is on the
+    branch (its trailers say so) landed, whatever the journal had time to record, and never
+    runs again; a task the journal records as landed, failed or blocked stays so; the
+    others (skipped ones too: their dependency, or the budget, stopped them) are worked."""
     started = time.monotonic()
     repo, settings = run.repo, run.settings
     tasks = taskfile.load(request.tasks)
@@ -170,7 +175,11 @@ async def resume_run(run: runner.Run, journal: Journal, request: RunRequest) -> 
     agents = _agents(made, settings)
     for agent in agents.values():
         await agent.ready()
-    done = dict(journal.results())
+    done = {
+        task_id: result
+        for task_id, result in journal.results().items()
+        if result.status is not Status.SKIPPED
+    }
     tip = await git.ref_target(repo.root, run.target_ref)
     for commit in await git.stomper_commits(repo.root, tip or run.base, run.base):
         if commit.run == run.run_id and commit.unit in {one.id for one in made.tasks}:
@@ -261,6 +270,7 @@ async def _work(
                 limit=limit,
                 audit=journal.dir / "tasks.jsonl",
                 ruff=ruff,
+                budget=Budget(request.max_calls),
             )
 
             def record(result: UnitResult) -> None:
@@ -277,9 +287,22 @@ async def _work(
                 enabled=request.progress and not request.json,
                 endings=TASK_ENDINGS,
             )
+            # A resumed run's graph starts anew: what is done is known from the journal
+            # and the branch's trailers (a run stopped by its budget completed its graph).
             status = await runner.drive(
-                context, journal, checkpointer=settings.checkpointer, view=view, head=len(units)
+                context,
+                journal,
+                checkpointer=settings.checkpointer,
+                view=view,
+                head=len(units),
+                thread=f"{run_id}+{time.time_ns()}" if done else None,
             )
+            if (
+                status == "completed"
+                and job.budget.spent
+                and any(result.status is Status.SKIPPED for result in results)
+            ):
+                status = "stopped"  # by the budget: `stomper resume --max-calls N` goes on
     finally:
         await asyncio.shield(ruff.aclose())
         await blobs.aclose()

@@ -37,6 +37,7 @@ from stomper.landing import Landed, Lander, LandingRefused
 from stomper.plan import PYTHON_SUFFIXES
 from stomper.review.build import Builder, Built
 from stomper.store import Blobs
+from stomper.tasks.budget import Breaker, Budget, Spent
 from stomper.tasks.change import Blocked, Change, collect, describe
 from stomper.tasks.locks import Held
 from stomper.tasks.plan import Planned
@@ -137,6 +138,8 @@ class TaskJob:
         limit: Limit,
         audit: Path,
         ruff: RuffCollector | None = None,
+        budget: Budget | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self.agents = agents
         self.default_agent = default_agent
@@ -149,6 +152,10 @@ class TaskJob:
         """The journal's file of task records, one JSON line each."""
         self.ruff = ruff
         """What checks the change's Python files for findings not there before."""
+        self.budget = budget or Budget()
+        self.breaker = breaker or Breaker()
+        self._calls: dict[str, int] = {}
+        """Agent calls made for each task."""
         self.records: dict[str, TaskRecord] = {}
         self._limit = limit
         self._queue = asyncio.Lock()
@@ -177,6 +184,13 @@ class TaskJob:
             result = UnitResult(task.id, Status.SKIPPED, (), reason=str(failed))
             self._settled(task.id, result)
             return Produced(result, started=started)
+        if self.budget.spent:
+            self.scheduler.leave()
+            self._held[task.id] = held
+            why = f"not begun: the run's budget of {self.budget.max_calls} agent calls is spent"
+            result = UnitResult(task.id, Status.SKIPPED, (), reason=why)
+            self._settled(task.id, result)
+            return Produced(result, started=started)
         self._held[task.id] = held
         self._units[task.id] = unit
         record.started = record.started or time.time()
@@ -186,6 +200,9 @@ class TaskJob:
         except TimeoutError:
             why = f"it ran past its timeout of {task.timeout:g}s and was stopped"
             worked = _Worked(None, Status.FAILED, why)
+        except Spent as spent:
+            # Stopped from outside the task: `stomper resume` works it again.
+            worked = _Worked(None, Status.SKIPPED, f"stopped: {spent}")
         except Exception as exc:  # one task's failure must not cancel the others
             worked = _Worked(None, Status.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
@@ -206,8 +223,12 @@ class TaskJob:
         task = unit.planned.task
         agent = self.agents[task.agent or self.default_agent]
         phase = emit(task.id)
+        name = task.agent or self.default_agent
         for _ in range(task.max_attempts):
             number = len(record.attempts) + 1
+            await self.breaker.ready(name)
+            self.budget.take(task.id, self._calls.get(task.id, 0), task.max_calls)
+            self._calls[task.id] = self._calls.get(task.id, 0) + 1
             tip = await self._tip()
             phase(Phase.AGENT)
             async with self.workspaces.tree(tip) as space, self._limit.call():
@@ -216,9 +237,11 @@ class TaskJob:
                         space.root, task_prompt(task, feedback=feedback), file=task.files[0].text
                     )
                 except AttemptFailed as failed:
+                    self.breaker.record(name, failed=True)
                     record.attempts.append(Attempt(number, "FAIL", failed.feedback))
                     feedback = failed.feedback
                     continue
+                self.breaker.record(name, failed=False)
                 phase(Phase.VERIFYING)
                 try:
                     change = await collect(space, tip, task, self.blobs)
@@ -289,6 +312,8 @@ class TaskJob:
                     landed = await self._merge(unit, change, emit)
                 finally:
                     queued = time.monotonic() - began
+        except Spent as spent:  # worked again after a conflict, with nothing left to spend
+            landed = replace(result, status=Status.SKIPPED, reason=f"stopped: {spent}")
         except Exception as exc:
             landed = replace(result, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}")
         landed = replace(

@@ -46,6 +46,8 @@ class Task:
     verify: str | None = None
     max_attempts: int = 3
     timeout: float | None = None
+    max_calls: int | None = None
+    """Agent calls the task may make in all (:mod:`stomper.tasks.budget`); None: any."""
 
     @property
     def title(self) -> str:
@@ -67,6 +69,7 @@ class _Keys(BaseModel):
     verify: str | None = None
     max_attempts: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0)
+    max_calls: int | None = Field(default=None, ge=1)
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -181,6 +184,7 @@ def _task(entry: _Task, defaults: _Keys, folder: Path, path: Path, number: int) 
             verify=verify,
             max_attempts=given("max_attempts") or 3,
             timeout=given("timeout"),
+            max_calls=given("max_calls"),
         )
     except BadPattern as exc:
         raise ConfigError(f"{where}: {exc}") from None
