@@ -430,6 +430,10 @@ def run_tasks(
         int | None,
         typer.Option(min=1, help="Agent calls the run may make; `stomper resume` goes on."),
     ] = None,
+    test_cmd: Annotated[
+        str | None,
+        typer.Option(help="The tests every change must not break beyond how its base fails."),
+    ] = None,
     repo: RepoOption = None,
 ) -> None:
     """Work declared tasks in parallel where they share no file, verified, landed one at a time."""
@@ -439,7 +443,12 @@ def run_tasks(
     from stomper.repository import toplevel_or_none
 
     cwd = _repo_dir(repo)
-    flags = {"max_parallel_files": max_parallel_files, "agent": agent, "agent_cmd": agent_cmd}
+    flags = {
+        "max_parallel_files": max_parallel_files,
+        "agent": agent,
+        "agent_cmd": agent_cmd,
+        "test_cmd": test_cmd,
+    }
     request = RunRequest(
         cwd,
         tasks.absolute(),

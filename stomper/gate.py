@@ -42,6 +42,11 @@ def split_command(command: str) -> tuple[str, ...]:
         raise ConfigError(str(exc)) from None
 
 
+def failed_tests(output: str) -> frozenset[str]:
+    """The tests a run's output names as failed (pytest's ``FAILED``/``ERROR`` lines)."""
+    return frozenset(_FAILURE.findall(output))
+
+
 async def run_tests(argv: tuple[str, ...], tree: Path, *, seconds: float) -> TestRun:
     try:
         done = await proc.run(argv, cwd=tree, timeout=seconds, check=False)
@@ -50,7 +55,7 @@ async def run_tests(argv: tuple[str, ...], tree: Path, *, seconds: float) -> Tes
     except OSError as exc:
         return TestRun(False, frozenset(), f"cannot run the tests: {exc}")
     output = (done.stdout + done.stderr).decode(errors="replace")
-    return TestRun(done.returncode == 0, frozenset(_FAILURE.findall(output)), output)
+    return TestRun(done.returncode == 0, failed_tests(output), output)
 
 
 class TestGate:

@@ -519,3 +519,44 @@ def test_an_agent_that_fails_three_times_in_a_row_rests() -> None:
     assert breaker.resting("claude") and not breaker.resting("codex")
     asyncio.run(breaker.ready("claude"))
     assert not breaker.resting("claude")
+
+
+def test_tests_that_fail_at_the_base_are_not_blamed_on_a_task(
+    make, tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    repo = make(
+        {
+            "src/__init__.py": "",
+            "src/a.py": "A = 1\n",
+            "src/b.py": "B = 1\n",
+            "tests/test_base.py": "def test_already_broken():\n    assert False\n",
+            "tests/test_b.py": "from src.b import B\n\n\ndef test_b():\n    assert B == 1\n",
+        }
+    )
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": "a",
+                "prompt": ["fake-agent: replace src/a.py: A = 1 => A = 2"],
+                "files": ["src/a.py"],
+            },
+            {
+                "id": "b",
+                "prompt": ["fake-agent: replace src/b.py: B = 1 => B = 2"],
+                "files": ["src/b.py"],
+            },
+        ],
+        max_attempts=1,
+    )
+    tests = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider tests"
+
+    document = run_json(repo, tasks, capsys, "--test-cmd", tests)
+
+    a, b = by_id(document)["a"], by_id(document)["b"]
+    assert a["status"] == "landed", a
+    assert b["status"] == "failed"
+    assert "the change makes tests fail: tests/test_b.py::test_b" in b["reason"]
+    assert "test_already_broken" not in b["reason"].splitlines()[0]
+    assert (repo / "src/b.py").read_text() == "B = 1\n"

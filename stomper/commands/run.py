@@ -27,6 +27,7 @@ from stomper.commands.fix import require_identity
 from stomper.config import Settings
 from stomper.diagnostics.ruff import RuffCollector
 from stomper.errors import ConfigError
+from stomper.gate import split_command
 from stomper.journal import Journal, hold_lock, new_run_id
 from stomper.landing import Lander
 from stomper.recovery import recover
@@ -271,6 +272,7 @@ async def _work(
                 audit=journal.dir / "tasks.jsonl",
                 ruff=ruff,
                 budget=Budget(request.max_calls),
+                tests=split_command(settings.test_cmd) if settings.test_cmd else None,
             )
 
             def record(result: UnitResult) -> None:

@@ -33,6 +33,7 @@ from stomper.agents import AttemptFailed
 from stomper.agents.command import CommandAgent
 from stomper.diagnostics.ruff import RuffCollector
 from stomper.events import Phase
+from stomper.gate import failed_tests
 from stomper.landing import Landed, Lander, LandingRefused
 from stomper.plan import PYTHON_SUFFIXES
 from stomper.review.build import Builder, Built
@@ -140,6 +141,7 @@ class TaskJob:
         ruff: RuffCollector | None = None,
         budget: Budget | None = None,
         breaker: Breaker | None = None,
+        tests: tuple[str, ...] | None = None,
     ) -> None:
         self.agents = agents
         self.default_agent = default_agent
@@ -152,6 +154,9 @@ class TaskJob:
         """The journal's file of task records, one JSON line each."""
         self.ruff = ruff
         """What checks the change's Python files for findings not there before."""
+        self.tests = tests
+        """``test_cmd``'s argv: run on each change, against its base's own failures."""
+        self._baselines: dict[str, asyncio.Task[Built]] = {}
         self.budget = budget or Budget()
         self.breaker = breaker or Breaker()
         self._calls: dict[str, int] = {}
@@ -257,10 +262,10 @@ class TaskJob:
                 feedback = f"ruff finds what was not there before:\n{brought}"
                 record.attempts.append(Attempt(number, "FAIL", feedback, describe(change.patches)))
                 continue
-            built = await self._verify(unit, change, tip)
-            if built is not None and not built.passed:
-                feedback = f"`{task.verify}` failed:\n{built.tail(_TAIL)}"
-                record.attempts.append(Attempt(number, "FAIL", feedback, describe(change.patches)))
+            why_not = await self._checked(unit, change, tip)
+            if why_not is not None:
+                record.attempts.append(Attempt(number, "FAIL", why_not, describe(change.patches)))
+                feedback = why_not
                 continue
             record.attempts.append(Attempt(number, "PASS", None, describe(change.patches)))
             return _Worked(change)
@@ -284,6 +289,32 @@ class TaskJob:
             _gone, _kept, new = match(before, after)
             lines += [f"{patch.path}:{d.line}: {d.code} {d.message}" for d in new]
         return "\n".join(lines)
+
+    async def _checked(self, unit: TaskUnit, change: Change, tip: str) -> str | None:
+        """Why ``change`` on ``tip`` fails the task's ``verify`` or the tests, if it does."""
+        task = unit.planned.task
+        built = await self._verify(unit, change, tip)
+        if built is not None and not built.passed:
+            return f"`{task.verify}` failed:\n{built.tail(_TAIL)}"
+        return await self._tested(change, tip)
+
+    async def _tested(self, change: Change, tip: str) -> str | None:
+        """Why the tests (``test_cmd``) fail with ``change`` on ``tip`` beyond how they fail
+        on ``tip`` alone, if they do: tests failing there already are not blamed."""
+        if self.tests is None:
+            return None
+        after = await self.builder.run(tip, self.tests, change.edits())
+        if after.passed:
+            return None
+        if tip not in self._baselines:
+            self._baselines[tip] = asyncio.ensure_future(self.builder.run(tip, self.tests, ()))
+        base = await asyncio.shield(self._baselines[tip])
+        if base.passed:
+            return f"the tests fail with this change:\n{after.tail(_TAIL)}"
+        new = failed_tests(after.output) - failed_tests(base.output)
+        if new:
+            return f"the change makes tests fail: {', '.join(sorted(new))}\n{after.tail(_TAIL)}"
+        return None
 
     async def _verify(self, unit: TaskUnit, change: Change, tip: str) -> Built | None:
         """The task's ``verify`` on ``tip`` with ``change`` written in; None when it has none."""
@@ -352,12 +383,10 @@ class TaskJob:
                         return _failed(task.id, reason, worked.status)
                     change = worked.change
                     continue
-                built = await self._verify(unit, change, tip)
-                if built is not None and not built.passed:
+                why_not = await self._checked(unit, change, tip)
+                if why_not is not None:
                     return _failed(
-                        task.id,
-                        f"passed alone but not on the branch as it is now: `{task.verify}` "
-                        f"failed:\n{built.tail(_TAIL)}",
+                        task.id, f"passed alone but not on the branch as it is now: {why_not}"
                     )
             outcome = (await self.lander.land_commits([(change.patches, self._message(unit))]))[0]
             if isinstance(outcome, Landed):
