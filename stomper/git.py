@@ -748,6 +748,42 @@ async def import_commits(
     return ids[: len(commits)]
 
 
+@dataclass(frozen=True)
+class Merged:
+    """What a three-way merge of two commits made: its tree, and the paths in conflict
+    (none: a clean merge)."""
+
+    tree: str
+    conflicts: tuple[str, ...]
+
+
+async def merge_commits(root: Path, ours: str, theirs: str) -> Merged | None:
+    """The merge of ``theirs`` into ``ours`` on their merge base, written as a tree and no
+    more (``git merge-tree --write-tree``: no ref, index or file changes); None where this
+    git cannot merge that way (before 2.38)."""
+    argv = ("merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", ours, theirs)
+    done = await git(root, *argv, check=False)
+    if done.returncode not in (0, 1):
+        return None
+    tree, *conflicts = [name for name in done.stdout.decode().split("\0") if name]
+    return Merged(tree, tuple(dict.fromkeys(conflicts)) if done.returncode == 1 else ())
+
+
+async def tree_of(
+    root: Path, base: str, entries: Mapping[str, TreeEntry | None], *, index_file: Path
+) -> str:
+    """The tree of ``base`` with ``entries`` put in (None: removed), built in the private
+    index ``index_file``: its id."""
+    env = {"GIT_INDEX_FILE": str(index_file)}
+    await git(root, "read-tree", base, env=env)
+    for path, entry in entries.items():
+        if entry is None:
+            await remove_index_entry(root, path, index_file=index_file)
+        else:
+            await set_index_entry(root, path, entry, index_file=index_file)
+    return await write_tree(root, index_file=index_file)
+
+
 async def differing_from(root: Path, commit: str, pathspecs: Sequence[str]) -> list[str]:
     """The files of the checkout at ``root`` matching ``pathspecs`` that are not as
     ``commit`` has them: changed (staged or not) or deleted since, or not tracked at all

@@ -275,11 +275,14 @@ def _until(path: Path) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("moves", [1, 2])
-def test_a_conflict_with_the_new_tip_works_the_task_again_once_then_fails(
-    make, tmp_path, moves, uncontained
+@pytest.mark.parametrize("user", ["elsewhere", "same-line", "same-line-twice"])
+def test_a_change_the_branch_moved_under_is_merged_or_worked_again_once(
+    make, tmp_path, user, uncontained
 ) -> None:
-    repo = make({"src/a.py": "A = 1\nZ = 0\n"})
+    """While the agent works, the user commits to the task's file: on another line, the two
+    merge; on the same line, the task is worked again on the new tip, and fails naming the
+    file when that happens once more."""
+    repo = make({"src/a.py": "A = 1\nB = 0\nZ = 0\n"})
     first, again = tmp_path / "first-attempt", tmp_path / "worked-again"
     tasks = tasks_file(
         tmp_path,
@@ -291,7 +294,8 @@ def test_a_conflict_with_the_new_tip_works_the_task_again_once_then_fails(
                     f"fake-agent: once signal {first}",
                     f"fake-agent: retry signal {again}",
                     "fake-agent: sleep 1",
-                    "fake-agent: replace src/a.py: A = 1 => A = 2",
+                    "fake-agent: once replace src/a.py: A = 1 => A = 2",
+                    "fake-agent: retry replace src/a.py: A = 'the user' => A = 2",
                 ],
                 "files": ["src/a.py"],
             }
@@ -301,11 +305,14 @@ def test_a_conflict_with_the_new_tip_works_the_task_again_once_then_fails(
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _until(first)
-        (repo / "src/a.py").write_text("A = 1\nZ = 'the user'\n")
+        mine = "A = 1\nB = 0\nZ = 'the user'\n"
+        if user != "elsewhere":
+            mine = "A = 'the user'\nB = 0\nZ = 0\n"
+        (repo / "src/a.py").write_text(mine)
         commit_all(repo, "the user's a.py")
-        if moves == 2:
+        if user == "same-line-twice":
             _until(again)
-            (repo / "src/a.py").write_text("A = 1\nZ = 'the user, again'\n")
+            (repo / "src/a.py").write_text("A = 'the user, again'\nB = 0\nZ = 0\n")
             commit_all(repo, "the user's a.py, again")
         out, err = child.communicate(timeout=60)
     finally:
@@ -313,14 +320,17 @@ def test_a_conflict_with_the_new_tip_works_the_task_again_once_then_fails(
             child.kill()
             child.communicate()
     (task,) = json.loads(out)["tasks"]
-    if moves == 1:
-        assert task["status"] == "landed", err.decode()
-        assert (repo / "src/a.py").read_text() == "A = 2\nZ = 'the user'\n"
-        assert task["verdicts"] == ["PASS", "PASS"]
+    if user == "elsewhere":
+        assert task["status"] == "landed" and task["verdicts"] == ["PASS"], err.decode()
+        assert (repo / "src/a.py").read_text() == "A = 2\nB = 0\nZ = 'the user'\n"
+    elif user == "same-line":
+        assert task["status"] == "landed" and task["verdicts"] == ["PASS", "PASS"], err.decode()
+        assert (repo / "src/a.py").read_text() == "A = 2\nB = 0\nZ = 0\n"
     else:
         assert task["status"] == "failed", err.decode()
-        assert "the branch changed src/a.py meanwhile, twice" in task["reason"]
-        assert (repo / "src/a.py").read_text() == "A = 1\nZ = 'the user, again'\n"
+        assert "src/a.py changed on the branch in a way that does not merge" in task["reason"]
+        assert "twice" in task["reason"]
+        assert (repo / "src/a.py").read_text() == "A = 'the user, again'\nB = 0\nZ = 0\n"
     assert sh(repo, "status", "--porcelain") == ""
 
 

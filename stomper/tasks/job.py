@@ -11,10 +11,11 @@ contained. A failure goes back to the agent with the output, up to the
 task's ``max_attempts`` (the verdicts: PASS, FAIL, BLOCKED).
 
 Changes land one at a time (the merge queue). When the target moved since the change's
-base, a change whose files the target changed meanwhile is a conflict: the task is worked
-once more on the new tip, with the conflict described, and then fails naming the paths.
-Otherwise the change is verified again on the target as it is now, with the change on top:
-two tasks that pass alone but not together never both land. The change lands as one commit
+base, and changed one of the change's files meanwhile, the two are merged three ways
+(``git merge-tree``); a conflict has the task worked once more on the new tip, with the
+conflict described, and then fail naming the paths. A change that merges is verified again
+on the target as it is now, with the change on top: two tasks that pass alone but not
+together never both land. The change lands as one commit
 (``task(<id>): <the prompt's first line>``, with stomper's trailers).
 """
 
@@ -44,7 +45,7 @@ from stomper.tasks.locks import Held
 from stomper.tasks.plan import Planned
 from stomper.tasks.prompt import task_prompt
 from stomper.tasks.schedule import DependencyFailed, Scheduler
-from stomper.unit import Status, UnitResult, quote_path
+from stomper.unit import Patch, Status, UnitResult, quote_path
 from stomper.verify import match
 from stomper.workflow.job import EmitFor, Produced
 from stomper.workflow.limit import Limit
@@ -142,6 +143,7 @@ class TaskJob:
         budget: Budget | None = None,
         breaker: Breaker | None = None,
         tests: tuple[str, ...] | None = None,
+        merge_index: Path | None = None,
     ) -> None:
         self.agents = agents
         self.default_agent = default_agent
@@ -154,6 +156,8 @@ class TaskJob:
         """The journal's file of task records, one JSON line each."""
         self.ruff = ruff
         """What checks the change's Python files for findings not there before."""
+        self.merge_index = merge_index or audit.with_name("merge-index")
+        """A private index, where the trees of changes to merge are built."""
         self.tests = tests
         """``test_cmd``'s argv: run on each change, against its base's own failures."""
         self._baselines: dict[str, asyncio.Task[Built]] = {}
@@ -365,15 +369,21 @@ class TaskJob:
             tip = await self._tip()
             if tip != change.base:
                 moved = await _moved(self.lander.root, change, tip)
-                if moved:
+                merged, conflicts = await self._merged(change, tip) if moved else (None, [])
+                if merged is not None and not merged.patches:
+                    return _failed(task.id, "not landed: the branch holds this change already")
+                if merged is not None:
+                    change = merged
+                elif moved:
                     if round_ == 1:
                         return _failed(
                             task.id,
-                            f"conflict: the branch changed {', '.join(moved)} meanwhile, twice",
+                            f"conflict: {', '.join(conflicts)} changed on the branch in a way "
+                            "that does not merge with the task's change, twice",
                         )
                     feedback = (
-                        f"While you worked, the branch changed {', '.join(moved)}. Your "
-                        "change was made on the files as they were; make it again on the "
+                        f"While you worked, the branch changed {', '.join(conflicts)} where "
+                        "your change does: it does not merge. Make your change again on the "
                         "files as they are now."
                     )
                     async with self.scheduler.place(unit.planned, self._held[task.id]):
@@ -396,6 +406,43 @@ class TaskJob:
                 continue  # the branch moved under the landing: once more, as a conflict
             return _failed(task.id, f"not landed: {outcome}")
         return _failed(task.id, "not landed: the branch kept changing its files")
+
+    async def _merged(self, change: Change, tip: str) -> tuple[Change | None, list[str]]:
+        """``change`` merged three ways onto ``tip`` (``git merge-tree``), as the change it
+        makes there; else None and the paths in conflict."""
+        root = self.lander.root
+        entries: dict[str, git.TreeEntry | None] = {}
+        for patch, content in zip(change.patches, change.contents, strict=True):
+            if patch.new_blob is None or content is None:
+                entries[patch.path] = None
+                continue
+            if patch.content is not None:  # not stored yet
+                await self.blobs.write(patch.path, content)
+            entries[patch.path] = git.TreeEntry(patch.mode, patch.new_blob)
+        tree = await git.tree_of(root, change.base, entries, index_file=self.merge_index)
+        mine = await git.commit_tree(root, tree, change.base, "the change of a task")
+        merged = await git.merge_commits(root, tip, mine)
+        if merged is None or merged.conflicts:
+            return None, list(merged.conflicts) if merged is not None else change.paths
+        after = await git.tree_entries(root, merged.tree, change.paths)
+        now = await git.tree_entries(root, tip, change.paths)
+        patches: list[Patch] = []
+        contents: list[bytes | None] = []
+        for path in change.paths:
+            new, old = after.get(path), now.get(path)
+            if new == old:
+                continue
+            mode = new.mode if new is not None else old.mode if old is not None else "100644"
+            patches.append(
+                Patch(
+                    path,
+                    mode,
+                    old.blob if old is not None else None,
+                    new.blob if new is not None else None,
+                )
+            )
+            contents.append(await self.blobs.read(new.blob) if new is not None else None)
+        return Change(tip, tuple(patches), tuple(contents)), []
 
     def _message(self, unit: TaskUnit) -> str:
         task = unit.planned.task
