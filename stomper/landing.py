@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -505,15 +505,14 @@ class Lander:
 
 def _refuse_changed(requests: Sequence[_Request], changed: Collection[str]) -> list[_Request]:
     """Refuse the requests whose file the user changed in the checkout; the others."""
-    for request in requests:
-        mine = [path for path in request.paths if path in changed]
-        if mine:
-            request.refuse(
-                f"{', '.join(mine)} {'was' if len(mine) == 1 else 'were'} changed in the "
-                "working tree during the run",
-                skipped=True,
-            )
-    return [request for request in requests if request.error is None]
+    return _refuse_for(
+        requests,
+        changed,
+        lambda mine: (
+            f"{', '.join(mine)} {'was' if len(mine) == 1 else 'were'} changed in the "
+            "working tree during the run"
+        ),
+    )
 
 
 def _occupied(root: Path, path: str) -> bool:
@@ -529,14 +528,25 @@ def _occupied(root: Path, path: str) -> bool:
 
 def _refuse_in_the_way(requests: Sequence[_Request], occupied: Collection[str]) -> list[_Request]:
     """Refuse the requests that would create a file where the checkout has one; the others."""
+    return _refuse_for(
+        requests,
+        occupied,
+        lambda mine: (
+            f"{', '.join(mine)} would be created where the working tree has "
+            "something of yours that git does not track; it is kept as it is"
+        ),
+    )
+
+
+def _refuse_for(
+    requests: Sequence[_Request], paths: Collection[str], why: Callable[[list[str]], str]
+) -> list[_Request]:
+    """Refuse, as the user's (skipped), the requests with a file among ``paths``, saying
+    ``why`` of those files; the others."""
     for request in requests:
-        mine = [path for path in request.paths if path in occupied]
+        mine = [path for path in request.paths if path in paths]
         if mine:
-            request.refuse(
-                f"{', '.join(mine)} would be created where the working tree has something "
-                "of yours that git does not track; it is kept as it is",
-                skipped=True,
-            )
+            request.refuse(why(mine), skipped=True)
     return [request for request in requests if request.error is None]
 
 

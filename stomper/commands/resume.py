@@ -79,20 +79,7 @@ async def _resume_review(
             f"run {run_id} is a review, which lands nothing: run `stomper review` again "
             "(its cache keeps what was reviewed: those files are not sent again)"
         )
-    if meta.get("status") == "completed":
-        raise ConfigError(f"run {run_id} completed: there is nothing to resume")
-    if run_id in live_runs(repo.state):
-        raise ConfigError(f"run {run_id} is still running: wait for it, or stop it first")
-    await require_index(repo)
-    await recover(repo)
-    run = await _recorded_run(journal, meta, repo, checkpointer)
-    redaction.use(redaction.Redaction.of(run.settings))
-    if repo.branch != run.target_ref:
-        raise RepositoryError(
-            f"run {run_id} lands on {run.target_ref}, but {repo.branch or 'a detached HEAD'} "
-            "is checked out: check that branch out, then resume"
-        )
-    await require_identity(repo)
+    run = await _landing_run(repo, journal, meta, checkpointer)
     outputs = {name: meta.get(name) for name in ("sarif", "markdown")}
     request = ReviewRequest(
         cwd=repo.root,
@@ -122,20 +109,7 @@ async def _resume_tasks(
 
     meta = journal.meta()
     run_id = journal.dir.name
-    if meta.get("status") == "completed":
-        raise ConfigError(f"run {run_id} completed: there is nothing to resume")
-    if run_id in live_runs(repo.state):
-        raise ConfigError(f"run {run_id} is still running: wait for it, or stop it first")
-    await require_index(repo)
-    await recover(repo)
-    run = await _recorded_run(journal, meta, repo, checkpointer)
-    redaction.use(redaction.Redaction.of(run.settings))
-    if repo.branch != run.target_ref:
-        raise RepositoryError(
-            f"run {run_id} lands on {run.target_ref}, but {repo.branch or 'a detached HEAD'} "
-            "is checked out: check that branch out, then resume"
-        )
-    await require_identity(repo)
+    run = await _landing_run(repo, journal, meta, checkpointer)
     tasks = meta.get("tasks_file")
     if not isinstance(tasks, str):
         raise RepositoryError(f"run {run_id} cannot be resumed: its journal names no task file")
@@ -152,6 +126,29 @@ async def _resume_tasks(
         f"resuming run {run_id}: {len(journal.results())} tasks already done", markup=False
     )
     return await resume_run(run, journal, request)
+
+
+async def _landing_run(
+    repo: Repository, journal: Journal, meta: dict[str, Any], checkpointer: str | None
+) -> runner.Run:
+    """The unfinished run ``journal`` records, that lands on the branch checked out here:
+    every check made, and a checkout its death left behind brought along."""
+    run_id = journal.dir.name
+    if meta.get("status") == "completed":
+        raise ConfigError(f"run {run_id} completed: there is nothing to resume")
+    if run_id in live_runs(repo.state):
+        raise ConfigError(f"run {run_id} is still running: wait for it, or stop it first")
+    await require_index(repo)
+    await recover(repo)
+    run = await _recorded_run(journal, meta, repo, checkpointer)
+    redaction.use(redaction.Redaction.of(run.settings))
+    if repo.branch != run.target_ref:
+        raise RepositoryError(
+            f"run {run_id} lands on {run.target_ref}, but {repo.branch or 'a detached HEAD'} "
+            "is checked out: check that branch out, then resume"
+        )
+    await require_identity(repo)
+    return run
 
 
 def find_run(state: StateDir, run_id: str | None) -> Journal:
