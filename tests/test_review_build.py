@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stomper.review.build import Bisected, Built, Edited, bisect
+from stomper.review.build import Bisected, bisect
 from stomper.review.lessons import Lessons, change_of, lesson
+from stomper.workflow.build import Built, Edited
 
 
 def edits(count: int) -> list[Edited]:

@@ -41,7 +41,7 @@ from stomper.repository import (
     require_state,
 )
 from stomper.review import lessons
-from stomper.review.build import Builder, split_build
+from stomper.review.build import split_build
 from stomper.review.cache import ReviewCache
 from stomper.review.job import Applying, GroupOutcome, ReviewJob, ReviewPolicy
 from stomper.review.markdown import review_markdown
@@ -50,6 +50,7 @@ from stomper.review.sarif import sarif_log
 from stomper.review.units import ReviewUnit, Selection, group_of, select
 from stomper.store import Blobs
 from stomper.unit import REVIEW_ENDINGS, Status, UnitResult
+from stomper.workflow.build import Builder
 from stomper.workflow.context import RunContext, wave_size
 from stomper.workflow.limit import Limit
 from stomper.workspace import Workspaces
@@ -400,7 +401,7 @@ class _Execution:
                     user_index=repo.git_dir / "index",
                 )
                 builder = Builder(
-                    chosen.build_cmd,
+                    split_build(chosen.build_cmd),
                     workspaces=workspaces,
                     sandbox=await sandbox.resolve(settings.sandbox, agent="the build"),
                     timeout=chosen.build_timeout,

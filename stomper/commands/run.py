@@ -33,7 +33,6 @@ from stomper.landing import Lander
 from stomper.recovery import recover
 from stomper.report import EXIT_CLEAN, EXIT_INTERRUPTED, EXIT_REMAINING
 from stomper.repository import Repository, open_repository, require_index
-from stomper.review.build import Builder
 from stomper.store import Blobs
 from stomper.tasks import taskfile
 from stomper.tasks.budget import Budget
@@ -42,6 +41,7 @@ from stomper.tasks.locks import PathLocks
 from stomper.tasks.plan import Plan, Planned, plan
 from stomper.tasks.schedule import Scheduler
 from stomper.unit import TASK_ENDINGS, Status, UnitResult
+from stomper.workflow.build import Builder
 from stomper.workflow.context import RunContext
 from stomper.workflow.limit import Limit
 from stomper.workspace import Workspaces
@@ -260,7 +260,6 @@ async def _work(
                 scheduler=scheduler,
                 workspaces=workspaces,
                 builder=Builder(
-                    None,
                     workspaces=workspaces,
                     sandbox=await sandbox.resolve(settings.sandbox, agent="the verification"),
                     timeout=VERIFY_TIMEOUT,

@@ -35,7 +35,7 @@ from stomper.findings import Finding, Review, Severity
 from stomper.guardrails import suppression_violation
 from stomper.landing import Landed, Lander, subject_place
 from stomper.review import answer
-from stomper.review.build import Bisected, Builder, Built, Edited, bisect
+from stomper.review.build import Bisected, bisect
 from stomper.review.cache import Cached, ReviewCache
 from stomper.review.chunks import CHUNK_LINES, Chunk, chunked, parses
 from stomper.review.lessons import Lessons, change_of, lesson
@@ -43,6 +43,7 @@ from stomper.review.prompt import Persona, reflect_prompt, review_prompt
 from stomper.review.units import ReviewUnit, directory_of, group_of, unreviewable
 from stomper.store import Blobs
 from stomper.unit import Patch, Status, UnitResult, quote_path
+from stomper.workflow.build import Builder, Built, Edited
 from stomper.workflow.job import Emit, EmitFor, Produced
 from stomper.workflow.limit import Limit
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 from stomper import git
 from stomper.guardrails import suppression_violation
-from stomper.review.build import Edited
 from stomper.store import Blobs
 from stomper.tasks.taskfile import Task
 from stomper.unit import Patch
+from stomper.workflow.build import Edited
 from stomper.workspace import NotRegular, Space, read_regular
 
 

@@ -37,7 +37,6 @@ from stomper.events import Phase
 from stomper.gate import failed_tests
 from stomper.landing import Landed, Lander, LandingRefused
 from stomper.plan import PYTHON_SUFFIXES
-from stomper.review.build import Builder, Built
 from stomper.store import Blobs
 from stomper.tasks.budget import Breaker, Budget, Spent
 from stomper.tasks.change import Blocked, Change, collect, describe
@@ -47,6 +46,7 @@ from stomper.tasks.prompt import task_prompt
 from stomper.tasks.schedule import DependencyFailed, Scheduler
 from stomper.unit import Patch, Status, UnitResult, quote_path
 from stomper.verify import match
+from stomper.workflow.build import Builder, Built
 from stomper.workflow.job import EmitFor, Produced
 from stomper.workflow.limit import Limit
 from stomper.workspace import Workspaces
@@ -386,8 +386,15 @@ class TaskJob:
                         "your change does: it does not merge. Make your change again on the "
                         "files as they are now."
                     )
-                    async with self.scheduler.place(unit.planned, self._held[task.id]):
-                        worked = await self._work(unit, emit, record, feedback=feedback)
+                    try:
+                        async with (
+                            self.scheduler.place(unit.planned, self._held[task.id]),
+                            asyncio.timeout(task.timeout),
+                        ):
+                            worked = await self._work(unit, emit, record, feedback=feedback)
+                    except TimeoutError:
+                        why = f"worked again after a conflict, it ran past {task.timeout:g}s"
+                        return _failed(task.id, why)
                     if worked.change is None:
                         reason = f"conflict with {', '.join(moved)}; worked again: {worked.reason}"
                         return _failed(task.id, reason, worked.status)

@@ -3,7 +3,8 @@
 The engine (the graph, the run's limit, the journal, the live view) is the same for every
 mode; a :class:`Job` says how one mode works its units and lands what they produced:
 :class:`~stomper.workflow.pipeline.Pipeline` for ``fix``,
-:class:`~stomper.review.job.ReviewJob` for ``review``.
+:class:`~stomper.review.job.ReviewJob` for ``review``, :class:`~stomper.tasks.job.TaskJob`
+for ``run``.
 """
 
 from __future__ import annotations
