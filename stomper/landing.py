@@ -465,6 +465,11 @@ class Lander:
             for path in link.request.paths:
                 self.landed[path] = link.commit
 
+    async def tip(self) -> str | None:
+        """The commit the target is at now, read afresh (no process started for it); None
+        when the target is gone."""
+        return await self._reader.commit_of(self.target_ref)
+
     async def _read_tip(self) -> str:
         if self._tip is None:
             self._tip = await self._reader.commit_of(self.target_ref)

@@ -9,7 +9,7 @@ through git elsewhere: ``git cat-file --batch`` where libgit2 cannot open the re
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from stomper import git
@@ -47,6 +47,14 @@ class Blobs:
         if found is None or found[0] != b"blob":
             raise ValueError(f"{blob} is not a blob in this repository")
         return found[1]
+
+    async def entries(self, commit: str, paths: Sequence[str]) -> dict[str, git.TreeEntry]:
+        """The files of ``commit`` (a commit or a tree) at ``paths``, by path: in-process
+        where libgit2 reads the store, else through ``git ls-tree``."""
+        if self._objects is None:
+            return await git.tree_entries(self.root, commit, paths) if paths else {}
+        found = {path: self._objects.entry(commit, path) for path in paths}
+        return {path: entry for path, entry in found.items() if entry is not None}
 
     async def write(self, path: str, content: bytes) -> str:
         """Store ``content`` as the blob of ``path``, as ``git hash-object -w --path`` would;

@@ -254,6 +254,10 @@ async def _work(
     try:
         async with hold_lock(repo.state, f"{target}@{run_id}", run_id):
             await recover(repo)
+            # The files tasks may write whose bytes git keeps as they are: named, read and
+            # looked up in-process, not by a git process each.
+            await blobs.prepare(sorted({path for one in made.tasks for path in one.writes}))
+            await lander.prepare(blobs.verbatim)
             job = TaskJob(
                 agents=agents,
                 default_agent=settings.agent,

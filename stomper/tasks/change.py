@@ -63,7 +63,7 @@ async def collect(space: Space, base: str, task: Task, blobs: Blobs) -> Change:
     outside = [path for path in paths if not any(p.covers(path) for p in task.files)]
     if outside:
         raise Blocked(f"the change touches files outside the task's: {', '.join(outside)}")
-    before = await git.tree_entries(space.repo, base, paths) if paths else {}
+    before = await blobs.entries(base, paths)
     patches: list[Patch] = []
     contents: list[bytes | None] = []
     for path in paths:

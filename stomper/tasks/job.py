@@ -368,7 +368,7 @@ class TaskJob:
         for round_ in range(2):
             tip = await self._tip()
             if tip != change.base:
-                moved = await _moved(self.lander.root, change, tip)
+                moved = await _moved(self.blobs, change, tip)
                 merged, conflicts = await self._merged(change, tip) if moved else (None, [])
                 if merged is not None and not merged.patches:
                     return _failed(task.id, "not landed: the branch holds this change already")
@@ -431,8 +431,8 @@ class TaskJob:
         merged = await git.merge_commits(root, tip, mine)
         if merged is None or merged.conflicts:
             return None, list(merged.conflicts) if merged is not None else change.paths
-        after = await git.tree_entries(root, merged.tree, change.paths)
-        now = await git.tree_entries(root, tip, change.paths)
+        after = await self.blobs.entries(merged.tree, change.paths)
+        now = await self.blobs.entries(tip, change.paths)
         patches: list[Patch] = []
         contents: list[bytes | None] = []
         for path in change.paths:
@@ -484,7 +484,7 @@ class TaskJob:
         self.scheduler.settle(task_id, None if landed else result.reason or result.status.value)
 
     async def _tip(self) -> str:
-        tip = await git.ref_target(self.lander.root, self.lander.target_ref)
+        tip = await self.lander.tip()
         if tip is None:
             raise LookupError(f"the target {self.lander.target_ref} no longer exists")
         return tip
@@ -494,9 +494,9 @@ def _failed(task_id: str, reason: str, status: Status = Status.FAILED) -> UnitRe
     return UnitResult(task_id, status, (), reason=reason)
 
 
-async def _moved(root: Path, change: Change, tip: str) -> list[str]:
+async def _moved(blobs: Blobs, change: Change, tip: str) -> list[str]:
     """The files of ``change`` the target changed since the change's base."""
-    now = await git.tree_entries(root, tip, change.paths)
+    now = await blobs.entries(tip, change.paths)
     moved = []
     for patch in change.patches:
         entry = now.get(patch.path)
