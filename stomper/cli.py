@@ -434,6 +434,13 @@ def run_tasks(
         str | None,
         typer.Option(help="The tests every change must not break beyond how its base fails."),
     ] = None,
+    speculate: Annotated[
+        bool,
+        typer.Option(
+            help="Check each change in the merge queue on the branch as the changes ahead of "
+            "it will leave it, while those are checked; checked again only if one fails."
+        ),
+    ] = True,
     repo: RepoOption = None,
 ) -> None:
     """Work declared tasks in parallel where they share no file, verified, landed one at a time."""
@@ -456,6 +463,7 @@ def run_tasks(
         json=json_output,
         progress=not no_progress,
         max_calls=max_calls,
+        speculate=speculate,
     )
 
     def command() -> int:

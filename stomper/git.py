@@ -136,6 +136,11 @@ async def resolve_commit(root: Path, rev: str) -> str | None:
     return _text(done) if done.returncode == 0 else None
 
 
+async def tree_id(root: Path, commit: str) -> str:
+    """The id of ``commit``'s tree."""
+    return _text(await git(root, "rev-parse", "--verify", "--end-of-options", f"{commit}^{{tree}}"))
+
+
 async def ref_target(root: Path, ref: str) -> str | None:
     return await resolve_commit(root, ref)
 

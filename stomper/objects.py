@@ -113,6 +113,10 @@ class Objects:
             return None
         return git.TreeEntry(f"{found.filemode:06o}", str(found.id))
 
+    def tree_id(self, commit: str) -> str:
+        """The id of ``commit``'s tree."""
+        return str(self._repo[commit].peel(pygit2.Tree).id)
+
     def free(self, commit: str, path: str) -> bool:
         """Whether a file can be created at ``path`` in ``commit``'s tree: nothing is
         there, and no folder it would be in is a file."""

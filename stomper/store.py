@@ -56,6 +56,12 @@ class Blobs:
         found = {path: self._objects.entry(commit, path) for path in paths}
         return {path: entry for path, entry in found.items() if entry is not None}
 
+    async def tree_id(self, commit: str) -> str:
+        """The id of ``commit``'s tree."""
+        if self._objects is None:
+            return await git.tree_id(self.root, commit)
+        return self._objects.tree_id(commit)
+
     async def write(self, path: str, content: bytes) -> str:
         """Store ``content`` as the blob of ``path``, as ``git hash-object -w --path`` would;
         its id."""

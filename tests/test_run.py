@@ -238,7 +238,10 @@ def test_a_failed_verification_goes_back_to_the_agent_with_its_output(
     assert second.prompt_bytes > first.prompt_bytes  # the second prompt says what failed
 
 
-def test_two_tasks_that_pass_alone_but_not_together_never_both_land(make, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("speculate", ["--speculate", "--no-speculate"])
+def test_two_tasks_that_pass_alone_but_not_together_never_both_land(
+    make, tmp_path, capsys, speculate
+) -> None:
     repo = make({"src/a.py": "A = 1\n", "src/b.py": "B = 1\n"})
     base = sh(repo, "rev-parse", "HEAD").strip()
     together = "python -c 'import src.a as a, src.b as b; assert not (a.A == 2 and b.B == 2)'"
@@ -259,7 +262,7 @@ def test_two_tasks_that_pass_alone_but_not_together_never_both_land(make, tmp_pa
         verify=together,
     )
 
-    document = run_json(repo, tasks, capsys)
+    document = run_json(repo, tasks, capsys, speculate)
 
     statuses = sorted(task["status"] for task in document["tasks"])
     assert statuses == ["failed", "landed"], document
@@ -267,6 +270,114 @@ def test_two_tasks_that_pass_alone_but_not_together_never_both_land(make, tmp_pa
     assert "passed alone but not on the branch as it is now" in failed["reason"]
     assert len(subjects(repo, base)) == 1
     assert sh(repo, "status", "--porcelain") == ""
+
+
+# The verify of the speculation tests: logs which tasks' changes the tree it checks holds;
+# one that holds two or more (a check in the merge queue) waits until a second such check
+# has begun, which only a check ahead of its turn can be. argv: the log, then the pair of
+# tasks whose changes break the check together (or none).
+CHECK = """
+import json, sys, time
+from pathlib import Path
+
+log, breaking = Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else ""
+changed = "".join(name for name in "abc" if "= 2" in Path(f"src/{name}.py").read_text())
+
+
+def say(event):
+    with log.open("a") as out:
+        out.write(json.dumps({"changed": changed, "event": event, "at": time.time()}) + "\\n")
+
+
+def queue_checks():
+    said = [json.loads(line) for line in log.read_text().splitlines()]
+    return sum(1 for one in said if one["event"] == "start" and len(one["changed"]) > 1)
+
+
+say("start")
+deadline = time.time() + 60
+while len(changed) > 1 and queue_checks() < 2 and time.time() < deadline:
+    time.sleep(0.02)
+say("end")
+sys.exit(1 if breaking and set(breaking) <= set(changed) else 0)
+"""
+
+
+def speculation_tasks(make: Any, tmp_path: Path, breaking: str = "") -> tuple[Path, Path, Path]:
+    """Tasks a, b and c on a file each, begun together and done one after the other, with
+    the checking verify above; the repository, the task file and the check's log."""
+    repo = make({"src/a.py": "A = 1\n", "src/b.py": "B = 1\n", "src/c.py": "C = 1\n"})
+    (repo / "check.py").write_text(CHECK)
+    commit_all(repo, "the check")
+    log = tmp_path / "checks.log"
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": name,
+                "prompt": [
+                    f"fake-agent: sleep {seconds}",
+                    f"fake-agent: replace src/{name}.py: {name.upper()} = 1 => {name.upper()} = 2",
+                ],
+                "files": [f"src/{name}.py"],
+            }
+            for name, seconds in (("a", 0.1), ("b", 0.5), ("c", 1.0))
+        ],
+        verify=f"python check.py {shlex.quote(str(log))} {breaking}".strip(),
+    )
+    return repo, tasks, log
+
+
+def checks(log: Path) -> dict[str, dict[str, float]]:
+    """When each check began and ended, by the changes its tree held."""
+    found: dict[str, dict[str, float]] = {}
+    for line in log.read_text().splitlines():
+        said = json.loads(line)
+        found.setdefault(said["changed"], {})[said["event"]] = said["at"]
+    return found
+
+
+def test_a_change_is_checked_ahead_of_its_turn_on_the_branch_the_changes_ahead_leave(
+    make, tmp_path, capsys, uncontained
+) -> None:
+    repo, tasks, log = speculation_tasks(make, tmp_path)
+    base = sh(repo, "rev-parse", "HEAD").strip()
+
+    document = run_json(repo, tasks, capsys, "-j", "3")
+
+    assert document["totals"]["landed"] == 3, document
+    assert subjects(repo, base)[1:] == [
+        "task(b): fake-agent: sleep 0.5",
+        "task(c): fake-agent: sleep 1.0",
+    ]
+    made = checks(log)
+    # c was checked on a with b, and b on a: while b's check ran, c's began, before b
+    # landed; and c's check held, so c landed without another.
+    assert made["abc"]["start"] < made["ab"]["end"]
+    assert sorted(made) == ["a", "ab", "abc", "b", "c"]
+    assert document["metrics"]["speculation"] == {"used": 2, "redone": 0}
+    assert (repo / "src/c.py").read_text() == "C = 2\n"
+
+
+def test_a_change_checked_ahead_of_one_that_then_fails_is_checked_again(
+    make, tmp_path, capsys, uncontained
+) -> None:
+    repo, tasks, log = speculation_tasks(make, tmp_path, breaking="ab")
+
+    document = run_json(repo, tasks, capsys, "-j", "3")
+
+    found = by_id(document)
+    assert [found[name]["status"] for name in "abc"] == ["landed", "failed", "landed"], document
+    assert "passed alone but not on the branch as it is now" in found["b"]["reason"]
+    # c was checked on a with b ahead of its turn; b did not land, so c was checked again
+    # on the branch as it was: a, without b.
+    assert {"ab", "abc", "ac"} <= set(checks(log))
+    assert document["metrics"]["speculation"] == {"used": 1, "redone": 1}
+    assert [(repo / f"src/{name}.py").read_text() for name in "abc"] == [
+        "A = 2\n",
+        "B = 1\n",
+        "C = 2\n",
+    ]
 
 
 def _until(path: Path) -> None:

@@ -121,6 +121,7 @@ async def _resume_tasks(
         json=json_output,
         progress=progress,
         max_calls=max_calls if max_calls is not None else own,
+        speculate=meta.get("speculate") is not False,
     )
     console.info(
         f"resuming run {run_id}: {len(journal.results())} tasks already done", markup=False

@@ -58,6 +58,9 @@ class RunRequest:
     progress: bool = True
     max_calls: int | None = None
     """Agent calls the run may make (:mod:`stomper.tasks.budget`); None: any."""
+    speculate: bool = True
+    """Whether a change in the merge queue is checked on the target as the changes ahead
+    of it will leave it, while those are checked (:mod:`stomper.tasks.job`)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class TasksReport:
     records: dict[str, dict[str, Any]]
     wall_s: float
     peak: int
+    foreseen: Mapping[str, int]
+    """Changes of the merge queue whose speculative check held at their turn (``used``),
+    and those checked again (``redone``)."""
 
     def totals(self) -> dict[str, int]:
         counts = {status.value: 0 for status in TASK_ENDINGS}
@@ -103,7 +109,11 @@ class TasksReport:
                 for result in self.results
             ],
             "totals": self.totals(),
-            "metrics": {"wall_s": round(self.wall_s, 3), "peak_concurrency": self.peak},
+            "metrics": {
+                "wall_s": round(self.wall_s, 3),
+                "peak_concurrency": self.peak,
+                "speculation": dict(self.foreseen),
+            },
         }
 
     def exit_code(self) -> int:
@@ -153,6 +163,7 @@ async def run(request: RunRequest, settings: Settings) -> int:
             "dry_run": False,
             "tasks_file": str(request.tasks),
             "max_calls": request.max_calls,
+            "speculate": request.speculate,
             "settings": settings.model_dump(),
         }
     )
@@ -275,6 +286,7 @@ async def _work(
                 audit=journal.dir / "tasks.jsonl",
                 ruff=ruff,
                 budget=Budget(request.max_calls),
+                speculate=request.speculate,
                 tests=split_command(settings.test_cmd) if settings.test_cmd else None,
             )
 
@@ -327,6 +339,7 @@ async def _work(
         records,
         time.monotonic() - started,
         scheduler.peak,
+        job.foreseen if job is not None else {"used": 0, "redone": 0},
     )
 
 

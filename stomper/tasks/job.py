@@ -116,6 +116,33 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
+class _Foreseen:
+    """A change as it would land once the changes ahead of it in the merge queue landed."""
+
+    base: str
+    """The commit it is merged onto: the target's tip, or a commit made of the tip and the
+    changes ahead (no ref names it)."""
+    tree: str
+    """That commit's tree: where the target must be when its turn comes, for what was
+    foreseen to hold."""
+    change: Change | None
+    """The change on ``base``; None where it does not merge there."""
+
+
+@dataclass
+class _InLine:
+    """A change in the merge queue, and what is foreseen of it."""
+
+    unit: TaskUnit
+    change: Change
+    ahead: _InLine | None
+    """The change in line before it when it came (None: none was)."""
+    foreseen: asyncio.Future[_Foreseen | None]
+    verdict: asyncio.Task[str | None] | None = None
+    """Its check on the foreseen target: why it fails there, or None."""
+
+
+@dataclass(frozen=True)
 class _Worked:
     """How a task's attempts ended: its change, or why there is none."""
 
@@ -144,6 +171,7 @@ class TaskJob:
         breaker: Breaker | None = None,
         tests: tuple[str, ...] | None = None,
         merge_index: Path | None = None,
+        speculate: bool = True,
     ) -> None:
         self.agents = agents
         self.default_agent = default_agent
@@ -173,6 +201,14 @@ class TaskJob:
         self._units: dict[str, TaskUnit] = {}
         self._changes: dict[str, Change] = {}
         """Changes verified, waiting for their turn to land."""
+        self.speculate = speculate
+        """Whether a change in the merge queue is checked on the target as the changes
+        ahead of it will leave it, while those are checked and land."""
+        self.foreseen = {"used": 0, "redone": 0}
+        """Changes whose check ahead of their turn held at it, and those checked again."""
+        self._line: list[_InLine] = []
+        self._indexing = asyncio.Lock()
+        """The private index is one: one tree is built in it at a time."""
 
     @property
     def limit(self) -> Limit:
@@ -339,18 +375,21 @@ class TaskJob:
             return result
         unit = self._units[result.path]
         queued = 0.0
+        entry = self._enqueue(unit, change)
         try:
             async with self._queue:
                 emit(result.path)(Phase.LANDING)
                 began = time.monotonic()
                 try:
-                    landed = await self._merge(unit, change, emit)
+                    landed = await self._merge(entry, emit)
                 finally:
                     queued = time.monotonic() - began
         except Spent as spent:  # worked again after a conflict, with nothing left to spend
             landed = replace(result, status=Status.SKIPPED, reason=f"stopped: {spent}")
         except Exception as exc:
             landed = replace(result, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._dequeue(entry)
         landed = replace(
             landed,
             attempts=len(self.records[result.path].attempts),
@@ -360,14 +399,103 @@ class TaskJob:
         self._settled(result.path, landed)
         return landed
 
-    async def _merge(self, unit: TaskUnit, change: Change, emit: EmitFor) -> UnitResult:
-        """Land ``change`` on the target as it is now, verified there; worked once more
-        when the target changed one of its files meanwhile."""
+    def _enqueue(self, unit: TaskUnit, change: Change) -> _InLine:
+        """``change`` in line for the merge queue; with speculation, its check on the
+        target as the changes ahead will leave it begins now."""
+        ahead = self._line[-1] if self._line else None
+        entry = _InLine(unit, change, ahead, asyncio.get_running_loop().create_future())
+        self._line.append(entry)
+        if self.speculate:
+            entry.verdict = asyncio.ensure_future(self._foresee(entry))
+        else:
+            entry.foreseen.set_result(None)
+        return entry
+
+    def _dequeue(self, entry: _InLine) -> None:
+        self._line.remove(entry)
+        if entry.verdict is not None and not entry.verdict.done():
+            entry.verdict.cancel()
+        if not entry.foreseen.done():
+            entry.foreseen.set_result(None)
+
+    async def _foresee(self, entry: _InLine) -> str | None:
+        """Check ``entry``'s change on the target as it will be once the changes ahead of
+        it landed (speculation, as Zuul does): merged onto what those make, verified there
+        while they are verified and land. Why it fails there, or None."""
+        try:
+            seen = await self._foreseen_onto(entry)
+        except Exception:  # nothing foreseen: the change is checked at its turn
+            seen = None
+        if not entry.foreseen.done():
+            entry.foreseen.set_result(seen)
+        if seen is None or seen.change is None or seen.base == entry.change.base:
+            return None  # on its own base, the change was checked as the task was worked
+        return await self._checked(entry.unit, seen.change, seen.base)
+
+    async def _foreseen_onto(self, entry: _InLine) -> _Foreseen:
+        base = await self._after(entry.ahead)
+        change = entry.change
+        onto = change if base == change.base else await self._onto(change, base)
+        return _Foreseen(base, await self.blobs.tree_id(base), onto)
+
+    async def _after(self, ahead: _InLine | None) -> str:
+        """The commit the target is foreseen at once ``ahead`` and those before it landed."""
+        seen = await asyncio.shield(ahead.foreseen) if ahead is not None else None
+        if seen is None:
+            return await self._tip()
+        if seen.change is None:
+            return seen.base  # it does not merge as foreseen: it does not land before
+        root = self.lander.root
+        entries = await self._entries(seen.change)
+        async with self._indexing:
+            tree = await git.tree_of(root, seen.base, entries, index_file=self.merge_index)
+        return await git.commit_tree(root, tree, seen.base, "the target as foreseen")
+
+    async def _onto(self, change: Change, base: str) -> Change | None:
+        """``change`` as it lands on ``base``; None where it does not merge there or brings
+        nothing new."""
+        if not await _moved(self.blobs, change, base):
+            return replace(change, base=base)
+        merged, _conflicts = await self._merged(change, base)
+        return merged if merged is not None and merged.patches else None
+
+    async def _foreseen_at(self, entry: _InLine, tip: str) -> tuple[Change, str | None] | None:
+        """``entry``'s change on ``tip`` and why it fails there, as its check ahead of its
+        turn found them, if that check was made on a target of ``tip``'s very tree."""
+        if entry.verdict is None:
+            return None
+        seen = await asyncio.shield(entry.foreseen)
+        if seen is None or seen.change is None or seen.tree != await self.blobs.tree_id(tip):
+            entry.verdict.cancel()
+            self.foreseen["redone"] += 1
+            return None
+        try:
+            why_not = await entry.verdict
+        except Exception:  # the check itself broke: made again, at its turn
+            self.foreseen["redone"] += 1
+            return None
+        self.foreseen["used"] += 1
+        return replace(seen.change, base=tip), why_not
+
+    async def _merge(self, entry: _InLine, emit: EmitFor) -> UnitResult:
+        """Land the entry's change on the target as it is now, verified there (or where
+        its speculative check found the target as it is now); worked once more when the
+        target changed one of its files meanwhile."""
+        unit, change = entry.unit, entry.change
         task = unit.planned.task
         record = self.records[task.id]
         for round_ in range(2):
             tip = await self._tip()
-            if tip != change.base:
+            known = (
+                await self._foreseen_at(entry, tip) if round_ == 0 and tip != change.base else None
+            )
+            if tip != change.base and known is not None:
+                change, why_not = known
+                if why_not is not None:
+                    return _failed(
+                        task.id, f"passed alone but not on the branch as it is now: {why_not}"
+                    )
+            elif tip != change.base:
                 moved = await _moved(self.blobs, change, tip)
                 merged, conflicts = await self._merged(change, tip) if moved else (None, [])
                 if merged is not None and not merged.patches:
@@ -414,10 +542,8 @@ class TaskJob:
             return _failed(task.id, f"not landed: {outcome}")
         return _failed(task.id, "not landed: the branch kept changing its files")
 
-    async def _merged(self, change: Change, tip: str) -> tuple[Change | None, list[str]]:
-        """``change`` merged three ways onto ``tip`` (``git merge-tree``), as the change it
-        makes there; else None and the paths in conflict."""
-        root = self.lander.root
+    async def _entries(self, change: Change) -> dict[str, git.TreeEntry | None]:
+        """The change as tree entries (None: removed), its blobs stored."""
         entries: dict[str, git.TreeEntry | None] = {}
         for patch, content in zip(change.patches, change.contents, strict=True):
             if patch.new_blob is None or content is None:
@@ -426,7 +552,15 @@ class TaskJob:
             if patch.content is not None:  # not stored yet
                 await self.blobs.write(patch.path, content)
             entries[patch.path] = git.TreeEntry(patch.mode, patch.new_blob)
-        tree = await git.tree_of(root, change.base, entries, index_file=self.merge_index)
+        return entries
+
+    async def _merged(self, change: Change, tip: str) -> tuple[Change | None, list[str]]:
+        """``change`` merged three ways onto ``tip`` (``git merge-tree``), as the change it
+        makes there; else None and the paths in conflict."""
+        root = self.lander.root
+        entries = await self._entries(change)
+        async with self._indexing:
+            tree = await git.tree_of(root, change.base, entries, index_file=self.merge_index)
         mine = await git.commit_tree(root, tree, change.base, "the change of a task")
         merged = await git.merge_commits(root, tip, mine)
         if merged is None or merged.conflicts:
