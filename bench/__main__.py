@@ -44,7 +44,14 @@ QUICK: dict[str, dict[str, object]] = {
     "landing": {"commits": 20, "files": "50,200"},
     "llm": {"units": 16, "seconds": 0.2, "parallel": "1,8,16"},
     "review": {"dirs": 5, "files": 3, "seconds": 0.2, "build": 0.1, "builds": "1"},
-    "tasks": {"tasks": 10, "files": 8, "shortest": 0.1, "longest": 0.3},
+    "tasks": {
+        "tasks": 10,
+        "files": 8,
+        "shortest": 0.1,
+        "longest": 0.3,
+        "queue_tasks": 4,
+        "verify_seconds": 0.2,
+    },
     "real": {"parallel": "4"},
     "startup": {"files": 20, "runs": 1},
 }

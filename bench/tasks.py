@@ -12,7 +12,17 @@ and the merge queue's. The tasks bound the run from below:
 - locks never violated: no two tasks that share a file ran at once, by the agents' own
   start and end times (the fake agent logs them).
 - landings per second through the merge queue: the tasks landed over the time the queue
-  was busy with them. Speculative verification is not built: there is no second figure.
+  was busy with them.
+
+Then the merge queue alone: Q tasks on files of their own, begun together, each with a
+``verify`` of V seconds (a sleep: the stand-in for a project's checks, as the fake agent
+is for an agent). Each change but the first lands on a branch that moved since its base,
+so it is verified again there before it lands. Landings per second from the first change
+in the queue to the last landing, with speculation (a change is verified on the branch the
+changes ahead of it will leave, while those are verified) and without (one at a time).
+The ideal span: without, the Q - 1 checks one after the other, (Q - 1) x V; with, the
+checks N at once, (Q - 1) x V / N, but never before the last change came plus its own
+check (the changes come to the queue as their agents and their own verify end, measured).
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shortest", type=float, default=0.5, help="least agent seconds")
     parser.add_argument("--longest", type=float, default=2.0, help="most agent seconds")
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--queue-tasks", type=int, default=16, help="tasks of the queue run")
+    parser.add_argument("--verify-seconds", type=float, default=1.0, help="V, each verify")
 
 
 def tasks_of(
@@ -78,8 +90,12 @@ def bound(tasks: list[dict[str, Any]], parallel: int) -> tuple[float, float, flo
     return max(finish.values()), work / parallel, max(by_file.values())
 
 
-def task_file(folder: Path, tasks: list[dict[str, Any]]) -> Path:
+def task_file(
+    folder: Path, tasks: list[dict[str, Any]], *, verify: str | None = None, name: str = "tasks"
+) -> Path:
     lines = ["[defaults]", 'agent = "command"']
+    if verify is not None:
+        lines.append(f"verify = {json.dumps(verify)}")
     for task in tasks:
         prompt = [f"Task {task['id']}.", f"fake-agent: sleep {task['seconds']}"]
         prompt += [f"fake-agent: append {path}: {task['id'].upper()} = 1" for path in task["files"]]
@@ -91,12 +107,53 @@ def task_file(folder: Path, tasks: list[dict[str, Any]]) -> Path:
             f"files = {json.dumps(task['files'])}",
             f"depends_on = {json.dumps(task['depends_on'])}",
         ]
-    path = folder / "tasks.toml"
+    path = folder / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
+def stomper_run(
+    repo: Path, tasks: Path, parallel: int, log: Path, *more: str
+) -> tuple[dict[str, Any], float]:
+    """``stomper run`` of ``tasks`` by the fake agent: its JSON document, and the process's
+    own wall time."""
+    agent = (
+        f"{shlex.quote(sys.executable)} -m stomper.testing.fake_cli_agent --mode task "
+        "--prompt-file {prompt_file} {file}"
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "stomper",
+        "run",
+        str(tasks),
+        "--repo",
+        str(repo),
+        "-j",
+        str(parallel),
+        "--agent-cmd",
+        agent,
+        "--json",
+        "--no-progress",
+        *more,
+    ]
+    # The agents log when they began and ended: outside the sandbox, which would keep the
+    # log out of their reach.
+    env = harness.child_env({"STOMPER_SANDBOX": "off", LOG_ENV: str(log)})
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, env=env, check=False)
+    process_s = time.monotonic() - started
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"stomper run exited {done.returncode}:\n{done.stderr.decode()}")
+    return json.loads(done.stdout), process_s
+
+
 def run(args: argparse.Namespace, workdir: Path) -> None:
+    graph(args, workdir)
+    queue(args, workdir)
+
+
+def graph(args: argparse.Namespace, workdir: Path) -> None:
     harness.heading(
         f"tasks: {args.tasks} tasks over {args.files} files, agents of "
         f"{args.shortest:g}-{args.longest:g} s, N = {args.parallel}"
@@ -108,34 +165,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
     )
     path = task_file(workdir, tasks)
     log = workdir / f"tasks-{args.tasks}-agent.log"
-    agent = (
-        f"{shlex.quote(sys.executable)} -m stomper.testing.fake_cli_agent --mode task "
-        "--prompt-file {prompt_file} {file}"
-    )
-    argv = [
-        sys.executable,
-        "-m",
-        "stomper",
-        "run",
-        str(path),
-        "--repo",
-        str(repo),
-        "-j",
-        str(args.parallel),
-        "--agent-cmd",
-        agent,
-        "--json",
-        "--no-progress",
-    ]
-    # The agents log when they began and ended: outside the sandbox, which would keep the
-    # log out of their reach.
-    env = harness.child_env({"STOMPER_SANDBOX": "off", LOG_ENV: str(log)})
-    started = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, env=env, check=False)
-    process_s = time.monotonic() - started
-    if done.returncode not in (0, 1):
-        raise RuntimeError(f"stomper run exited {done.returncode}:\n{done.stderr.decode()}")
-    doc = json.loads(done.stdout)
+    doc, process_s = stomper_run(repo, path, args.parallel, log)
     critical, per_place, busiest = bound(tasks, args.parallel)
     lower = max(critical, per_place, busiest)
     wall = doc["metrics"]["wall_s"]
@@ -190,5 +220,75 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         "\nbound = max(critical path, total work / N, the largest sum over the tasks of one "
         "file); goal: makespan / bound <= 1.15, and no lock violation (by the agents' own "
         "times). Landings / s: the landed tasks over the time the merge queue was busy with "
-        "them; without speculation (not built).\n"
+        "them.\n"
+    )
+
+
+def queue(args: argparse.Namespace, workdir: Path) -> None:
+    count, seconds, parallel = args.queue_tasks, args.verify_seconds, args.parallel
+    harness.heading(
+        f"merge queue: {count} tasks on files of their own, begun together, a verify of "
+        f"{seconds:g} s each, N = {parallel}"
+    )
+    tasks = [
+        {
+            "id": f"q{n:02d}",
+            "files": [f"src/q{n:02d}.py"],
+            "depends_on": [],
+            "seconds": args.shortest,
+        }
+        for n in range(count)
+    ]
+    verify = f"{shlex.quote(sys.executable)} -c 'import time; time.sleep({seconds})'"
+    rows = []
+    for speculate in (True, False):
+        flag = "--speculate" if speculate else "--no-speculate"
+        repo = make_repo(
+            workdir / f"queue-{count}{flag}",
+            {f"src/q{n:02d}.py": f"Q{n} = 0\n" for n in range(count)},
+        )
+        path = task_file(workdir, tasks, verify=verify, name=f"queue{flag}")
+        doc, _process_s = stomper_run(repo, path, parallel, workdir / f"queue{flag}.log", flag)
+        landed = [task for task in doc["tasks"] if task["status"] == "landed"]
+        first = min(task["queued"] for task in landed)
+        came = max(task["queued"] for task in landed) - first
+        last = max(task["ended"] for task in landed)
+        rate = len(landed) / (last - first)
+        serial = (len(landed) - 1) * seconds
+        span = max(serial / parallel, came + seconds) if speculate else serial
+        ideal = len(landed) / span
+        used = doc["metrics"]["speculation"]
+        rows.append(
+            (
+                "with" if speculate else "without",
+                len(landed),
+                round(last - first, 2),
+                round(rate, 2),
+                round(ideal, 2),
+                round(rate / ideal, 3),
+                used["used"],
+                used["redone"],
+                doc["metrics"]["wall_s"],
+            )
+        )
+    harness.note(
+        harness.table(
+            [
+                "speculation",
+                "landed",
+                "queue s",
+                "landings / s",
+                "ideal / s",
+                "of ideal",
+                "checks used",
+                "checks redone",
+                "makespan s",
+            ],
+            rows,
+        )
+    )
+    harness.note(
+        "\nqueue s: from the first change in the queue to the last landing; ideal: the "
+        "landings over the ideal span (see bench/tasks.py). Speculation lands "
+        f"{rows[0][3] / rows[1][3]:.2f}x as many changes a second.\n"
     )

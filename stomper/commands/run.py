@@ -99,7 +99,7 @@ class TasksReport:
                     "landing_s": round(result.landing_s, 3),
                     **{
                         key: self.records.get(result.path, {}).get(key)
-                        for key in ("files", "started", "ended")
+                        for key in ("files", "started", "queued", "ended")
                     },
                     "verdicts": [
                         attempt["verdict"]

@@ -100,8 +100,10 @@ class TaskRecord:
     files: list[str] = field(default_factory=list)
     """The paths its landed change holds."""
     started: float = 0.0
+    queued: float = 0.0
     ended: float = 0.0
-    """When its agent first began, and when it landed or failed (``time.time()``)."""
+    """When its agent first began, when its change came to the merge queue (0: never),
+    and when it landed or failed (``time.time()``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,6 +113,7 @@ class TaskRecord:
             "attempts": [attempt.to_json() for attempt in self.attempts],
             "files": self.files,
             "started": self.started,
+            "queued": self.queued,
             "ended": self.ended,
         }
 
@@ -375,6 +378,7 @@ class TaskJob:
             return result
         unit = self._units[result.path]
         queued = 0.0
+        self.records[result.path].queued = time.time()
         entry = self._enqueue(unit, change)
         try:
             async with self._queue:
