@@ -104,6 +104,16 @@ RepoOption = Annotated[
     typer.Option("--repo", help="The repository to work on (default: the current directory)."),
 ]
 NoProgressOption = Annotated[bool, typer.Option("--no-progress", help="No live progress view.")]
+MaxTokensOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Tokens the model's questions and answers may hold (openai)."),
+]
+MaxCostOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0, help="Dollars the run may spend, at the model's price in [tool.stomper.prices]."
+    ),
+]
 BaseUrlOption = Annotated[
     str | None,
     typer.Option(help="An OpenAI-compatible endpoint, e.g. http://localhost:11434/v1."),
@@ -415,13 +425,16 @@ def run_tasks(
     agent: Annotated[
         str | None,
         typer.Option(
-            help="The CLI agent of tasks that name none: claude, codex, aider, cursor or command."
+            help="The agent of tasks that name none: claude, codex, aider, cursor, command "
+            "or openai."
         ),
     ] = None,
     agent_cmd: Annotated[
         str | None,
         typer.Option(help="The command of --agent command ({prompt_file}, {file}, {scratch_dir})."),
     ] = None,
+    model: Annotated[str | None, typer.Option(help="The model, for --agent openai.")] = None,
+    base_url: BaseUrlOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="One JSON document on stdout.")
     ] = False,
@@ -430,6 +443,8 @@ def run_tasks(
         int | None,
         typer.Option(min=1, help="Agent calls the run may make; `stomper resume` goes on."),
     ] = None,
+    max_tokens: MaxTokensOption = None,
+    max_cost: MaxCostOption = None,
     test_cmd: Annotated[
         str | None,
         typer.Option(help="The tests every change must not break beyond how its base fails."),
@@ -454,6 +469,8 @@ def run_tasks(
         "max_parallel_files": max_parallel_files,
         "agent": agent,
         "agent_cmd": agent_cmd,
+        "model": model,
+        "base_url": base_url,
         "test_cmd": test_cmd,
     }
     request = RunRequest(
@@ -463,6 +480,8 @@ def run_tasks(
         json=json_output,
         progress=not no_progress,
         max_calls=max_calls,
+        max_tokens=max_tokens,
+        max_cost=max_cost,
         speculate=speculate,
     )
 
@@ -487,10 +506,13 @@ def resume(
         int | None,
         typer.Option(min=1, help="A run of `stomper run`: agent calls it may make now."),
     ] = None,
+    max_tokens: MaxTokensOption = None,
+    max_cost: MaxCostOption = None,
     repo: RepoOption = None,
 ) -> None:
     """Finish an interrupted or crashed run: landed units stay, the rest are worked again."""
     from stomper.commands.resume import resume as run
+    from stomper.tasks.budget import Limits
 
     cwd = _repo_dir(repo)
     _finish(
@@ -501,7 +523,7 @@ def resume(
                 json_output=json_output,
                 progress=not no_progress,
                 checkpointer=checkpointer,
-                max_calls=max_calls,
+                limits=Limits(max_calls, max_tokens, max_cost),
             )
         )
     )

@@ -97,6 +97,19 @@ class ReviewSettings(BaseModel):
     """A landed group is one commit per file, or one for the whole group."""
 
 
+class Price(BaseModel):
+    """What a model's tokens cost, in US dollars per million: ``[tool.stomper.prices]``
+    maps a model's name to ``{ input = 2.5, output = 10.0 }``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input + tokens_out * self.output) / 1_000_000
+
+
 class Settings(BaseSettings):
     """Every setting, with the name it has in ``[tool.stomper]``."""
 
@@ -137,6 +150,9 @@ class Settings(BaseSettings):
     test_cmd: str | None = None
     """Run in each unit's worktree after verification; a unit that makes it fail does not land."""
     test_timeout: float = Field(default=900.0, gt=0)
+
+    prices: dict[str, Price] = Field(default_factory=dict)
+    """Each model's price, for the cost of a run and its ``max_cost``."""
 
     review: ReviewSettings = Field(default_factory=ReviewSettings)
 
@@ -277,9 +293,9 @@ def _source(key: str, flags: Mapping[str, Any]) -> str:
     table, _, name = key.partition(".")
     if key in flags or (name and isinstance(flags.get(table), Mapping) and name in flags[table]):
         return FLAGS.get(key, key)
+    variable = f"STOMPER_{table.upper()}"
+    if any(given.upper() == variable for given in os.environ):
+        return variable
     if name:
         return f"[tool.stomper.{table}] {name} in pyproject.toml"
-    variable = f"STOMPER_{key.upper()}"
-    if any(name.upper() == variable for name in os.environ):
-        return variable
     return f"[tool.stomper] {key} in pyproject.toml"

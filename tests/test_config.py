@@ -67,6 +67,19 @@ def test_a_stomper_table_that_is_no_table_is_refused(tmp_path, text, name) -> No
     assert "[tool.stomper]" in message and "\n" not in message
 
 
+def test_prices_come_from_the_project_table_or_the_variable(tmp_path, monkeypatch) -> None:
+    root = with_config(tmp_path / "repo", "")
+    (root / "pyproject.toml").write_text(
+        '[tool.stomper.prices]\n"gpt-4o" = { input = 2.5, output = 10.0 }\n'
+    )
+    price = load_settings(root, {}).prices["gpt-4o"]
+    assert price.cost(1_000_000, 100_000) == pytest.approx(3.5)
+    monkeypatch.setenv("STOMPER_PRICES", '{"m": {"input": -1, "output": 2}}')
+    with pytest.raises(ConfigError) as refused:
+        load_settings(root, {})
+    assert str(refused.value).endswith("(got -1, set by STOMPER_PRICES)")
+
+
 def test_an_invalid_value_names_where_it_was_set(tmp_path, monkeypatch) -> None:
     root = with_config(tmp_path / "repo", "max_attempts = 0")
 

@@ -615,13 +615,15 @@ def test_a_spent_budget_keeps_what_landed_and_resume_goes_on(make, tmp_path, cap
 
 
 def test_a_task_of_its_own_budget_stops_retrying() -> None:
-    from stomper.tasks.budget import Budget, Spent
+    from stomper.tasks.budget import Budget, Limits, Spent
 
-    budget = Budget(max_calls=None)
-    budget.take("t", 0, 2)
-    budget.take("t", 1, 2)
+    budget = Budget()
+    budget.take("t", Limits(max_calls=2))
+    budget.take("t", Limits(max_calls=2))
     with pytest.raises(Spent, match="the task's budget of 2 agent calls is spent"):
-        budget.take("t", 2, 2)
+        budget.take("t", Limits(max_calls=2))
+    budget.take("u", Limits(max_calls=2))  # another task's own budget is its own
+    assert budget.use.calls == 3 and not budget.spent
 
 
 def test_an_agent_that_fails_three_times_in_a_row_rests() -> None:

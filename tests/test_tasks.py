@@ -228,9 +228,12 @@ def test_run_plan_shows_the_plan_and_every_problem_is_a_line_with_exit_2(
     assert document["waves"] == [["config-v2"], ["retry-client"]]
     assert document["tasks"][1]["creates"] == ["src/retry.py"]
 
-    # Working them needs a CLI agent: said before anything runs, exit 2.
+    # Working them needs a CLI agent or a chat model: said before anything runs, exit 2.
     assert main(["run", str(tasks), "--agent", "autofix", "--repo", str(repo)]) == 2
-    assert "tasks are worked by CLI agents, not 'autofix'" in capsys.readouterr().err
+    assert (
+        "tasks are worked by a CLI agent or a chat model (openai), not 'autofix'"
+        in capsys.readouterr().err
+    )
 
     cyclic = TOML.replace('id = "config-v2"', 'id = "config-v2"\ndepends_on = ["retry-client"]')
     assert main(["run", str(write_tasks(tmp_path, cyclic)), "--plan", "--repo", str(repo)]) == 2

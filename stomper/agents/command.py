@@ -166,6 +166,11 @@ class CommandAgent:
     read them.
     """
 
+    sees_tree = True
+    """As an agent of tasks, it reads the files in its tree itself."""
+    reports_tokens = False
+    answer_format: str | None = None
+
     def __init__(
         self,
         template: Sequence[str],

@@ -211,6 +211,11 @@ class OpenAIChatAgent:
         text, cut_off = _answer(completion)
         return Answer(text, tokens_in, tokens_out, cut_off)
 
+    def redact(self, text: str) -> str:
+        """``text`` with the run's secrets and this agent's own (its key, the endpoints'
+        passwords) masked."""
+        return self._redact(text)
+
     def _bound(self, answer: str) -> None:
         """Refuse an answer larger than ``max_answer_bytes`` before any of it is parsed or
         matched: the work on an answer grows with its size, and no fix needs megabytes."""

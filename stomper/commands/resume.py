@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -22,6 +22,7 @@ from stomper.plan import ensure_tools
 from stomper.recovery import recover
 from stomper.report import RunReport
 from stomper.repository import Repository, open_repository, require_index, require_state
+from stomper.tasks.budget import Limits
 from stomper.unit import Status, Unit, UnitResult
 from stomper.verify import judge, result_of
 from stomper.workspace import Workspaces, release_folder
@@ -37,7 +38,7 @@ async def resume(
     json_output: bool,
     progress: bool,
     checkpointer: str | None = None,
-    max_calls: int | None = None,
+    limits: Limits | None = None,
 ) -> int:
     repo = await open_repository(cwd)
     require_state(repo)
@@ -53,10 +54,10 @@ async def resume(
             json_output=json_output,
             progress=progress,
             checkpointer=checkpointer,
-            max_calls=max_calls,
+            limits=limits or Limits(),
         )
-    if max_calls is not None:
-        raise ConfigError("--max-calls is for a run of `stomper run`")
+    if limits is not None and limits != Limits():
+        raise ConfigError("--max-calls, --max-tokens and --max-cost are for a run of `stomper run`")
     report = await run_resume(cwd, journal.dir.name, progress=progress, checkpointer=checkpointer)
     return show(report, json_output=json_output)
 
@@ -101,10 +102,10 @@ async def _resume_tasks(
     json_output: bool,
     progress: bool,
     checkpointer: str | None,
-    max_calls: int | None,
+    limits: Limits,
 ) -> int:
     """Finish a ``stomper run``: the tasks that landed count as landed, the rest are worked
-    (with a budget of ``max_calls`` agent calls more, when given; else the run's own)."""
+    with the budget of ``limits`` (as much again where it names no limit the run had)."""
     from stomper.commands.run import RunRequest, resume_run
 
     meta = journal.meta()
@@ -113,20 +114,32 @@ async def _resume_tasks(
     tasks = meta.get("tasks_file")
     if not isinstance(tasks, str):
         raise RepositoryError(f"run {run_id} cannot be resumed: its journal names no task file")
-    given = meta.get("max_calls")
-    own = given if isinstance(given, int) and not isinstance(given, bool) else None
     request = RunRequest(
         repo.root,
         Path(tasks),
         json=json_output,
         progress=progress,
-        max_calls=max_calls if max_calls is not None else own,
+        max_calls=_given(limits.max_calls, meta.get("max_calls"), int),
+        max_tokens=_given(limits.max_tokens, meta.get("max_tokens"), int),
+        max_cost=_given(limits.max_cost, meta.get("max_cost"), float),
         speculate=meta.get("speculate") is not False,
     )
     console.info(
         f"resuming run {run_id}: {len(journal.results())} tasks already done", markup=False
     )
     return await resume_run(run, journal, request)
+
+
+_Number = TypeVar("_Number", int, float)
+
+
+def _given(now: _Number | None, recorded: object, kind: type[_Number]) -> _Number | None:
+    """The limit given now, else the one the run recorded (if it is a number of ``kind``)."""
+    if now is not None:
+        return now
+    if isinstance(recorded, bool) or not isinstance(recorded, int | float):
+        return None
+    return kind(recorded)
 
 
 async def _landing_run(

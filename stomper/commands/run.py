@@ -35,8 +35,8 @@ from stomper.report import EXIT_CLEAN, EXIT_INTERRUPTED, EXIT_REMAINING
 from stomper.repository import Repository, open_repository, require_index
 from stomper.store import Blobs
 from stomper.tasks import taskfile
-from stomper.tasks.budget import Budget
-from stomper.tasks.job import VERIFY_TIMEOUT, TaskJob, TaskUnit
+from stomper.tasks.budget import Budget, Limits, Use
+from stomper.tasks.job import VERIFY_TIMEOUT, TaskAgent, TaskJob, TaskUnit
 from stomper.tasks.locks import PathLocks
 from stomper.tasks.plan import Plan, Planned, plan
 from stomper.tasks.schedule import Scheduler
@@ -46,7 +46,7 @@ from stomper.workflow.context import RunContext
 from stomper.workflow.limit import Limit
 from stomper.workspace import Workspaces
 
-CLI_AGENTS = (*PRESETS, "command")
+AGENTS = (*PRESETS, "command", "openai")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,10 @@ class RunRequest:
     json: bool = False
     progress: bool = True
     max_calls: int | None = None
-    """Agent calls the run may make (:mod:`stomper.tasks.budget`); None: any."""
+    max_tokens: int | None = None
+    max_cost: float | None = None
+    """Agent calls, tokens and dollars the run may spend (:mod:`stomper.tasks.budget`);
+    None: any."""
     speculate: bool = True
     """Whether a change in the merge queue is checked on the target as the changes ahead
     of it will leave it, while those are checked (:mod:`stomper.tasks.job`)."""
@@ -75,6 +78,10 @@ class TasksReport:
     foreseen: Mapping[str, int]
     """Changes of the merge queue whose speculative check held at their turn (``used``),
     and those checked again (``redone``)."""
+    use: Use
+    """What the run's agent calls spent."""
+    priced: bool = False
+    """Whether the cost is known: the model has a price."""
 
     def totals(self) -> dict[str, int]:
         counts = {status.value: 0 for status in TASK_ENDINGS}
@@ -99,7 +106,7 @@ class TasksReport:
                     "landing_s": round(result.landing_s, 3),
                     **{
                         key: self.records.get(result.path, {}).get(key)
-                        for key in ("files", "started", "queued", "ended")
+                        for key in ("files", "started", "queued", "ended", "use")
                     },
                     "verdicts": [
                         attempt["verdict"]
@@ -113,6 +120,7 @@ class TasksReport:
                 "wall_s": round(self.wall_s, 3),
                 "peak_concurrency": self.peak,
                 "speculation": dict(self.foreseen),
+                "use": {**self.use.to_json(), "priced": self.priced},
             },
         }
 
@@ -140,7 +148,7 @@ async def run(request: RunRequest, settings: Settings) -> int:
         if not request.json:
             _show(made, settings.max_parallel_files)
         return 0
-    agents = _agents(made, settings)
+    agents = _agents(made, settings, _limits(request))
     if repo.branch is None:
         raise ConfigError("HEAD is detached: check out the branch the tasks are to land on")
     await require_index(repo)
@@ -163,6 +171,8 @@ async def run(request: RunRequest, settings: Settings) -> int:
             "dry_run": False,
             "tasks_file": str(request.tasks),
             "max_calls": request.max_calls,
+            "max_tokens": request.max_tokens,
+            "max_cost": request.max_cost,
             "speculate": request.speculate,
             "settings": settings.model_dump(),
         }
@@ -184,7 +194,7 @@ async def resume_run(run: runner.Run, journal: Journal, request: RunRequest) -> 
         for problem in made.problems:
             console.error(problem)
         return 2
-    agents = _agents(made, settings)
+    agents = _agents(made, settings, _limits(request))
     for agent in agents.values():
         await agent.ready()
     done = {
@@ -212,23 +222,62 @@ def _publish(report: TasksReport, request: RunRequest) -> int:
     return report.exit_code()
 
 
-def _agents(made: Plan, settings: Settings) -> dict[str, CommandAgent]:
-    """The CLI agent of each name the tasks ask for (``settings.agent`` by default)."""
+def _limits(request: RunRequest) -> Limits:
+    return Limits(request.max_calls, request.max_tokens, request.max_cost)
+
+
+def _agents(made: Plan, settings: Settings, limits: Limits) -> dict[str, TaskAgent]:
+    """The agent of each name the tasks ask for (``settings.agent`` by default); a budget
+    of tokens or cost is refused where an agent reports none, and one of cost where the
+    model has no price."""
     names = {one.task.agent or settings.agent for one in made.tasks}
-    wrong = sorted(name for name in names if name not in CLI_AGENTS)
+    wrong = sorted(name for name in names if name not in AGENTS)
     if wrong:
         raise ConfigError(
-            f"tasks are worked by CLI agents, not {wrong[0]!r}: choose one of "
-            f"{', '.join(CLI_AGENTS)} (agent = ... in the task file's [defaults], or --agent)"
+            f"tasks are worked by a CLI agent or a chat model (openai), not {wrong[0]!r}: "
+            f"choose one of {', '.join(AGENTS)} (agent = ... in the task file's [defaults], "
+            "or --agent)"
         )
-    return {name: CommandAgent.from_settings(name, settings) for name in sorted(names)}
+    agents: dict[str, TaskAgent] = {name: _agent(name, settings) for name in sorted(names)}
+    counting = [one.task for one in made.tasks if one.task.limits.counts_tokens]
+    for task in counting:
+        name = task.agent or settings.agent
+        if not agents[name].reports_tokens:
+            raise ConfigError(
+                f"task {task.id} has a budget of tokens or cost, but its agent ({name}) "
+                "reports none: give it max_calls instead"
+            )
+    if limits.counts_tokens:
+        silent = sorted(name for name, agent in agents.items() if not agent.reports_tokens)
+        if silent:
+            raise ConfigError(
+                f"--max-tokens and --max-cost count what a model reports, and the {silent[0]} "
+                "agent reports no tokens: give --max-calls instead"
+            )
+    costed = limits.max_cost is not None or any(task.max_cost is not None for task in counting)
+    if costed and (settings.model or "") not in settings.prices:
+        raise ConfigError(
+            f"a budget of cost needs the price of the model {settings.model!r}: add "
+            f'[tool.stomper.prices] "{settings.model}" = {{ input = ..., output = ... }} '
+            "(dollars per million tokens)"
+        )
+    return agents
+
+
+def _agent(name: str, settings: Settings) -> TaskAgent:
+    if name == "openai":
+        from stomper.agents.openai_chat import OpenAIChatAgent
+        from stomper.tasks.chat import ChatTaskAgent
+
+        return ChatTaskAgent(OpenAIChatAgent.from_settings(settings))
+    return CommandAgent.from_settings(name, settings)
 
 
 async def _work(
     repo: Repository,
     journal: Journal,
     made: Plan,
-    agents: dict[str, CommandAgent],
+    agents: dict[str, TaskAgent],
     settings: Settings,
     request: RunRequest,
     started: float,
@@ -285,7 +334,7 @@ async def _work(
                 limit=limit,
                 audit=journal.dir / "tasks.jsonl",
                 ruff=ruff,
-                budget=Budget(request.max_calls),
+                budget=Budget(_limits(request), settings.prices.get(settings.model or "")),
                 speculate=request.speculate,
                 tests=split_command(settings.test_cmd) if settings.test_cmd else None,
             )
@@ -319,8 +368,12 @@ async def _work(
                 and job.budget.spent
                 and any(result.status is Status.SKIPPED for result in results)
             ):
-                status = "stopped"  # by the budget: `stomper resume --max-calls N` goes on
+                status = "stopped"  # by the budget: `stomper resume --max-cost X` goes on
     finally:
+        for agent in agents.values():
+            closer = getattr(agent, "aclose", None)
+            if closer is not None:
+                await asyncio.shield(closer())
         await asyncio.shield(ruff.aclose())
         await blobs.aclose()
         await asyncio.shield(lander.aclose())
@@ -340,6 +393,8 @@ async def _work(
         time.monotonic() - started,
         scheduler.peak,
         job.foreseen if job is not None else {"used": 0, "redone": 0},
+        job.budget.use if job is not None else Use(),
+        priced=(settings.model or "") in settings.prices,
     )
 
 
@@ -353,9 +408,13 @@ def _summary(report: TasksReport, *, each: bool) -> None:
         console.info(line, markup=False)
     totals = report.totals()
     counted = ", ".join(f"{totals[status.value]} {status.value}" for status in TASK_ENDINGS)
+    use = report.use
+    spent = f"{use.calls} agent call{'s' * (use.calls != 1)}"
+    if use.tokens:
+        spent += f", {use.tokens:,} tokens" + (f", ${use.cost:.4f}" if report.priced else "")
     console.info(
         f"[bold]{totals['tasks']} tasks[/]: {counted}; at most {report.peak} at once, "
-        f"{report.wall_s:.1f}s (run {report.run_id})"
+        f"{spent}, {report.wall_s:.1f}s (run {report.run_id})"
     )
 
 

@@ -1,10 +1,15 @@
 """What a run of tasks may spend, and the agents it gives a rest.
 
-A **budget** counts agent calls: ``max_calls`` for the run (``--max-calls``) and for each
-task (its ``max_calls``). A call is taken before an attempt begins; when the run's are spent,
-running tasks end after the attempt they are in, nothing new begins, and what landed stays:
-``stomper resume --max-calls N`` goes on later. CLI agents report no tokens and no cost, so
-calls are what a run of tasks can count.
+A **budget** counts agent calls (``max_calls``), the tokens of the model's answers and
+questions (``max_tokens``), and what those cost (``max_cost``, in US dollars, at the model's
+price in ``[tool.stomper.prices]``), for the run (``--max-calls``, ``--max-tokens``,
+``--max-cost``) and for each task (the same keys in the task file). A call is taken before
+an attempt begins, and refused once a limit is reached; what an attempt spends is known
+when its answer comes, so the attempts running then may take a run past its limit by
+their own use. When the run's budget is spent, running tasks end after the attempt they
+are in, nothing new begins, and what landed stays: ``stomper resume --max-cost X`` goes on
+later with as much again. CLI agents report no tokens and no cost: calls are what a run of
+them can count.
 
 The **circuit breaker** rests an agent that failed ``FAILURES`` times in a row (its program
 exited with an error or ran past its time), for ``REST_S`` seconds: its next attempt waits,
@@ -17,33 +22,104 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stomper.config import Price
 
 FAILURES = 3
 REST_S = 30.0
 
 
 class Spent(Exception):
-    """The run's (or the task's) budget of agent calls is spent; ``str()`` says which."""
+    """The run's (or the task's) budget is spent; ``str()`` says which."""
+
+
+@dataclass
+class Use:
+    """What has been spent: calls, tokens in and out, and their cost in dollars."""
+
+    calls: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+    def to_json(self) -> dict[str, int | float]:
+        return {
+            "calls": self.calls,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "cost": round(self.cost, 6),
+        }
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The most one may spend (None: any)."""
+
+    max_calls: int | None = None
+    max_tokens: int | None = None
+    max_cost: float | None = None
+
+    def reached(self, use: Use) -> str | None:
+        """Which limit ``use`` has reached, in words, or None."""
+        if self.max_calls is not None and use.calls >= self.max_calls:
+            return f"budget of {self.max_calls} agent calls"
+        if self.max_tokens is not None and use.tokens >= self.max_tokens:
+            return f"budget of {self.max_tokens:,} tokens"
+        if self.max_cost is not None and use.cost >= self.max_cost:
+            return f"budget of ${self.max_cost:g}"
+        return None
+
+    @property
+    def counts_tokens(self) -> bool:
+        return self.max_tokens is not None or self.max_cost is not None
 
 
 @dataclass
 class Budget:
-    """The agent calls a run may make (None: no limit), and those it has made."""
+    """What a run may spend, and what it and each of its tasks have spent."""
 
-    max_calls: int | None = None
-    calls: int = 0
+    limits: Limits = field(default_factory=Limits)
+    price: Price | None = None
+    """The model's price, per million tokens; None: its cost is not known."""
+    use: Use = field(default_factory=Use)
+    tasks: dict[str, Use] = field(default_factory=dict)
 
-    def take(self, task: str, task_calls: int, task_max: int | None) -> None:
-        """One call for ``task`` (which made ``task_calls`` so far), or :class:`Spent`."""
-        if self.max_calls is not None and self.calls >= self.max_calls:
-            raise Spent(f"the run's budget of {self.max_calls} agent calls is spent")
-        if task_max is not None and task_calls >= task_max:
-            raise Spent(f"the task's budget of {task_max} agent calls is spent")
-        self.calls += 1
+    def of(self, task: str) -> Use:
+        """What ``task`` has spent so far."""
+        return self.tasks.setdefault(task, Use())
+
+    def take(self, task: str, limits: Limits | None = None) -> None:
+        """One call for ``task`` (whose own budget is ``limits``), or :class:`Spent`."""
+        reached = self.limits.reached(self.use)
+        if reached is not None:
+            raise Spent(f"the run's {reached} is spent")
+        reached = (limits or Limits()).reached(self.of(task))
+        if reached is not None:
+            raise Spent(f"the task's {reached} is spent")
+        self.use.calls += 1
+        self.of(task).calls += 1
+
+    def spend(self, task: str, tokens_in: int, tokens_out: int) -> None:
+        """Count the tokens one answer for ``task`` took, and their cost."""
+        cost = self.price.cost(tokens_in, tokens_out) if self.price is not None else 0.0
+        for use in (self.use, self.of(task)):
+            use.tokens_in += tokens_in
+            use.tokens_out += tokens_out
+            use.cost += cost
 
     @property
     def spent(self) -> bool:
-        return self.max_calls is not None and self.calls >= self.max_calls
+        return self.limits.reached(self.use) is not None
+
+    @property
+    def max_calls(self) -> int | None:
+        return self.limits.max_calls
 
 
 @dataclass

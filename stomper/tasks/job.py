@@ -3,12 +3,15 @@ of its own, verified, and landed through a merge queue.
 
 A task begins when the scheduler gives it its turn (:mod:`stomper.tasks.schedule`): its
 dependencies landed, a place among the N, its paths locked. Each attempt starts from a
-pooled tree at the target's tip (so it sees what its dependencies landed): the agent works,
-the change is read from the tree (:mod:`stomper.tasks.change`; a change that breaks a rule
-is **blocked**, and not tried again), its Python files must hold no ruff finding they did
-not hold before, and the task's ``verify`` runs on exactly those bytes, in a fresh tree,
-contained. A failure goes back to the agent with the output, up to the
-task's ``max_attempts`` (the verdicts: PASS, FAIL, BLOCKED).
+pooled tree at the target's tip (so it sees what its dependencies landed): the agent works
+(a CLI agent in the tree; a chat model, :mod:`stomper.tasks.chat`, is shown the task's files
+in its prompt and answers with edits, applied to the tree), and what it spent is counted
+against the budget (:mod:`stomper.tasks.budget`). The change is read from the tree
+(:mod:`stomper.tasks.change`; a change that breaks a rule is **blocked**, and not tried
+again), its Python files must hold no ruff finding they did not hold before, and the task's
+``verify`` runs on exactly those bytes, in a fresh tree, contained. A failure goes back to
+the agent with the output, up to the task's ``max_attempts`` (the verdicts: PASS, FAIL,
+BLOCKED).
 
 Changes land one at a time (the merge queue). When the target moved since the change's
 base, and changed one of the change's files meanwhile, the two are merged three ways
@@ -27,18 +30,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from stomper import git, proc
-from stomper.agents import AttemptFailed
-from stomper.agents.command import CommandAgent
+from stomper.agents import AgentOutcome, AttemptFailed
 from stomper.diagnostics.ruff import RuffCollector
 from stomper.events import Phase
 from stomper.gate import failed_tests
 from stomper.landing import Landed, Lander, LandingRefused
 from stomper.plan import PYTHON_SUFFIXES
 from stomper.store import Blobs
-from stomper.tasks.budget import Breaker, Budget, Spent
+from stomper.tasks.budget import Breaker, Budget, Spent, Use
 from stomper.tasks.change import Blocked, Change, collect, describe
 from stomper.tasks.locks import Held
 from stomper.tasks.plan import Planned
@@ -55,6 +57,25 @@ _SUBJECT_MAX = 72
 _TAIL = 40
 VERIFY_TIMEOUT = 900.0
 """Seconds a task's ``verify`` may run when the task sets no ``timeout``."""
+_REGULAR = frozenset({"100644", "100755"})
+SHOWN_BYTES = 200_000
+"""The most file text the prompt of an agent that sees no tree shows, all files together."""
+
+
+class TaskAgent(Protocol):
+    """What works a task: a CLI agent (:class:`~stomper.agents.command.CommandAgent`) or a
+    chat model (:class:`~stomper.tasks.chat.ChatTaskAgent`)."""
+
+    name: str
+    sees_tree: bool
+    """Whether it reads the files in its tree itself; if not, the prompt shows them."""
+    reports_tokens: bool
+    answer_format: str | None
+    """How its answer is to be written, told in the prompt; None: it edits the tree."""
+
+    async def work(self, workspace: Path, prompt: str, *, file: str) -> AgentOutcome: ...
+
+    async def ready(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -104,6 +125,8 @@ class TaskRecord:
     ended: float = 0.0
     """When its agent first began, when its change came to the merge queue (0: never),
     and when it landed or failed (``time.time()``)."""
+    use: Use = field(default_factory=Use)
+    """What its agent calls spent."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +138,7 @@ class TaskRecord:
             "started": self.started,
             "queued": self.queued,
             "ended": self.ended,
+            "use": self.use.to_json(),
         }
 
 
@@ -160,7 +184,7 @@ class TaskJob:
     def __init__(
         self,
         *,
-        agents: dict[str, CommandAgent],
+        agents: dict[str, TaskAgent],
         default_agent: str,
         scheduler: Scheduler,
         workspaces: Workspaces,
@@ -194,8 +218,6 @@ class TaskJob:
         self._baselines: dict[str, asyncio.Task[Built]] = {}
         self.budget = budget or Budget()
         self.breaker = breaker or Breaker()
-        self._calls: dict[str, int] = {}
-        """Agent calls made for each task."""
         self.records: dict[str, TaskRecord] = {}
         self._limit = limit
         self._queue = asyncio.Lock()
@@ -235,7 +257,7 @@ class TaskJob:
         if self.budget.spent:
             self.scheduler.leave()
             self._held[task.id] = held
-            why = f"not begun: the run's budget of {self.budget.max_calls} agent calls is spent"
+            why = f"not begun: the run's {self.budget.limits.reached(self.budget.use)} is spent"
             result = UnitResult(task.id, Status.SKIPPED, (), reason=why)
             self._settled(task.id, result)
             return Produced(result, started=started)
@@ -275,20 +297,21 @@ class TaskJob:
         for _ in range(task.max_attempts):
             number = len(record.attempts) + 1
             await self.breaker.ready(name)
-            self.budget.take(task.id, self._calls.get(task.id, 0), task.max_calls)
-            self._calls[task.id] = self._calls.get(task.id, 0) + 1
+            self.budget.take(task.id, task.limits)
+            record.use = self.budget.of(task.id)
             tip = await self._tip()
             phase(Phase.AGENT)
             async with self.workspaces.tree(tip) as space, self._limit.call():
+                prompt, file = await self._prompt(agent, unit, space.root, tip, feedback)
                 try:
-                    await agent.work(
-                        space.root, task_prompt(task, feedback=feedback), file=task.files[0].text
-                    )
+                    outcome = await agent.work(space.root, prompt, file=file)
                 except AttemptFailed as failed:
+                    self.budget.spend(task.id, failed.tokens_in, failed.tokens_out)
                     self.breaker.record(name, failed=True)
                     record.attempts.append(Attempt(number, "FAIL", failed.feedback))
                     feedback = failed.feedback
                     continue
+                self.budget.spend(task.id, outcome.tokens_in, outcome.tokens_out)
                 self.breaker.record(name, failed=False)
                 phase(Phase.VERIFYING)
                 try:
@@ -315,6 +338,45 @@ class TaskJob:
         last = record.attempts[-1].feedback if record.attempts else None
         why = f"no attempt of {task.max_attempts} passed"
         return _Worked(None, Status.FAILED, f"{why}; the last: {last}" if last else why)
+
+    async def _prompt(
+        self, agent: TaskAgent, unit: TaskUnit, tree: Path, tip: str, feedback: str | None
+    ) -> tuple[str, str]:
+        """The prompt of one attempt, and the file a block or ``{file}`` that names none
+        stands for; an agent that does not see the tree is shown the task's files as
+        ``tip`` has them (the tree at ``tree``), up to :data:`SHOWN_BYTES`."""
+        task = unit.planned.task
+        first = task.files[0]
+        if agent.sees_tree:
+            return task_prompt(task, feedback=feedback), first.text
+        tracked = await git.tree_entries(self.lander.root, tip)
+        paths = {
+            path for pattern in (*task.files, *task.reads) for path in pattern.matches(tracked)
+        }
+        missing = [one.text for one in task.files if not one.wild and not one.matches(tracked)]
+        shown: dict[str, str | None] = dict.fromkeys(missing)
+        too_large: list[str] = []  # or not text, or not a file
+        room = SHOWN_BYTES
+        for path in sorted(paths):
+            if tracked[path].mode not in _REGULAR:  # a link is not followed out of the tree
+                too_large.append(path)
+                continue
+            data = (tree / path).read_bytes()
+            text = _text(data) if len(data) <= room else None
+            if text is None:
+                too_large.append(path)
+                continue
+            room -= len(data)
+            shown[path] = text
+        file = first.text if not first.wild else min(first.matches(shown) or [first.text])
+        prompt = task_prompt(
+            task,
+            feedback=feedback,
+            shown=shown,
+            too_large=too_large,
+            answer_format=agent.answer_format,
+        )
+        return prompt, file
 
     async def _brought_in(self, change: Change) -> str:
         """ruff's findings in the change's Python files that the files did not have before
@@ -626,6 +688,13 @@ class TaskJob:
         if tip is None:
             raise LookupError(f"the target {self.lander.target_ref} no longer exists")
         return tip
+
+
+def _text(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _failed(task_id: str, reason: str, status: Status = Status.FAILED) -> UnitResult:

@@ -6,7 +6,8 @@ or ``tasks`` in JSON and YAML). A task has an ``id`` (unique, ``[A-Za-z0-9._-]+`
 ``prompt`` or a ``prompt_file`` (from the task file's folder), the ``files`` it may change,
 create or delete (:mod:`stomper.tasks.paths`), the ``reads`` it shares with others, the
 ``depends_on`` ids that must land first, and its ``agent``, ``verify`` command,
-``max_attempts`` and ``timeout`` (seconds for the whole task).
+``max_attempts``, ``timeout`` (seconds for the whole task) and budget (``max_calls``,
+``max_tokens``, ``max_cost``).
 
 What is wrong with the file as a file (it cannot be read, a key is unknown, a value of the
 wrong type) is a :class:`~stomper.errors.ConfigError`, one line; what is wrong with the
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stomper import proc
 from stomper.errors import ConfigError
+from stomper.tasks.budget import Limits
 from stomper.tasks.paths import BadPattern, Pattern, patterns
 
 _ID = r"^[A-Za-z0-9._-]+$"
@@ -48,6 +50,14 @@ class Task:
     timeout: float | None = None
     max_calls: int | None = None
     """Agent calls the task may make in all (:mod:`stomper.tasks.budget`); None: any."""
+    max_tokens: int | None = None
+    max_cost: float | None = None
+    """Tokens its model's questions and answers may hold in all, and what they may cost
+    (dollars); None: any."""
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_calls, self.max_tokens, self.max_cost)
 
     @property
     def title(self) -> str:
@@ -70,8 +80,10 @@ class _Keys(BaseModel):
     max_attempts: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     max_calls: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_cost: float | None = Field(default=None, gt=0)
 
-    @field_validator("timeout", mode="before")
+    @field_validator("timeout", "max_cost", mode="before")
     @classmethod
     def _seconds(cls, value: Any) -> Any:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
@@ -185,6 +197,8 @@ def _task(entry: _Task, defaults: _Keys, folder: Path, path: Path, number: int) 
             max_attempts=given("max_attempts") or 3,
             timeout=given("timeout"),
             max_calls=given("max_calls"),
+            max_tokens=given("max_tokens"),
+            max_cost=given("max_cost"),
         )
     except BadPattern as exc:
         raise ConfigError(f"{where}: {exc}") from None

@@ -31,6 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 LOG_ENV = "STOMPER_FAKE_AGENT_LOG"
 MODES = ("fix", "noop", "hang", "other-file", "new-file", "suppress", "fail", "task")
@@ -137,20 +138,68 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Files(Protocol):
+    """The files a task script works on: a tree on disk, or the files a prompt shows."""
+
+    def read(self, path: str) -> str:
+        """The text of ``path``; FileNotFoundError when there is none."""
+        ...
+
+    def write(self, path: str, text: str) -> None: ...
+
+    def delete(self, path: str) -> None: ...
+
+
+class Disk:
+    """The files of the tree the agent runs in (its current directory)."""
+
+    def read(self, path: str) -> str:
+        return Path(path).read_text(encoding="utf-8")
+
+    def write(self, path: str, text: str) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+
+    def delete(self, path: str) -> None:
+        Path(path).unlink()
+
+
+class ScriptFailed(Exception):
+    """A task script stopped: a ``fail`` line (``code`` :data:`FAIL_CODE`) or one it cannot
+    read (2)."""
+
+    def __init__(self, message: str, code: int = FAIL_CODE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def follow(prompt: str, *, delay: float = 0.0) -> int:
-    """Do what the prompt's ``fake-agent:`` lines say, in their order; the exit code.
+    """Do what the prompt's ``fake-agent:`` lines say (:func:`run_script`) in the tree of
+    the current directory; the exit code."""
+    if delay:
+        time.sleep(delay)
+    try:
+        run_script(prompt, Disk())
+    except ScriptFailed as failed:
+        print(f"fake agent: {failed}", file=sys.stderr)
+        return failed.code
+    print(f"fake agent: did what the task said ({len(prompt)} prompt bytes)")
+    return 0
+
+
+def run_script(prompt: str, files: Files) -> None:
+    """Do what the prompt's ``fake-agent:`` lines say to ``files``, in their order.
 
     ``write PATH: TEXT`` (``\\n`` is a line break; the folders are made), ``append PATH:
     TEXT``, ``replace PATH: OLD => NEW``, ``delete PATH``, ``sleep SECONDS``, ``fail
-    MESSAGE``, ``signal PATH`` (an empty file, anywhere: a test waits for it). A line
-    that begins ``once`` is done on a first attempt only, one that begins ``retry`` only
-    when the prompt says what went wrong the last time.
+    MESSAGE`` (:class:`ScriptFailed`), ``signal PATH`` (an empty file, anywhere: a test
+    waits for it). A line that begins ``once`` is done on a first attempt only, one that
+    begins ``retry`` only when the prompt says what went wrong the last time.
     """
     from stomper.tasks.prompt import FEEDBACK_HEADING
 
     retried = FEEDBACK_HEADING in prompt
-    if delay:
-        time.sleep(delay)
     for line in prompt.splitlines():
         line = line.strip()
         if not line.startswith(TASK_MARK):
@@ -165,30 +214,27 @@ def follow(prompt: str, *, delay: float = 0.0) -> int:
         if verb == "sleep":
             time.sleep(float(rest))
         elif verb == "fail":
-            print(f"fake agent: {rest}", file=sys.stderr)
-            return FAIL_CODE
+            raise ScriptFailed(rest)
         elif verb == "delete":
-            Path(rest).unlink()
+            files.delete(rest)
         elif verb == "signal":
             Path(rest).touch()  # for a test waiting outside (and a sandbox that lets it)
         else:
             path, _, text = rest.partition(": ")
             text = text.replace("\\n", "\n")
-            target = Path(path)
             if verb == "write":
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text + "\n", encoding="utf-8")
+                files.write(path, text + "\n")
             elif verb == "append":
-                with target.open("a", encoding="utf-8") as handle:
-                    handle.write(text + "\n")
+                try:
+                    before = files.read(path)
+                except FileNotFoundError:
+                    before = ""
+                files.write(path, before + text + "\n")
             elif verb == "replace":
                 old, _, new = text.partition(" => ")
-                target.write_text(target.read_text(encoding="utf-8").replace(old, new))
+                files.write(path, files.read(path).replace(old, new))
             else:
-                print(f"fake agent: no such action {verb!r}", file=sys.stderr)
-                return 2
-    print(f"fake agent: did what the task said ({len(prompt)} prompt bytes)")
-    return 0
+                raise ScriptFailed(f"no such action {verb!r}", 2)
 
 
 def _task_of(prompt: str) -> str:

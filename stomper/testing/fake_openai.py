@@ -4,7 +4,9 @@ It answers ``POST /v1/chat/completions`` (not streamed) and ``GET /v1/models``. 
 it reads the file, its path and the diagnostic codes out of stomper's prompt (the format of
 :func:`stomper.agents.prompt.task_prompt`), fixes the file with ruff's own fixes for those
 codes, and answers with SEARCH/REPLACE blocks (or the whole file), with a ``usage`` block of
-roughly one token per four characters.
+roughly one token per four characters. A task's prompt (:func:`stomper.tasks.prompt.task_prompt`
+with the files shown) is answered with the blocks that do what its ``fake-agent:`` lines say
+to the files it shows (:func:`task_answer`), as the fake CLI agent does in a tree.
 
 Latency models (:class:`FixedLatency`, :class:`RandomLatency`, :class:`ThroughputLatency`)
 set how long an answer takes; a :class:`FaultPolicy` picks, request by request, the
@@ -41,6 +43,8 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from stomper.agents.edits import ANSWER_FORMAT, WHOLE_FILE_FORMAT
 from stomper.diagnostics.ruff import ruff_binary
+from stomper.tasks.prompt import FILES_HEADING, MISSING
+from stomper.testing.fake_cli_agent import ScriptFailed, run_script
 from stomper.testing.fake_reviewer import (
     ReviewStyle,
     read_reflection,
@@ -623,9 +627,16 @@ def _error(message: str, code: str) -> dict[str, object]:
 def _answering(
     fake: FakeOpenAI, text: str
 ) -> tuple[str, Callable[[Fault | None, str], str]] | None:
-    """The path a prompt is about, and what answers it given the fault drawn and the API
-    key: a review prompt gets findings, a reflection scores, a fix prompt edits; None for a
-    prompt of none of them."""
+    """The path a prompt is about (a task's id), and what answers it given the fault drawn
+    and the API key: a task's prompt gets the edits its script makes, a review prompt
+    findings, a reflection scores, a fix prompt edits; None for a prompt of none of them."""
+    task = read_task(text)
+    if task is not None:
+
+        def worked(fault: Fault | None, key: str) -> str:
+            return _GARBAGE if fault is Fault.GARBAGE else task_answer(task)
+
+        return task.id, worked
     reflection = read_reflection(text)
     if reflection is not None:
 
@@ -649,6 +660,92 @@ def _answering(
         return fake._answer(prompt, fault, key=key)
 
     return prompt.path, edits
+
+
+@dataclass(frozen=True)
+class TaskPrompt:
+    """A task's prompt, as :func:`stomper.tasks.prompt.task_prompt` writes it for a chat
+    model: the task's id, the prompt without the files it shows, and those files (None:
+    not there yet)."""
+
+    id: str
+    script: str
+    shown: dict[str, str | None]
+
+
+_SHOWN_HEADING = re.compile(r"### `(?P<path>[^`]+)`(?P<note>.*)")
+
+
+def read_task(text: str) -> TaskPrompt | None:
+    """The task a prompt is of, and the files it shows; None for a prompt of no task or
+    one that shows no files (a CLI agent's)."""
+    if not text.startswith("# Task ") or FILES_HEADING not in text:
+        return None
+    task_id = text.splitlines()[0].removeprefix("# Task ").strip()
+    before, _, after = text.partition(FILES_HEADING)
+    lines = after.splitlines()
+    shown: dict[str, str | None] = {}
+    index = 0
+    while index < len(lines) and not lines[index].startswith("## "):
+        heading = _SHOWN_HEADING.fullmatch(lines[index])
+        index += 1
+        if heading is None:
+            continue
+        if MISSING in heading["note"]:
+            shown[heading["path"]] = None
+            continue
+        if heading["note"].strip() or index >= len(lines):
+            continue  # not shown
+        fence = lines[index]
+        end = lines.index(fence, index + 1)
+        body = lines[index + 1 : end]
+        shown[heading["path"]] = "".join(line + "\n" for line in body)
+        index = end + 1
+    rest = "\n".join(lines[index:])
+    return TaskPrompt(task_id, before + rest, shown)
+
+
+class _ShownFiles:
+    """The files a task's prompt shows, as a task script changes them."""
+
+    def __init__(self, shown: Mapping[str, str | None]) -> None:
+        self.texts = dict(shown)
+
+    def read(self, path: str) -> str:
+        text = self.texts.get(path)
+        if text is None:
+            raise FileNotFoundError(path)
+        return text
+
+    def write(self, path: str, text: str) -> None:
+        self.texts[path] = text
+
+    def delete(self, path: str) -> None:
+        self.texts[path] = None
+
+
+def task_answer(task: TaskPrompt) -> str:
+    """What a model that does what the task's ``fake-agent:`` lines say answers
+    (:func:`~stomper.testing.fake_cli_agent.run_script`, on the files the prompt shows):
+    one SEARCH/REPLACE block per file it changes, its SEARCH part the whole file as shown
+    (empty for a new file). A ``fail`` line is an answer with no block; a file deleted is
+    left out, as the answer's format cannot say it."""
+    files = _ShownFiles(task.shown)
+    try:
+        run_script(task.script, files)
+    except ScriptFailed as failed:
+        return f"I cannot do this task: {failed}"
+    blocks = []
+    for path, new in files.texts.items():
+        old = task.shown.get(path)
+        if new is None or new == old:
+            continue
+        search = old or ""
+        blocks.append(
+            f"{path}\n<<<<<<< SEARCH\n{search}{_newline(search)}=======\n"
+            f"{new}{_newline(new)}>>>>>>> REPLACE\n"
+        )
+    return "Here is the change:\n\n" + "\n".join(blocks) if blocks else "Nothing to change."
 
 
 def read_prompt(text: str) -> Prompt | None:
