@@ -79,6 +79,11 @@ class LandingRefused(Exception):
         self.superseded = superseded
 
 
+class TipMoved(LandingRefused):
+    """The target is no longer at the commit the change was to land on (``on``): what was
+    verified there may not hold on the target as it is now."""
+
+
 @dataclass(frozen=True)
 class Landed:
     commit: str
@@ -96,6 +101,8 @@ class _Request:
     message: str
     whole: tuple[_Request, ...] = ()
     """The requests that land with this one or not at all (this one among them)."""
+    on: str | None = None
+    """The only tip it may land on (None: any where its files are as it found them)."""
     landing: asyncio.Future[None] | None = None
     """The landing that took this request, once one has."""
     commit: str | None = None
@@ -213,10 +220,16 @@ class Lander:
         )
 
     async def land_commits(
-        self, commits: Sequence[tuple[Sequence[Patch], str]], *, whole: bool = False
+        self,
+        commits: Sequence[tuple[Sequence[Patch], str]],
+        *,
+        whole: bool = False,
+        on: str | None = None,
     ) -> list[Landed | Exception]:
         """Land each set of patches as one commit with its message, as :meth:`land_many`
-        lands one patch a commit."""
+        lands one patch a commit; with ``on``, only on that tip of the target (else
+        :class:`TipMoved`), as it is read under the index's lock: the commit a change was
+        verified on."""
         entries: list[_Request | Landed] = []
         for patches, message in commits:
             done = None
@@ -226,7 +239,7 @@ class Lander:
                 # Landed before a crash cut the journal short: landing is exactly once.
                 entries.append(Landed(done, 0.0))
             else:
-                entries.append(_Request(tuple(patches), message))
+                entries.append(_Request(tuple(patches), message, on=on))
         requests = [entry for entry in entries if isinstance(entry, _Request)]
         if whole and len(requests) > 1:
             for request in requests:
@@ -355,6 +368,15 @@ class Lander:
             # read now, under the index's lock (a commit of the user's may have moved it).
             self._tip = None
         tip = await self._read_tip()
+        for request in requests:
+            if request.on is not None and request.on != tip and request.error is None:
+                request.error = TipMoved(
+                    f"{self.target_ref} moved from {request.on[:12]}, where the change was "
+                    f"verified, to {tip[:12]}"
+                )
+        requests = _refuse_whole(requests)
+        if not requests:
+            return []
         chain = await objects_.chain(tip, requests)
         chained = {id(link.request) for link in chain}
         split = [r for r in requests if r.whole and id(r) not in chained]

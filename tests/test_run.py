@@ -272,6 +272,67 @@ def test_two_tasks_that_pass_alone_but_not_together_never_both_land(
     assert sh(repo, "status", "--porcelain") == ""
 
 
+# A verify that is also a user at work: its first run commits a note of the user's, its
+# second (the change checked on that commit, in the merge queue) commits the user's rename
+# of B, which the task's change does not survive. argv: the repository, a counter file.
+USER_AT_WORK = """
+import subprocess, sys
+from pathlib import Path
+
+repo, counter = Path(sys.argv[1]), Path(sys.argv[2])
+runs = int(counter.read_text()) + 1 if counter.exists() else 1
+counter.write_text(str(runs))
+
+
+def commit(path, text, message):
+    (repo / path).write_text(text)
+    subprocess.run(["git", "-C", str(repo), "add", path], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", message], check=True)
+
+
+if runs == 1:
+    commit("notes.txt", "a note\\n", "user: a note")
+elif runs == 2:
+    commit("src/b.py", "B2 = 1\\n", "user: rename B")
+sys.path.insert(0, ".")
+import src.a, src.b
+"""
+
+
+@pytest.mark.parametrize("speculate", ["--speculate", "--no-speculate"])
+def test_a_user_commit_after_the_check_has_the_change_checked_again_before_it_lands(
+    make, tmp_path, capsys, uncontained, speculate
+) -> None:
+    repo = make({"src/a.py": "A = 1\n", "src/b.py": "B = 1\n", "notes.txt": ""})
+    script = tmp_path / "user_at_work.py"
+    script.write_text(USER_AT_WORK)
+    counter = tmp_path / "runs"
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": "a",
+                "prompt": ["fake-agent: write src/a.py: from src.b import B\\n\\nA = B"],
+                "files": ["src/a.py"],
+            }
+        ],
+        verify=f"{shlex.quote(sys.executable)} {script} {repo} {counter}",
+    )
+
+    document = run_json(repo, tasks, capsys, speculate)
+
+    assert subjects(repo, sh(repo, "rev-list", "--max-parents=0", "HEAD").strip()) == [
+        "user: a note",
+        "user: rename B",
+    ]
+    (task,) = document["tasks"]
+    assert task["status"] == "failed", document
+    assert "passed alone but not on the branch as it is now" in task["reason"]
+    assert int(counter.read_text()) == 3  # checked on the base, on the note, on the rename
+    subprocess.run([sys.executable, "-c", "import src.a, src.b"], cwd=repo, check=True)
+    assert sh(repo, "status", "--porcelain") == ""
+
+
 # The verify of the speculation tests: logs which tasks' changes the tree it checks holds;
 # one that holds two or more (a check in the merge queue) waits until a second such check
 # has begun, which only a check ahead of its turn can be. argv: the log, then the pair of

@@ -37,7 +37,7 @@ from stomper.agents import AgentOutcome, AttemptFailed
 from stomper.diagnostics.ruff import RuffCollector
 from stomper.events import Phase
 from stomper.gate import failed_tests
-from stomper.landing import Landed, Lander, LandingRefused
+from stomper.landing import Landed, Lander, LandingRefused, TipMoved
 from stomper.plan import PYTHON_SUFFIXES
 from stomper.store import Blobs
 from stomper.tasks.budget import Breaker, Budget, Spent, Use
@@ -54,6 +54,8 @@ from stomper.workflow.limit import Limit
 from stomper.workspace import Workspaces
 
 _SUBJECT_MAX = 72
+_MOVES = 3
+"""Times a change is verified again because the branch moved before it could land."""
 _TAIL = 40
 VERIFY_TIMEOUT = 900.0
 """Seconds a task's ``verify`` may run when the task sets no ``timeout``."""
@@ -550,11 +552,11 @@ class TaskJob:
         unit, change = entry.unit, entry.change
         task = unit.planned.task
         record = self.records[task.id]
-        for round_ in range(2):
+        round_ = moves = 0  # conflicts worked again; tips moved between check and landing
+        while round_ < 2:
             tip = await self._tip()
-            known = (
-                await self._foreseen_at(entry, tip) if round_ == 0 and tip != change.base else None
-            )
+            first = round_ == 0 and moves == 0
+            known = await self._foreseen_at(entry, tip) if first and tip != change.base else None
             if tip != change.base and known is not None:
                 change, why_not = known
                 if why_not is not None:
@@ -593,17 +595,25 @@ class TaskJob:
                         reason = f"conflict with {', '.join(moved)}; worked again: {worked.reason}"
                         return _failed(task.id, reason, worked.status)
                     change = worked.change
+                    round_ += 1
                     continue
                 why_not = await self._checked(unit, change, tip)
                 if why_not is not None:
                     return _failed(
                         task.id, f"passed alone but not on the branch as it is now: {why_not}"
                     )
-            outcome = (await self.lander.land_commits([(change.patches, self._message(unit))]))[0]
+            # Only on the tip it was verified on: a commit that came meanwhile (the user's)
+            # has the change verified again on the branch as it is then.
+            landed = await self.lander.land_commits([(change.patches, self._message(unit))], on=tip)
+            outcome = landed[0]
             if isinstance(outcome, Landed):
                 record.files = change.paths
                 return UnitResult(task.id, Status.LANDED, (), commit=outcome.commit)
+            if isinstance(outcome, TipMoved) and moves < _MOVES:
+                moves += 1
+                continue
             if isinstance(outcome, LandingRefused) and outcome.superseded and round_ == 0:
+                round_ += 1
                 continue  # the branch moved under the landing: once more, as a conflict
             return _failed(task.id, f"not landed: {outcome}")
         return _failed(task.id, "not landed: the branch kept changing its files")
