@@ -506,6 +506,61 @@ def test_a_change_the_branch_moved_under_is_merged_or_worked_again_once(
     assert sh(repo, "status", "--porcelain") == ""
 
 
+def test_the_merge_queue_goes_on_while_a_task_in_conflict_is_worked_again(
+    make, tmp_path, uncontained
+) -> None:
+    repo = make({"src/a.py": "A = 1\n", "src/b.py": "B = 1\n"})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    first = tmp_path / "first-attempt"
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": "edit-a",
+                "prompt": [
+                    "Set A.",
+                    f"fake-agent: once signal {first}",
+                    "fake-agent: once sleep 0.5",
+                    "fake-agent: once replace src/a.py: A = 1 => A = 2",
+                    "fake-agent: retry sleep 3",
+                    "fake-agent: retry replace src/a.py: A = 'the user' => A = 2",
+                ],
+                "files": ["src/a.py"],
+            },
+            {
+                "id": "edit-b",
+                "prompt": [
+                    "Set B.",
+                    "fake-agent: sleep 1.5",
+                    "fake-agent: replace src/b.py: 1 => 2",
+                ],
+                "files": ["src/b.py"],
+            },
+        ],
+    )
+    argv = [sys.executable, "-m", "stomper", *run(repo, tasks, "--json", "-j", "2")]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _until(first)
+        (repo / "src/a.py").write_text("A = 'the user'\n")
+        commit_all(repo, "the user's a.py")
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    document = json.loads(out)
+    assert [task["status"] for task in document["tasks"]] == ["landed", "landed"], err.decode()
+    # edit-b landed while edit-a was worked again, not after it.
+    assert subjects(repo, base) == [
+        "the user's a.py",
+        "task(edit-b): Set B.",
+        "task(edit-a): Set A.",
+    ]
+    assert by_id(document)["edit-a"]["verdicts"] == ["PASS", "PASS"]
+    assert sh(repo, "status", "--porcelain") == ""
+
+
 def test_two_runs_with_overlapping_tasks_never_work_one_file_at_once(
     make, tmp_path, uncontained
 ) -> None:

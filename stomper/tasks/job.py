@@ -172,6 +172,15 @@ class _InLine:
 
 
 @dataclass(frozen=True)
+class _Conflict:
+    """The change does not merge with the target: these paths conflict, of those the
+    target changed since the change's base."""
+
+    paths: tuple[str, ...]
+    moved: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class _Worked:
     """How a task's attempts ended: its change, or why there is none."""
 
@@ -443,21 +452,34 @@ class TaskJob:
         unit = self._units[result.path]
         queued = 0.0
         self.records[result.path].queued = time.time()
-        entry = self._enqueue(unit, change)
+        reworked = False
         try:
-            async with self._queue:
-                emit(result.path)(Phase.LANDING)
-                began = time.monotonic()
+            while True:
+                entry = self._enqueue(unit, change)
                 try:
-                    landed = await self._merge(entry, emit)
+                    async with self._queue:
+                        emit(result.path)(Phase.LANDING)
+                        began = time.monotonic()
+                        try:
+                            merged = await self._merge(entry, reworked=reworked)
+                        finally:
+                            queued += time.monotonic() - began
                 finally:
-                    queued = time.monotonic() - began
+                    self._dequeue(entry)
+                if not isinstance(merged, _Conflict):
+                    landed = merged
+                    break
+                # Worked again out of the queue, which goes on meanwhile; then in line anew.
+                worked = await self._rework(unit, emit, merged)
+                if worked.change is None:
+                    reason = f"conflict with {', '.join(merged.moved)}; worked again: "
+                    landed = _failed(result.path, reason + f"{worked.reason}", worked.status)
+                    break
+                change, reworked = worked.change, True
         except Spent as spent:  # worked again after a conflict, with nothing left to spend
             landed = replace(result, status=Status.SKIPPED, reason=f"stopped: {spent}")
         except Exception as exc:
             landed = replace(result, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}")
-        finally:
-            self._dequeue(entry)
         landed = replace(
             landed,
             attempts=len(self.records[result.path].attempts),
@@ -545,17 +567,37 @@ class TaskJob:
         self.foreseen["used"] += 1
         return replace(seen.change, base=tip), why_not
 
-    async def _merge(self, entry: _InLine, emit: EmitFor) -> UnitResult:
+    async def _rework(self, unit: TaskUnit, emit: EmitFor, conflict: _Conflict) -> _Worked:
+        """The task worked once more on the target as it is now, told of ``conflict``, in
+        its place among the N, within its timeout."""
+        task = unit.planned.task
+        feedback = (
+            f"While you worked, the branch changed {', '.join(conflict.paths)} where your "
+            "change does: it does not merge. Make your change again on the files as they "
+            "are now."
+        )
+        try:
+            async with (
+                self.scheduler.place(unit.planned, self._held[task.id]),
+                asyncio.timeout(task.timeout),
+            ):
+                return await self._work(unit, emit, self.records[task.id], feedback=feedback)
+        except TimeoutError:
+            why = f"worked again after a conflict, it ran past {task.timeout:g}s"
+            return _Worked(None, Status.FAILED, why)
+
+    async def _merge(self, entry: _InLine, *, reworked: bool) -> UnitResult | _Conflict:
         """Land the entry's change on the target as it is now, verified there (or where
-        its speculative check found the target as it is now); worked once more when the
-        target changed one of its files meanwhile."""
+        its speculative check found the target as it is now); the conflict, when the target
+        changed one of its files in a way that does not merge (and the change is not a
+        reworking of one already)."""
         unit, change = entry.unit, entry.change
         task = unit.planned.task
         record = self.records[task.id]
-        round_ = moves = 0  # conflicts worked again; tips moved between check and landing
-        while round_ < 2:
+        moves = 0  # tips that moved between the check and the landing
+        while True:
             tip = await self._tip()
-            first = round_ == 0 and moves == 0
+            first = moves == 0
             known = await self._foreseen_at(entry, tip) if first and tip != change.base else None
             if tip != change.base and known is not None:
                 change, why_not = known
@@ -571,32 +613,13 @@ class TaskJob:
                 if merged is not None:
                     change = merged
                 elif moved:
-                    if round_ == 1:
+                    if reworked:
                         return _failed(
                             task.id,
                             f"conflict: {', '.join(conflicts)} changed on the branch in a way "
                             "that does not merge with the task's change, twice",
                         )
-                    feedback = (
-                        f"While you worked, the branch changed {', '.join(conflicts)} where "
-                        "your change does: it does not merge. Make your change again on the "
-                        "files as they are now."
-                    )
-                    try:
-                        async with (
-                            self.scheduler.place(unit.planned, self._held[task.id]),
-                            asyncio.timeout(task.timeout),
-                        ):
-                            worked = await self._work(unit, emit, record, feedback=feedback)
-                    except TimeoutError:
-                        why = f"worked again after a conflict, it ran past {task.timeout:g}s"
-                        return _failed(task.id, why)
-                    if worked.change is None:
-                        reason = f"conflict with {', '.join(moved)}; worked again: {worked.reason}"
-                        return _failed(task.id, reason, worked.status)
-                    change = worked.change
-                    round_ += 1
-                    continue
+                    return _Conflict(tuple(conflicts), tuple(moved))
                 why_not = await self._checked(unit, change, tip)
                 if why_not is not None:
                     return _failed(
@@ -609,14 +632,13 @@ class TaskJob:
             if isinstance(outcome, Landed):
                 record.files = change.paths
                 return UnitResult(task.id, Status.LANDED, (), commit=outcome.commit)
-            if isinstance(outcome, TipMoved) and moves < _MOVES:
+            moved_under = isinstance(outcome, TipMoved) or (
+                isinstance(outcome, LandingRefused) and outcome.superseded
+            )
+            if moved_under and moves < _MOVES:
                 moves += 1
-                continue
-            if isinstance(outcome, LandingRefused) and outcome.superseded and round_ == 0:
-                round_ += 1
-                continue  # the branch moved under the landing: once more, as a conflict
+                continue  # checked again (merged again, if it must) on the branch as it is
             return _failed(task.id, f"not landed: {outcome}")
-        return _failed(task.id, "not landed: the branch kept changing its files")
 
     async def _entries(self, change: Change) -> dict[str, git.TreeEntry | None]:
         """The change as tree entries (None: removed), its blobs stored."""
