@@ -104,6 +104,10 @@ RepoOption = Annotated[
     typer.Option("--repo", help="The repository to work on (default: the current directory)."),
 ]
 NoProgressOption = Annotated[bool, typer.Option("--no-progress", help="No live progress view.")]
+MaxCallsOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Agent calls the run may make; `stomper resume` goes on."),
+]
 MaxTokensOption = Annotated[
     int | None,
     typer.Option(min=1, help="Tokens the model's questions and answers may hold (openai)."),
@@ -213,9 +217,13 @@ def fix(
     ] = False,
     no_progress: NoProgressOption = False,
     checkpointer: CheckpointerOption = None,
+    max_calls: MaxCallsOption = None,
+    max_tokens: MaxTokensOption = None,
+    max_cost: MaxCostOption = None,
     repo: RepoOption = None,
 ) -> None:
     """Fix the diagnostics of ruff (and mypy) file by file, each fix landed as its own commit."""
+    from stomper.budget import Limits
     from stomper.commands.fix import FixRequest
     from stomper.commands.fix import fix as run
     from stomper.config import load_settings
@@ -249,6 +257,7 @@ def fix(
         dry_run=dry_run,
         json=json_output,
         progress=not no_progress,
+        limits=Limits(max_calls, max_tokens, max_cost),
     )
 
     def command() -> int:
@@ -439,10 +448,7 @@ def run_tasks(
         bool, typer.Option("--json", help="One JSON document on stdout.")
     ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live view.")] = False,
-    max_calls: Annotated[
-        int | None,
-        typer.Option(min=1, help="Agent calls the run may make; `stomper resume` goes on."),
-    ] = None,
+    max_calls: MaxCallsOption = None,
     max_tokens: MaxTokensOption = None,
     max_cost: MaxCostOption = None,
     test_cmd: Annotated[
@@ -503,16 +509,15 @@ def resume(
     no_progress: NoProgressOption = False,
     checkpointer: CheckpointerOption = None,
     max_calls: Annotated[
-        int | None,
-        typer.Option(min=1, help="A run of `stomper run`: agent calls it may make now."),
+        int | None, typer.Option(min=1, help="Agent calls the run may make now.")
     ] = None,
     max_tokens: MaxTokensOption = None,
     max_cost: MaxCostOption = None,
     repo: RepoOption = None,
 ) -> None:
     """Finish an interrupted or crashed run: landed units stay, the rest are worked again."""
+    from stomper.budget import Limits
     from stomper.commands.resume import resume as run
-    from stomper.tasks.budget import Limits
 
     cwd = _repo_dir(repo)
     _finish(

@@ -13,12 +13,13 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from stomper import checkpoints, console, git
 from stomper.agents import Agent, needs_tree, uncontained
 from stomper.agents import close as close_agent
+from stomper.budget import NOT_BEGUN, Budget, Limits
 from stomper.config import Settings
 from stomper.diagnostics import Collector, close_collectors, ruff
 from stomper.errors import RepositoryError
@@ -49,6 +50,8 @@ class Run:
     checked_out: bool
     settings: Settings
     dry_run: bool
+    limits: Limits = field(default_factory=Limits)
+    """What its agent calls may spend (:mod:`stomper.budget`)."""
 
     def meta(self, *, units: int, paths: Sequence[str]) -> dict[str, Any]:
         return {
@@ -63,6 +66,9 @@ class Run:
             "dry_run": self.dry_run,
             "settings": self.settings.model_dump(),
             "paths": list(paths),
+            "max_calls": self.limits.max_calls,
+            "max_tokens": self.limits.max_tokens,
+            "max_cost": self.limits.max_cost,
         }
 
 
@@ -84,8 +90,11 @@ async def execute(
     done: Mapping[str, UnitResult] = {},
     landed: Mapping[str, str] = {},
     progress: bool = True,
+    anew: bool = False,
 ) -> Outcome:
-    """Work ``units`` (those in ``done`` are skipped), land them, and always clean up."""
+    """Work ``units`` (those in ``done`` are skipped), land them, and always clean up;
+    ``anew``: in a graph of its own, not the one the run's checkpoints hold (a run that
+    completed its graph, as far as its budget let it)."""
     settings = run.settings
     limit = Limit(settings.max_parallel_files)
     # One worktree a unit worked at once, and one for the tests at the base.
@@ -124,6 +133,7 @@ async def execute(
         quarantine = journal.dir / "quarantine"
         tripwire = Tripwire(repo.root, repo.git_dir, repo.common_dir, run.target_ref, quarantine)
     offload = Offload()
+    budget = Budget(run.limits, settings.prices.get(settings.model or ""))
     pipeline = Pipeline(
         run.run_id,
         workspaces,
@@ -136,6 +146,7 @@ async def execute(
         tripwire,
         limit,
         offload,
+        budget,
     )
     results: list[UnitResult] = []
 
@@ -170,9 +181,13 @@ async def execute(
             checkpointer=settings.checkpointer,
             view=console.ProgressView(left, title=f"fixing {left} files", enabled=progress),
             head=limit.units,
+            thread=f"{run.run_id}+{time.time_ns()}" if anew else None,
         )
         if tripwire is not None:
             await tripwire.final()
+        unbegun = any((result.reason or "").startswith(NOT_BEGUN) for result in results)
+        if status == "completed" and budget.spent and unbegun:
+            status = "budget"  # `stomper resume --max-calls N` goes on
     finally:
         with contextlib.suppress(Exception):
             await asyncio.shield(close_agent(agent))

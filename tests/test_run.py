@@ -716,7 +716,7 @@ def test_a_spent_budget_keeps_what_landed_and_resume_goes_on(make, tmp_path, cap
 
     document = run_json(repo, tasks, capsys, "-j", "1", "--max-calls", "2")
 
-    assert document["exit_code"] == 1 and document["status"] == "stopped"
+    assert document["exit_code"] == 1 and document["status"] == "budget"
     statuses = [task["status"] for task in document["tasks"]]
     assert sorted(statuses) == ["landed", "landed", "skipped", "skipped"]
     skipped = [task for task in document["tasks"] if task["status"] == "skipped"]
@@ -731,7 +731,7 @@ def test_a_spent_budget_keeps_what_landed_and_resume_goes_on(make, tmp_path, cap
 
 
 def test_a_task_of_its_own_budget_stops_retrying() -> None:
-    from stomper.tasks.budget import Budget, Limits, Spent
+    from stomper.budget import Budget, Limits, Spent
 
     budget = Budget()
     budget.take("t", Limits(max_calls=2))
@@ -745,7 +745,7 @@ def test_a_task_of_its_own_budget_stops_retrying() -> None:
 def test_an_agent_that_fails_three_times_in_a_row_rests() -> None:
     import asyncio
 
-    from stomper.tasks.budget import Breaker
+    from stomper.tasks.breaker import Breaker
 
     breaker = Breaker(failures=3, rest_s=0.2)
     breaker.record("claude", failed=True)

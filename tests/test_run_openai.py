@@ -196,7 +196,7 @@ def test_a_spent_budget_of_tokens_keeps_what_landed_and_resume_goes_on(
     # One answer takes some hundreds of tokens: the first task's spends the budget.
     document = run_chat(repo, tasks, server, capsys, "-j", "1", "--max-tokens", "10")
 
-    assert document["exit_code"] == 1 and document["status"] == "stopped", document
+    assert document["exit_code"] == 1 and document["status"] == "budget", document
     statuses = [task["status"] for task in document["tasks"]]
     assert statuses.count("landed") == 1 and statuses.count("skipped") == 3
     skipped = [task for task in document["tasks"] if task["status"] == "skipped"]

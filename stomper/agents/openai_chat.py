@@ -67,6 +67,7 @@ class OpenAIChatAgent:
 
     name = "openai"
     needs_tree = False
+    reports_tokens = True
 
     def __init__(
         self,

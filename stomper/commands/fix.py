@@ -7,12 +7,13 @@ import contextlib
 import importlib
 import time
 from collections.abc import AsyncIterator, Collection, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from stomper import checkpoints, console, git, redaction, runner
 from stomper.agents import Agent, fixes, load_agent, module_of, ready
+from stomper.budget import Limits
 from stomper.config import Settings
 from stomper.diagnostics import code_matches, collectors_named
 from stomper.errors import ConfigError, RepositoryError
@@ -45,6 +46,8 @@ class FixRequest:
     dry_run: bool = False
     json: bool = False
     progress: bool = True
+    limits: Limits = field(default_factory=Limits)
+    """What the run's agent calls may spend (:mod:`stomper.budget`)."""
 
 
 async def fix(request: FixRequest, settings: Settings, *, agent: Agent | None = None) -> int:
@@ -85,6 +88,7 @@ async def run_fix(
         async with _aside(collect_findings(repo, collectors, scope)) as collecting:
             await importing
             agent = agent if agent is not None else load_agent(settings.agent, settings)
+            require_countable(request.limits, agent, settings)
             await ready(agent)
             if settings.checkpointer is not None:
                 await checkpoints.check(settings.checkpointer)  # before the branch is touched
@@ -102,7 +106,15 @@ async def run_fix(
     _warn_unmatched(settings.select, plan.codes)
     left_out = _left_out(plan, agent.name, tools)
     run = runner.Run(
-        new_run_id(), "fix", repo, repo.head, target_ref, checked_out, settings, request.dry_run
+        new_run_id(),
+        "fix",
+        repo,
+        repo.head,
+        target_ref,
+        checked_out,
+        settings,
+        request.dry_run,
+        request.limits,
     )
     if not plan.units:
         return runner.report(
@@ -134,6 +146,29 @@ async def run_fix(
     return runner.report(
         run, results, outcome.status, started=started, peak=outcome.peak, left_out=left_out
     )
+
+
+def require_countable(limits: Limits, agent: Agent, settings: Settings) -> None:
+    """Refuse a budget the agent's calls cannot be counted against: any with ``autofix``
+    (ruff's fixes, which cost nothing), one of tokens or cost with an agent that reports no
+    tokens, one of cost for a model without a price."""
+    if limits == Limits():
+        return
+    if agent.name == "autofix":
+        raise ConfigError(
+            "autofix calls no model: --max-calls, --max-tokens and --max-cost do not apply"
+        )
+    if limits.counts_tokens and not getattr(agent, "reports_tokens", False):
+        raise ConfigError(
+            f"--max-tokens and --max-cost count what a model reports, and the {agent.name} "
+            "agent reports no tokens: give --max-calls instead"
+        )
+    if limits.max_cost is not None and (settings.model or "") not in settings.prices:
+        raise ConfigError(
+            f"--max-cost needs the price of the model {settings.model!r}: add "
+            f'[tool.stomper.prices] "{settings.model}" = {{ input = ..., output = ... }} '
+            "(dollars per million tokens)"
+        )
 
 
 def _import_quietly(agent: str) -> None:

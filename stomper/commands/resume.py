@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from stomper import checkpoints, console, git, redaction, runner
 from stomper.agents import Agent, load_agent, ready
-from stomper.commands.fix import require_identity, show
+from stomper.budget import NOT_BEGUN, Limits
+from stomper.commands.fix import require_countable, require_identity, show
 from stomper.config import Settings, load_settings
 from stomper.diagnostics import Collector, Diagnostic, collectors_named, select
 from stomper.errors import ConfigError, RepositoryError
@@ -22,13 +23,12 @@ from stomper.plan import ensure_tools
 from stomper.recovery import recover
 from stomper.report import RunReport
 from stomper.repository import Repository, open_repository, require_index, require_state
-from stomper.tasks.budget import Limits
 from stomper.unit import Status, Unit, UnitResult
 from stomper.verify import judge, result_of
 from stomper.workspace import Workspaces, release_folder
 
-UNFINISHED = ("running", "interrupted", "failed", "stopped")
-"""Statuses of runs to resume: ``stopped`` is a run of tasks whose budget was spent."""
+UNFINISHED = ("running", "interrupted", "failed", "budget")
+"""Statuses of runs to resume: ``budget`` is a run whose budget was spent."""
 
 
 async def resume(
@@ -44,6 +44,8 @@ async def resume(
     require_state(repo)
     journal = find_run(repo.state, run_id)
     if journal.meta().get("command") == "review":
+        if limits is not None and limits != Limits():
+            raise ConfigError("a run of `stomper review` has no budget to resume with")
         return await _resume_review(
             repo, journal, json_output=json_output, progress=progress, checkpointer=checkpointer
         )
@@ -56,9 +58,9 @@ async def resume(
             checkpointer=checkpointer,
             limits=limits or Limits(),
         )
-    if limits is not None and limits != Limits():
-        raise ConfigError("--max-calls, --max-tokens and --max-cost are for a run of `stomper run`")
-    report = await run_resume(cwd, journal.dir.name, progress=progress, checkpointer=checkpointer)
+    report = await run_resume(
+        cwd, journal.dir.name, progress=progress, checkpointer=checkpointer, limits=limits
+    )
     return show(report, json_output=json_output)
 
 
@@ -191,8 +193,11 @@ async def run_resume(
     progress: bool = True,
     agent: Agent | None = None,
     checkpointer: str | None = None,
+    limits: Limits | None = None,
 ) -> RunReport:
-    """Finish a run with its own options; ``checkpointer`` is the URL given by flag, if any."""
+    """Finish a run with its own options; ``checkpointer`` is the URL given by flag, if any,
+    and ``limits`` the budget it has now (as much again where it names no limit the run
+    had)."""
     started = time.monotonic()
     repo = await open_repository(cwd)
     require_state(repo)
@@ -207,6 +212,15 @@ async def run_resume(
     if run_id in live_runs(state):
         raise ConfigError(f"run {run_id} is still running: wait for it, or stop it first")
     run = await _recorded_run(journal, meta, repo, checkpointer)
+    given = limits or Limits()
+    run = replace(
+        run,
+        limits=Limits(
+            _given(given.max_calls, meta.get("max_calls"), int),
+            _given(given.max_tokens, meta.get("max_tokens"), int),
+            _given(given.max_cost, meta.get("max_cost"), float),
+        ),
+    )
     redaction.use(redaction.Redaction.of(run.settings))
     if run.checked_out and repo.branch != run.target_ref:
         raise RepositoryError(
@@ -218,6 +232,7 @@ async def run_resume(
     collectors = collectors_named(run.settings.tools)
     await ensure_tools(collectors)
     agent = agent if agent is not None else load_agent(run.settings.agent, run.settings)
+    require_countable(run.limits, agent, run.settings)
     await ready(agent)
     if run.settings.checkpointer is not None:
         await checkpoints.check(run.settings.checkpointer)
@@ -227,7 +242,14 @@ async def run_resume(
         tip = await git.ref_target(repo.root, run.target_ref)
         if tip is None:
             raise RepositoryError(f"the run's target {run.target_ref} no longer exists")
-        done = journal.results()
+        # A unit the budget left unbegun is worked now, in a graph of its own: the run's
+        # graph has it done.
+        recorded = journal.results()
+        done = {
+            path: result
+            for path, result in recorded.items()
+            if not (result.reason or "").startswith(NOT_BEGUN)
+        }
         landed = {
             commit.unit: commit.sha
             for commit in await git.stomper_commits(repo.root, tip, run.base)
@@ -261,6 +283,7 @@ async def run_resume(
             done=done,
             landed=landed,
             progress=progress,
+            anew=len(done) < len(recorded),
         )
     before = [
         result for path, result in done.items() if path not in {r.path for r in outcome.results}

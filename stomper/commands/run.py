@@ -23,6 +23,7 @@ from typing import Any
 
 from stomper import console, git, redaction, runner, sandbox
 from stomper.agents.command import PRESETS, CommandAgent
+from stomper.budget import Budget, Limits, Use
 from stomper.commands.fix import require_identity
 from stomper.config import Settings
 from stomper.diagnostics.ruff import RuffCollector
@@ -35,7 +36,6 @@ from stomper.report import EXIT_CLEAN, EXIT_INTERRUPTED, EXIT_REMAINING
 from stomper.repository import Repository, open_repository, require_index
 from stomper.store import Blobs
 from stomper.tasks import taskfile
-from stomper.tasks.budget import Budget, Limits, Use
 from stomper.tasks.job import VERIFY_TIMEOUT, TaskAgent, TaskJob, TaskUnit
 from stomper.tasks.locks import PathLocks
 from stomper.tasks.plan import Plan, Planned, plan
@@ -59,7 +59,7 @@ class RunRequest:
     max_calls: int | None = None
     max_tokens: int | None = None
     max_cost: float | None = None
-    """Agent calls, tokens and dollars the run may spend (:mod:`stomper.tasks.budget`);
+    """Agent calls, tokens and dollars the run may spend (:mod:`stomper.budget`);
     None: any."""
     speculate: bool = True
     """Whether a change in the merge queue is checked on the target as the changes ahead
@@ -368,7 +368,7 @@ async def _work(
                 and job.budget.spent
                 and any(result.status is Status.SKIPPED for result in results)
             ):
-                status = "stopped"  # by the budget: `stomper resume --max-cost X` goes on
+                status = "budget"  # spent:: `stomper resume --max-cost X` goes on
     finally:
         for agent in agents.values():
             closer = getattr(agent, "aclose", None)

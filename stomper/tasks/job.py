@@ -6,7 +6,7 @@ dependencies landed, a place among the N, its paths locked. Each attempt starts 
 pooled tree at the target's tip (so it sees what its dependencies landed): the agent works
 (a CLI agent in the tree; a chat model, :mod:`stomper.tasks.chat`, is shown the task's files
 in its prompt and answers with edits, applied to the tree), and what it spent is counted
-against the budget (:mod:`stomper.tasks.budget`). The change is read from the tree
+against the budget (:mod:`stomper.budget`). The change is read from the tree
 (:mod:`stomper.tasks.change`; a change that breaks a rule is **blocked**, and not tried
 again), its Python files must hold no ruff finding they did not hold before, and the task's
 ``verify`` runs on exactly those bytes, in a fresh tree, contained. A failure goes back to
@@ -34,13 +34,14 @@ from typing import Any, Protocol
 
 from stomper import git, proc
 from stomper.agents import AgentOutcome, AttemptFailed
+from stomper.budget import NOT_BEGUN, Budget, Spent, Use
 from stomper.diagnostics.ruff import RuffCollector
 from stomper.events import Phase
 from stomper.gate import failed_tests
 from stomper.landing import Landed, Lander, LandingRefused, TipMoved
 from stomper.plan import PYTHON_SUFFIXES
 from stomper.store import Blobs
-from stomper.tasks.budget import Breaker, Budget, Spent, Use
+from stomper.tasks.breaker import Breaker
 from stomper.tasks.change import Blocked, Change, collect, describe
 from stomper.tasks.locks import Held
 from stomper.tasks.plan import Planned
@@ -268,7 +269,7 @@ class TaskJob:
         if self.budget.spent:
             self.scheduler.leave()
             self._held[task.id] = held
-            why = f"not begun: the run's {self.budget.limits.reached(self.budget.use)} is spent"
+            why = f"{NOT_BEGUN}the run's {self.budget.limits.reached(self.budget.use)} is spent"
             result = UnitResult(task.id, Status.SKIPPED, (), reason=why)
             self._settled(task.id, result)
             return Produced(result, started=started)

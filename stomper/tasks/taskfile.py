@@ -27,8 +27,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from stomper import proc
+from stomper.budget import Limits
 from stomper.errors import ConfigError
-from stomper.tasks.budget import Limits
 from stomper.tasks.paths import BadPattern, Pattern, patterns
 
 _ID = r"^[A-Za-z0-9._-]+$"
@@ -49,7 +49,7 @@ class Task:
     max_attempts: int = 3
     timeout: float | None = None
     max_calls: int | None = None
-    """Agent calls the task may make in all (:mod:`stomper.tasks.budget`); None: any."""
+    """Agent calls the task may make in all (:mod:`stomper.budget`); None: any."""
     max_tokens: int | None = None
     max_cost: float | None = None
     """Tokens its model's questions and answers may hold in all, and what they may cost

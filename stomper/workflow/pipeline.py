@@ -19,6 +19,7 @@ from stomper.agents import (
     fix_many,
     fixes_together,
 )
+from stomper.budget import NOT_BEGUN, Budget, Spent
 from stomper.diagnostics import Collector, Diagnostic
 from stomper.events import Phase
 from stomper.gate import TestGate
@@ -64,6 +65,8 @@ class Pipeline:
     """Each agent call takes one of its places (the units' own places are the caller's)."""
     offload: Offload | None = None
     """Worker processes for the checks of units worked together."""
+    budget: Budget | None = None
+    """What the run's agent calls may spend (:mod:`stomper.budget`); None: any."""
 
     async def produce(self, unit: Unit, emit: Emit) -> Produced:
         """Work ``unit`` to a patch ready to land, or to its final result; a failure of the
@@ -333,8 +336,15 @@ class Pipeline:
         touched = False
         spent = tokens_in = tokens_out = 0
         agent_s = 0.0
+        ran_out: str | None = None
         deadline = time.monotonic() + self.policy.agent_timeout
         for attempt in range(1, self.policy.max_attempts + 1):
+            if self.budget is not None:
+                try:
+                    self.budget.take(unit.path)
+                except Spent as exhausted:
+                    ran_out = str(exhausted)
+                    break
             spent = attempt
             outcome: AgentOutcome | None = None
             timed_out = False
@@ -352,6 +362,7 @@ class Pipeline:
                 except AttemptFailed as failed:
                     tokens_in += failed.tokens_in
                     tokens_out += failed.tokens_out
+                    self._spend(unit, failed.tokens_in, failed.tokens_out)
                     touched, feedback = True, failed.feedback
                     reason = f"attempt {attempt}: {failed.feedback}"
                 except TimeoutError:
@@ -372,6 +383,7 @@ class Pipeline:
                 continue
             tokens_in += outcome.tokens_in
             tokens_out += outcome.tokens_out
+            self._spend(unit, outcome.tokens_in, outcome.tokens_out)
             emit(Phase.VERIFYING)
             try:
                 # The unit's time holds for the checks of what the agent did, too.
@@ -410,6 +422,16 @@ class Pipeline:
                 f"{verdict.reason or describe(verdict.remaining)}"
             )
             break
+        if ran_out is not None and spent == 0:
+            return UnitResult(
+                unit.path,
+                Status.SKIPPED,
+                unit.diagnostics,
+                remaining=unit.diagnostics,
+                reason=f"{NOT_BEGUN}{ran_out}",
+            ), original
+        if ran_out is not None:
+            reason = f"{reason}; then {ran_out}" if reason else f"stopped: {ran_out}"
         if best is None or refusal is not None:
             status = Status.FAILED if touched or refusal else Status.UNCHANGED
             return UnitResult(
@@ -432,6 +454,10 @@ class Pipeline:
             tokens_in=tokens_in,
             tokens_out=tokens_out,
         ), best_source
+
+    def _spend(self, unit: Unit, tokens_in: int, tokens_out: int) -> None:
+        if self.budget is not None:
+            self.budget.spend(unit.path, tokens_in, tokens_out)
 
     async def _call_agent(self, task: AgentTask, deadline: float) -> AgentOutcome:
         """One call of the agent within the unit's deadline. Around an agent that runs

@@ -1,34 +1,29 @@
-"""What a run of tasks may spend, and the agents it gives a rest.
+"""What a run may spend on its agents.
 
 A **budget** counts agent calls (``max_calls``), the tokens of the model's answers and
 questions (``max_tokens``), and what those cost (``max_cost``, in US dollars, at the model's
 price in ``[tool.stomper.prices]``), for the run (``--max-calls``, ``--max-tokens``,
-``--max-cost``) and for each task (the same keys in the task file). A call is taken before
-an attempt begins, and refused once a limit is reached; what an attempt spends is known
-when its answer comes, so the attempts running then may take a run past its limit by
-their own use. When the run's budget is spent, running tasks end after the attempt they
-are in, nothing new begins, and what landed stays: ``stomper resume --max-cost X`` goes on
+``--max-cost``) and, in a run of tasks, for each task (the same keys in the task file). A
+call is taken before an attempt begins, and refused once a limit is reached; what an attempt
+spends is known when its answer comes, so the attempts running then may take a run past its
+limit by their own use. When the run's budget is spent, running units end after the
+attempt they are in (a unit of ``fix`` keeps what its attempts so far fixed), nothing new
+begins (those units are skipped, their reason beginning :data:`NOT_BEGUN`), what finished
+still lands, and the run's status is ``budget``: ``stomper resume --max-cost X`` goes on
 later with as much again. CLI agents report no tokens and no cost: calls are what a run of
 them can count.
-
-The **circuit breaker** rests an agent that failed ``FAILURES`` times in a row (its program
-exited with an error or ran past its time), for ``REST_S`` seconds: its next attempt waits,
-whichever task it is for, so a broken agent or an exhausted account is not called again and
-again meanwhile.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from stomper.config import Price
 
-FAILURES = 3
-REST_S = 30.0
+NOT_BEGUN = "not begun: "
+"""Begins the reason of a unit the budget left unbegun: ``stomper resume`` works it."""
 
 
 class Spent(Exception):
@@ -120,31 +115,3 @@ class Budget:
     @property
     def max_calls(self) -> int | None:
         return self.limits.max_calls
-
-
-@dataclass
-class Breaker:
-    """Failures in a row of each agent, and until when it rests."""
-
-    failures: int = FAILURES
-    rest_s: float = REST_S
-    _in_a_row: dict[str, int] = field(default_factory=dict)
-    _until: dict[str, float] = field(default_factory=dict)
-
-    async def ready(self, agent: str) -> None:
-        """Wait out the agent's rest, if it is resting."""
-        wait = self._until.get(agent, 0.0) - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-    def record(self, agent: str, *, failed: bool) -> None:
-        if not failed:
-            self._in_a_row[agent] = 0
-            return
-        self._in_a_row[agent] = self._in_a_row.get(agent, 0) + 1
-        if self._in_a_row[agent] >= self.failures:
-            self._in_a_row[agent] = 0
-            self._until[agent] = time.monotonic() + self.rest_s
-
-    def resting(self, agent: str) -> bool:
-        return self._until.get(agent, 0.0) > time.monotonic()
