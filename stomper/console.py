@@ -278,6 +278,11 @@ def print_summary(report: RunReport, *, per_unit_up_to: int = 40) -> None:
         f"{metrics.landing_s:.1f}s landing; up to {metrics.peak_concurrency} "
         f"of {report.max_parallel_files} at once",
     )
+    if metrics.tokens_in or metrics.tokens_out:
+        cost = f", ${metrics.cost:.4f}" if metrics.cost is not None else ""
+        summary.add_row(
+            "spent", f"{metrics.tokens_in:,} tokens in, {metrics.tokens_out:,} out{cost}"
+        )
     err.print(summary)
 
 

@@ -22,6 +22,8 @@ class Metrics:
     landing_s: float
     tokens_in: int = 0
     tokens_out: int = 0
+    cost: float | None = None
+    """What the tokens cost, in dollars, at the model's price; None: it has none."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class RunReport:
     run_id: str
     command: str
     status: str
-    """completed, interrupted or failed"""
+    """completed, interrupted, failed, or budget (spent before every unit began)"""
     base: str
     target: str
     max_parallel_files: int
@@ -95,6 +97,7 @@ class RunReport:
                 "agent_s": round(self.metrics.agent_s, 3),
                 "landing_s": round(self.metrics.landing_s, 3),
                 "tokens": {"input": self.metrics.tokens_in, "output": self.metrics.tokens_out},
+                "cost": round(self.metrics.cost, 6) if self.metrics.cost is not None else None,
             },
             "left_out": self.left_out.to_json() if self.left_out is not None else None,
         }

@@ -320,13 +320,17 @@ def report(
     peak: int,
     left_out: LeftOut | None = None,
 ) -> RunReport:
+    tokens_in = sum(result.tokens_in for result in results)
+    tokens_out = sum(result.tokens_out for result in results)
+    price = run.settings.prices.get(run.settings.model or "")
     metrics = Metrics(
         wall_s=time.monotonic() - started,
         peak_concurrency=peak,
         agent_s=sum(result.agent_s for result in results),
         landing_s=sum(result.landing_s for result in results),
-        tokens_in=sum(result.tokens_in for result in results),
-        tokens_out=sum(result.tokens_out for result in results),
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost=price.cost(tokens_in, tokens_out) if price is not None else None,
     )
     return RunReport(
         run.run_id,

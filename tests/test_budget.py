@@ -76,10 +76,16 @@ def test_a_unit_at_work_when_the_tokens_run_out_keeps_what_it_fixed(make, capsys
 
 def test_a_budget_of_cost_is_counted_at_the_models_price(make, server, capsys) -> None:
     repo = make({"pyproject.toml": RUFF_CONFIG + PRICES, "pkg/a.py": module(["F401"])})
-    code, doc = openai_fix(repo, server, "--max-cost", "5", capsys=capsys)
+    argv = ["fix", "--repo", str(repo), "--json", "--no-progress", "--agent", "openai"]
+    code = main([*argv, "--model", "fake", "--base-url", server.base_url, "--max-cost", "5"])
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
     assert code == 0 and doc["status"] == "completed", doc
     stats = server.stats()
     assert doc["metrics"]["tokens"] == {"input": stats.tokens_in, "output": stats.tokens_out}
+    cost = (stats.tokens_in * 2.0 + stats.tokens_out * 8.0) / 1_000_000
+    assert doc["metrics"]["cost"] == pytest.approx(cost, abs=1e-6)
+    assert f"${cost:.4f}" in captured.err  # the summary says it too
 
 
 @pytest.mark.parametrize(
