@@ -369,10 +369,14 @@ def review(
     ] = False,
     no_progress: NoProgressOption = False,
     checkpointer: CheckpointerOption = None,
+    max_calls: MaxCallsOption = None,
+    max_tokens: MaxTokensOption = None,
+    max_cost: MaxCostOption = None,
     repo: RepoOption = None,
 ) -> None:
     """Review every file with a model, N at once; print the findings, write SARIF and
     Markdown. Nothing in the repository changes, unless --apply lands the edits that build."""
+    from stomper.budget import Limits
     from stomper.commands.review import ReviewRequest
     from stomper.commands.review import review as run
     from stomper.config import load_settings
@@ -408,6 +412,7 @@ def review(
         markdown=markdown.absolute() if markdown is not None else None,
         cache=not no_cache,
         progress=not no_progress,
+        limits=Limits(max_calls, max_tokens, max_cost),
     )
 
     def command() -> int:

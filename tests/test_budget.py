@@ -16,6 +16,7 @@ from stomper.config import Price
 from stomper.testing.fake_openai import Behaviour, FakeOpenAI
 from stomper.testing.repos import RUFF_CONFIG, module
 from tests.conftest import run_json, sh
+from tests.test_review import CORE, review
 
 PRICES = '\n[tool.stomper.prices]\n"fake" = { input = 2.0, output = 8.0 }\n'
 
@@ -125,3 +126,20 @@ def test_what_is_spent_is_counted_for_the_run_and_each_of_its_parts() -> None:
     assert budget.spent and budget.use.tokens == 1_000 and budget.of("b").tokens == 500
     with pytest.raises(Spent, match="the run's budget of 1,000 tokens is spent"):
         budget.take("c")
+
+
+def test_a_review_that_spends_its_budget_says_so_and_the_cache_goes_on_from_there(
+    make, server, capsys
+) -> None:
+    project = make({f"pkg/m{n}.py": f"{CORE}# {n}\n" for n in range(3)})
+    code, document, err = review(project, server, "-j", "1", "--max-calls", "2", capsys=capsys)
+
+    assert document["status"] == "budget" and code == 1, err
+    statuses = sorted(unit["status"] for unit in document["units"])
+    assert statuses == ["reviewed", "reviewed", "skipped", "skipped"]
+    assert server.stats().completions == 2
+    # Run again with more to spend: what was reviewed comes from the cache, unpaid.
+    code, again, err = review(project, server, "--max-calls", "2", capsys=capsys)
+    assert code == 0 and again["status"] == "completed", err
+    assert sorted(unit["status"] for unit in again["units"]) == ["reviewed"] * 4
+    assert server.stats().completions == 4

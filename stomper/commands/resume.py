@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,10 +44,13 @@ async def resume(
     require_state(repo)
     journal = find_run(repo.state, run_id)
     if journal.meta().get("command") == "review":
-        if limits is not None and limits != Limits():
-            raise ConfigError("a run of `stomper review` has no budget to resume with")
         return await _resume_review(
-            repo, journal, json_output=json_output, progress=progress, checkpointer=checkpointer
+            repo,
+            journal,
+            json_output=json_output,
+            progress=progress,
+            checkpointer=checkpointer,
+            limits=limits or Limits(),
         )
     if journal.meta().get("command") == "run":
         return await _resume_tasks(
@@ -71,8 +74,10 @@ async def _resume_review(
     json_output: bool,
     progress: bool,
     checkpointer: str | None,
+    limits: Limits,
 ) -> int:
-    """Finish a run of ``review --apply``; a review that lands nothing is run again instead."""
+    """Finish a run of ``review --apply`` (with the budget of ``limits``, as much again where
+    it names no limit the run had); a review that lands nothing is run again instead."""
     from stomper.commands.review import ReviewRequest, publish, resume_review
 
     meta = journal.meta()
@@ -91,6 +96,7 @@ async def _resume_review(
         sarif=Path(outputs["sarif"]) if isinstance(outputs["sarif"], str) else None,
         markdown=Path(outputs["markdown"]) if isinstance(outputs["markdown"], str) else None,
         progress=progress,
+        limits=_recorded_limits(limits, meta),
     )
     done = len(journal.results())
     console.info(f"resuming review run {run_id}: {done} files already done", markup=False)
@@ -116,20 +122,30 @@ async def _resume_tasks(
     tasks = meta.get("tasks_file")
     if not isinstance(tasks, str):
         raise RepositoryError(f"run {run_id} cannot be resumed: its journal names no task file")
+    recorded = _recorded_limits(limits, meta)
     request = RunRequest(
         repo.root,
         Path(tasks),
         json=json_output,
         progress=progress,
-        max_calls=_given(limits.max_calls, meta.get("max_calls"), int),
-        max_tokens=_given(limits.max_tokens, meta.get("max_tokens"), int),
-        max_cost=_given(limits.max_cost, meta.get("max_cost"), float),
+        max_calls=recorded.max_calls,
+        max_tokens=recorded.max_tokens,
+        max_cost=recorded.max_cost,
         speculate=meta.get("speculate") is not False,
     )
     console.info(
         f"resuming run {run_id}: {len(journal.results())} tasks already done", markup=False
     )
     return await resume_run(run, journal, request)
+
+
+def _recorded_limits(given: Limits, meta: Mapping[str, Any]) -> Limits:
+    """The limits given now, and where one is not, the one the run recorded."""
+    return Limits(
+        _given(given.max_calls, meta.get("max_calls"), int),
+        _given(given.max_tokens, meta.get("max_tokens"), int),
+        _given(given.max_cost, meta.get("max_cost"), float),
+    )
 
 
 _Number = TypeVar("_Number", int, float)
@@ -212,15 +228,7 @@ async def run_resume(
     if run_id in live_runs(state):
         raise ConfigError(f"run {run_id} is still running: wait for it, or stop it first")
     run = await _recorded_run(journal, meta, repo, checkpointer)
-    given = limits or Limits()
-    run = replace(
-        run,
-        limits=Limits(
-            _given(given.max_calls, meta.get("max_calls"), int),
-            _given(given.max_tokens, meta.get("max_tokens"), int),
-            _given(given.max_cost, meta.get("max_cost"), float),
-        ),
-    )
+    run = replace(run, limits=_recorded_limits(limits or Limits(), meta))
     redaction.use(redaction.Redaction.of(run.settings))
     if run.checked_out and repo.branch != run.target_ref:
         raise RepositoryError(

@@ -25,7 +25,8 @@ from rich.table import Table
 
 from stomper import console, git, redaction, runner, sandbox
 from stomper.agents.openai_chat import OpenAIChatAgent
-from stomper.commands.fix import require_identity
+from stomper.budget import NOT_BEGUN, Budget, Limits
+from stomper.commands.fix import require_countable, require_identity
 from stomper.config import Settings
 from stomper.errors import ConfigError, RepositoryError
 from stomper.findings import SEVERITIES, Finding, Review
@@ -69,6 +70,8 @@ class ReviewRequest:
     markdown: Path | None = None
     cache: bool = True
     progress: bool = True
+    limits: Limits = field(default_factory=Limits)
+    """What the run's requests may spend (:mod:`stomper.budget`)."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,12 @@ async def resume_review(
     tip = await git.ref_target(repo.root, run.target_ref)
     if tip is None:
         raise RepositoryError(f"the run's target {run.target_ref} no longer exists")
+    recorded = journal.results()
+    done = {
+        path: result
+        for path, result in recorded.items()
+        if not (result.reason or "").startswith(NOT_BEGUN)
+    }
     # By the files each commit changed: a commit of a whole group names the group.
     landed = {
         path: commit.sha
@@ -235,9 +244,10 @@ async def resume_review(
         changed,
         since,
         run.target_ref,
-        done=journal.results(),
+        done=done,
         landed=landed,
         resumed=True,
+        anew=len(done) < len(recorded),
     )
     return await execution.report(selection, started)
 
@@ -297,6 +307,8 @@ class _Execution:
     landed: Mapping[str, str] = field(default_factory=dict)
     """Units whose commit is on the target (a resume), by path."""
     resumed: bool = False
+    anew: bool = False
+    """Whether the engine's graph starts anew, not from the run's checkpoints."""
     results: list[UnitResult] = field(default_factory=list)
     groups: list[GroupOutcome] = field(default_factory=list)
 
@@ -305,6 +317,7 @@ class _Execution:
         agent = OpenAIChatAgent.from_settings(self.settings)
         status, peak = "completed", 0
         try:
+            require_countable(self.request.limits, agent, self.settings)
             await agent.ready()
             if selection.units:
                 if self.target is None:
@@ -354,6 +367,7 @@ class _Execution:
                 applying,
                 settings,
                 dry_run=not applying,
+                limits=self.request.limits,
             )
             outputs = {"sarif": self.request.sarif, "markdown": self.request.markdown}
             journal.create(
@@ -415,7 +429,8 @@ class _Execution:
                     chosen.build_attempts,
                     chosen.commit_per,
                 )
-            job = ReviewJob(agent, blobs, policy, limit, cache, job_applying)
+            budget = Budget(self.request.limits, settings.prices.get(settings.model or ""))
+            job = ReviewJob(agent, blobs, policy, limit, cache, job_applying, budget)
 
             def record(result: UnitResult) -> None:
                 self.results.append(result)
@@ -451,7 +466,15 @@ class _Execution:
                     checkpointer=settings.checkpointer,
                     view=view,
                     head=limit.units,
+                    # A unit the budget left unbegun is reviewed in a graph of its own: the
+                    # run's graph has it done.
+                    thread=f"{self.run_id}+{time.time_ns()}" if self.anew else None,
                 )
+                unbegun = any(
+                    (result.reason or "").startswith(NOT_BEGUN) for result in self.results
+                )
+                if status == "completed" and budget.spent and unbegun:
+                    status = "budget"  # `stomper review` again, or resume with --apply
             finally:
                 self.groups.extend(job.groups)
         finally:

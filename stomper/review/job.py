@@ -30,6 +30,7 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 from stomper import git, redaction
 from stomper.agents import AttemptFailed, edits
 from stomper.agents.openai_chat import Answer
+from stomper.budget import NOT_BEGUN, Budget, Spent
 from stomper.events import Phase
 from stomper.findings import Finding, Review, Severity
 from stomper.guardrails import suppression_violation
@@ -153,8 +154,11 @@ class ReviewJob:
         limit: Limit,
         cache: ReviewCache | None = None,
         applying: Applying | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.reviewer = reviewer
+        self.budget = budget
+        """What the run's requests may spend; None: any."""
         self.blobs = blobs
         """Where files are read from, and the blobs of landed edits written to."""
         self.policy = policy
@@ -414,6 +418,10 @@ class ReviewJob:
         found = self.cache.get(unit.blob, unit.path, lessons) if self.cache is not None else None
         asked: list[_Asked[Any]] = []
         notes: list[str] = []
+        reached = self.budget.limits.reached(self.budget.use) if self.budget else None
+        if found is None and reached is not None:
+            why = f"{NOT_BEGUN}the run's {reached} is spent"
+            return UnitResult(unit.path, Status.SKIPPED, (), reason=why), None
         if found is None:
             # Finding where a large file's definitions begin parses it: off the event loop.
             parts = await asyncio.to_thread(
@@ -508,7 +516,7 @@ class ReviewJob:
                 )
             return replace(reading, edits=tuple(blocks))
 
-        return _Question(prompt, read)
+        return _Question(unit.path, prompt, read)
 
     def _scores_of(
         self, unit: ReviewUnit, source: str, findings: Sequence[Finding]
@@ -521,7 +529,7 @@ class ReviewJob:
         def read(text: str) -> dict[int, int]:
             return answer.read_scores(text, len(findings))
 
-        return _Question(prompt, read)
+        return _Question(unit.path, prompt, read)
 
     async def _ask(self, question: _Question[T], emit: Emit, *, urgent: bool = False) -> _Asked[T]:
         """The model's answer to ``question``, read; asked again with what was wrong while
@@ -534,6 +542,12 @@ class ReviewJob:
         for attempt in range(1, self.policy.max_attempts + 1):
             asked.attempts = attempt
             prompt = question.prompt(feedback)
+            if self.budget is not None:
+                try:
+                    self.budget.take(question.path)
+                except Spent as spent:
+                    asked.failure = f"stopped: {spent}"
+                    return asked
             if self._limit.waiting():
                 emit(Phase.WAITING)
             async with self._limit.call(urgent=urgent):
@@ -544,6 +558,7 @@ class ReviewJob:
                 except AttemptFailed as failed:
                     asked.tokens_in += failed.tokens_in
                     asked.tokens_out += failed.tokens_out
+                    self._spend(question.path, failed.tokens_in, failed.tokens_out)
                     feedback = failed.feedback
                     continue
                 finally:
@@ -551,6 +566,7 @@ class ReviewJob:
             emit(Phase.VERIFYING)
             asked.tokens_in += reply.tokens_in
             asked.tokens_out += reply.tokens_out
+            self._spend(question.path, reply.tokens_in, reply.tokens_out)
             try:
                 asked.value = question.read(reply.text)
                 return asked
@@ -570,6 +586,10 @@ class ReviewJob:
                 said.append(reply.text)
         asked.failure = f"no readable answer in {asked.attempts} attempts: {feedback}"
         return asked
+
+    def _spend(self, path: str, tokens_in: int, tokens_out: int) -> None:
+        if self.budget is not None:
+            self.budget.spend(path, tokens_in, tokens_out)
 
     def _result(self, unit: ReviewUnit, found: Cached, *, cached: bool) -> UnitResult:
         floor = self.policy.min_severity or self.policy.persona.min_severity
@@ -598,6 +618,8 @@ class _Question(Generic[T]):
     """One thing to ask the model: the prompt (given the feedback on the last answer, if
     any) and what reads the answer (raising :class:`~stomper.review.answer.Unreadable`)."""
 
+    path: str
+    """The file it is of."""
     prompt: Callable[[str | None], str]
     read: Callable[[str], T]
 
