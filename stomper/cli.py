@@ -575,6 +575,38 @@ def show_run(
 
 
 @app.command()
+def report(
+    run_id: Annotated[
+        str | None, typer.Argument(help="The run to report on (default: the newest).")
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Write a self-contained HTML page with the run's timeline."
+        ),
+    ] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Write the summary and table as Markdown to FILE."),
+    ] = None,
+    repo: RepoOption = None,
+) -> None:
+    """A run's report from its journal: HTML with a timeline, or Markdown (default: stdout)."""
+    from stomper.commands.report import report as run
+
+    _finish(
+        lambda: _run(
+            run(
+                _repo_dir(repo),
+                run_id,
+                html=html.absolute() if html else None,
+                markdown_file=markdown.absolute() if markdown else None,
+            )
+        )
+    )
+
+
+@app.command()
 def lessons(
     directories: Annotated[
         list[str] | None,

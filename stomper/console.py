@@ -333,6 +333,12 @@ def print_diffs(diffs: Sequence[str]) -> None:
     sys.stdout.flush()
 
 
+def print_text(text: str) -> None:
+    """A text the command prints as its output (a report), alone on stdout."""
+    sys.stdout.write(redact(text if text.endswith("\n") else text + "\n"))
+    sys.stdout.flush()
+
+
 def print_document(document: Any) -> None:
     """The ``--json`` document, alone on stdout."""
     sys.stdout.write(json.dumps(active().value(document), indent=2) + "\n")

@@ -11,6 +11,7 @@ from stomper.errors import ConfigError, RepositoryError
 from stomper.journal import Journal, StateDir, live_runs
 from stomper.report import Metrics, RunReport, ordered
 from stomper.repository import open_repository
+from stomper.run_report import RecordedRun, markdown
 
 
 async def show(cwd: Path, run_id: str | None, *, json_output: bool) -> int:
@@ -18,7 +19,14 @@ async def show(cwd: Path, run_id: str | None, *, json_output: bool) -> int:
     with ``json_output``). Nothing is worked, landed or repaired."""
     repo = await open_repository(cwd)
     state = repo.state
-    journal = _find(state, run_id)
+    journal = find_recorded(state, run_id)
+    if journal.meta().get("command") in ("review", "run"):
+        # Their units are files reviewed or tasks, not diagnostics: as their report has them.
+        recorded = RecordedRun.read(journal)
+        if json_output:
+            console.print_document(recorded.to_json())
+        console.info(markdown(recorded).rstrip(), markup=False)
+        return 0
     report, unfinished = recorded_report(journal, running=journal.dir.name in live_runs(state))
     if json_output:
         console.print_document(report.to_json())
@@ -34,7 +42,7 @@ async def show(cwd: Path, run_id: str | None, *, json_output: bool) -> int:
     return 0
 
 
-def _find(state: StateDir, run_id: str | None) -> Journal:
+def find_recorded(state: StateDir, run_id: str | None) -> Journal:
     """The run named, or the newest one."""
     if run_id is not None:
         return state.run(run_id)

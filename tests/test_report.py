@@ -1,0 +1,183 @@
+"""``stomper report``: a run's timeline and table from its journal alone, for a run of each
+mode, and the HTML page opened in a real headless browser (Debian's chromium, driven by
+Playwright)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from stomper.cli import main
+from stomper.events import Phase
+from stomper.testing.fake_openai import FakeOpenAI
+from stomper.testing.repos import module
+from stomper.timeline import Event, timeline_of
+from tests.test_review import CORE
+from tests.test_run import AGENT, tasks_file
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# As root, without a screen, and with no network but loopback.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_bars_take_the_lowest_free_row_and_a_unit_cut_short_ends_with_the_log() -> None:
+    events = [
+        Event("a", Phase.QUEUED, 0.0),
+        Event("a", Phase.AGENT, 1.0),
+        Event("b", Phase.ISOLATING, 1.5),
+        Event("b", Phase.AGENT, 2.0),
+        Event("a", Phase.VERIFYING, 3.0),
+        Event("a", Phase.DONE, 4.0),
+        Event("c", Phase.AGENT, 4.0),  # a's place is free again: c takes its row
+        Event("c", Phase.LANDING, 5.0),
+        Event("b", Phase.DONE, 6.0),
+        Event("d", Phase.AGENT, 6.5),  # never ends: the run was killed
+        Event("c", Phase.DONE, 7.0),
+    ]
+    timeline = timeline_of(events)
+    bars = {bar.path: bar for bar in timeline.bars}
+    assert {path: bar.row for path, bar in bars.items()} == {"a": 0, "b": 1, "c": 0, "d": 1}
+    assert [(s.phase, s.start, s.end) for s in bars["a"].spans] == [
+        (Phase.AGENT, 1.0, 3.0),
+        (Phase.VERIFYING, 3.0, 4.0),
+    ]
+    assert [(s.phase, s.start, s.end) for s in bars["d"].spans] == [(Phase.AGENT, 6.5, 7.0)]
+    assert timeline.rows == 2 and (timeline.start, timeline.end) == (0.0, 7.0)
+
+
+def _fix_run(make, tmp_path: Path) -> Path:
+    repo = make({f"pkg/m{n}.py": module(["F401", "E713"]) for n in range(6)})
+    assert main(["fix", "--repo", str(repo), "--no-progress", "-j", "2"]) == 0
+    return repo
+
+
+def _review_run(make, tmp_path: Path) -> Path:
+    repo = make({f"pkg/m{n}.py": f"{CORE}# {n}\n" for n in range(3)})
+    with FakeOpenAI() as server:
+        argv = ["review", "--repo", str(repo), "--no-progress", "--model", "fake"]
+        assert main([*argv, "--base-url", server.base_url]) == 0
+    return repo
+
+
+def _tasks_run(make, tmp_path: Path) -> Path:
+    repo = make({f"src/f{n}.py": f"F{n} = 0\n" for n in range(4)})
+    tasks = tasks_file(
+        tmp_path,
+        [
+            {
+                "id": f"t{n}",
+                "prompt": [f"Task {n}.", f"fake-agent: replace src/f{n}.py: = 0 => = 1"],
+                "files": [f"src/f{n}.py"],
+            }
+            for n in range(4)
+        ],
+    )
+    argv = ["run", str(tasks), "--agent-cmd", AGENT, "--no-progress", "--repo", str(repo)]
+    assert main(argv) == 0
+    return repo
+
+
+RUNS = {"fix": (_fix_run, 6), "review": (_review_run, 4), "run": (_tasks_run, 4)}
+
+
+@pytest.mark.parametrize("mode", sorted(RUNS))
+def test_the_report_of_a_run_holds_its_units_and_their_phases(make, tmp_path, capsys, mode) -> None:
+    made, units = RUNS[mode]
+    repo = made(make, tmp_path)
+    capsys.readouterr()
+
+    assert main(["report", "--repo", str(repo)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"### stomper {mode} · run `")
+    assert text.count("\n| `") == units
+
+    page, notes = tmp_path / "report.html", tmp_path / "report.md"
+    assert main(["report", "--repo", str(repo), "--html", str(page), "--markdown", str(notes)]) == 0
+    html = page.read_text()
+    assert notes.read_text() == text
+    worked = set(re.findall(r'<rect class="bar agent" data-unit="([^"]+)"', html))
+    assert len(worked) == units  # each unit's agent phase is a bar
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_a_report_of_no_run_is_one_line_and_exit_2(make, capsys) -> None:
+    repo = make({"a.py": "A = 1\n"})
+    assert main(["report", "--repo", str(repo)]) == 2
+    err = capsys.readouterr().err
+    assert "no runs in this repository yet" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("STOMPER_REQUIRE_CHROMIUM"),
+    reason="chromium is not installed",
+)
+@pytest.mark.parametrize("mode", sorted(RUNS))
+def test_the_report_opens_in_a_browser_with_a_bar_for_each_unit(make, tmp_path, mode) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM is not None, "STOMPER_REQUIRE_CHROMIUM is set: install chromium"
+    made, units = RUNS[mode]
+    repo = made(make, tmp_path)
+    page_file = tmp_path / "report.html"
+    assert main(["report", "--repo", str(repo), "--html", str(page_file)]) == 0
+    shot = tmp_path / "report.png"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.route("**/*", _only_the_file)  # the page may ask the network for nothing
+            page.goto(page_file.as_uri())
+            page.screenshot(path=str(shot), full_page=True)
+            bars = page.locator("svg.timeline rect.bar")
+            boxes = [bars.nth(n).bounding_box() for n in range(bars.count())]
+            rows = page.locator("table.units tbody tr")
+            first = rows.nth(0).locator("td").nth(0).inner_text()
+            page.locator("table.units th").nth(0).click()  # sorted by unit, then reversed
+            page.locator("table.units th").nth(0).click()
+            last = rows.nth(0).locator("td").nth(0).inner_text()
+            count = rows.count()
+        finally:
+            browser.close()
+
+    painted = {(box["y"], box["height"]) for box in boxes if box and box["width"] > 0}
+    assert len(boxes) >= units and len(painted) >= 1, boxes
+    assert all(box is not None and box["width"] > 0 and box["height"] > 0 for box in boxes)
+    assert count == units and first != last
+    assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
+
+
+def _only_the_file(route, request) -> None:
+    if request.url.startswith("file://"):
+        route.continue_()
+    else:  # pragma: no cover - a request would fail the test below
+        print(f"the report asked for {request.url}", file=sys.stderr)
+        route.abort()
+
+
+@pytest.mark.parametrize("mode", ["review", "run"])
+def test_show_gives_a_review_or_a_run_of_tasks_as_its_report_does(
+    make, tmp_path, capsys, mode
+) -> None:
+    made, units = RUNS[mode]
+    repo = made(make, tmp_path)
+    capsys.readouterr()
+    assert main(["show", "--json", "--repo", str(repo)]) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["command"] == mode and len(document["units"]) == units
+    assert f"### stomper {mode} · run `{document['run_id']}`" in captured.err
