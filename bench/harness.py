@@ -43,7 +43,7 @@ class FixRun:
     """One finished ``stomper fix`` child."""
 
     repo: Path
-    parallel: int
+    parallel: int | str
     doc: dict[str, Any]
     """The run's ``--json`` document."""
     exit_code: int
@@ -131,7 +131,7 @@ def run_fix(
     repo: Path,
     *,
     agent: str,
-    parallel: int,
+    parallel: int | str,
     env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
 ) -> FixRun:

@@ -10,6 +10,11 @@ requests a second, so R requests cannot take less than ``ideal = ceil(R / min(N,
 - end to end: ideal / the wall time of the whole ``stomper fix`` process, start-up and the
   last landing included (goal >= 0.90 for 96 files);
 - past N = K, more units at once only queue at the server: throughput stops improving.
+
+Then ``-j auto`` against a server of K places that queues none (a request past K gets a
+429 at once, with a short ``Retry-After``), for each K of ``--capacities``: fixed N around K
+and auto, each over ``rounds x K`` units, S seconds a request. Goal: auto's units a second
+>= 0.90 of the best fixed N's, measured in the same run, and <= 5% of its requests refused.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 
 from bench import harness
 from bench.repos import synthetic_repo
-from stomper.testing.fake_openai import FakeOpenAI, ThroughputLatency
+from stomper.testing.fake_openai import FakeOpenAI, FixedLatency, ThroughputLatency
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +33,77 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slots", type=int, default=8, help="requests the server serves at once")
     parser.add_argument("--seconds", type=float, default=1.0, help="seconds per request")
     parser.add_argument("--parallel", default="1,4,8,16,32", help="comma-separated values of N")
+    parser.add_argument("--capacities", default="4,24", help="K of the -j auto runs")
+    parser.add_argument("--rounds", type=int, default=20, help="units per place, -j auto runs")
 
 
 def run(args: argparse.Namespace, workdir: Path) -> None:
+    fixed(args, workdir)
+    auto(args, workdir)
+
+
+def auto(args: argparse.Namespace, workdir: Path) -> None:
+    seconds = args.seconds
+    for capacity in [int(part) for part in str(args.capacities).split(",") if part.strip()]:
+        units = args.rounds * capacity
+        harness.heading(
+            f"llm -j auto: {units} units against a server of {capacity} places x {seconds:g} s "
+            "that refuses the rest (429)"
+        )
+        rows = []
+        rates: dict[str, float] = {}
+        for parallel in [*sorted({max(1, capacity // 2), capacity, 2 * capacity}), "auto"]:
+            repo = synthetic_repo(workdir / f"auto-{capacity}-{parallel}", units)
+            latency = FixedLatency(seconds)
+            with FakeOpenAI(latency=latency, capacity=capacity, retry_after=0.05) as server:
+                fix = harness.run_fix(
+                    repo,
+                    agent="openai",
+                    parallel=parallel,
+                    env={"STOMPER_BASE_URL": server.base_url, "STOMPER_MODEL": "fake"},
+                )
+                stats = server.stats()
+            fix.note_failures()
+            refused = stats.statuses.get(429, 0)
+            rate = fix.units / fix.wall_s if fix.wall_s else math.nan
+            rates[str(parallel)] = rate
+            rows.append(
+                (
+                    parallel,
+                    fix.units,
+                    stats.completions,
+                    refused,
+                    round(refused / stats.completions, 4) if stats.completions else math.nan,
+                    fix.wall_s,
+                    round(rate, 2),
+                    stats.peak_in_service,
+                    fix.doc["totals"]["commits"],
+                )
+            )
+        best = max(rate for name, rate in rates.items() if name != "auto")
+        harness.note(
+            harness.table(
+                [
+                    "N",
+                    "units",
+                    "requests",
+                    "refused (429)",
+                    "refused share",
+                    "wall s",
+                    "units / s",
+                    "peak at server",
+                    "commits",
+                ],
+                rows,
+            )
+        )
+        harness.note(
+            f"\n-j auto: {rates['auto'] / best:.3f} of the best fixed N's units / s "
+            f"({best:.2f}); goal >= 0.90, with <= 5% of its requests refused.\n"
+        )
+
+
+def fixed(args: argparse.Namespace, workdir: Path) -> None:
     units, slots, seconds = args.units, args.slots, args.seconds
     levels = [int(part) for part in str(args.parallel).split(",") if part.strip()]
     harness.heading(

@@ -159,7 +159,13 @@ def fix(
     ] = None,
     max_files: Annotated[int | None, typer.Option(help="Work on at most this many files.")] = None,
     max_parallel_files: Annotated[
-        int | None, typer.Option("--max-parallel-files", "-j", help="Units at once (default 4).")
+        str | None,
+        typer.Option(
+            "--max-parallel-files",
+            "-j",
+            metavar="N|auto",
+            help="Units at once (default 4); auto: as many as the model server takes.",
+        ),
     ] = None,
     agent: Annotated[
         str | None,
@@ -347,8 +353,13 @@ def review(
     model: Annotated[str | None, typer.Option(help="The model that reviews.")] = None,
     base_url: BaseUrlOption = None,
     max_parallel_files: Annotated[
-        int | None,
-        typer.Option("--max-parallel-files", "-j", help="Requests at once (default 4)."),
+        str | None,
+        typer.Option(
+            "--max-parallel-files",
+            "-j",
+            metavar="N|auto",
+            help="Requests at once (default 4); auto: as many as the model server takes.",
+        ),
     ] = None,
     max_attempts: Annotated[
         int | None, typer.Option(help="Requests per file when an answer cannot be read.")

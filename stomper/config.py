@@ -123,7 +123,10 @@ class Settings(BaseSettings):
     tools: CodeList = Field(default_factory=lambda: ["ruff"])
     select: CodeList = Field(default_factory=list)
     ignore: CodeList = Field(default_factory=list)
-    max_parallel_files: int = Field(default=4, ge=1, le=1024)
+    max_parallel_files: int | Literal["auto"] = 4
+    """Agents at work at once; ``auto``: as many as the model server takes, found by
+    :mod:`stomper.agents.adaptive`, up to ``max_parallel_limit``."""
+    max_parallel_limit: int = Field(default=64, ge=1, le=1024)
     agent: str = "autofix"
     unsafe_fixes: bool = False
     branch: str | None = None
@@ -160,6 +163,30 @@ class Settings(BaseSettings):
     checkpointer: str | None = Field(default=None, repr=False)
     """A ``postgresql://`` URL to keep LangGraph's checkpoints in; unset, the run's journal.
     It may hold a password: a dump of the settings holds it redacted."""
+
+    @field_validator("max_parallel_files", mode="before")
+    @classmethod
+    def _parallel(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        number = value
+        if isinstance(value, str) and value.strip().isdigit():
+            number = int(value)
+        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 1024:
+            raise ValueError("give a number from 1 to 1024, or auto")
+        return number
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether ``-j auto`` leaves the number of requests at once to the server."""
+        return self.max_parallel_files == "auto"
+
+    @property
+    def parallel(self) -> int:
+        """Agents at work at once, at most: ``-j N``, or ``max_parallel_limit`` with auto."""
+        if self.max_parallel_files == "auto":
+            return self.max_parallel_limit
+        return self.max_parallel_files
 
     @field_validator("tools", "select", "ignore", mode="before")
     @classmethod

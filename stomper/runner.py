@@ -96,7 +96,7 @@ async def execute(
     ``anew``: in a graph of its own, not the one the run's checkpoints hold (a run that
     completed its graph, as far as its budget let it)."""
     settings = run.settings
-    limit = Limit(settings.max_parallel_files)
+    limit = Limit(settings.parallel)
     # One worktree a unit worked at once, and one for the tests at the base.
     workspaces = Workspaces(
         run.repo.root,
@@ -338,7 +338,7 @@ def report(
         status,
         run.base,
         run.target_ref,
-        run.settings.max_parallel_files,
+        run.settings.parallel,
         ordered(results),
         metrics,
         run.dry_run,

@@ -482,7 +482,7 @@ def tamper(meta_file: Path, change) -> None:
         (lambda meta: meta.update(checked_out="yes"), ["checked_out is 'yes', not a bool"]),
         (
             lambda meta: meta["settings"].update(max_parallel_files="many"),
-            ["setting max_parallel_files: Input should be a valid integer"],
+            ["setting max_parallel_files: give a number from 1 to 1024, or auto"],
         ),
         (lambda meta: meta["settings"].update(frobnicate=1), ["setting frobnicate"]),
         (lambda meta: meta.update(settings=[]), ["settings is [], not a dict"]),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import openai
 
+from stomper.agents.adaptive import Adaptive
 from stomper.redaction import endpoint_urls, mask_url
 
 PAUSE_AFTER = 3
@@ -36,6 +37,8 @@ class Endpoint:
     resting_until: float = 0.0
     requests: int = 0
     rests: int = 0
+    window: Adaptive | None = None
+    """With ``-j auto``: how many requests it is sent at once (:mod:`stomper.agents.adaptive`)."""
 
 
 @dataclass
@@ -49,15 +52,20 @@ class Endpoints:
 
     @classmethod
     def of(
-        cls, base_url: str | None, make: Callable[[str | None], openai.AsyncOpenAI]
+        cls,
+        base_url: str | None,
+        make: Callable[[str | None], openai.AsyncOpenAI],
+        *,
+        window: Callable[[], Adaptive] | None = None,
     ) -> Endpoints:
         """The endpoints ``base_url`` names (the client's default when it names none), each
-        with the client ``make`` gives for its URL."""
+        with the client ``make`` gives for its URL (and a ``window`` of its own)."""
         urls: list[str | None] = list(endpoint_urls(base_url)) if base_url else [None]
         made = []
         for url in urls:
             client = make(url)
-            made.append(Endpoint(client, mask_url(str(client.base_url).rstrip("/"))))
+            shown = mask_url(str(client.base_url).rstrip("/"))
+            made.append(Endpoint(client, shown, window=window() if window else None))
         return cls(made)
 
     @property

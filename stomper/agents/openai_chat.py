@@ -33,6 +33,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from stomper import console, redaction
 from stomper.agents import AgentOutcome, AgentTask, AttemptFailed, edits
+from stomper.agents.adaptive import Adaptive
 from stomper.agents.endpoints import Endpoint, Endpoints
 from stomper.agents.prompt import SYSTEM, task_prompt
 from stomper.errors import AgentError
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 # Local servers (llama.cpp, vLLM, Ollama) take any key, but the client insists on one.
 _NO_KEY = "no-key"
 _RETRYABLE = frozenset({408, 409, 429})
+_OVERLOADED = frozenset({429, 503})
+"""What a server answers when it has more requests than it takes."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class OpenAIChatAgent:
         max_backoff: float = 30.0,
         max_retries: int = 10,
         seed: int | None = None,
+        adaptive: int | None = None,
     ) -> None:
         """``backoff`` is the first wait after a failed request, doubled after each one up
         to ``max_backoff`` (with jitter); a ``Retry-After`` header replaces it. Waiting
@@ -120,7 +124,8 @@ class OpenAIChatAgent:
                 default_headers={"Connection": "close"},
             )
 
-        self.endpoints = Endpoints.of(base_url, client)
+        window = (lambda: Adaptive(highest=adaptive)) if adaptive is not None else None
+        self.endpoints = Endpoints.of(base_url, client, window=window)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIChatAgent:
@@ -138,6 +143,7 @@ class OpenAIChatAgent:
             request_timeout=settings.request_timeout,
             agent_timeout=settings.agent_timeout,
             max_answer_bytes=settings.max_answer_bytes,
+            adaptive=settings.max_parallel_limit if settings.adaptive else None,
         )
 
     @property
@@ -309,11 +315,7 @@ class OpenAIChatAgent:
             endpoint = self.endpoints.choose()
             try:
                 with self.endpoints.asking(endpoint):
-                    completion = await endpoint.client.chat.completions.create(
-                        model=self.model,
-                        messages=messages,
-                        timeout=timeout,
-                    )
+                    completion = await self._create(endpoint, messages, seconds=timeout)
                 self.endpoints.answered(endpoint)
                 return completion
             except openai.APITimeoutError:
@@ -344,6 +346,31 @@ class OpenAIChatAgent:
                 )
             self.retries += 1
             await asyncio.sleep(wait)
+
+    async def _create(
+        self, endpoint: Endpoint, messages: list[ChatCompletionMessageParam], seconds: float
+    ) -> ChatCompletion:
+        """One request, through the endpoint's window when it has one (``-j auto``), which
+        learns from its answer."""
+        window = endpoint.window
+        if window is None:
+            return await endpoint.client.chat.completions.create(
+                model=self.model, messages=messages, timeout=seconds
+            )
+        async with window.request() as sent:
+            try:
+                completion = await endpoint.client.chat.completions.create(
+                    model=self.model, messages=messages, timeout=seconds
+                )
+            except openai.APITimeoutError:
+                window.overloaded(sent)
+                raise
+            except openai.APIStatusError as exc:
+                if exc.status_code in _OVERLOADED:
+                    window.overloaded(sent)
+                raise
+            window.answered(sent)
+            return completion
 
     def _wait(self, failures: int, advised: float | None) -> float:
         """Seconds before the next try: the server's advice, else exponential with jitter."""

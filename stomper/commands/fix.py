@@ -89,6 +89,7 @@ async def run_fix(
             await importing
             agent = agent if agent is not None else load_agent(settings.agent, settings)
             require_countable(request.limits, agent, settings)
+            require_adaptable(agent, settings)
             await ready(agent)
             if settings.checkpointer is not None:
                 await checkpoints.check(settings.checkpointer)  # before the branch is touched
@@ -146,6 +147,16 @@ async def run_fix(
     return runner.report(
         run, results, outcome.status, started=started, peak=outcome.peak, left_out=left_out
     )
+
+
+def require_adaptable(agent: Agent, settings: Settings) -> None:
+    """Refuse ``-j auto`` for an agent that asks no model server, whose answers it learns
+    from."""
+    if settings.adaptive and agent.name != "openai":
+        raise ConfigError(
+            f"-j auto learns from a model server's answers; the {agent.name} agent asks none: "
+            "give -j N"
+        )
 
 
 def require_countable(limits: Limits, agent: Agent, settings: Settings) -> None:

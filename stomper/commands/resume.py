@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from stomper import checkpoints, console, git, redaction, runner
 from stomper.agents import Agent, load_agent, ready
 from stomper.budget import NOT_BEGUN, Limits
-from stomper.commands.fix import require_countable, require_identity, show
+from stomper.commands.fix import require_adaptable, require_countable, require_identity, show
 from stomper.config import Settings, load_settings
 from stomper.diagnostics import Collector, Diagnostic, collectors_named, select
 from stomper.errors import ConfigError, RepositoryError
@@ -241,6 +241,7 @@ async def run_resume(
     await ensure_tools(collectors)
     agent = agent if agent is not None else load_agent(run.settings.agent, run.settings)
     require_countable(run.limits, agent, run.settings)
+    require_adaptable(agent, run.settings)
     await ready(agent)
     if run.settings.checkpointer is not None:
         await checkpoints.check(run.settings.checkpointer)
@@ -345,7 +346,8 @@ async def _recorded_run(
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"]) or "settings"
-        raise damaged(f"setting {key}: {error['msg']}") from None
+        said = error["msg"].removeprefix("Value error, ")
+        raise damaged(f"setting {key}: {said}") from None
     return runner.Run(
         journal.dir.name,
         meta["command"],

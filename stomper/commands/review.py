@@ -375,7 +375,7 @@ class _Execution:
                 | {"diff_base": self.since}
                 | {name: str(path) for name, path in outputs.items() if path is not None}
             )
-        limit = Limit(settings.max_parallel_files)
+        limit = Limit(settings.parallel)
         cache = None
         if self.request.cache:
             cache = ReviewCache(

@@ -146,8 +146,10 @@ async def run(request: RunRequest, settings: Settings) -> int:
         return 2
     if request.plan_only:
         if not request.json:
-            _show(made, settings.max_parallel_files)
+            _show(made, settings.parallel)
         return 0
+    if settings.adaptive:
+        raise ConfigError("-j auto is for fix and review, whose agent is a model server: give -j N")
     agents = _agents(made, settings, _limits(request))
     if repo.branch is None:
         raise ConfigError("HEAD is detached: check out the branch the tasks are to land on")
@@ -288,7 +290,7 @@ async def _work(
     ``journal`` records."""
     assert repo.branch is not None
     run_id, target = journal.dir.name, repo.branch
-    parallel = settings.max_parallel_files
+    parallel = settings.parallel
     done = dict(done or {})
     units = [TaskUnit(index, planned) for index, planned in enumerate(made.tasks)]
     results: list[UnitResult] = list(done.values())

@@ -279,6 +279,7 @@ class FakeOpenAI:
         api_key: str | None = None,
         basic_auth: str | None = None,
         review: ReviewStyle | None = None,
+        capacity: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -287,7 +288,11 @@ class FakeOpenAI:
         basic credentials, which is what a client sends for a URL that holds them.
         ``retry_after`` is the ``Retry-After`` of a
         429, in seconds. A review prompt is answered by
-        :mod:`~stomper.testing.fake_reviewer`, erring as ``review`` says."""
+        :mod:`~stomper.testing.fake_reviewer`, erring as ``review`` says. With ``capacity``,
+        a completion asked while that many are being answered gets a 429 at once, as a
+        server with a fixed number of places that queues none."""
+        self.capacity = capacity
+        self._answering_now = 0
         self.models = tuple(models)
         self.latency: Latency = latency or FixedLatency()
         self.faults = faults or FaultPolicy()
@@ -378,6 +383,19 @@ class FakeOpenAI:
             self._in_service -= 1
             if status is not None:
                 self._statuses[status] += 1
+
+    def _admit(self) -> bool:
+        """Whether a completion may be answered now (one more in service), by ``capacity``."""
+        with self._lock:
+            if self.capacity is not None and self._answering_now >= self.capacity:
+                self._faults["over_capacity"] += 1
+                return False
+            self._answering_now += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._answering_now -= 1
 
     def _error(self, message: str) -> None:
         with self._lock:
@@ -567,7 +585,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         authorization = self.headers.get("Authorization") or ""
         key = authorization.removeprefix("Bearer ")
-        answer = fake.latency.serve(fake._closing, lambda: answer_to(fault, key))
+        if not fake._admit():
+            return self._rate_limited(fake)
+        try:
+            answer = fake.latency.serve(fake._closing, lambda: answer_to(fault, key))
+        finally:
+            fake._leave()
         tokens_out = len(answer) // 4 + 1
         fake._count(fault, tokens_in, tokens_out)
         usage: dict[str, object] = {
