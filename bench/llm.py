@@ -66,7 +66,8 @@ def auto(args: argparse.Namespace, workdir: Path) -> None:
             fix.note_failures()
             refused = stats.statuses.get(429, 0)
             rate = fix.units / fix.wall_s if fix.wall_s else math.nan
-            rates[str(parallel)] = rate
+            if not fix.doc["totals"]["failed"]:  # a run that gave up on units is no rival
+                rates[str(parallel)] = rate
             rows.append(
                 (
                     parallel,
@@ -97,15 +98,21 @@ def auto(args: argparse.Namespace, workdir: Path) -> None:
                 rows,
             )
         )
+        if "auto" not in rates or len(rates) < 2:
+            harness.note("\n-j auto, or every fixed N, failed units: no ratio.\n")
+            continue
         harness.note(
             f"\n-j auto: {rates['auto'] / best:.3f} of the best fixed N's units / s "
-            f"({best:.2f}); goal >= 0.90, with <= 5% of its requests refused.\n"
+            f"({best:.2f}, of the fixed N that failed no unit); goal >= 0.90, with <= 5% of "
+            "its requests refused.\n"
         )
 
 
 def fixed(args: argparse.Namespace, workdir: Path) -> None:
     units, slots, seconds = args.units, args.slots, args.seconds
     levels = [int(part) for part in str(args.parallel).split(",") if part.strip()]
+    if not levels:
+        return
     harness.heading(
         f"llm: {units} units against a server of {slots} slots x {seconds:g} s per request"
     )

@@ -5,16 +5,19 @@ As TCP's congestion control does, with what a model server's refusals teach:
 
 - **Slow start**: until the first overload, every answer widens the window by one (it
   doubles with each round of answers), from ``start``.
-- **Multiplicative decrease**: an overload (429, 503, a timeout) narrows the window to
-  ``decrease`` of the requests that were in flight when the refused one was sent, once per
-  round: the answers to requests sent before the window last shrank say nothing of it.
-  That number is the window's **ceiling**.
+- **The ceiling**: at the first overload (429, 503, a timeout) the window becomes one less
+  than the requests that were in flight when the refused one was sent, once per round.
+  That number of requests is the window's ceiling.
 - **Additive increase**: every answer then widens it by ``1 / window`` (about one request a
   round), and by ``patience`` times less once it comes within one of the ceiling. Each
   overload at the same ceiling doubles the patience (up to ``PATIENCE``): a server whose
   capacity is fixed is probed ever more rarely, so few requests are wasted on refusals; an
   answer at or above the ceiling (the server took more than it did) raises the ceiling and
-  ends the patience.
+  ends the patience. A refusal below ``NEAR`` of the ceiling means the server takes fewer
+  now: the window shrinks to ``decrease`` of what was in flight.
+
+Only what was sent in the window's present round counts: the answers to requests sent
+before it last shrank (a burst of slow start among them) say nothing of the window now.
 
 The window stays within ``lowest`` and ``highest``. One window per endpoint sees every
 request of every unit, the HTTP agent's own retries included.
@@ -31,6 +34,8 @@ from dataclasses import dataclass, field
 START = 4
 DECREASE = 0.8
 PATIENCE = 16
+NEAR = 0.9
+"""A refusal at this share of the ceiling or above is one of the ceiling."""
 
 
 @dataclass(frozen=True)
@@ -89,10 +94,10 @@ class Adaptive:
     def answered(self, sent: Sent) -> None:
         """A request was answered: the window widens."""
         self.answers += 1
+        if sent.round != self.round:
+            return  # sent before the window last shrank: it says nothing of the window now
         if self.ceiling is not None and sent.in_flight >= self.ceiling:
             self.ceiling, self.patience = sent.in_flight + 1.0, 1  # it takes more than that
-        if sent.round != self.round:
-            return
         if self.ceiling is None:
             step = 1.0
         else:
@@ -108,9 +113,9 @@ class Adaptive:
             return  # sent before the window last shrank: it shrank for this already
         self.round += 1
         level = float(sent.in_flight)
-        if self.ceiling is None or level >= self.ceiling - 0.5:
-            # The first refusal, or a probe of the ceiling refused again: the server takes
-            # one less than it refused, as before.
+        if self.ceiling is None or level >= self.ceiling * NEAR:
+            # The first refusal, or one near the ceiling (a probe of it, or the server's own
+            # count a request or two off ours): it takes one less than it refused.
             again = self.ceiling is not None
             self.patience = min(PATIENCE, self.patience * 2) if again else 1
             self.window = max(float(self.lowest), level - 1)
