@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from stomper.agents.adaptive import PATIENCE, Adaptive, Sent
+from stomper.agents.adaptive import FIRST_PATIENCE, PATIENCE, Adaptive, Sent
 from stomper.testing.fake_openai import FakeOpenAI
 from stomper.testing.repos import module
 from tests.conftest import run_json, sh
@@ -17,15 +17,19 @@ def test_the_window_doubles_until_a_refusal_then_sits_one_below_what_was_refused
         window.answered(Sent(0, 4))
     assert window.allowed == 8  # slow start: one more per answer
     window.overloaded(Sent(0, 25))
-    assert (window.allowed, window.ceiling, window.patience) == (24, 25.0, 1)
+    assert (window.allowed, window.ceiling, window.patience) == (24, 25.0, FIRST_PATIENCE)
     window.overloaded(Sent(0, 26))  # sent before it shrank: no second decrease
     assert window.allowed == 24 and window.round == 1
     for _ in range(24):
         window.answered(Sent(1, 24))
     assert window.allowed == 24  # near the ceiling it grows patiently
+    window.overloaded(Sent(1, 24))  # 24 were answered at once this round: a moment's noise
+    assert window.allowed == 24 and window.round == 1
     window.overloaded(Sent(1, 25))  # the probe of the ceiling refused again
-    assert (window.allowed, window.patience) == (24, 2)
-    window.overloaded(Sent(2, 10))  # the server takes fewer now: a real decrease
+    assert (window.allowed, window.patience) == (24, 2 * FIRST_PATIENCE)
+    window.overloaded(Sent(2, 10))  # once at a level it took: noise again, maybe
+    assert window.allowed == 24
+    window.overloaded(Sent(2, 10))  # twice: the server takes fewer now, a real decrease
     assert (window.allowed, window.ceiling, window.patience) == (8, 10.0, 1)
 
 
