@@ -15,7 +15,7 @@ def test_the_window_doubles_until_a_refusal_then_sits_one_below_what_was_refused
     window = Adaptive(start=4, highest=64)
     for _ in range(4):
         window.answered(Sent(0, 4))
-    assert window.allowed == 8  # slow start: one more per answer
+    assert window.allowed == 16  # slow start: three more per answer
     window.overloaded(Sent(0, 25))
     assert (window.allowed, window.ceiling, window.patience) == (24, 25.0, FIRST_PATIENCE)
     window.overloaded(Sent(0, 26))  # sent before it shrank: no second decrease

@@ -3,8 +3,8 @@ window that grows while answers come and shrinks when the server says it has too
 
 As TCP's congestion control does, with what a model server's refusals teach:
 
-- **Slow start**: until the first overload, every answer widens the window by one (it
-  doubles with each round of answers), from ``start``.
+- **Slow start**: until the first overload, every answer widens the window by
+  ``SLOW_START`` (it grows fourfold with each round of answers), from ``start``.
 - **The ceiling**: at the first overload (429, 503, a timeout) the window becomes one less
   than the requests that were in flight when the refused one was sent, once per round.
   That number of requests is the window's ceiling.
@@ -39,6 +39,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 START = 4
+SLOW_START = 3
+"""Requests more per answer until the first refusal: the window grows fourfold a round (the
+requests past what was answered go one by one, so the first refusal ends it at once)."""
 DECREASE = 0.8
 FIRST_PATIENCE = 4
 """The patience after the first refusal: the server has just said what it takes."""
@@ -137,7 +140,7 @@ class Adaptive:
         if self.ceiling is not None and sent.in_flight >= self.ceiling:
             self.ceiling, self.patience = sent.in_flight + 1.0, 1  # it takes more than that
         if self.ceiling is None:
-            step = 1.0
+            step = float(SLOW_START)
         else:
             step = 1.0 / self.window
             if self.window + step >= self.ceiling - 1:
