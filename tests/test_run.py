@@ -36,9 +36,11 @@ def uncontained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return log
 
 
-def tasks_file(folder: Path, tasks: list[dict[str, Any]], **defaults: Any) -> Path:
-    """A task file of ``tasks``; every prompt is a list of lines."""
-    lines = ["[defaults]", 'agent = "command"']
+def tasks_file(
+    folder: Path, tasks: list[dict[str, Any]], *, agent: str = "command", **defaults: Any
+) -> Path:
+    """A task file of ``tasks``, worked by ``agent``; every prompt is a list of lines."""
+    lines = ["[defaults]", f"agent = {json.dumps(agent)}"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in defaults.items()]
     for task in tasks:
         lines.append("\n[[task]]")

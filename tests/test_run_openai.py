@@ -17,21 +17,13 @@ from stomper.tasks.taskfile import Task
 from stomper.testing.fake_openai import FakeOpenAI, read_task
 from stomper.testing.repos import RUFF_CONFIG
 from tests.conftest import sh
-from tests.test_run import by_id, subjects
+from tests.test_run import by_id, subjects, tasks_file
 
 PRICES = '\n[tool.stomper.prices]\n"fake" = { input = 2.0, output = 8.0 }\n'
 
 
 def chat_tasks(folder: Path, tasks: list[dict[str, Any]]) -> Path:
-    lines = ["[defaults]", 'agent = "openai"']
-    for task in tasks:
-        lines.append("\n[[task]]")
-        for key, value in task.items():
-            text = "\n".join(value) if key == "prompt" else value
-            lines.append(f"{key} = {json.dumps(text)}")
-    path = folder / "tasks.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return tasks_file(folder, tasks, agent="openai")
 
 
 def run_chat(

@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -172,12 +173,18 @@ class OpenAIChatAgent:
         # A large file is parsed to find the functions to show: off the event loop.
         prompt = await asyncio.to_thread(self._prompt, task)
         reply = await self._reply(SYSTEM, prompt)
+        return await self.apply(reply, task.workspace, task.unit.path)
+
+    async def apply(self, reply: Answer, workspace: Path, default_path: str) -> AgentOutcome:
+        """Apply the edits of ``reply`` to the files under ``workspace`` (a block that names
+        no file edits ``default_path``), strictly, all or none; an answer that holds none that
+        apply is an :class:`AttemptFailed` whose feedback says why."""
         try:
             self._bound(reply.text)
             found = edits.parse(reply.text)
             # Matching a block against a large file takes a while: off the event loop. The
             # writing stays here, so an attempt cancelled meanwhile never writes.
-            changes = await asyncio.to_thread(edits.prepare, found, task.workspace, task.unit.path)
+            changes = await asyncio.to_thread(edits.prepare, found, workspace, default_path)
         except AttemptFailed as failed:
             feedback = self._redact(failed.feedback)
             if reply.cut_off:
@@ -217,11 +224,6 @@ class OpenAIChatAgent:
         self.tokens_out += tokens_out
         text, cut_off = _answer(completion)
         return Answer(text, tokens_in, tokens_out, cut_off)
-
-    def redact(self, text: str) -> str:
-        """``text`` with the run's secrets and this agent's own (its key, the endpoints'
-        passwords) masked."""
-        return self._redact(text)
 
     def _bound(self, answer: str) -> None:
         """Refuse an answer larger than ``max_answer_bytes`` before any of it is parsed or

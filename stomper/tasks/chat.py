@@ -10,10 +10,9 @@ An answer that does not apply is a failed attempt whose feedback says why.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from stomper.agents import AgentOutcome, AttemptFailed, edits
+from stomper.agents import AgentOutcome, edits
 from stomper.agents.openai_chat import OpenAIChatAgent
 from stomper.tasks.prompt import SYSTEM
 
@@ -37,23 +36,7 @@ class ChatTaskAgent:
         """One attempt: one answer, its blocks applied to the tree at ``workspace`` (a
         block that names no file edits ``file``)."""
         answer = await self.chat.ask(SYSTEM, prompt)
-        try:
-            found = edits.parse(answer.text)
-            # Matching blocks against large files takes a while: off the event loop. The
-            # writing stays here, so an attempt cancelled meanwhile writes nothing.
-            changes = await asyncio.to_thread(edits.prepare, found, workspace, file)
-        except AttemptFailed as failed:
-            feedback = self.chat.redact(failed.feedback)
-            if answer.cut_off:
-                feedback += (
-                    "\nYour answer was cut off at the length limit: answer with fewer, "
-                    "smaller blocks."
-                )
-            raise AttemptFailed(
-                feedback, tokens_in=answer.tokens_in, tokens_out=answer.tokens_out
-            ) from None
-        edits.write(changes)
-        return AgentOutcome(tokens_in=answer.tokens_in, tokens_out=answer.tokens_out)
+        return await self.chat.apply(answer, workspace, file)
 
     async def ready(self) -> None:
         await self.chat.ready()
