@@ -111,7 +111,3 @@ class Budget:
     @property
     def spent(self) -> bool:
         return self.limits.reached(self.use) is not None
-
-    @property
-    def max_calls(self) -> int | None:
-        return self.limits.max_calls
