@@ -55,7 +55,9 @@ class RecordedRun:
         given = prices.get(settings.get("model"))
         price = Price.model_validate(given) if isinstance(given, dict) else None
         results = tuple(sorted(journal.results().values(), key=lambda result: result.path))
-        timeline = timeline_of(read_events(journal.events_file))
+        resumed = meta.get("resumed")
+        restarts = [float(resumed)] if isinstance(resumed, int | float) else []
+        timeline = timeline_of(read_events(journal.events_file), resumed=restarts)
         return cls(journal.dir.name, meta, results, timeline, price)
 
     @property

@@ -94,15 +94,32 @@ def read_events(path: Path) -> list[Event]:
     return sorted(events, key=lambda event: event.at)
 
 
-def timeline_of(events: Sequence[Event]) -> Timeline:
-    """The bars the events make, each in the lowest row free when it begins."""
+def timeline_of(events: Sequence[Event], *, resumed: Sequence[float] = ()) -> Timeline:
+    """The bars the events make, each in the lowest row free when it begins; ``resumed``
+    holds when the run was resumed: what was under way then was cut short at the log's last
+    event before it, and what is worked again is a bar of its own."""
     if not events:
         return Timeline((), 0.0, 0.0)
-    last = events[-1].at
     open_: dict[str, list[Span]] = {}
     since: dict[str, tuple[Phase, float]] = {}
     finished: list[tuple[str, list[Span]]] = []
+
+    def cut(at: float) -> None:
+        for path, (phase, began) in since.items():
+            spans = open_.pop(path, [])
+            if phase in SHOWN:
+                spans.append(Span(path, phase, began, max(at, began)))
+            if spans:
+                finished.append((path, spans))
+        since.clear()
+
+    restarts = sorted(resumed)
+    previous = events[0].at
     for event in events:
+        while restarts and restarts[0] <= event.at:
+            if restarts.pop(0) > previous:
+                cut(previous)
+        previous = event.at
         before = since.pop(event.path, None)
         if before is not None and before[0] in SHOWN:
             open_.setdefault(event.path, []).append(
@@ -114,13 +131,8 @@ def timeline_of(events: Sequence[Event]) -> Timeline:
                 finished.append((event.path, spans))
             continue
         since[event.path] = (event.phase, event.at)
-    for path, (phase, at) in since.items():  # cut short: to the log's end
-        spans = open_.pop(path, [])
-        if phase in SHOWN:
-            spans.append(Span(path, phase, at, max(last, at)))
-        if spans:
-            finished.append((path, spans))
-    return Timeline(tuple(_rows(finished)), events[0].at, last)
+    cut(events[-1].at)  # cut short: to the log's end
+    return Timeline(tuple(_rows(finished)), events[0].at, events[-1].at)
 
 
 def _rows(units: Iterable[tuple[str, list[Span]]]) -> list[Bar]:

@@ -59,6 +59,24 @@ def test_bars_take_the_lowest_free_row_and_a_unit_cut_short_ends_with_the_log() 
     assert timeline.rows == 2 and (timeline.start, timeline.end) == (0.0, 7.0)
 
 
+def test_a_unit_under_way_when_the_run_died_ends_there_and_its_second_try_is_a_bar() -> None:
+    events = [
+        Event("a", Phase.AGENT, 1.0),
+        Event("b", Phase.AGENT, 1.5),
+        Event("b", Phase.DONE, 2.0),  # the run was killed after this
+        Event("a", Phase.QUEUED, 50.0),  # resumed at 49
+        Event("a", Phase.AGENT, 50.5),
+        Event("a", Phase.DONE, 52.0),
+    ]
+    timeline = timeline_of(events, resumed=[49.0])
+    spans = [[(s.phase, s.start, s.end) for s in bar.spans] for bar in timeline.bars]
+    assert spans == [
+        [(Phase.AGENT, 1.0, 2.0)],
+        [(Phase.AGENT, 1.5, 2.0)],
+        [(Phase.AGENT, 50.5, 52.0)],
+    ]
+
+
 def _fix_run(make, tmp_path: Path) -> Path:
     repo = make({f"pkg/m{n}.py": module(["F401", "E713"]) for n in range(6)})
     assert main(["fix", "--repo", str(repo), "--no-progress", "-j", "2"]) == 0
