@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from stomper.agents.adaptive import FIRST_PATIENCE, PATIENCE, Adaptive, Sent
-from stomper.testing.fake_openai import FakeOpenAI
+from stomper.testing.fake_openai import FakeOpenAI, FixedLatency
 from stomper.testing.repos import module
 from tests.conftest import run_json, sh
 
@@ -64,7 +64,8 @@ def test_requests_past_the_window_wait_for_a_place() -> None:
 def test_a_run_with_auto_finds_the_servers_places_and_loses_nothing(make, capsys) -> None:
     repo = make({f"pkg/m{n:02d}.py": module(["F401", "E713"]) for n in range(12)})
     base = sh(repo, "rev-parse", "HEAD").strip()
-    with FakeOpenAI(capacity=3, retry_after=0.01) as server:
+    # Answers of half a second: the first units' requests are in flight together.
+    with FakeOpenAI(capacity=3, retry_after=0.01, latency=FixedLatency(0.5)) as server:
         code, doc = run_json(
             repo,
             *("--agent", "openai", "--model", "fake", "--base-url", server.base_url),

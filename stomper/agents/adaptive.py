@@ -152,14 +152,17 @@ class Adaptive:
         self.overloads += 1
         if sent.round != self.round:
             return  # sent before the window last shrank: it shrank for this already
-        if sent.in_flight <= self.proven:
+        # As many as are in flight now, the refused one among them: requests sent together
+        # reach the server in any order, so the one refused may have been sent first.
+        in_flight = max(sent.in_flight, self.in_flight)
+        if in_flight <= self.proven:
             # As many were answered at once this round: the server's own count was a
             # request off ours for a moment. Once, not twice, at this level.
-            self.proven = sent.in_flight - 1
+            self.proven = in_flight - 1
             return
         self.round += 1
-        level = float(sent.in_flight)
-        self.proven = min(self.proven, sent.in_flight - 1)
+        level = float(in_flight)
+        self.proven = min(self.proven, in_flight - 1)
         if self.ceiling is None or level >= self.ceiling * NEAR:
             # The first refusal, or one near the ceiling (a probe of it, or the server's own
             # count a request or two off ours): it takes one less than it refused.
