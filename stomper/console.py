@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.columns import Columns
 from rich.console import Console, RenderableType
@@ -35,6 +36,9 @@ from stomper.redaction import active, redact
 from stomper.report import RunReport
 from stomper.unit import FIX_ENDINGS, Status
 
+if TYPE_CHECKING:
+    from stomper.config import Price
+
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
@@ -52,6 +56,8 @@ _STYLE = {
 }
 # Beyond this many units only failures get a line of their own; the bar says the rest.
 _LINE_PER_UNIT_UP_TO = 300
+_LONGEST = 5
+"""Units in flight the live view names, those longest in their phase first."""
 
 
 def error(message: str) -> None:
@@ -74,10 +80,13 @@ class _Progress(Progress):
     done are two groups, side by side where the console is wide enough."""
 
     counts: Callable[[], tuple[Text, ...]] = staticmethod(lambda: (Text(), Text()))
+    details: Callable[[], tuple[Text, ...]] = staticmethod(lambda: ())
+    """Lines below the counts, one each."""
 
     def get_renderables(self) -> Iterable[RenderableType]:
         yield self.make_tasks_table(self.tasks)
         yield Columns(self.counts(), padding=(0, 3))
+        yield from self.details()
 
 
 class ProgressView:
@@ -95,8 +104,17 @@ class ProgressView:
         building: bool = False,
         groups: Mapping[str, str] | None = None,
         group_noun: str = "groups",
+        price: Price | None = None,
     ) -> None:
         self.total = total
+        self.price = price
+        """The model's price: the cost so far is shown with the tokens."""
+        self.tokens_in = self.tokens_out = 0
+        """The tokens of the units done so far."""
+        self.calling = 0
+        """Agent calls in flight, as the last event saw them."""
+        self.entered: dict[str, float] = {}
+        """When each unit in flight entered its phase (``time.time()``)."""
         self.endings = tuple(endings)
         self.building = building
         """Show how many units wait for their group's build, or are in it, and how the
@@ -131,6 +149,7 @@ class ProgressView:
         )
         self._task = self._progress.add_task(title, total=total)
         self._progress.counts = self._counts
+        self._progress.details = self._details
 
     def __enter__(self) -> ProgressView:
         self._progress.__enter__()
@@ -145,17 +164,22 @@ class ProgressView:
         return self._progress.get_renderable()
 
     def handle(self, event: UnitEvent) -> None:
+        self.calling = event.running
+        self.entered.pop(event.path, None)
         was = self.phase_of.pop(event.path, None)
         if was is not None:
             self._in[was] -= 1
         group = self._group_of.get(event.path)
         if event.phase is not Phase.DONE:
             self.phase_of[event.path] = event.phase
+            self.entered[event.path] = event.at
             self._in[event.phase] += 1
             if event.phase is Phase.BUILDING and group is not None:
                 self._built.add(group)
         else:
             self.done += 1
+            self.tokens_in += event.tokens_in or 0
+            self.tokens_out += event.tokens_out or 0
             status = Status(event.status) if event.status else Status.FAILED
             self.ended[status] += 1
             self.found.update(event.findings or {})
@@ -175,6 +199,29 @@ class ProgressView:
             self.groups_ended["built"] += group in self._built
             self.groups_ended["landed"] += group in self._landed
             self.groups_ended["rolled back"] += group in self._rolled_back
+
+    def _details(self) -> tuple[Text, ...]:
+        return (*self._spent(), *self._longest())
+
+    def _spent(self) -> tuple[Text, ...]:
+        """The agent calls in flight and what the units done so far spent, once a model
+        has answered."""
+        if not self.tokens_in and not self.tokens_out:
+            return ()
+        tokens = self.tokens_in + self.tokens_out
+        line = f"agent calls in flight {self.calling} · tokens {tokens:,}"
+        if self.price is not None:
+            line += f" · ${self.price.cost(self.tokens_in, self.tokens_out):.4f}"
+        return (Text(line),)
+
+    def _longest(self) -> tuple[Text, ...]:
+        """The units longest in their phase, with the time they have been in it."""
+        now = time.time()
+        shown = sorted(self.entered.items(), key=lambda item: item[1])[:_LONGEST]
+        return tuple(
+            Text(f"{self.phase_of[path].value:>9} {now - since:5.0f}s  ") + Text(redact(path))
+            for path, since in shown
+        )
 
     def _counts(self) -> tuple[Text, ...]:
         phases = self._in

@@ -34,6 +34,9 @@ class UnitEvent:
     commit: str | None = None
     findings: dict[str, int] | None = None
     """A reviewed unit's findings, by severity."""
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    """A finished unit's tokens in and out, as its model counted them (none: no model)."""
     at: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:

@@ -179,7 +179,12 @@ async def execute(
             context,
             journal,
             checkpointer=settings.checkpointer,
-            view=console.ProgressView(left, title=f"fixing {left} files", enabled=progress),
+            view=console.ProgressView(
+                left,
+                title=f"fixing {left} files",
+                enabled=progress,
+                price=settings.prices.get(settings.model or ""),
+            ),
             head=limit.units,
             thread=f"{run.run_id}+{time.time_ns()}" if anew else None,
         )

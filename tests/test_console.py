@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import time
 
 from rich.console import Console
 
 from stomper.cli import main
+from stomper.config import Price
 from stomper.console import ProgressView
 from stomper.events import Phase, UnitEvent
 from stomper.testing.repos import module
@@ -43,27 +45,41 @@ def test_the_units_table_breaks_paths_only_between_names(make, capsys, monkeypat
 
 
 def test_the_progress_view_at_80_columns_counts_each_unit_once() -> None:
-    view = ProgressView(12, title="fixing 12 files", enabled=False)
+    view = ProgressView(12, title="fixing 12 files", enabled=False, price=Price(input=2, output=8))
+    began = time.time() - 60
     # The workflow's own count of running units includes those verifying.
-    for path, phase in [
-        ("a.py", Phase.ISOLATING),
-        ("b.py", Phase.AGENT),
-        ("c.py", Phase.VERIFYING),
-        ("d.py", Phase.VERIFYING),
-        ("e.py", Phase.LANDING),
-    ]:
-        view.handle(UnitEvent(path, phase, running=4))
+    for n, (path, phase) in enumerate(
+        [
+            ("a.py", Phase.ISOLATING),
+            ("b.py", Phase.AGENT),
+            ("c.py", Phase.VERIFYING),
+            ("d.py", Phase.VERIFYING),
+            ("e.py", Phase.LANDING),
+            ("i.py", Phase.AGENT),
+        ]
+    ):
+        view.handle(UnitEvent(path, phase, running=4, at=began + 10 * n))
     for path, status in [("f.py", "fixed"), ("g.py", "partial"), ("h.py", "unchanged")]:
         view.handle(UnitEvent(path, Phase.AGENT, running=5))
-        view.handle(UnitEvent(path, Phase.DONE, running=4, status=status))
+        view.handle(
+            UnitEvent(path, Phase.DONE, running=4, status=status, tokens_in=1000, tokens_out=100)
+        )
     screen = io.StringIO()
     Console(file=screen, width=80, color_system=None).print(view)
 
     bar, *counts = screen.getvalue().splitlines()
     assert "━" in bar and "3/12" in bar and "0:00:0" in bar, bar
     assert [line.strip() for line in counts] == [
-        "queued 4 · working 2 · verifying 2 · landing 1",
+        "queued 3 · working 3 · verifying 2 · landing 1",
         "fixed 1 · partial 1 · unchanged 1 · failed 0 · skipped 0",
+        # What the units done spent, at the model's price.
+        "agent calls in flight 4 · tokens 3,300 · $0.0084",
+        # The five longest in their phase, with how long (the sixth, i.py, is left out).
+        "isolating    60s  a.py",
+        "agent    50s  b.py",
+        "verifying    40s  c.py",
+        "verifying    30s  d.py",
+        "landing    20s  e.py",
     ]
 
 
@@ -112,6 +128,8 @@ def test_the_review_view_counts_builds_the_ends_of_edits_and_the_findings() -> N
         "reviewed 2 · applied 1 · rolled_back 1 · failed 0 · skipped 0",
         "findings: error 1 · warning 1 · note 2",
         "directories: built 1 · landed 1 · rolled back 1",
+        "building     0s  pkg/a.py",
+        "agent     0s  pkg/b.py",
     ]
 
 

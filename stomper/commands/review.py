@@ -458,6 +458,7 @@ class _Execution:
                     if unit.path not in self.done
                 },
                 group_noun="directories" if group_by == "dir" else "groups",
+                price=settings.prices.get(settings.model or ""),
             )
             try:
                 status = await runner.drive(

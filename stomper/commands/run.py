@@ -354,6 +354,7 @@ async def _work(
                 title=f"running {left} tasks",
                 enabled=request.progress and not request.json,
                 endings=TASK_ENDINGS,
+                price=settings.prices.get(settings.model or ""),
             )
             # A resumed run's graph starts anew: what is done is known from the journal
             # and the branch's trailers (a run stopped by its budget completed its graph).

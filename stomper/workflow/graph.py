@@ -95,6 +95,8 @@ async def process_units(state: UnitsInput, *, runtime: Runtime[RunContext[Any]])
                 result.reason,
                 result.commit,
                 result.review.severities() if result.review is not None else None,
+                tokens_in=result.tokens_in or None,
+                tokens_out=result.tokens_out or None,
             )
         )
     return {"finished": len(indexes)}
