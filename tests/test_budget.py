@@ -135,6 +135,7 @@ def test_a_review_that_spends_its_budget_says_so_and_the_cache_goes_on_from_ther
     code, document, err = review(project, server, "-j", "1", "--max-calls", "2", capsys=capsys)
 
     assert document["status"] == "budget" and code == 1, err
+    assert document["metrics"]["cost"] is None  # the model has no price here
     statuses = sorted(unit["status"] for unit in document["units"])
     assert statuses == ["reviewed", "reviewed", "skipped", "skipped"]
     assert server.stats().completions == 2
@@ -143,3 +144,13 @@ def test_a_review_that_spends_its_budget_says_so_and_the_cache_goes_on_from_ther
     assert code == 0 and again["status"] == "completed", err
     assert sorted(unit["status"] for unit in again["units"]) == ["reviewed"] * 4
     assert server.stats().completions == 4
+
+
+def test_a_review_says_what_it_cost_at_the_models_price(make, server, capsys) -> None:
+    project = make({"pyproject.toml": RUFF_CONFIG + PRICES, "pkg/a.py": CORE})
+    code, document, err = review(project, server, capsys=capsys)
+    assert code == 0, err
+    stats = server.stats()
+    cost = (stats.tokens_in * 2.0 + stats.tokens_out * 8.0) / 1_000_000
+    assert document["metrics"]["cost"] == pytest.approx(cost, abs=1e-6)
+    assert f"${cost:.4f} at the model's price" in err

@@ -27,7 +27,7 @@ from stomper import console, git, redaction, runner, sandbox
 from stomper.agents.openai_chat import OpenAIChatAgent
 from stomper.budget import NOT_BEGUN, Budget, Limits
 from stomper.commands.fix import require_countable, require_identity
-from stomper.config import Settings
+from stomper.config import Price, Settings
 from stomper.errors import ConfigError, RepositoryError
 from stomper.findings import SEVERITIES, Finding, Review
 from stomper.journal import Journal, hold_lock, new_run_id
@@ -93,6 +93,16 @@ class ReviewReport:
     groups: tuple[GroupOutcome, ...] = ()
     """With ``--apply``: each group's build."""
     applied: bool = False
+    price: Price | None = None
+    """The model's price, for the review's cost."""
+
+    @property
+    def cost(self) -> float | None:
+        """What the review's tokens cost, in dollars; None: the model has no price."""
+        if self.price is None:
+            return None
+        tokens_in = sum(result.tokens_in for result in self.results)
+        return self.price.cost(tokens_in, sum(result.tokens_out for result in self.results))
 
     @property
     def findings(self) -> list[Finding]:
@@ -132,7 +142,11 @@ class ReviewReport:
             "units": [_unit_json(result) for result in self.results],
             "groups": [self._group_json(group) for group in self.groups],
             "totals": self.totals(),
-            "metrics": {"wall_s": round(self.wall_s, 3), "peak_concurrency": self.peak},
+            "metrics": {
+                "wall_s": round(self.wall_s, 3),
+                "peak_concurrency": self.peak,
+                "cost": round(self.cost, 6) if self.cost is not None else None,
+            },
         }
 
     def _group_json(self, group: GroupOutcome) -> dict[str, Any]:
@@ -344,6 +358,7 @@ class _Execution:
             chosen.reflect,
             tuple(self.groups),
             chosen.apply,
+            self.settings.prices.get(self.settings.model or ""),
         )
 
     async def run(self, units: tuple[ReviewUnit, ...], agent: OpenAIChatAgent) -> tuple[str, int]:
@@ -577,7 +592,8 @@ def _print_summary(report: ReviewReport) -> None:
         f"{totals['cut']} cut by --max-findings/--min-severity"
         + (f", {totals['outside_diff']} outside the change" if report.since else "")
         + (f", {totals['refuted']} refuted by --reflect" if report.reflected else "")
-        + applied,
+        + applied
+        + (f"; ${report.cost:.4f} at the model's price" if report.cost is not None else ""),
         markup=False,
     )
     if report.status == "interrupted":
