@@ -81,7 +81,8 @@ class FixRun:
 
     def events(self) -> list[dict[str, Any]]:
         path = self.run_dir / "events.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [record for record in records if "phase" in record]  # units' phases, not requests
 
     def journal_bytes(self) -> int:
         return folder_bytes(self.run_dir)

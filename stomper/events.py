@@ -1,8 +1,12 @@
-"""Typed progress events: the workflow emits them, the progress view and the ops log listen."""
+"""Typed events: the workflow emits a unit's phases, which the progress view and the ops log
+listen to; a model agent's requests go to the ops log alone (:func:`request`)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -44,3 +48,44 @@ class UnitEvent:
         record = {key: value for key, value in asdict(self).items() if value is not None}
         redacted: dict[str, Any] = redaction.active().value(record)
         return redacted
+
+
+@dataclass(frozen=True)
+class RequestEvent:
+    """One HTTP request of a model agent, as the ops log records it: to which endpoint
+    (shown with its password masked), how it ended (the HTTP status, or ``timeout``,
+    ``connection error``), how long it took, and the tokens of its answer."""
+
+    endpoint: str
+    status: str
+    seconds: float
+    tokens_in: int = 0
+    tokens_out: int = 0
+    at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        record = {"kind": "request", **asdict(self), "seconds": round(self.seconds, 4)}
+        redacted: dict[str, Any] = redaction.active().value(record)
+        return redacted
+
+
+_requests: ContextVar[Callable[[RequestEvent], None] | None] = ContextVar(
+    "stomper_requests", default=None
+)
+
+
+def request(event: RequestEvent) -> None:
+    """Log ``event`` where the run in progress logs its events (nowhere outside a run)."""
+    log = _requests.get()
+    if log is not None:
+        log(event)
+
+
+@contextlib.contextmanager
+def logging_requests(log: Callable[[RequestEvent], None]) -> Iterator[None]:
+    """Around a run: the requests its agents make are given to ``log``."""
+    token = _requests.set(log)
+    try:
+        yield
+    finally:
+        _requests.reset(token)

@@ -23,7 +23,7 @@ from stomper.budget import NOT_BEGUN, Budget, Limits
 from stomper.config import Settings
 from stomper.diagnostics import Collector, close_collectors, ruff
 from stomper.errors import RepositoryError
-from stomper.events import UnitEvent
+from stomper.events import RequestEvent, UnitEvent, logging_requests
 from stomper.gate import TestGate
 from stomper.journal import Journal
 from stomper.landing import Lander
@@ -249,9 +249,13 @@ async def drive(
                 view.handle(event)
                 log.write(json.dumps(event.to_json()) + "\n")
 
+            def requested(event: RequestEvent) -> None:
+                log.write(json.dumps(event.to_json()) + "\n")
+
             try:
-                async with head_start(context, head, show):
-                    await _run_graph(context, journal, checkpointer, show, thread)
+                with logging_requests(requested):
+                    async with head_start(context, head, show):
+                        await _run_graph(context, journal, checkpointer, show, thread)
             except asyncio.CancelledError:
                 return "interrupted"
     except (OSError, ValueError, sqlite3.Error) as exc:

@@ -373,7 +373,7 @@ def test_the_api_key_never_leaves_the_client(make, capsys, monkeypatch) -> None:
     with FakeOpenAI(api_key="another-key") as server:
         monkeypatch.setenv("STOMPER_BASE_URL", server.base_url)
         repo2 = make({"a.py": module(["F401"])})
-        # The run checks the endpoint first, and stops there: exit 2, nothing written.
+        # The run checks the endpoint before it begins, and stops there: exit 2, no run.
         assert main([*args, "--repo", str(repo2)]) == 2
         captured = capsys.readouterr()
         outputs += [captured.out, captured.err]
@@ -382,7 +382,10 @@ def test_the_api_key_never_leaves_the_client(make, capsys, monkeypatch) -> None:
     for text in outputs:
         assert SECRET not in text
     assert every_file_under(repo / ".git" / "stomper")(SECRET.encode()) == []
-    assert not (repo2 / ".git" / "stomper").exists()
+    # No journal, no lock, no workspace. The tools look at the files while the endpoint is
+    # asked whether it is ready, so ruff's cache may be there.
+    assert not (repo2 / ".git" / "stomper" / "runs").exists()
+    assert not (repo2 / ".git" / "stomper" / "worktrees").exists()
 
 
 # Through the whole pipeline: attempts with feedback, and the guardrails.

@@ -199,3 +199,28 @@ def test_show_gives_a_review_or_a_run_of_tasks_as_its_report_does(
     document = json.loads(captured.out)
     assert document["command"] == mode and len(document["units"]) == units
     assert f"### stomper {mode} · run `{document['run_id']}`" in captured.err
+
+
+def test_the_ops_log_holds_each_request_of_a_model_and_how_it_ended(make, capsys) -> None:
+    from stomper.testing.fake_openai import Fault, FaultPolicy
+
+    repo = make({f"pkg/m{n}.py": module(["F401"]) for n in range(6)})
+    faults = FaultPolicy(rates={Fault.RATE_LIMIT: 0.3}, seed=3)
+    with FakeOpenAI(faults=faults, retry_after=0.01) as server:
+        argv = ["fix", "--repo", str(repo), "--no-progress", "--agent", "openai"]
+        base_url = server.base_url
+        assert main([*argv, "--model", "fake", "--base-url", base_url]) == 0
+        stats = server.stats()
+    (log,) = (repo / ".git" / "stomper" / "runs").glob("*/events.jsonl")
+    requests = [
+        record
+        for record in map(json.loads, log.read_text().splitlines())
+        if record.get("kind") == "request"
+    ]
+    statuses = [request["status"] for request in requests]
+    assert statuses.count("200") == 6 and statuses.count("429") == stats.statuses.get(429, 0)
+    assert statuses.count("429") >= 1  # the seeded faults refuse one of the first six
+    assert len(requests) == stats.completions
+    assert sum(request["tokens_in"] for request in requests) == stats.tokens_in
+    assert {request["endpoint"] for request in requests} == {base_url}
+    assert all(request["seconds"] >= 0 for request in requests)

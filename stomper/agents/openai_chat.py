@@ -18,12 +18,13 @@ taken for a number only when it is one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import math
 import os
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -32,12 +33,13 @@ from typing import TYPE_CHECKING
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
-from stomper import console, redaction
+from stomper import console, events, redaction
 from stomper.agents import AgentOutcome, AgentTask, AttemptFailed, edits
-from stomper.agents.adaptive import Adaptive
+from stomper.agents.adaptive import Adaptive, Sent
 from stomper.agents.endpoints import Endpoint, Endpoints
 from stomper.agents.prompt import SYSTEM, task_prompt
 from stomper.errors import AgentError
+from stomper.events import RequestEvent
 from stomper.redaction import Redaction, endpoint_urls, secret
 
 if TYPE_CHECKING:
@@ -353,25 +355,30 @@ class OpenAIChatAgent:
         self, endpoint: Endpoint, messages: list[ChatCompletionMessageParam], seconds: float
     ) -> ChatCompletion:
         """One request, through the endpoint's window when it has one (``-j auto``), which
-        learns from its answer."""
+        learns from its answer; the ops log gets how it ended."""
         window = endpoint.window
-        if window is None:
-            return await endpoint.client.chat.completions.create(
-                model=self.model, messages=messages, timeout=seconds
-            )
-        async with window.request() as sent:
+        async with window.request() if window is not None else _no_window() as sent:
+            began = time.monotonic()
             try:
                 completion = await endpoint.client.chat.completions.create(
                     model=self.model, messages=messages, timeout=seconds
                 )
-            except openai.APITimeoutError:
-                window.overloaded(sent)
-                raise
-            except openai.APIStatusError as exc:
-                if exc.status_code in _OVERLOADED:
+            except openai.APITimeoutError:  # before its base class, a connection error
+                _logged(endpoint, "timeout", began)
+                if window is not None and sent is not None:
                     window.overloaded(sent)
                 raise
-            window.answered(sent)
+            except openai.APIStatusError as exc:
+                _logged(endpoint, str(exc.status_code), began)
+                if window is not None and sent is not None and exc.status_code in _OVERLOADED:
+                    window.overloaded(sent)
+                raise
+            except openai.APIConnectionError:
+                _logged(endpoint, "connection error", began)
+                raise
+            _logged(endpoint, "200", began, *_usage(completion))
+            if window is not None and sent is not None:
+                window.answered(sent)
             return completion
 
     def _wait(self, failures: int, advised: float | None) -> float:
@@ -395,6 +402,19 @@ class OpenAIChatAgent:
                 "check --model and --base-url"
             )
         return AgentError(f"{endpoint.shown} refused the request: {self._redact(exc.message)}")
+
+
+@contextlib.asynccontextmanager
+async def _no_window() -> AsyncIterator[Sent | None]:
+    yield None
+
+
+def _logged(
+    endpoint: Endpoint, status: str, began: float, tokens_in: int = 0, tokens_out: int = 0
+) -> None:
+    """Give the run's ops log one request: where it went, how it ended, how long it took."""
+    seconds = time.monotonic() - began
+    events.request(RequestEvent(endpoint.shown, status, seconds, tokens_in, tokens_out))
 
 
 def _usage(completion: ChatCompletion) -> tuple[int, int]:
