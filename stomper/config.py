@@ -182,6 +182,11 @@ class Settings(BaseSettings):
         return self.max_parallel_files == "auto"
 
     @property
+    def price(self) -> Price | None:
+        """The price of ``model``, from ``prices``; None: it has none."""
+        return self.prices.get(self.model or "")
+
+    @property
     def parallel(self) -> int:
         """Agents at work at once, at most: ``-j N``, or ``max_parallel_limit`` with auto."""
         if self.max_parallel_files == "auto":

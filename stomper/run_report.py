@@ -48,17 +48,11 @@ class RecordedRun:
     @classmethod
     def read(cls, journal: Journal) -> RecordedRun:
         meta = journal.meta()
-        settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
-        assert isinstance(settings, dict)
-        prices = settings.get("prices") if isinstance(settings.get("prices"), dict) else {}
-        assert isinstance(prices, dict)
-        given = prices.get(settings.get("model"))
-        price = Price.model_validate(given) if isinstance(given, dict) else None
         results = tuple(sorted(journal.results().values(), key=lambda result: result.path))
         resumed = meta.get("resumed")
         restarts = [float(resumed)] if isinstance(resumed, int | float) else []
         timeline = timeline_of(read_events(journal.events_file), resumed=restarts)
-        return cls(journal.dir.name, meta, results, timeline, price)
+        return cls(journal.dir.name, meta, results, timeline, _price(meta))
 
     @property
     def command(self) -> str:
@@ -101,6 +95,16 @@ class RecordedRun:
             "tokens": {"input": self.tokens[0], "output": self.tokens[1]},
             "cost": round(self.cost, 6) if self.cost is not None else None,
         }
+
+
+def _price(meta: dict[str, Any]) -> Price | None:
+    """The price of the run's model, as its recorded settings give it (what a hand may
+    have done to the journal is no price)."""
+    settings = meta.get("settings")
+    if not isinstance(settings, dict) or not isinstance(settings.get("prices"), dict):
+        return None
+    given = settings["prices"].get(settings.get("model"))
+    return Price.model_validate(given) if isinstance(given, dict) else None
 
 
 def markdown(run: RecordedRun) -> str:

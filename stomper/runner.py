@@ -133,7 +133,7 @@ async def execute(
         quarantine = journal.dir / "quarantine"
         tripwire = Tripwire(repo.root, repo.git_dir, repo.common_dir, run.target_ref, quarantine)
     offload = Offload()
-    budget = Budget(run.limits, settings.prices.get(settings.model or ""))
+    budget = Budget(run.limits, settings.price)
     pipeline = Pipeline(
         run.run_id,
         workspaces,
@@ -183,7 +183,7 @@ async def execute(
                 left,
                 title=f"fixing {left} files",
                 enabled=progress,
-                price=settings.prices.get(settings.model or ""),
+                price=settings.price,
             ),
             head=limit.units,
             thread=f"{run.run_id}+{time.time_ns()}" if anew else None,
@@ -331,7 +331,7 @@ def report(
 ) -> RunReport:
     tokens_in = sum(result.tokens_in for result in results)
     tokens_out = sum(result.tokens_out for result in results)
-    price = run.settings.prices.get(run.settings.model or "")
+    price = run.settings.price
     metrics = Metrics(
         wall_s=time.monotonic() - started,
         peak_concurrency=peak,

@@ -174,7 +174,7 @@ def require_countable(limits: Limits, agent: Agent, settings: Settings) -> None:
             f"--max-tokens and --max-cost count what a model reports, and the {agent.name} "
             "agent reports no tokens: give --max-calls instead"
         )
-    if limits.max_cost is not None and (settings.model or "") not in settings.prices:
+    if limits.max_cost is not None and settings.price is None:
         raise ConfigError(
             f"--max-cost needs the price of the model {settings.model!r}: add "
             f'[tool.stomper.prices] "{settings.model}" = {{ input = ..., output = ... }} '

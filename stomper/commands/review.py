@@ -358,7 +358,7 @@ class _Execution:
             chosen.reflect,
             tuple(self.groups),
             chosen.apply,
-            self.settings.prices.get(self.settings.model or ""),
+            self.settings.price,
         )
 
     async def run(self, units: tuple[ReviewUnit, ...], agent: OpenAIChatAgent) -> tuple[str, int]:
@@ -444,7 +444,7 @@ class _Execution:
                     chosen.build_attempts,
                     chosen.commit_per,
                 )
-            budget = Budget(self.request.limits, settings.prices.get(settings.model or ""))
+            budget = Budget(self.request.limits, settings.price)
             job = ReviewJob(agent, blobs, policy, limit, cache, job_applying, budget)
 
             def record(result: UnitResult) -> None:
@@ -473,7 +473,7 @@ class _Execution:
                     if unit.path not in self.done
                 },
                 group_noun="directories" if group_by == "dir" else "groups",
-                price=settings.prices.get(settings.model or ""),
+                price=settings.price,
             )
             try:
                 status = await runner.drive(

@@ -257,7 +257,7 @@ def _agents(made: Plan, settings: Settings, limits: Limits) -> dict[str, TaskAge
                 "agent reports no tokens: give --max-calls instead"
             )
     costed = limits.max_cost is not None or any(task.max_cost is not None for task in counting)
-    if costed and (settings.model or "") not in settings.prices:
+    if costed and settings.price is None:
         raise ConfigError(
             f"a budget of cost needs the price of the model {settings.model!r}: add "
             f'[tool.stomper.prices] "{settings.model}" = {{ input = ..., output = ... }} '
@@ -336,7 +336,7 @@ async def _work(
                 limit=limit,
                 audit=journal.dir / "tasks.jsonl",
                 ruff=ruff,
-                budget=Budget(_limits(request), settings.prices.get(settings.model or "")),
+                budget=Budget(_limits(request), settings.price),
                 speculate=request.speculate,
                 tests=split_command(settings.test_cmd) if settings.test_cmd else None,
             )
@@ -354,7 +354,7 @@ async def _work(
                 title=f"running {left} tasks",
                 enabled=request.progress and not request.json,
                 endings=TASK_ENDINGS,
-                price=settings.prices.get(settings.model or ""),
+                price=settings.price,
             )
             # A resumed run's graph starts anew: what is done is known from the journal
             # and the branch's trailers (a run stopped by its budget completed its graph).
@@ -397,7 +397,7 @@ async def _work(
         scheduler.peak,
         job.foreseen if job is not None else {"used": 0, "redone": 0},
         job.budget.use if job is not None else Use(),
-        priced=(settings.model or "") in settings.prices,
+        priced=settings.price is not None,
     )
 
 
