@@ -157,8 +157,8 @@ class ReviewJob:
         budget: Budget | None = None,
     ) -> None:
         self.reviewer = reviewer
-        self.budget = budget
-        """What the run's requests may spend; None: any."""
+        self.budget = budget or Budget()
+        """What the run's requests may spend."""
         self.blobs = blobs
         """Where files are read from, and the blobs of landed edits written to."""
         self.policy = policy
@@ -418,7 +418,7 @@ class ReviewJob:
         found = self.cache.get(unit.blob, unit.path, lessons) if self.cache is not None else None
         asked: list[_Asked[Any]] = []
         notes: list[str] = []
-        reached = self.budget.limits.reached(self.budget.use) if self.budget else None
+        reached = self.budget.limits.reached(self.budget.use)
         if found is None and reached is not None:
             why = f"{NOT_BEGUN}the run's {reached} is spent"
             return UnitResult(unit.path, Status.SKIPPED, (), reason=why), None
@@ -542,12 +542,11 @@ class ReviewJob:
         for attempt in range(1, self.policy.max_attempts + 1):
             asked.attempts = attempt
             prompt = question.prompt(feedback)
-            if self.budget is not None:
-                try:
-                    self.budget.take(question.path)
-                except Spent as spent:
-                    asked.failure = f"stopped: {spent}"
-                    return asked
+            try:
+                self.budget.take(question.path)
+            except Spent as spent:
+                asked.failure = f"stopped: {spent}"
+                return asked
             if self._limit.waiting():
                 emit(Phase.WAITING)
             async with self._limit.call(urgent=urgent):
@@ -558,7 +557,7 @@ class ReviewJob:
                 except AttemptFailed as failed:
                     asked.tokens_in += failed.tokens_in
                     asked.tokens_out += failed.tokens_out
-                    self._spend(question.path, failed.tokens_in, failed.tokens_out)
+                    self.budget.spend(question.path, failed.tokens_in, failed.tokens_out)
                     feedback = failed.feedback
                     continue
                 finally:
@@ -566,7 +565,7 @@ class ReviewJob:
             emit(Phase.VERIFYING)
             asked.tokens_in += reply.tokens_in
             asked.tokens_out += reply.tokens_out
-            self._spend(question.path, reply.tokens_in, reply.tokens_out)
+            self.budget.spend(question.path, reply.tokens_in, reply.tokens_out)
             try:
                 asked.value = question.read(reply.text)
                 return asked
@@ -586,10 +585,6 @@ class ReviewJob:
                 said.append(reply.text)
         asked.failure = f"no readable answer in {asked.attempts} attempts: {feedback}"
         return asked
-
-    def _spend(self, path: str, tokens_in: int, tokens_out: int) -> None:
-        if self.budget is not None:
-            self.budget.spend(path, tokens_in, tokens_out)
 
     def _result(self, unit: ReviewUnit, found: Cached, *, cached: bool) -> UnitResult:
         floor = self.policy.min_severity or self.policy.persona.min_severity

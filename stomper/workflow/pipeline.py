@@ -65,8 +65,8 @@ class Pipeline:
     """Each agent call takes one of its places (the units' own places are the caller's)."""
     offload: Offload | None = None
     """Worker processes for the checks of units worked together."""
-    budget: Budget | None = None
-    """What the run's agent calls may spend (:mod:`stomper.budget`); None: any."""
+    budget: Budget = field(default_factory=Budget)
+    """What the run's agent calls may spend (:mod:`stomper.budget`)."""
 
     async def produce(self, unit: Unit, emit: Emit) -> Produced:
         """Work ``unit`` to a patch ready to land, or to its final result; a failure of the
@@ -339,12 +339,11 @@ class Pipeline:
         ran_out: str | None = None
         deadline = time.monotonic() + self.policy.agent_timeout
         for attempt in range(1, self.policy.max_attempts + 1):
-            if self.budget is not None:
-                try:
-                    self.budget.take(unit.path)
-                except Spent as exhausted:
-                    ran_out = str(exhausted)
-                    break
+            try:
+                self.budget.take(unit.path)
+            except Spent as exhausted:
+                ran_out = str(exhausted)
+                break
             spent = attempt
             outcome: AgentOutcome | None = None
             timed_out = False
@@ -362,7 +361,7 @@ class Pipeline:
                 except AttemptFailed as failed:
                     tokens_in += failed.tokens_in
                     tokens_out += failed.tokens_out
-                    self._spend(unit, failed.tokens_in, failed.tokens_out)
+                    self.budget.spend(unit.path, failed.tokens_in, failed.tokens_out)
                     touched, feedback = True, failed.feedback
                     reason = f"attempt {attempt}: {failed.feedback}"
                 except TimeoutError:
@@ -383,7 +382,7 @@ class Pipeline:
                 continue
             tokens_in += outcome.tokens_in
             tokens_out += outcome.tokens_out
-            self._spend(unit, outcome.tokens_in, outcome.tokens_out)
+            self.budget.spend(unit.path, outcome.tokens_in, outcome.tokens_out)
             emit(Phase.VERIFYING)
             try:
                 # The unit's time holds for the checks of what the agent did, too.
@@ -454,10 +453,6 @@ class Pipeline:
             tokens_in=tokens_in,
             tokens_out=tokens_out,
         ), best_source
-
-    def _spend(self, unit: Unit, tokens_in: int, tokens_out: int) -> None:
-        if self.budget is not None:
-            self.budget.spend(unit.path, tokens_in, tokens_out)
 
     async def _call_agent(self, task: AgentTask, deadline: float) -> AgentOutcome:
         """One call of the agent within the unit's deadline. Around an agent that runs
