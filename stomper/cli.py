@@ -481,6 +481,7 @@ def run_tasks(
     repo: RepoOption = None,
 ) -> None:
     """Work declared tasks in parallel where they share no file, verified, landed one at a time."""
+    from stomper.budget import Limits
     from stomper.commands.run import RunRequest
     from stomper.commands.run import run as run_command
     from stomper.config import load_settings
@@ -501,9 +502,7 @@ def run_tasks(
         plan_only=plan,
         json=json_output,
         progress=not no_progress,
-        max_calls=max_calls,
-        max_tokens=max_tokens,
-        max_cost=max_cost,
+        limits=Limits(max_calls, max_tokens, max_cost),
         speculate=speculate,
     )
 

@@ -122,15 +122,12 @@ async def _resume_tasks(
     tasks = meta.get("tasks_file")
     if not isinstance(tasks, str):
         raise RepositoryError(f"run {run_id} cannot be resumed: its journal names no task file")
-    recorded = _recorded_limits(limits, meta)
     request = RunRequest(
         repo.root,
         Path(tasks),
         json=json_output,
         progress=progress,
-        max_calls=recorded.max_calls,
-        max_tokens=recorded.max_tokens,
-        max_cost=recorded.max_cost,
+        limits=_recorded_limits(limits, meta),
         speculate=meta.get("speculate") is not False,
     )
     console.info(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +56,8 @@ class RunRequest:
     plan_only: bool = False
     json: bool = False
     progress: bool = True
-    max_calls: int | None = None
-    max_tokens: int | None = None
-    max_cost: float | None = None
-    """Agent calls, tokens and dollars the run may spend (:mod:`stomper.budget`);
-    None: any."""
+    limits: Limits = field(default_factory=Limits)
+    """Agent calls, tokens and dollars the run may spend (:mod:`stomper.budget`)."""
     speculate: bool = True
     """Whether a change in the merge queue is checked on the target as the changes ahead
     of it will leave it, while those are checked (:mod:`stomper.tasks.job`)."""
@@ -150,7 +147,7 @@ async def run(request: RunRequest, settings: Settings) -> int:
         return 0
     if settings.adaptive:
         raise ConfigError("-j auto is for fix and review, whose agent is a model server: give -j N")
-    agents = _agents(made, settings, _limits(request))
+    agents = _agents(made, settings, request.limits)
     if repo.branch is None:
         raise ConfigError("HEAD is detached: check out the branch the tasks are to land on")
     await require_index(repo)
@@ -172,9 +169,9 @@ async def run(request: RunRequest, settings: Settings) -> int:
             "started": time.time(),
             "dry_run": False,
             "tasks_file": str(request.tasks),
-            "max_calls": request.max_calls,
-            "max_tokens": request.max_tokens,
-            "max_cost": request.max_cost,
+            "max_calls": request.limits.max_calls,
+            "max_tokens": request.limits.max_tokens,
+            "max_cost": request.limits.max_cost,
             "speculate": request.speculate,
             "settings": settings.model_dump(),
         }
@@ -196,7 +193,7 @@ async def resume_run(run: runner.Run, journal: Journal, request: RunRequest) -> 
         for problem in made.problems:
             console.error(problem)
         return 2
-    agents = _agents(made, settings, _limits(request))
+    agents = _agents(made, settings, request.limits)
     for agent in agents.values():
         await agent.ready()
     done = {
@@ -222,10 +219,6 @@ def _publish(report: TasksReport, request: RunRequest) -> int:
     # The live view gave each task its line as it ended.
     _summary(report, each=request.json or not request.progress)
     return report.exit_code()
-
-
-def _limits(request: RunRequest) -> Limits:
-    return Limits(request.max_calls, request.max_tokens, request.max_cost)
 
 
 def _agents(made: Plan, settings: Settings, limits: Limits) -> dict[str, TaskAgent]:
@@ -336,7 +329,7 @@ async def _work(
                 limit=limit,
                 audit=journal.dir / "tasks.jsonl",
                 ruff=ruff,
-                budget=Budget(_limits(request), settings.price),
+                budget=Budget(request.limits, settings.price),
                 speculate=request.speculate,
                 tests=split_command(settings.test_cmd) if settings.test_cmd else None,
             )
