@@ -20,10 +20,26 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from stomper.config import Price
+    from stomper.unit import UnitResult
 
 NOT_BEGUN = "not begun: "
 """Begins the reason of a unit the budget left unbegun: ``stomper resume`` works it."""
+
+
+def unbegun(result: UnitResult) -> bool:
+    """Whether the budget left the unit of ``result`` unbegun."""
+    return (result.reason or "").startswith(NOT_BEGUN)
+
+
+def ended(status: str, budget: Budget, results: Iterable[UnitResult]) -> str:
+    """The status of a run whose graph ended as ``status``: ``budget`` when it completed
+    with its budget spent before some unit began (``stomper resume`` works those)."""
+    if status == "completed" and budget.spent and any(unbegun(one) for one in results):
+        return "budget"
+    return status
 
 
 class Spent(Exception):

@@ -19,7 +19,7 @@ from typing import Any, cast
 from stomper import checkpoints, console, git
 from stomper.agents import Agent, needs_tree, uncontained
 from stomper.agents import close as close_agent
-from stomper.budget import NOT_BEGUN, Budget, Limits
+from stomper.budget import Budget, Limits, ended
 from stomper.config import Settings
 from stomper.diagnostics import Collector, close_collectors, ruff
 from stomper.errors import RepositoryError
@@ -190,9 +190,7 @@ async def execute(
         )
         if tripwire is not None:
             await tripwire.final()
-        unbegun = any((result.reason or "").startswith(NOT_BEGUN) for result in results)
-        if status == "completed" and budget.spent and unbegun:
-            status = "budget"  # `stomper resume --max-calls N` goes on
+        status = ended(status, budget, results)
     finally:
         with contextlib.suppress(Exception):
             await asyncio.shield(close_agent(agent))

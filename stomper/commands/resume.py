@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from stomper import checkpoints, console, git, redaction, runner
 from stomper.agents import Agent, load_agent, ready
-from stomper.budget import NOT_BEGUN, Limits
+from stomper.budget import Limits, unbegun
 from stomper.commands.fix import require_adaptable, require_countable, require_identity, show
 from stomper.config import Settings, load_settings
 from stomper.diagnostics import Collector, Diagnostic, collectors_named, select
@@ -251,11 +251,7 @@ async def run_resume(
         # A unit the budget left unbegun is worked now, in a graph of its own: the run's
         # graph has it done.
         recorded = journal.results()
-        done = {
-            path: result
-            for path, result in recorded.items()
-            if not (result.reason or "").startswith(NOT_BEGUN)
-        }
+        done = {path: result for path, result in recorded.items() if not unbegun(result)}
         landed = {
             commit.unit: commit.sha
             for commit in await git.stomper_commits(repo.root, tip, run.base)

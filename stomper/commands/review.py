@@ -25,7 +25,7 @@ from rich.table import Table
 
 from stomper import console, git, redaction, runner, sandbox
 from stomper.agents.openai_chat import OpenAIChatAgent
-from stomper.budget import NOT_BEGUN, Budget, Limits
+from stomper.budget import Budget, Limits, ended, unbegun
 from stomper.commands.fix import require_countable, require_identity
 from stomper.config import Price, Settings
 from stomper.errors import ConfigError, RepositoryError
@@ -236,11 +236,7 @@ async def resume_review(
     if tip is None:
         raise RepositoryError(f"the run's target {run.target_ref} no longer exists")
     recorded = journal.results()
-    done = {
-        path: result
-        for path, result in recorded.items()
-        if not (result.reason or "").startswith(NOT_BEGUN)
-    }
+    done = {path: result for path, result in recorded.items() if not unbegun(result)}
     # By the files each commit changed: a commit of a whole group names the group.
     landed = {
         path: commit.sha
@@ -486,11 +482,7 @@ class _Execution:
                     # run's graph has it done.
                     thread=f"{self.run_id}+{time.time_ns()}" if self.anew else None,
                 )
-                unbegun = any(
-                    (result.reason or "").startswith(NOT_BEGUN) for result in self.results
-                )
-                if status == "completed" and budget.spent and unbegun:
-                    status = "budget"  # `stomper review` again, or resume with --apply
+                status = ended(status, budget, self.results)
             finally:
                 self.groups.extend(job.groups)
         finally:

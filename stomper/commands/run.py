@@ -364,7 +364,7 @@ async def _work(
                 and job.budget.spent
                 and any(result.status is Status.SKIPPED for result in results)
             ):
-                status = "budget"  # spent:: `stomper resume --max-cost X` goes on
+                status = "budget"  # spent: `stomper resume --max-cost X` goes on
     finally:
         for agent in agents.values():
             closer = getattr(agent, "aclose", None)
