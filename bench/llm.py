@@ -24,8 +24,9 @@ import math
 from pathlib import Path
 
 from bench import harness
+from bench.harness import FixRun
 from bench.repos import synthetic_repo
-from stomper.testing.fake_openai import FakeOpenAI, FixedLatency, ThroughputLatency
+from stomper.testing.fake_openai import FakeOpenAI, FixedLatency, Stats, ThroughputLatency
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,16 +55,8 @@ def auto(args: argparse.Namespace, workdir: Path) -> None:
         rates: dict[str, float] = {}
         for parallel in [*sorted({max(1, capacity // 2), capacity, 2 * capacity}), "auto"]:
             repo = synthetic_repo(workdir / f"auto-{capacity}-{parallel}", units)
-            latency = FixedLatency(seconds)
-            with FakeOpenAI(latency=latency, capacity=capacity, retry_after=0.05) as server:
-                fix = harness.run_fix(
-                    repo,
-                    agent="openai",
-                    parallel=parallel,
-                    env={"STOMPER_BASE_URL": server.base_url, "STOMPER_MODEL": "fake"},
-                )
-                stats = server.stats()
-            fix.note_failures()
+            server = FakeOpenAI(latency=FixedLatency(seconds), capacity=capacity, retry_after=0.05)
+            fix, stats = _fix_against(server, repo, parallel)
             refused = stats.statuses.get(429, 0)
             rate = fix.units / fix.wall_s if fix.wall_s else math.nan
             if not fix.doc["totals"]["failed"]:  # a run that gave up on units is no rival
@@ -120,15 +113,7 @@ def fixed(args: argparse.Namespace, workdir: Path) -> None:
     for parallel in levels:
         repo = synthetic_repo(workdir / f"llm-{units}-{parallel}", units)
         latency = ThroughputLatency(slots, seconds)
-        with FakeOpenAI(latency=latency) as server:
-            fix = harness.run_fix(
-                repo,
-                agent="openai",
-                parallel=parallel,
-                env={"STOMPER_BASE_URL": server.base_url, "STOMPER_MODEL": "fake"},
-            )
-            stats = server.stats()
-        fix.note_failures()
+        fix, stats = _fix_against(FakeOpenAI(latency=latency), repo, parallel)
         wall, serving = fix.wall_s, latency.serving_s()
         ideal = math.ceil(latency.served / min(parallel, slots)) * seconds
         tokens = fix.doc["metrics"]["tokens"]
@@ -179,3 +164,18 @@ def fixed(args: argparse.Namespace, workdir: Path) -> None:
         f"capacity ({slots / seconds:g} requests/s) bounds every N. at the server = ideal / "
         "serving (its first request to its last answer); end to end = ideal / wall.\n"
     )
+
+
+def _fix_against(server: FakeOpenAI, repo: Path, parallel: int | str) -> tuple[FixRun, Stats]:
+    """``stomper fix`` by the openai agent against ``server`` (started and stopped here):
+    the run, with its failures said, and what the server saw."""
+    with server:
+        fix = harness.run_fix(
+            repo,
+            agent="openai",
+            parallel=parallel,
+            env={"STOMPER_BASE_URL": server.base_url, "STOMPER_MODEL": "fake"},
+        )
+        stats = server.stats()
+    fix.note_failures()
+    return fix, stats
