@@ -12,11 +12,10 @@ import ast
 import re
 import stat
 import unicodedata
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from stomper import git
+from stomper import git, pysource
 from stomper.diagnostics import Diagnostic
 
 # Each with a word every match holds (in lower case): a source without it has no match. A
@@ -112,10 +111,7 @@ def _deleted_definitions(before: str, after: str, targeted: Sequence[Diagnostic]
 
 def _definitions(source: str) -> dict[str, tuple[int, int]] | None:
     try:
-        # An invalid escape in a string is warned of: not this tool's to say.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(source)
+        tree = pysource.parse(source)
     except (SyntaxError, ValueError, RecursionError):
         # ValueError: a NUL in the source (early 3.11); RecursionError: nesting too deep.
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Sequence
 
+from stomper import pysource
 from stomper.diagnostics import Diagnostic
 from stomper.redaction import redact
 
@@ -47,7 +48,7 @@ def enclosing_ranges(source: str, line_numbers: Sequence[int]) -> list[tuple[int
     merged where they overlap."""
     lines = source.splitlines()
     try:
-        tree = ast.parse(source)
+        tree = pysource.parse(source)
         blocks = [
             (node.lineno, node.end_lineno or node.lineno)
             for node in tree.body

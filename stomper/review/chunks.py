@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, cast
 
 from tree_sitter_language_pack import get_parser
 
+from stomper import pysource
+
 if TYPE_CHECKING:
     from tree_sitter import Parser
     from tree_sitter_language_pack import SupportedLanguage
@@ -118,7 +120,7 @@ def _definition_starts(path: str, source: str) -> list[int]:
     suffix = PurePosixPath(path).suffix.lower()
     if suffix in (".py", ".pyi"):
         try:
-            module = ast.parse(source)
+            module = pysource.parse(source)
         except (SyntaxError, ValueError):
             return []
         return [_first_line(node) for node in module.body]
@@ -151,7 +153,7 @@ def parses(path: str, source: str) -> bool | None:
     suffix = PurePosixPath(path).suffix.lower()
     if suffix in (".py", ".pyi"):
         try:
-            ast.parse(source)
+            pysource.parse(source)
         except (SyntaxError, ValueError):
             return False
         return True

@@ -23,7 +23,6 @@ it can run beside any client::
 
 from __future__ import annotations
 
-import ast
 import base64
 import difflib
 import json
@@ -41,6 +40,7 @@ from pathlib import PurePosixPath
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
+from stomper import pysource
 from stomper.agents.edits import ANSWER_FORMAT, WHOLE_FILE_FORMAT
 from stomper.diagnostics.ruff import ruff_binary
 from stomper.tasks.prompt import FILES_HEADING, MISSING
@@ -987,7 +987,7 @@ def _parseable_prefix(text: str) -> str:
     for end in range(len(lines), 0, -1):
         candidate = "\n".join(lines[:end])
         try:
-            ast.parse(candidate)
+            pysource.parse(candidate)
         except SyntaxError:
             continue
         return candidate if candidate.endswith("\n") else candidate + "\n"
