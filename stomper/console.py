@@ -30,7 +30,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from stomper.events import Phase, UnitEvent
+from stomper.events import OpsEvent, Phase, RequestEvent, UnitEvent
 from stomper.findings import SEVERITIES
 from stomper.redaction import active, redact
 from stomper.report import RunReport
@@ -110,7 +110,11 @@ class ProgressView:
         self.price = price
         """The model's price: the cost so far is shown with the tokens."""
         self.tokens_in = self.tokens_out = 0
-        """The tokens of the units done so far."""
+        """The tokens of the model's answers so far, the units' still at work included."""
+        self.requests = 0
+        self.refused = 0
+        """The model's requests answered so far, and those refused of them (429, 503, a
+        timeout, no connection)."""
         self.calling = 0
         """Agent calls in flight, as the last event saw them."""
         self.entered: dict[str, float] = {}
@@ -178,8 +182,6 @@ class ProgressView:
                 self._built.add(group)
         else:
             self.done += 1
-            self.tokens_in += event.tokens_in or 0
-            self.tokens_out += event.tokens_out or 0
             status = Status(event.status) if event.status else Status.FAILED
             self.ended[status] += 1
             self.found.update(event.findings or {})
@@ -188,6 +190,14 @@ class ProgressView:
             if self.enabled and (self.total <= _LINE_PER_UNIT_UP_TO or status is Status.FAILED):
                 self._progress.console.print(_unit_line(event), soft_wrap=True)
         self._progress.update(self._task, completed=self.done)
+
+    def record(self, event: OpsEvent) -> None:
+        """What the run did on the way: a model's answer adds to the tokens spent."""
+        if isinstance(event, RequestEvent):
+            self.requests += 1
+            self.refused += event.status != "200"
+            self.tokens_in += event.tokens_in
+            self.tokens_out += event.tokens_out
 
     def _group_done(self, group: str, status: Status) -> None:
         if status is Status.APPLIED:
@@ -204,12 +214,15 @@ class ProgressView:
         return (*self._spent(), *self._longest())
 
     def _spent(self) -> tuple[Text, ...]:
-        """The agent calls in flight and what the units done so far spent, once a model
-        has answered."""
-        if not self.tokens_in and not self.tokens_out:
+        """The agent calls in flight, the model's requests and what they spent so far,
+        once a model has been asked."""
+        if not self.requests:
             return ()
         tokens = self.tokens_in + self.tokens_out
-        line = f"agent calls in flight {self.calling} · tokens {tokens:,}"
+        line = f"agent calls in flight {self.calling} · requests {self.requests:,}"
+        if self.refused:
+            line += f" ({self.refused:,} refused)"
+        line += f" · tokens {tokens:,}"
         if self.price is not None:
             line += f" · ${self.price.cost(self.tokens_in, self.tokens_out):.4f}"
         return (Text(line),)

@@ -1,5 +1,6 @@
 """Typed events: the workflow emits a unit's phases, which the progress view and the ops log
-listen to; a model agent's requests go to the ops log alone (:func:`request`)."""
+listen to; what the run does on the way (a model agent's requests, the builds, the landings)
+is given to :func:`record`, for the ops log and the view."""
 
 from __future__ import annotations
 
@@ -69,23 +70,75 @@ class RequestEvent:
         return redacted
 
 
-_requests: ContextVar[Callable[[RequestEvent], None] | None] = ContextVar(
-    "stomper_requests", default=None
+@dataclass(frozen=True)
+class BuildEvent:
+    """One command run on edits before they land (:mod:`stomper.workflow.build`): what it
+    was for (``build of src``, ``verify of retry-client``), the command, how many edited
+    files it had, whether it passed, how long it ran and how long it waited before (for
+    a tree and a place among the builds)."""
+
+    what: str
+    command: str
+    files: int
+    passed: bool
+    seconds: float
+    waited: float
+    at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        record = {
+            "kind": "build",
+            **asdict(self),
+            "seconds": round(self.seconds, 4),
+            "waited": round(self.waited, 4),
+        }
+        redacted: dict[str, Any] = redaction.active().value(record)
+        return redacted
+
+
+@dataclass(frozen=True)
+class LandingEvent:
+    """One landing (:mod:`stomper.landing`): the commits it was asked for (each by its
+    files), how many landed, the target's tip after it (None: nothing landed) and how long
+    it took."""
+
+    commits: tuple[tuple[str, ...], ...]
+    landed: int
+    tip: str | None
+    seconds: float
+    at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        record = {
+            "kind": "landing",
+            **asdict(self),
+            "commits": [list(files) for files in self.commits],
+            "seconds": round(self.seconds, 4),
+        }
+        redacted: dict[str, Any] = redaction.active().value(record)
+        return redacted
+
+
+OpsEvent = RequestEvent | BuildEvent | LandingEvent
+
+_recorder: ContextVar[Callable[[OpsEvent], None] | None] = ContextVar(
+    "stomper_recorder", default=None
 )
 
 
-def request(event: RequestEvent) -> None:
-    """Log ``event`` where the run in progress logs its events (nowhere outside a run)."""
-    log = _requests.get()
+def record(event: OpsEvent) -> None:
+    """Give ``event`` to the run in progress (nowhere outside a run)."""
+    log = _recorder.get()
     if log is not None:
         log(event)
 
 
 @contextlib.contextmanager
-def logging_requests(log: Callable[[RequestEvent], None]) -> Iterator[None]:
-    """Around a run: the requests its agents make are given to ``log``."""
-    token = _requests.set(log)
+def recording(log: Callable[[OpsEvent], None]) -> Iterator[None]:
+    """Around a run: what its agents, builds and landings :func:`record` is given to
+    ``log``."""
+    token = _recorder.set(log)
     try:
         yield
     finally:
-        _requests.reset(token)
+        _recorder.reset(token)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shlex
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from stomper import proc
+from stomper import events, proc
 from stomper.errors import ConfigError
+from stomper.events import BuildEvent
 
 _FAILURE = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
 _TAIL_LINES = 30
@@ -47,7 +50,19 @@ def failed_tests(output: str) -> frozenset[str]:
     return frozenset(_FAILURE.findall(output))
 
 
-async def run_tests(argv: tuple[str, ...], tree: Path, *, seconds: float) -> TestRun:
+async def run_tests(
+    argv: tuple[str, ...], tree: Path, *, seconds: float, what: str, files: int
+) -> TestRun:
+    """The tests in ``tree``, which holds ``files`` edited files; the run's ops log gets
+    them as a build, named ``what``."""
+    began = time.monotonic()
+    ran = await _run_tests(argv, tree, seconds=seconds)
+    spent = time.monotonic() - began
+    events.record(BuildEvent(what, shlex.join(argv), files, ran.passed, spent, 0.0))
+    return ran
+
+
+async def _run_tests(argv: tuple[str, ...], tree: Path, *, seconds: float) -> TestRun:
     try:
         done = await proc.run(argv, cwd=tree, timeout=seconds, check=False)
     except proc.ProcessTimeout:
@@ -79,12 +94,17 @@ class TestGate:
         async with self._lock:
             if self._baseline is None:
                 async with self._base_tree() as tree:
-                    self._baseline = await run_tests(self.argv, tree, seconds=self.timeout)
+                    self._baseline = await run_tests(
+                        self.argv, tree, seconds=self.timeout, what="tests at the base", files=0
+                    )
             return self._baseline
 
-    async def judge(self, tree: Path) -> str | None:
-        """Why the unit's change fails the gate, or None when it passes."""
-        result = await run_tests(self.argv, tree, seconds=self.timeout)
+    async def judge(self, tree: Path, unit: str) -> str | None:
+        """Why the change of ``unit`` (its name) in ``tree`` fails the gate, or None when it
+        passes."""
+        result = await run_tests(
+            self.argv, tree, seconds=self.timeout, what=f"tests of {unit}", files=1
+        )
         if result.passed:
             return None
         base = await self.baseline()

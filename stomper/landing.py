@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from stomper import checkout, git, objects
+from stomper import checkout, events, git, objects
+from stomper.events import LandingEvent
 from stomper.unit import Patch, quote_path
 
 _CAS_RETRIES = 20
@@ -329,9 +330,13 @@ class Lander:
                 if request.commit is None and request.error is None:
                     request.error = exc
         # Each unit carries its share of the batch, so the shares add up to the time spent.
-        share = (time.monotonic() - started) / len(batch)
+        spent = time.monotonic() - started
         for request in batch:
-            request.seconds = share
+            request.seconds = spent / len(batch)
+        landed = [request for request in batch if request.commit is not None]
+        tip = self._tip if landed else None
+        commits = tuple(tuple(request.paths) for request in batch)
+        events.record(LandingEvent(commits, len(landed), tip, spent))
 
     async def _land_requests(self, requests: list[_Request]) -> None:
         objects_ = await self._open_objects()

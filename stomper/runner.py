@@ -23,7 +23,7 @@ from stomper.budget import Budget, Limits, ended
 from stomper.config import Settings
 from stomper.diagnostics import Collector, close_collectors, ruff
 from stomper.errors import RepositoryError
-from stomper.events import RequestEvent, UnitEvent, logging_requests
+from stomper.events import OpsEvent, UnitEvent, recording
 from stomper.gate import TestGate
 from stomper.journal import Journal
 from stomper.landing import Lander
@@ -247,11 +247,12 @@ async def drive(
                 view.handle(event)
                 log.write(json.dumps(event.to_json()) + "\n")
 
-            def requested(event: RequestEvent) -> None:
+            def recorded(event: OpsEvent) -> None:
+                view.record(event)
                 log.write(json.dumps(event.to_json()) + "\n")
 
             try:
-                with logging_requests(requested):
+                with recording(recorded):
                     async with head_start(context, head, show):
                         await _run_graph(context, journal, checkpointer, show, thread)
             except asyncio.CancelledError:

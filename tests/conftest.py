@@ -94,3 +94,12 @@ def spaces(repo: Path) -> list[Path]:
 def memory_folders(run_id: str) -> list[Path]:
     """The folders of spaces in memory of the run ``run_id`` that are still there."""
     return list(MEMORY.glob(f"stomper-{run_id}-*"))
+
+
+def ops_log(repo: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """The lines of the newest run's ops log (``events.jsonl``) of ``kind`` (None: the units'
+    phases)."""
+    runs = sorted((repo / ".git" / "stomper" / "runs").glob("*/events.jsonl"))
+    newest = max(runs, key=lambda log: log.stat().st_mtime)
+    records = [json.loads(line) for line in newest.read_text().splitlines()]
+    return [record for record in records if record.get("kind") == kind]

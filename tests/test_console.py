@@ -10,7 +10,7 @@ from rich.console import Console
 from stomper.cli import main
 from stomper.config import Price
 from stomper.console import ProgressView
-from stomper.events import Phase, UnitEvent
+from stomper.events import Phase, RequestEvent, UnitEvent
 from stomper.testing.repos import module
 from stomper.unit import REVIEW_ENDINGS
 
@@ -61,9 +61,13 @@ def test_the_progress_view_at_80_columns_counts_each_unit_once() -> None:
         view.handle(UnitEvent(path, phase, running=4, at=began + 10 * n))
     for path, status in [("f.py", "fixed"), ("g.py", "partial"), ("h.py", "unchanged")]:
         view.handle(UnitEvent(path, Phase.AGENT, running=5))
+        view.record(RequestEvent("http://127.0.0.1/v1", "429", 0.1))
+        view.record(RequestEvent("http://127.0.0.1/v1", "200", 1.0, 1000, 100))
         view.handle(
             UnitEvent(path, Phase.DONE, running=4, status=status, tokens_in=1000, tokens_out=100)
         )
+    # A unit at work has spent tokens too: the view counts each answer as it comes.
+    view.record(RequestEvent("http://127.0.0.1/v1", "200", 1.0, 500, 50))
     screen = io.StringIO()
     Console(file=screen, width=80, color_system=None).print(view)
 
@@ -72,8 +76,8 @@ def test_the_progress_view_at_80_columns_counts_each_unit_once() -> None:
     assert [line.strip() for line in counts] == [
         "queued 3 · working 3 · verifying 2 · landing 1",
         "fixed 1 · partial 1 · unchanged 1 · failed 0 · skipped 0",
-        # What the units done spent, at the model's price.
-        "agent calls in flight 4 · tokens 3,300 · $0.0084",
+        # What the model's answers spent so far, at the model's price.
+        "agent calls in flight 4 · requests 7 (3 refused) · tokens 3,850 · $0.0098",
         # The five longest in their phase, with how long (the sixth, i.py, is left out).
         "isolating    60s  a.py",
         "agent    50s  b.py",

@@ -17,7 +17,7 @@ import pytest
 from stomper.cli import main
 from stomper.testing.fake_cli_agent import LOG_ENV, read_log
 from stomper.testing.repos import commit_all
-from tests.conftest import sh
+from tests.conftest import ops_log, sh
 
 AGENT = (
     f"{shlex.quote(sys.executable)} -m stomper.testing.fake_cli_agent --mode task "
@@ -129,6 +129,18 @@ def test_tasks_land_a_commit_each_creating_and_deleting_files(make, tmp_path, ca
     assert sh(repo, "status", "--porcelain") == ""
     trailers = sh(repo, "log", "-1", "--format=%(trailers:key=Stomper-Unit,valueonly)", "HEAD")
     assert trailers.strip() in ("one", "two", "three")
+    # The ops log holds each task's verify and each landing.
+    builds = ops_log(repo, "build")
+    assert {build["what"] for build in builds} == {
+        "verify of one",
+        "verify of two",
+        "verify of three",
+    }
+    assert all(build["passed"] and build["command"].startswith("python") for build in builds)
+    landings = ops_log(repo, "landing")
+    assert sum(landing["landed"] for landing in landings) == 3
+    assert landings[-1]["tip"] == sh(repo, "rev-parse", "HEAD").strip()
+    assert ["src/b.py", "src/new/mod.py"] in [c for landing in landings for c in landing["commits"]]
 
 
 def test_tasks_that_share_a_file_never_run_at_once(make, tmp_path, capsys, uncontained) -> None:
@@ -801,3 +813,10 @@ def test_tests_that_fail_at_the_base_are_not_blamed_on_a_task(
     assert "the change makes tests fail: tests/test_b.py::test_b" in b["reason"]
     assert "test_already_broken" not in b["reason"].splitlines()[0]
     assert (repo / "src/b.py").read_text() == "B = 1\n"
+    # Each run of the tests is a build in the ops log: each task's, and the tip's alone.
+    builds = ops_log(repo, "build")
+    tasks_tests = sorted(build["what"] for build in builds if build["files"])
+    assert tasks_tests[0] == "tests of a" and set(tasks_tests) == {"tests of a", "tests of b"}
+    alone = [build for build in builds if not build["files"]]
+    assert alone and all(build["what"].startswith("tests at ") for build in alone)
+    assert not any(build["passed"] for build in builds)  # test_already_broken fails each

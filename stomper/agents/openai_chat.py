@@ -414,7 +414,7 @@ def _logged(
 ) -> None:
     """Give the run's ops log one request: where it went, how it ended, how long it took."""
     seconds = time.monotonic() - began
-    events.request(RequestEvent(endpoint.shown, status, seconds, tokens_in, tokens_out))
+    events.record(RequestEvent(endpoint.shown, status, seconds, tokens_in, tokens_out))
 
 
 def _usage(completion: ChatCompletion) -> tuple[int, int]:

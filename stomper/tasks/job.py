@@ -413,18 +413,20 @@ class TaskJob:
         built = await self._verify(unit, change, tip)
         if built is not None and not built.passed:
             return f"`{task.verify}` failed:\n{built.tail(_TAIL)}"
-        return await self._tested(change, tip)
+        return await self._tested(unit, change, tip)
 
-    async def _tested(self, change: Change, tip: str) -> str | None:
+    async def _tested(self, unit: TaskUnit, change: Change, tip: str) -> str | None:
         """Why the tests (``test_cmd``) fail with ``change`` on ``tip`` beyond how they fail
         on ``tip`` alone, if they do: tests failing there already are not blamed."""
         if self.tests is None:
             return None
-        after = await self.builder.run(tip, self.tests, change.edits())
+        task = unit.planned.task
+        after = await self.builder.run(tip, self.tests, change.edits(), what=f"tests of {task.id}")
         if after.passed:
             return None
         if tip not in self._baselines:
-            self._baselines[tip] = asyncio.ensure_future(self.builder.run(tip, self.tests, ()))
+            alone = self.builder.run(tip, self.tests, (), what=f"tests at {tip[:12]}")
+            self._baselines[tip] = asyncio.ensure_future(alone)
         base = await asyncio.shield(self._baselines[tip])
         if base.passed:
             return f"the tests fail with this change:\n{after.tail(_TAIL)}"
@@ -440,7 +442,8 @@ class TaskJob:
             return None
         argv = proc.split_command(task.verify, setting="verify", example="pytest -q")
         within = task.timeout or VERIFY_TIMEOUT
-        return await self.builder.run(tip, argv, change.edits(), within=within)
+        what = f"verify of {task.id}"
+        return await self.builder.run(tip, argv, change.edits(), what=what, within=within)
 
     async def land_many(self, produced: Sequence[Produced], emit: EmitFor) -> list[UnitResult]:
         return [await self._land(one, emit) for one in produced]

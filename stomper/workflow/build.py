@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from stomper import proc
+from stomper import events, proc
+from stomper.events import BuildEvent
 from stomper.sandbox import Sandbox
 from stomper.workflow.limit import Places
 from stomper.workspace import Workspaces, remove_regular, write_regular
@@ -94,7 +96,8 @@ class Builder:
         builds (``first`` False: at the base, bisection) go before the first builds of
         other groups: a group half settled holds its files from landing, and its builds
         come one after the other."""
-        return await self.run(tip, self.argv(directory), edits, urgent=not first)
+        what = f"build of {directory or '.'}"
+        return await self.run(tip, self.argv(directory), edits, what=what, urgent=not first)
 
     async def run(
         self,
@@ -102,12 +105,30 @@ class Builder:
         command: Sequence[str],
         edits: Sequence[Edited],
         *,
+        what: str,
         urgent: bool = False,
         within: float | None = None,
     ) -> Built:
         """``command`` (an argv) in a tree at ``tip`` with ``edits`` written in, contained;
         passed when it exits 0 within ``within`` seconds (the builder's timeout unless
-        told)."""
+        told). The run's ops log gets it as a build, named ``what``."""
+        asked = time.monotonic()
+        built = await self._run(tip, command, edits, urgent=urgent, within=within)
+        waited = max(time.monotonic() - asked - built.seconds, 0.0)
+        events.record(
+            BuildEvent(what, shlex.join(command), len(edits), built.passed, built.seconds, waited)
+        )
+        return built
+
+    async def _run(
+        self,
+        tip: str,
+        command: Sequence[str],
+        edits: Sequence[Edited],
+        *,
+        urgent: bool,
+        within: float | None,
+    ) -> Built:
         limit = within if within is not None else self.timeout
         async with self._ready.taken(urgent=urgent), self.workspaces.tree(tip) as space:
             for edit in edits:
@@ -126,7 +147,8 @@ class Builder:
                             argv, cwd=space.root, timeout=limit, check=False, reap=True
                         )
                     except proc.ProcessTimeout:
-                        return Built(False, f"{command[0]} ran past {limit:g}s and was stopped")
+                        stopped = f"{command[0]} ran past {limit:g}s and was stopped"
+                        return Built(False, stopped, time.monotonic() - began)
                     except OSError as exc:
                         return Built(False, f"cannot run {command[0]}: {exc}")
                     seconds = time.monotonic() - began

@@ -280,7 +280,7 @@ class Pipeline:
             if self.gate is not None:
                 emit(Phase.VERIFYING)
                 await space.place(unit, source)
-                blame = await self.gate.judge(space.root)
+                blame = await self.gate.judge(space.root, unit.path)
                 if blame is not None:
                     return Produced(_refuse(result, blame))
             # The bytes that were verified, as they were read: not the file read again.
