@@ -1,8 +1,8 @@
 """A run's report, from its journal alone: a self-contained HTML page (a timeline with one
-row per place and a bar per unit, coloured by phase; the agent calls in flight over time;
-tokens and cost over time; the table of units, sortable) and a Markdown summary for a pull
-request. The page needs no network: its charts are SVG written here, its sorting a few
-lines of script in the page.
+row per place and a bar per unit, coloured by phase; the builds and the landings; the agent
+calls and the model's requests in flight over time; tokens and cost over time; the table of
+units, sortable) and a Markdown summary for a pull request. The page needs no network: its
+charts are SVG written here, its sorting a few lines of script in the page.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from stomper import redaction
 from stomper.config import Price
 from stomper.events import Phase
 from stomper.journal import Journal
-from stomper.timeline import SHOWN, Timeline, read_events, timeline_of
+from stomper.timeline import SHOWN, Timeline, read_log, timeline_of
 from stomper.unit import Status, UnitResult
 
 COLOURS = {
@@ -27,6 +27,8 @@ COLOURS = {
     Phase.BUILDING: "#76b7b2",
     Phase.LANDING: "#59a14f",
 }
+_PASSED = "#59a14f"
+_FAILED = "#e15759"
 _WIDTH = 960
 _ROW = 18
 _GAP = 4
@@ -51,7 +53,8 @@ class RecordedRun:
         results = tuple(sorted(journal.results().values(), key=lambda result: result.path))
         resumed = meta.get("resumed")
         restarts = [float(resumed)] if isinstance(resumed, int | float) else []
-        timeline = timeline_of(read_events(journal.events_file), resumed=restarts)
+        log = read_log(journal.events_file)
+        timeline = timeline_of(log.events, resumed=restarts, log=log)
         return cls(journal.dir.name, meta, results, timeline, _price(meta))
 
     @property
@@ -149,8 +152,11 @@ def page(run: RecordedRun) -> str:
         "<h2>Timeline</h2>",
         _legend(),
         _timeline_svg(run.timeline),
+        "<h2>Builds and landings</h2>",
+        _builds_svg(run.timeline),
         "<h2>Agents at work</h2>",
         _step_svg("working", _working(run.timeline), run.timeline, unit="at most"),
+        *_requests_section(run.timeline),
         "<h2>Tokens" + (" and cost" if run.price is not None else "") + "</h2>",
         _step_svg("tokens", _tokens_over_time(run), run.timeline, unit="tokens", cost=run.cost),
         "<h2>Units</h2>",
@@ -229,28 +235,95 @@ def _tick(span: float) -> float:
 
 def _working(timeline: Timeline) -> list[tuple[float, float]]:
     """How many units were in their agent's phase, over time: as the timeline's bars show."""
-    changes = sorted(
-        (at, step)
+    spans = [
+        (span.start, span.end)
         for bar in timeline.bars
         for span in bar.spans
         if span.phase is Phase.AGENT
-        for at, step in ((span.start, 1), (span.end, -1))
-    )
-    points, now = [(timeline.start, 0.0)], 0
+    ]
+    return _in_flight(spans, timeline.start)
+
+
+def _builds_svg(timeline: Timeline) -> str:
+    """A row per build running at once, a bar per build (green passed, red failed), and
+    under them a row of the landings, a mark each."""
+    rows = timeline.build_rows
+    height = (rows + 1) * (_ROW + _GAP) + 24
+    parts = [
+        f'<svg class="builds" width="{_WIDTH}" height="{height}" '
+        f'viewBox="0 0 {_WIDTH} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for build in timeline.builds:
+        y = build.row * (_ROW + _GAP)
+        x, end = _x(build.start, timeline), _x(build.end, timeline)
+        verdict = "passed" if build.passed else "failed"
+        tip = f"{build.what}: {verdict} in {build.end - build.start:.2f}s"
+        if build.waited >= 0.01:
+            tip += f", after {build.waited:.2f}s waiting"
+        parts.append(
+            f'<rect class="build {verdict}" x="{x:.1f}" y="{y}" '
+            f'width="{max(end - x, 1.0):.1f}" height="{_ROW}" '
+            f'fill="{_PASSED if build.passed else _FAILED}"><title>{_e(tip)}</title></rect>'
+        )
+    y = rows * (_ROW + _GAP)
+    parts.append(f'<text class="row" x="4" y="{y + _ROW / 2 + 4:.1f}">land</text>')
+    for landing in timeline.landings:
+        x = _x(landing.at, timeline)
+        tip = f"{landing.landed} of {landing.commits} commits landed in {landing.seconds:.2f}s"
+        if landing.tip is not None:
+            tip += f", the branch at {landing.tip[:12]}"
+        colour = COLOURS[Phase.LANDING] if landing.landed else _FAILED
+        parts.append(
+            f'<rect class="landing" x="{x - 1:.1f}" y="{y}" width="3" height="{_ROW}" '
+            f'fill="{colour}"><title>{_e(tip)}</title></rect>'
+        )
+    if not timeline.builds and not timeline.landings:
+        parts.append(f'<text class="tick" x="{_LEFT + 40}" y="{y + 13}">none recorded</text>')
+    parts.append(_axis(timeline, height - 16))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _in_flight(spans: Sequence[tuple[float, float]], start: float) -> list[tuple[float, float]]:
+    """How many of ``spans`` (from, to) were under way, over time."""
+    changes = sorted((at, step) for began, ended in spans for at, step in ((began, 1), (ended, -1)))
+    points, now = [(start, 0.0)], 0
     for at, step in changes:
         now += step
         points.append((at, float(now)))
     return points
 
 
+def _requests_section(timeline: Timeline) -> list[str]:
+    """The model's requests in flight over time, when a model was asked."""
+    requests = timeline.requests
+    if not requests:
+        return []
+    spans = [(request.start, request.end) for request in requests]
+    refused = sum(request.status != "200" for request in requests)
+    said = f"{len(requests):,} requests, {refused:,} refused (429, 503, timeouts, no connection)"
+    return [
+        "<h2>Requests in flight</h2>",
+        f'<p class="summary">{_e(said)}</p>',
+        _step_svg("requests", _in_flight(spans, timeline.start), timeline, unit="at most"),
+    ]
+
+
 def _tokens_over_time(run: RecordedRun) -> list[tuple[float, float]]:
-    """The tokens spent so far, at each unit's end (a unit's tokens are known when it ends)."""
+    """The tokens spent so far: at each request's end, where the log holds the requests,
+    else at each unit's end (a unit's tokens are known when it ends)."""
     ends = {bar.path: bar.end for bar in run.timeline.bars}
-    points = sorted(
-        (ends[result.path], float(result.tokens_in + result.tokens_out))
-        for result in run.results
-        if result.path in ends and result.tokens_in + result.tokens_out
-    )
+    if run.timeline.requests:
+        points = [
+            (request.end, float(request.tokens_in + request.tokens_out))
+            for request in run.timeline.requests
+        ]
+    else:
+        points = sorted(
+            (ends[result.path], float(result.tokens_in + result.tokens_out))
+            for result in run.results
+            if result.path in ends and result.tokens_in + result.tokens_out
+        )
     total, cumulative = 0.0, [(run.timeline.start, 0.0)]
     for at, tokens in points:
         total += tokens

@@ -18,6 +18,7 @@ from stomper.events import Phase
 from stomper.testing.fake_openai import FakeOpenAI
 from stomper.testing.repos import module
 from stomper.timeline import Event, timeline_of
+from tests.conftest import ops_log
 from tests.test_review import CORE
 from tests.test_run import AGENT, tasks_file
 
@@ -129,6 +130,12 @@ def test_the_report_of_a_run_holds_its_units_and_their_phases(make, tmp_path, ca
     assert notes.read_text() == text
     worked = set(re.findall(r'<rect class="bar agent" data-unit="([^"]+)"', html))
     assert len(worked) == units  # each unit's agent phase is a bar
+    # Fix and run land a commit a unit (a review without --apply lands nothing); only the
+    # review asked a model.
+    landings = len(ops_log(repo, "landing"))
+    assert html.count('<rect class="landing"') == landings
+    assert (landings > 0) == (mode != "review")
+    assert ('<svg class="chart requests"' in html) == (mode == "review")
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
@@ -163,6 +170,8 @@ def test_the_report_opens_in_a_browser_with_a_bar_for_each_unit(make, tmp_path, 
             page.screenshot(path=str(shot), full_page=True)
             bars = page.locator("svg.timeline rect.bar")
             boxes = [bars.nth(n).bounding_box() for n in range(bars.count())]
+            marks = page.locator("svg.builds rect.landing")
+            landed = [marks.nth(n).bounding_box() for n in range(marks.count())]
             rows = page.locator("table.units tbody tr")
             first = rows.nth(0).locator("td").nth(0).inner_text()
             page.locator("table.units th").nth(0).click()  # sorted by unit, then reversed
@@ -176,6 +185,7 @@ def test_the_report_opens_in_a_browser_with_a_bar_for_each_unit(make, tmp_path, 
     assert len(boxes) >= units and len(painted) >= 1, boxes
     assert all(box is not None and box["width"] > 0 and box["height"] > 0 for box in boxes)
     assert count == units and first != last
+    assert len(landed) == len(ops_log(repo, "landing")) and all(box for box in landed)
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 10_000
 
 
@@ -219,6 +229,7 @@ def test_the_ops_log_holds_each_request_of_a_model_and_how_it_ended(make, capsys
     ]
     statuses = [request["status"] for request in requests]
     assert statuses.count("200") == 6 and statuses.count("429") == stats.statuses.get(429, 0)
+    assert sum(landing["landed"] for landing in ops_log(repo, "landing")) == 6
     assert statuses.count("429") >= 1  # the seeded faults refuse one of the first six
     assert len(requests) == stats.completions
     assert sum(request["tokens_in"] for request in requests) == stats.tokens_in

@@ -23,7 +23,7 @@ import pytest
 from stomper.cli import main
 from stomper.testing.fake_openai import FakeOpenAI
 from stomper.testing.fake_reviewer import ReviewStyle
-from tests.conftest import sh
+from tests.conftest import ops_log, sh
 from tests.test_durability import landed_units, moved_hook_env, wait_for
 from tests.test_review import review as reviewed
 from tests.test_sarif import validate
@@ -138,6 +138,28 @@ def test_each_directory_lands_what_builds_and_bisection_rolls_back_the_breaking_
     sh(repo, "fsck", "--strict")
     # What the landed tree holds builds, as the gate said.
     assert "LIMIT * SCALE" in (repo / "beta/test_beta.py").read_text()
+    # The ops log holds each build and each landing.
+    builds = ops_log(repo, "build")
+    what = Counter(build["what"] for build in builds)
+    assert what == {"build of alpha": 1, "build of beta": built["beta"]["builds"]}
+    assert all(build["command"].endswith(("alpha", "beta")) for build in builds)
+    beta = [build for build in builds if build["what"] == "build of beta"]
+    assert not beta[0]["passed"] and beta[0]["files"] == 3  # all three edits together
+    assert {build["files"] for build in beta if build["passed"]} >= {0, 2}  # base, the kept
+    assert all(build["seconds"] > 0 and build["waited"] >= 0 for build in builds)
+    landings = ops_log(repo, "landing")
+    assert sum(landing["landed"] for landing in landings) == 3
+    assert landings[-1]["tip"] == sh(repo, "rev-parse", "HEAD").strip()
+    landed_files = sorted(path for landing in landings for c in landing["commits"] for path in c)
+    assert landed_files == ["alpha/calc.py", "beta/limits.py", "beta/other.py"]
+    # The report draws each build, passed or failed, and each landing.
+    page = repo.parent / "report.html"
+    assert main(["report", "--repo", str(repo), "--html", str(page)]) == 0
+    html = page.read_text()
+    failed = sum(not build["passed"] for build in builds)
+    assert html.count('<rect class="build failed"') == failed >= 1
+    assert html.count('<rect class="build passed"') == len(builds) - failed
+    assert html.count('<rect class="landing"') == len(landings)
     assert doc["totals"]["applied"] == 3 and doc["totals"]["rolled_back"] == 1
     assert "3 edits applied, 1 rolled back" in err
     assert "(groups: 1 bisected, 1 passed, 1 without edits)" in err
