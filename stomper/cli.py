@@ -115,7 +115,7 @@ MaxTokensOption = Annotated[
 MaxCostOption = Annotated[
     float | None,
     typer.Option(
-        min=0.0, help="Dollars the run may spend, at the model's price in [tool.stomper.prices]."
+        min=0.0, help="Dollars the run may spend, at the model's price in \\[tool.stomper.prices]."
     ),
 ]
 BaseUrlOption = Annotated[

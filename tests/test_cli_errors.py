@@ -543,3 +543,11 @@ def test_a_select_that_matches_nothing_is_warned_of(make, capsys) -> None:
     assert "select XYZ matches" in warning and "F4" not in warning.split("matches")[0]
     assert fix(repo, "--select", "E7") == 0
     assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["fix", "review", "run", "resume"])
+def test_the_help_names_the_table_of_prices(command, capsys, monkeypatch) -> None:
+    """A name in brackets is text, not the help's markup (which would drop it)."""
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main([command, "--help"]) == 0
+    assert "at the model's price in [tool.stomper.prices]." in capsys.readouterr().out
