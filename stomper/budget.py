@@ -4,9 +4,12 @@ A **budget** counts agent calls (``max_calls``), the tokens of the model's answe
 questions (``max_tokens``), and what those cost (``max_cost``, in US dollars, at the model's
 price in ``[tool.stomper.prices]``), for the run (``--max-calls``, ``--max-tokens``,
 ``--max-cost``) and, in a run of tasks, for each task (the same keys in the task file). A
-call is taken before an attempt begins, and refused once a limit is reached; what an attempt
-spends is known when its answer comes, so the attempts running then may take a run past its
-limit by their own use. When the run's budget is spent, running units end after the
+call is taken before an attempt begins (:meth:`Budget.take`, open until its answer is
+counted or it ends without one), and refused once a limit is reached. What an attempt
+spends is known only when its answer comes: the calls still open count as what the
+answers so far spent on average, so that the run stops taking calls when those under way
+are likely to reach its limit, not after (an answer larger than the average may still take
+it a little past). When the run's budget is spent, running units end after the
 attempt they are in (a unit of ``fix`` keeps what its attempts so far fixed), nothing new
 begins (those units are skipped, their reason beginning :data:`NOT_BEGUN`), what finished
 still lands, and the run's status is ``budget``: ``stomper resume --max-cost X`` goes on
@@ -16,7 +19,8 @@ them can count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -105,25 +109,74 @@ class Budget:
         """What ``task`` has spent so far."""
         return self.tasks.setdefault(task, Use())
 
-    def take(self, task: str, limits: Limits | None = None) -> None:
-        """One call for ``task`` (whose own budget is ``limits``), or :class:`Spent`."""
-        reached = self.limits.reached(self.use)
+    open: int = 0
+    """Calls taken whose answer is not counted yet."""
+    answers: int = 0
+    """Answers counted so far: what they spent, on average, is what an open call will."""
+    refused: str | None = None
+    """Why the run's budget last refused a call, in words."""
+
+    def take(self, task: str, limits: Limits | None = None) -> Call:
+        """One call for ``task`` (whose own budget is ``limits``), open until the
+        :class:`Call` is left; or :class:`Spent`."""
+        reached = self.exhausted()
         if reached is not None:
+            self.refused = reached
             raise Spent(f"the run's {reached} is spent")
         reached = (limits or Limits()).reached(self.of(task))
         if reached is not None:
             raise Spent(f"the task's {reached} is spent")
         self.use.calls += 1
         self.of(task).calls += 1
+        self.open += 1
+        return Call(self)
 
     def spend(self, task: str, tokens_in: int, tokens_out: int) -> None:
         """Count the tokens one answer for ``task`` took, and their cost."""
         cost = self.price.cost(tokens_in, tokens_out) if self.price is not None else 0.0
+        self.answers += 1
         for use in (self.use, self.of(task)):
             use.tokens_in += tokens_in
             use.tokens_out += tokens_out
             use.cost += cost
 
+    def exhausted(self) -> str | None:
+        """Which of the run's limits a call taken now would go past, in words: one reached
+        by what was spent, or by that and what the calls open are likely to spend."""
+        reached = self.limits.reached(self.use)
+        if reached is not None or not self.open or not self.answers:
+            return reached
+        share = self.open / self.answers
+        likely = replace(
+            self.use,
+            tokens_in=self.use.tokens_in + round(self.use.tokens_in * share),
+            tokens_out=self.use.tokens_out + round(self.use.tokens_out * share),
+            cost=self.use.cost * (1 + share),
+        )
+        return self.limits.reached(likely)
+
     @property
     def spent(self) -> bool:
-        return self.limits.reached(self.use) is not None
+        """Whether the run's budget is spent: reached, or a call was refused for it."""
+        return self.refused is not None or self.limits.reached(self.use) is not None
+
+
+class Call:
+    """A call taken from a :class:`Budget`, open until left (``async with``): its answer,
+    counted by :meth:`Budget.spend` meanwhile, or none."""
+
+    def __init__(self, budget: Budget) -> None:
+        self._budget: Budget | None = budget
+
+    async def __aenter__(self) -> Call:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._budget is not None:
+            self._budget.open -= 1
+            self._budget = None

@@ -117,15 +117,37 @@ def test_a_budget_the_run_cannot_count_is_one_line_and_exit_2(
 
 def test_what_is_spent_is_counted_for_the_run_and_each_of_its_parts() -> None:
     budget = Budget(Limits(max_tokens=1_000, max_cost=0.01), Price(input=2.0, output=8.0))
-    budget.take("a")
+    call = budget.take("a")
     budget.spend("a", 400, 100)
+    call.close()
     assert budget.use.cost == pytest.approx((400 * 2.0 + 100 * 8.0) / 1_000_000)
     assert not budget.spent
-    budget.take("b", Limits(max_calls=1))
+    call = budget.take("b", Limits(max_calls=1))
     budget.spend("b", 400, 100)
+    call.close()
     assert budget.spent and budget.use.tokens == 1_000 and budget.of("b").tokens == 500
     with pytest.raises(Spent, match="the run's budget of 1,000 tokens is spent"):
         budget.take("c")
+
+
+def test_calls_under_way_count_as_what_the_answers_so_far_spent_on_average() -> None:
+    budget = Budget(Limits(max_tokens=1_000))
+    first, second = budget.take("a"), budget.take("b")
+    budget.spend("a", 300, 100)
+    first.close()
+    # 400 spent, one call open, likely to spend 400 too: a third may begin.
+    third = budget.take("c")
+    # 400 spent and two open: 1,200 likely, past the limit: a fourth may not.
+    with pytest.raises(Spent, match="the run's budget of 1,000 tokens is spent"):
+        budget.take("d")
+    assert budget.spent and budget.use.tokens == 400 and budget.use.calls == 3
+    # The two end without an answer (a timeout, a refusal): nothing is open, a call may begin.
+    second.close()
+    third.close()
+    third.close()  # closing twice counts once
+    assert budget.open == 0
+    budget.take("e").close()
+    assert budget.use.calls == 4
 
 
 def test_a_review_that_spends_its_budget_says_so_and_the_cache_goes_on_from_there(

@@ -418,7 +418,7 @@ class ReviewJob:
         found = self.cache.get(unit.blob, unit.path, lessons) if self.cache is not None else None
         asked: list[_Asked[Any]] = []
         notes: list[str] = []
-        reached = self.budget.limits.reached(self.budget.use)
+        reached = self.budget.exhausted()
         if found is None and reached is not None:
             why = f"{NOT_BEGUN}the run's {reached} is spent"
             return UnitResult(unit.path, Status.SKIPPED, (), reason=why), None
@@ -543,13 +543,13 @@ class ReviewJob:
             asked.attempts = attempt
             prompt = question.prompt(feedback)
             try:
-                self.budget.take(question.path)
+                call = self.budget.take(question.path)
             except Spent as spent:
                 asked.failure = f"stopped: {spent}"
                 return asked
             if self._limit.waiting():
                 emit(Phase.WAITING)
-            async with self._limit.call(urgent=urgent):
+            async with call, self._limit.call(urgent=urgent):
                 emit(Phase.AGENT)
                 began = time.monotonic()
                 try:

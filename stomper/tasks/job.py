@@ -266,10 +266,11 @@ class TaskJob:
             result = UnitResult(task.id, Status.SKIPPED, (), reason=str(failed))
             self._settled(task.id, result)
             return Produced(result, started=started)
-        if self.budget.spent:
+        reached = self.budget.exhausted()
+        if reached is not None:
             self.scheduler.leave()
             self._held[task.id] = held
-            why = f"{NOT_BEGUN}the run's {self.budget.limits.reached(self.budget.use)} is spent"
+            why = f"{NOT_BEGUN}the run's {reached} is spent"
             result = UnitResult(task.id, Status.SKIPPED, (), reason=why)
             self._settled(task.id, result)
             return Produced(result, started=started)
@@ -309,11 +310,11 @@ class TaskJob:
         for _ in range(task.max_attempts):
             number = len(record.attempts) + 1
             await self.breaker.ready(name)
-            self.budget.take(task.id, task.limits)
-            record.use = self.budget.of(task.id)
             tip = await self._tip()
+            call = self.budget.take(task.id, task.limits)
+            record.use = self.budget.of(task.id)
             phase(Phase.AGENT)
-            async with self.workspaces.tree(tip) as space, self._limit.call():
+            async with call, self.workspaces.tree(tip) as space, self._limit.call():
                 prompt, file = await self._prompt(agent, unit, space.root, tip, feedback)
                 try:
                     outcome = await agent.work(space.root, prompt, file=file)

@@ -340,7 +340,7 @@ class Pipeline:
         deadline = time.monotonic() + self.policy.agent_timeout
         for attempt in range(1, self.policy.max_attempts + 1):
             try:
-                self.budget.take(unit.path)
+                call = self.budget.take(unit.path)
             except Spent as exhausted:
                 ran_out = str(exhausted)
                 break
@@ -350,7 +350,7 @@ class Pipeline:
             if self.limit.waiting():
                 emit(Phase.WAITING)
             waiting = time.monotonic()
-            async with self.limit.call():
+            async with call, self.limit.call():
                 started = time.monotonic()
                 # The wait for an agent's place is no time of the agent's.
                 deadline += started - waiting
