@@ -42,7 +42,14 @@ QUICK: dict[str, dict[str, object]] = {
     },
     "scale": {"sizes": "20,60"},
     "landing": {"commits": 20, "files": "50,200"},
-    "llm": {"units": 16, "seconds": 0.2, "parallel": "1,8,16", "capacities": "4", "rounds": 4},
+    "llm": {
+        "units": 16,
+        "seconds": 0.2,
+        "parallel": "1,8,16",
+        "capacities": "4",
+        "rounds": 4,
+        "budget_units": 16,
+    },
     "review": {"dirs": 5, "files": 3, "seconds": 0.2, "build": 0.1, "builds": "1"},
     "tasks": {
         "tasks": 10,

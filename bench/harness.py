@@ -137,6 +137,25 @@ def run_fix(
     args: Sequence[str] = (),
 ) -> FixRun:
     """Run ``stomper fix --json`` on ``repo`` in a child process and wait for it."""
+    options = ["--agent", agent, "--max-parallel-files", str(parallel), *args]
+    return run_stomper(repo, "fix", *options, parallel=parallel, env=env)
+
+
+def run_resume(
+    repo: Path, *args: str, parallel: int | str, env: Mapping[str, str] | None = None
+) -> FixRun:
+    """Run ``stomper resume --json`` on ``repo``'s newest unfinished run in a child."""
+    return run_stomper(repo, "resume", *args, parallel=parallel, env=env)
+
+
+def run_stomper(
+    repo: Path,
+    command: str,
+    *args: str,
+    parallel: int | str,
+    env: Mapping[str, str] | None = None,
+) -> FixRun:
+    """Run ``stomper COMMAND --json`` on ``repo`` in a child process and wait for it."""
     with (
         tempfile.TemporaryDirectory(prefix="stomper-bench-run-") as scratch,
         tempfile.TemporaryFile() as out,
@@ -148,13 +167,9 @@ def run_fix(
             "-c",
             _STOMPER_OWN_RSS,
             str(own_rss),
-            "fix",
+            command,
             "--repo",
             str(repo),
-            "--agent",
-            agent,
-            "--max-parallel-files",
-            str(parallel),
             "--json",
             "--no-progress",
             *args,
@@ -172,7 +187,7 @@ def run_fix(
         own_rss_kb = int(own_rss.read_text()) if own_rss.exists() else 0
     if child.returncode not in (0, 1):
         raise RuntimeError(
-            f"stomper fix exited {child.returncode}:\n{stderr.decode(errors='replace')}"
+            f"stomper {command} exited {child.returncode}:\n{stderr.decode(errors='replace')}"
         )
     return FixRun(
         repo,

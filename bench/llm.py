@@ -15,6 +15,13 @@ Then ``-j auto`` against a server of K places that queues none (a request past K
 429 at once, with a short ``Retry-After``), for each K of ``--capacities``: fixed N around K
 and auto, each over ``rounds x K`` units, S seconds a request. Goal: auto's units a second
 >= 0.90 of the best fixed N's, measured in the same run, and <= 5% of its requests refused.
+
+Last, a budget (``--budget-units`` units, N = K): a run without one gives the tokens the
+work costs; a run with ``--max-tokens`` of ``--budget-share`` of those, then ``stomper
+resume`` without a limit, must do the same work: what the server billed the two against the
+run without a budget (goal <= 1.05: what was paid for is kept, not bought twice), how far
+the budgeted run went past its limit (the attempts running when it ran out), and the share
+of its tokens spent on units that landed.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pathlib import Path
 from bench import harness
 from bench.harness import FixRun
 from bench.repos import synthetic_repo
+from stomper.budget import NOT_BEGUN
 from stomper.testing.fake_openai import FakeOpenAI, FixedLatency, Stats, ThroughputLatency
 
 
@@ -36,11 +44,85 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parallel", default="1,4,8,16,32", help="comma-separated values of N")
     parser.add_argument("--capacities", default="4,24", help="K of the -j auto runs")
     parser.add_argument("--rounds", type=int, default=20, help="units per place, -j auto runs")
+    parser.add_argument("--budget-units", type=int, default=64, help="units of the budget runs")
+    parser.add_argument(
+        "--budget-share", type=float, default=0.5, help="--max-tokens, as a share of the work's"
+    )
 
 
 def run(args: argparse.Namespace, workdir: Path) -> None:
     fixed(args, workdir)
     auto(args, workdir)
+    budget(args, workdir)
+
+
+def budget(args: argparse.Namespace, workdir: Path) -> None:
+    units, slots, seconds = args.budget_units, args.slots, args.seconds
+    if units <= 0:
+        return
+    harness.heading(
+        f"llm budget: {units} units, N = {slots}, a server of {slots} slots x {seconds:g} s; "
+        f"--max-tokens at {args.budget_share:g} of what the work costs, then resume"
+    )
+
+    def server() -> FakeOpenAI:
+        return FakeOpenAI(latency=ThroughputLatency(slots, seconds))
+
+    whole, whole_stats = _fix_against(
+        server(), synthetic_repo(workdir / "budget-none", units), slots
+    )
+    work = whole_stats.tokens_in + whole_stats.tokens_out
+    limit = max(1, int(work * args.budget_share))
+    repo = synthetic_repo(workdir / "budget-limited", units)
+    # The resume asks the server the run recorded: the one server serves both.
+    with server() as both:
+        env = {"STOMPER_BASE_URL": both.base_url, "STOMPER_MODEL": "fake"}
+        args = ("--agent", "openai", "--max-parallel-files", str(slots), "--max-tokens", str(limit))
+        cut = harness.run_stomper(repo, "fix", *args, parallel=slots, env=env)
+        cut_stats = both.stats()
+        resumed = harness.run_resume(repo, parallel=slots, env=env)
+        resumed_stats = both.stats()
+    cut.note_failures()
+    resumed.note_failures()
+    billed = cut_stats.tokens_in + cut_stats.tokens_out
+    billed_again = resumed_stats.tokens_in + resumed_stats.tokens_out - billed
+    landed = [unit for unit in cut.doc["units"] if unit["commit"]]
+    kept = sum(unit["tokens"]["input"] + unit["tokens"]["output"] for unit in landed)
+    unbegun = sum((unit["reason"] or "").startswith(NOT_BEGUN) for unit in cut.doc["units"])
+    rows = [
+        ("no budget", whole.doc["status"], work, "", whole.doc["totals"]["commits"], "", ""),
+        (
+            f"--max-tokens {limit:,}",
+            cut.doc["status"],
+            billed,
+            round(billed / limit, 3),
+            len(landed),
+            unbegun,
+            round(kept / billed, 3) if billed else math.nan,
+        ),
+        # The resume's document is the whole run's: its commits, those before it too.
+        ("its resume", resumed.doc["status"], billed_again, "", "", "", ""),
+    ]
+    harness.note(
+        harness.table(
+            [
+                "run",
+                "status",
+                "tokens billed",
+                "of the limit",
+                "commits",
+                "unbegun",
+                "landed's share",
+            ],
+            rows,
+        )
+    )
+    commits = resumed.doc["totals"]["commits"]
+    harness.note(
+        f"\nbudgeted run and its resume: {(billed + billed_again) / work:.3f} of the tokens the "
+        f"run without a budget was billed (goal <= 1.05), {commits} commits in all against "
+        f"{whole.doc['totals']['commits']}.\n"
+    )
 
 
 def auto(args: argparse.Namespace, workdir: Path) -> None:
@@ -166,7 +248,9 @@ def fixed(args: argparse.Namespace, workdir: Path) -> None:
     )
 
 
-def _fix_against(server: FakeOpenAI, repo: Path, parallel: int | str) -> tuple[FixRun, Stats]:
+def _fix_against(
+    server: FakeOpenAI, repo: Path, parallel: int | str, *args: str
+) -> tuple[FixRun, Stats]:
     """``stomper fix`` by the openai agent against ``server`` (started and stopped here):
     the run, with its failures said, and what the server saw."""
     with server:
@@ -175,6 +259,7 @@ def _fix_against(server: FakeOpenAI, repo: Path, parallel: int | str) -> tuple[F
             agent="openai",
             parallel=parallel,
             env={"STOMPER_BASE_URL": server.base_url, "STOMPER_MODEL": "fake"},
+            args=args,
         )
         stats = server.stats()
     fix.note_failures()
