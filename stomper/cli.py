@@ -226,6 +226,19 @@ def fix(
     max_calls: MaxCallsOption = None,
     max_tokens: MaxTokensOption = None,
     max_cost: MaxCostOption = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            metavar="local|ray",
+            help="Where units are worked: here, or as tasks on a Ray cluster (landing stays here).",
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="The Ray cluster for --executor ray (default: $RAY_ADDRESS, else a local one)."
+        ),
+    ] = None,
     repo: RepoOption = None,
 ) -> None:
     """Fix the diagnostics of ruff (and mypy) file by file, each fix landed as its own commit."""
@@ -253,6 +266,8 @@ def fix(
         "test_cmd": test_cmd,
         "allow_suppressions": allow_suppressions,
         "checkpointer": checkpointer,
+        "executor": executor,
+        "ray_address": ray_address,
     }
     request = FixRequest(
         cwd=cwd,

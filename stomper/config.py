@@ -51,6 +51,8 @@ FLAGS = {
     "test_cmd": "--test-cmd",
     "allow_suppressions": "--allow-suppressions",
     "checkpointer": "--checkpointer",
+    "executor": "--executor",
+    "ray_address": "--ray-address",
     "review.persona": "--persona",
     "review.max_findings": "--max-findings",
     "review.min_severity": "--min-severity",
@@ -158,6 +160,14 @@ class Settings(BaseSettings):
     """Each model's price, for the cost of a run and its ``max_cost``."""
 
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+
+    # Where units run
+    executor: Literal["local", "ray"] = "local"
+    """``ray``: each unit's produce step runs as a Ray task (:mod:`stomper.cluster`);
+    landing stays on this machine."""
+    ray_address: str | None = None
+    """The Ray cluster (``ray://host:10001``, ``host:6379``); unset, ``$RAY_ADDRESS``,
+    else a local Ray started for the run."""
 
     # Durability
     checkpointer: str | None = Field(default=None, repr=False)

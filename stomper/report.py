@@ -24,6 +24,9 @@ class Metrics:
     tokens_out: int = 0
     cost: float | None = None
     """What the tokens cost, in dollars, at the model's price; None: it has none."""
+    executor: str = "local"
+    resent: int = 0
+    """Groups of units sent to the cluster again because their worker died (``ray``)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class RunReport:
                 "landing_s": round(self.metrics.landing_s, 3),
                 "tokens": {"input": self.metrics.tokens_in, "output": self.metrics.tokens_out},
                 "cost": round(self.metrics.cost, 6) if self.metrics.cost is not None else None,
+                "executor": {"name": self.metrics.executor, "resent": self.metrics.resent},
             },
             "left_out": self.left_out.to_json() if self.left_out is not None else None,
         }

@@ -78,6 +78,8 @@ class Outcome:
     """The units finished in this execution (not those finished before a resume)."""
     status: str
     peak: int
+    resent: int = 0
+    """Groups of units sent to the cluster again (:mod:`stomper.cluster`)."""
 
 
 async def execute(
@@ -162,7 +164,15 @@ async def execute(
         done=frozenset(done),
     )
     status = "failed"
+    elsewhere = contextlib.AsyncExitStack()
+    resent = 0
     try:
+        if settings.executor == "ray":
+            from stomper import cluster
+
+            on_ray = cluster.on_ray(run.run_id, run.repo, run.base, pipeline, units, settings)
+            ray_job = await elsewhere.enter_async_context(on_ray)
+            context.job = ray_job
         together = await _together(run, pipeline, units, limit.agents)
         context.groups = grouped(len(units), together)
         if together > 1:
@@ -191,7 +201,9 @@ async def execute(
         if tripwire is not None:
             await tripwire.final()
         status = ended(status, budget, results)
+        resent = ray_job.resent if settings.executor == "ray" else 0
     finally:
+        await asyncio.shield(elsewhere.aclose())
         with contextlib.suppress(Exception):
             await asyncio.shield(close_agent(agent))
         if lander is not None:
@@ -202,7 +214,7 @@ async def execute(
         workspaces.close()
         journal.index_file.unlink(missing_ok=True)
         journal.update(status=status, finished=time.time())
-    return Outcome(tuple(results), status, limit.peak)
+    return Outcome(tuple(results), status, limit.peak, resent)
 
 
 # Units worked together share one tree, one call of the agent and one check per tool: enough
@@ -326,6 +338,7 @@ def report(
     *,
     started: float,
     peak: int,
+    resent: int = 0,
     left_out: LeftOut | None = None,
 ) -> RunReport:
     tokens_in = sum(result.tokens_in for result in results)
@@ -339,6 +352,8 @@ def report(
         tokens_in=tokens_in,
         tokens_out=tokens_out,
         cost=price.cost(tokens_in, tokens_out) if price is not None else None,
+        executor=run.settings.executor,
+        resent=resent,
     )
     return RunReport(
         run.run_id,

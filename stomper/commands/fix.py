@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stomper import checkpoints, console, git, redaction, runner
-from stomper.agents import Agent, fixes, load_agent, module_of, ready
+from stomper.agents import Agent, fixes, load_agent, module_of, ready, uncontained
 from stomper.budget import Limits
 from stomper.config import Settings
 from stomper.diagnostics import code_matches, collectors_named
@@ -91,6 +91,8 @@ async def run_fix(
             require_countable(request.limits, agent, settings)
             require_adaptable(agent, settings)
             await ready(agent)
+            # After ready(): whether a CLI agent runs contained is known then.
+            require_executor(request.limits, agent, settings, mode="fix")
             if settings.checkpointer is not None:
                 await checkpoints.check(settings.checkpointer)  # before the branch is touched
             target_ref, checked_out = await _target(repo, settings.branch)
@@ -145,7 +147,13 @@ async def run_fix(
         )
     results = [*outcome.results, *plan.skipped]
     return runner.report(
-        run, results, outcome.status, started=started, peak=outcome.peak, left_out=left_out
+        run,
+        results,
+        outcome.status,
+        started=started,
+        peak=outcome.peak,
+        resent=outcome.resent,
+        left_out=left_out,
     )
 
 
@@ -179,6 +187,37 @@ def require_countable(limits: Limits, agent: Agent, settings: Settings) -> None:
             f"--max-cost needs the price of the model {settings.model!r}: add "
             f'[tool.stomper.prices] "{settings.model}" = {{ input = ..., output = ... }} '
             "(dollars per million tokens)"
+        )
+
+
+def require_executor(limits: Limits, agent: Agent, settings: Settings, *, mode: str) -> None:
+    """Refuse what ``--executor ray`` cannot do yet: a mode but ``fix``, an agent without a
+    sandbox (it would run on the cluster's nodes, watched by nobody), a budget or ``-j
+    auto`` (each counts on this machine what the workers do there)."""
+    if settings.executor == "local":
+        return
+    if mode != "fix":
+        raise ConfigError(
+            f"--executor ray works units of stomper fix so far; stomper {mode} works its "
+            'units here: set executor = "local"'
+        )
+    from stomper.cluster import require_ray
+
+    require_ray()
+    if uncontained(agent):
+        raise ConfigError(
+            f"the {agent.name} agent runs without a sandbox here, which --executor ray "
+            "cannot watch on the cluster's nodes: use --sandbox bwrap, or the local executor"
+        )
+    if limits != Limits():
+        raise ConfigError(
+            "a budget is counted on this machine, and --executor ray counts none yet: "
+            "leave out --max-calls, --max-tokens and --max-cost, or use the local executor"
+        )
+    if settings.adaptive:
+        raise ConfigError(
+            "-j auto learns from the answers this machine sees, not those on the cluster: "
+            "give -j N with --executor ray"
         )
 
 

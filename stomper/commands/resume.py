@@ -13,7 +13,13 @@ from pydantic import ValidationError
 from stomper import checkpoints, console, git, redaction, runner
 from stomper.agents import Agent, load_agent, ready
 from stomper.budget import Limits, unbegun
-from stomper.commands.fix import require_adaptable, require_countable, require_identity, show
+from stomper.commands.fix import (
+    require_adaptable,
+    require_countable,
+    require_executor,
+    require_identity,
+    show,
+)
 from stomper.config import Settings, load_settings
 from stomper.diagnostics import Collector, Diagnostic, collectors_named, select
 from stomper.errors import ConfigError, RepositoryError
@@ -240,6 +246,8 @@ async def run_resume(
     require_countable(run.limits, agent, run.settings)
     require_adaptable(agent, run.settings)
     await ready(agent)
+    # After ready(): whether a CLI agent runs contained is known then.
+    require_executor(run.limits, agent, run.settings, mode="fix")
     if run.settings.checkpointer is not None:
         await checkpoints.check(run.settings.checkpointer)
     units, skipped = journal.read_plan()
@@ -296,6 +304,7 @@ async def run_resume(
         outcome.status,
         started=started,
         peak=outcome.peak,
+        resent=outcome.resent,
     )
 
 

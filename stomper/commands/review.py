@@ -26,7 +26,7 @@ from rich.table import Table
 from stomper import console, git, redaction, runner, sandbox
 from stomper.agents.openai_chat import OpenAIChatAgent
 from stomper.budget import Budget, Limits, ended, unbegun
-from stomper.commands.fix import require_countable, require_identity
+from stomper.commands.fix import require_countable, require_executor, require_identity
 from stomper.config import Price, Settings
 from stomper.errors import ConfigError, RepositoryError
 from stomper.findings import SEVERITIES, Finding, Review
@@ -328,6 +328,7 @@ class _Execution:
         status, peak = "completed", 0
         try:
             require_countable(self.request.limits, agent, self.settings)
+            require_executor(self.request.limits, agent, self.settings, mode="review")
             await agent.ready()
             if selection.units:
                 if self.target is None:

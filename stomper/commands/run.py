@@ -147,6 +147,11 @@ async def run(request: RunRequest, settings: Settings) -> int:
         return 0
     if settings.adaptive:
         raise ConfigError("-j auto is for fix and review, whose agent is a model server: give -j N")
+    if settings.executor != "local":
+        raise ConfigError(
+            "--executor ray works units of stomper fix so far; stomper run works its tasks "
+            'here: set executor = "local"'
+        )
     agents = _agents(made, settings, request.limits)
     if repo.branch is None:
         raise ConfigError("HEAD is detached: check out the branch the tasks are to land on")

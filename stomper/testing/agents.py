@@ -9,6 +9,8 @@ knobs from the environment, the one channel that reaches an agent loaded by name
 - ``STOMPER_TEST_AGENT_LOG``: the file :class:`Counting` appends one line per call to;
 - ``STOMPER_TEST_AGENT_RAISE_ON``: comma-separated unit paths :class:`Raising` fails on
   (default: every unit);
+- ``STOMPER_TEST_AGENT_DIE_ONCE``: a folder: :class:`DyingOnce` ends its own process at its
+  first call for each unit, and marks the unit there so that the next call fixes it;
 - ``STOMPER_TEST_AGENT_TREE``: ``1`` to give the agent a worktree of the whole repository,
   ``0`` for a scratch folder with the one file (default: what the autofix agent asks for).
 
@@ -36,6 +38,7 @@ DELAY_ENV = "STOMPER_TEST_AGENT_DELAY"
 LOG_ENV = "STOMPER_TEST_AGENT_LOG"
 RAISE_ON_ENV = "STOMPER_TEST_AGENT_RAISE_ON"
 TREE_ENV = "STOMPER_TEST_AGENT_TREE"
+DIE_ONCE_ENV = "STOMPER_TEST_AGENT_DIE_ONCE"
 
 
 class AgentFailure(RuntimeError):
@@ -170,6 +173,29 @@ class Raising:
         await close(self.otherwise)
 
 
+class DyingOnce:
+    """Ends the process it runs in (``os._exit``, as a machine lost or a worker killed
+    would) at its first call for each unit, marked in ``marks``; then fixes as autofix."""
+
+    name = "dying-once"
+
+    def __init__(self, marks: Path, *, otherwise: Agent | None = None) -> None:
+        self.marks = marks
+        self.otherwise = otherwise if otherwise is not None else AutofixAgent()
+        self.needs_tree = wants_tree(self.otherwise)
+
+    async def fix(self, task: AgentTask) -> AgentOutcome:
+        mark = self.marks / task.unit.path.replace("/", "%")
+        try:
+            mark.touch(exist_ok=False)
+        except FileExistsError:
+            return await self.otherwise.fix(task)
+        os._exit(70)
+
+    async def aclose(self) -> None:
+        await close(self.otherwise)
+
+
 # Factories for ``--agent module:attribute`` --------------------------------------------------
 
 
@@ -222,3 +248,11 @@ def raising(settings: Settings) -> Agent:
     raw = os.environ.get(RAISE_ON_ENV, "")
     paths = [part.strip() for part in raw.split(",") if part.strip()]
     return Raising(paths=paths or None, otherwise=autofix_for(settings), needs_tree=env_tree())
+
+
+def dying_once(settings: Settings) -> Agent:
+    """:class:`DyingOnce`, marking the units in the folder of ``STOMPER_TEST_AGENT_DIE_ONCE``."""
+    marks = os.environ.get(DIE_ONCE_ENV, "").strip()
+    if not marks:
+        raise AgentError(f"set {DIE_ONCE_ENV} to the folder the dying agent marks units in")
+    return DyingOnce(Path(marks), otherwise=autofix_for(settings))
