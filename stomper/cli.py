@@ -694,11 +694,21 @@ def demo(
 
 
 @app.command()
-def doctor(repo: RepoOption = None) -> None:
+def doctor(
+    executor: Annotated[
+        str | None,
+        typer.Option(metavar="local|ray", help="Check every node of the Ray cluster too (ray)."),
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="The Ray cluster (default: $RAY_ADDRESS, else a local one).")
+    ] = None,
+    repo: RepoOption = None,
+) -> None:
     """Check git, the diagnostics tools and the agent, and say how to fix what is missing."""
     from stomper.commands.doctor import doctor as run
 
-    _finish(lambda: _run(run(_repo_dir(repo))))
+    flags = {"executor": executor, "ray_address": ray_address}
+    _finish(lambda: _run(run(_repo_dir(repo), flags)))
 
 
 def _codes(values: list[str] | None) -> list[str] | None:

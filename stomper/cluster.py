@@ -148,6 +148,29 @@ async def on_ray(
             await _remove_clones(ray, spec.key)
 
 
+async def on_every_node(
+    ray: Any, tools: Sequence[str], program: str | None
+) -> dict[str, dict[str, str | None]]:
+    """What each node alive has of what a unit needs (:func:`~stomper.cluster_worker.node_facts`),
+    by the node's address."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from stomper.cluster_worker import node_facts
+
+    asked = {}
+    for node in ray.nodes():
+        if node.get("Alive"):
+            where = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            task = ray.remote(num_cpus=0, max_retries=0, scheduling_strategy=where)(node_facts)
+            name = f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})"
+            asked[name] = task.remote(list(tools), program)
+    try:
+        found = await asyncio.wait_for(asyncio.gather(*asked.values()), timeout=_REMOVAL_WAIT)
+    except (TimeoutError, ray.exceptions.RayError) as exc:
+        raise ConfigError(f"a node of the Ray cluster did not answer: {_first_line(exc)}") from None
+    return dict(zip(asked, found, strict=True))
+
+
 async def _remove_clones(ray: Any, key: str) -> None:
     """Remove the run's clone from every node alive (one that died took its own along)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -180,6 +181,33 @@ def _side(spec: Spec, get: Callable[[Any], Any]) -> _Side:
         clone = node_clone(spec, get)
         side = _SIDES[spec.key] = _Side(spec, clone, get(spec.units[0]))
     return side
+
+
+def node_facts(tools: Sequence[str], program: str | None) -> dict[str, str | None]:
+    """What this node has of what a unit needs: its host, Python, stomper, git, the tools
+    of ``tools`` and the agent's ``program`` (each None where it has none)."""
+    import importlib.metadata
+    import platform
+    import socket
+
+    def found(name: str, *args: str) -> str | None:
+        path = shutil.which(name)
+        if path is None:
+            return None
+        done = subprocess.run([path, *args], capture_output=True, text=True, check=False)
+        return (done.stdout or done.stderr).strip().splitlines()[0] if args else path
+
+    facts: dict[str, str | None] = {
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "stomper": importlib.metadata.version("stomper"),
+        "git": found("git", "--version"),
+    }
+    for tool in tools:
+        facts[tool] = found(tool, "--version")
+    if program is not None:
+        facts[program] = found(program)
+    return facts
 
 
 def remove_clone(key: str) -> None:

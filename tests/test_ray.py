@@ -134,3 +134,14 @@ def test_what_ray_cannot_do_yet_is_one_line_and_exit_2(make, capsys, server, arg
     err = capsys.readouterr().err
     assert code == 2 and said in err and len(err.strip().splitlines()) == 1, err
     assert sh(repo, "rev-parse", "HEAD").strip() == base
+
+
+def test_doctor_checks_every_node_of_the_cluster(make, capsys, monkeypatch, local_ray) -> None:
+    repo = make({"pkg/a.py": "A = 1\n"})
+    monkeypatch.setenv("COLUMNS", "200")
+    code = main(["doctor", "--repo", str(repo), "--executor", "ray"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    (node,) = [line for line in err.splitlines() if line.lstrip().startswith("node ")]
+    assert "ok" in node and "stomper 0.1.0" in node and "ruff" in node and "git version" in node
+    assert "1 nodes alive" in err

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib.metadata
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -19,7 +21,7 @@ from stomper.repository import toplevel_or_none
 MIN_GIT = (2, 36)
 
 
-async def doctor(cwd: Path) -> int:
+async def doctor(cwd: Path, flags: Mapping[str, Any] | None = None) -> int:
     table = Table(show_header=True, show_edge=False, title="stomper doctor", title_justify="left")
     for column in ("check", "result", "what to do"):
         table.add_column(column, overflow="fold")
@@ -63,7 +65,7 @@ async def doctor(cwd: Path) -> int:
             "git config --global user.name NAME; git config --global user.email EMAIL",
         )
     try:
-        settings = load_settings(root, {})
+        settings = load_settings(root, dict(flags or {}))
     except StomperError as exc:
         row("configuration", False, str(exc), "fix the value it names")
         console.err.print(table)
@@ -79,7 +81,7 @@ async def doctor(cwd: Path) -> int:
             info.problem or info.version or ("not found" + ("" if needed else " (not configured)")),
             info.hint,
         )
-    await _check_agent(settings, row)
+    program = await _check_agent(settings, row)
     good, shown = await sandbox.describe(settings.sandbox)
     row("sandbox", good, shown, "see the message")
     room = workspace.memory_room()
@@ -89,16 +91,19 @@ async def doctor(cwd: Path) -> int:
         where = f"on disk, under .git/stomper/worktrees (no tmpfs at {workspace.MEMORY} with room)"
         row("workspaces", True, where)
     await _check_checkpointer(settings, row)
+    if settings.executor == "ray":
+        await _check_nodes(settings, program, row)
     console.err.print(table)
     return 0 if ok else 1
 
 
-async def _check_agent(settings: Settings, row: Callable[..., None]) -> None:
+async def _check_agent(settings: Settings, row: Callable[..., None]) -> str | None:
+    """Check the agent; the program it runs, if it is one (a CLI agent)."""
     try:
         agent = load_agent(settings.agent, settings)
     except StomperError as exc:
         row(f"agent {settings.agent}", False, str(exc), "fix the agent settings")
-        return
+        return None
     try:
         checked = await check(agent)
     finally:
@@ -108,6 +113,33 @@ async def _check_agent(settings: Settings, row: Callable[..., None]) -> None:
     else:
         good, message = checked
         row(f"agent {settings.agent}", good, message, "see the message")
+    program = getattr(agent, "binary", None)
+    return program if isinstance(program, str) else None
+
+
+async def _check_nodes(settings: Settings, program: str | None, row: Callable[..., None]) -> None:
+    """Each node of the Ray cluster has what a unit needs: git, the tools, the agent's
+    program, and the stomper of this machine."""
+    from stomper.cluster import connected, on_every_node
+
+    try:
+        async with connected(settings.ray_address) as ray:
+            facts = await on_every_node(ray, settings.tools, program)
+    except StomperError as exc:
+        row("ray", False, str(exc), "see the message")
+        return
+    here = importlib.metadata.version("stomper")
+    row("ray", bool(facts), f"{len(facts)} nodes alive", "start the cluster's nodes")
+    for node, found in facts.items():
+        missing = [name for name, value in found.items() if value is None]
+        stomper = found.get("stomper")
+        shown = ", ".join(f"{name} {value}" for name, value in found.items() if value)
+        todo = f"install {', '.join(missing)} there" if missing else ""
+        if stomper != here:
+            todo = (
+                todo + "; " if todo else ""
+            ) + f"install stomper {here} there (it has {stomper})"
+        row(f"node {node}", not todo, shown, todo)
 
 
 async def _check_checkpointer(settings: Settings, row: Callable[..., None]) -> None:
