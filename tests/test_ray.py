@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,8 @@ import pytest
 
 from stomper.cli import main
 from stomper.cluster_worker import FOLDER
-from stomper.testing.agents import DIE_ONCE_ENV
+from stomper.report import EXIT_INTERRUPTED
+from stomper.testing.agents import DELAY_ENV, DIE_ONCE_ENV
 from stomper.testing.repos import module
 from tests.conftest import sh
 
@@ -145,3 +150,34 @@ def test_doctor_checks_every_node_of_the_cluster(make, capsys, monkeypatch, loca
     (node,) = [line for line in err.splitlines() if line.lstrip().startswith("node ")]
     assert "ok" in node and "stomper 0.1.0" in node and "ruff" in node and "git version" in node
     assert "1 nodes alive" in err
+
+
+def test_ctrl_c_interrupts_a_run_on_ray_and_resume_goes_on_there(
+    make, capsys, monkeypatch, local_ray
+) -> None:
+    """The run in a child of its own, on a local Ray of its own: interrupted while its units
+    are with the agent, then resumed here."""
+    repo = make({f"stop/m{n}.py": module(["F401"]) for n in range(4)})
+    base = sh(repo, "rev-parse", "HEAD").strip()
+    clones = Path(tempfile.gettempdir()) / FOLDER
+    before = set(clones.glob("*/spaces-*"))
+    env = {**os.environ, DELAY_ENV: "60", "RAY_AUTH_MODE": "disabled"}
+    argv = [sys.executable, "-m", "stomper", "fix", "--repo", str(repo), "--no-progress"]
+    argv += ["-j", "2", "--executor", "ray", "--agent", "stomper.testing.agents:delayed"]
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not set(clones.glob("*/spaces-*")) - before:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the workers' first agent calls are under way, 60 s each
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+
+    assert child.returncode == EXIT_INTERRUPTED, err.decode()
+    assert sh(repo, "rev-parse", "HEAD").strip() == base
+    monkeypatch.setenv(DELAY_ENV, "0")
+    code = main(["resume", "--repo", str(repo), "--no-progress", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["metrics"]["executor"]["name"] == "ray", doc
+    assert sorted(unit["status"] for unit in doc["units"]) == ["fixed"] * 4
+    assert len(sh(repo, "rev-list", f"{base}..HEAD").split()) == 4
+    assert sh(repo, "status", "--porcelain") == ""
