@@ -10,12 +10,19 @@ wall time is stomper's own: isolating, verifying, landing, and handing slots on.
 
 ``wall`` is the run's own ``metrics.wall_s`` (collection and planning included, interpreter
 start excluded).
+
+``--executor ray`` measures the same on Ray instead: a cluster on this machine
+(``ray.cluster_utils.Cluster``: a head that works no unit, and 1 then 2 worker nodes of
+``--node-cpus`` each, by ``--nodes``), N = the nodes' CPUs, against the ideal, and against
+the local executor at the same N in the same run: the per-unit cost Ray adds is
+``(wall on Ray - wall here) * N / U``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 from bench import harness
@@ -37,9 +44,100 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the unit's workspace: a pooled worktree (tree, the default: what CLI agents "
         "get), a scratch folder with the one file (scratch), or what autofix asks (agent)",
     )
+    parser.add_argument(
+        "--executor", choices=("local", "ray"), default="local", help="where units are worked"
+    )
+    parser.add_argument("--nodes", default="1,2", help="worker nodes of the Ray cluster")
+    parser.add_argument("--node-cpus", type=int, default=4, help="CPUs each worker node offers")
 
 
 def run(args: argparse.Namespace, workdir: Path) -> None:
+    if args.executor == "ray":
+        on_ray(args, workdir)
+    else:
+        here(args, workdir)
+
+
+def on_ray(args: argparse.Namespace, workdir: Path) -> None:
+    from ray.cluster_utils import Cluster
+
+    units, latency = args.units, args.latency
+    harness.heading(
+        f"scaling on Ray: {units} units, agent latency L = {latency:g} s, worker nodes of "
+        f"{args.node_cpus} CPUs on this machine, against the local executor at the same N"
+    )
+    # What the workers are to see is set before their nodes start.
+    os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"})
+    os.environ["STOMPER_TEST_AGENT_DELAY"] = str(latency)
+    env = {"STOMPER_TEST_AGENT_DELAY": str(latency), "RAY_AUTH_MODE": "disabled"}
+    rows = []
+    for nodes in [int(part) for part in str(args.nodes).split(",") if part.strip()]:
+        parallel = nodes * args.node_cpus
+        ideal = math.ceil(units / parallel) * latency
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        try:
+            for _ in range(nodes):
+                cluster.add_node(num_cpus=args.node_cpus)
+            cluster.wait_for_nodes()
+            walls = {}
+            for executor in ("local", "ray"):
+                repo = synthetic_repo(workdir / f"ray-{units}-{nodes}-{executor}", units)
+                extra = ["--executor", executor, "--ray-address", cluster.address]
+                fix = harness.run_fix(
+                    repo,
+                    agent=f"{harness.AGENTS}:delayed",
+                    parallel=parallel,
+                    env=env,
+                    args=extra if executor == "ray" else (),
+                )
+                fix.note_failures()
+                walls[executor] = fix.wall_s
+                rows.append(
+                    (
+                        executor,
+                        nodes if executor == "ray" else "",
+                        parallel,
+                        fix.units,
+                        fix.wall_s,
+                        ideal,
+                        ideal / fix.wall_s if fix.wall_s else math.nan,
+                        (fix.wall_s - ideal) * parallel / fix.units if fix.units else math.nan,
+                        fix.doc["metrics"]["peak_concurrency"],
+                        fix.doc["totals"]["commits"],
+                    )
+                )
+            added = (walls["ray"] - walls["local"]) * parallel / units
+            harness.note(
+                f"{nodes} node(s), N={parallel}: here {walls['local']:.1f}s, on Ray "
+                f"{walls['ray']:.1f}s: Ray adds {added:.3f} slot-s a unit"
+            )
+        finally:
+            cluster.shutdown()
+    harness.note("")
+    harness.note(
+        harness.table(
+            [
+                "executor",
+                "nodes",
+                "N",
+                "units",
+                "wall s",
+                "ideal s",
+                "efficiency",
+                "overhead/unit s",
+                "peak concurrency",
+                "commits",
+            ],
+            rows,
+        )
+    )
+    harness.note(
+        "\nOn Ray the wall holds connecting to the cluster, the base's bundle and each node's "
+        "clone of it; the nodes share this machine's cores.\n"
+    )
+
+
+def here(args: argparse.Namespace, workdir: Path) -> None:
     units, latency = args.units, args.latency
     levels = [int(part) for part in str(args.parallel).split(",") if part.strip()]
     harness.heading(
