@@ -160,9 +160,12 @@ def produce(
     object of Ray's store (``ray.get``); the last event sent says ``token`` is done."""
 
     def send(said: tuple[Any, ...]) -> None:
-        # What a worker says is for the view and the log: it is never worth the work.
+        # Not waited for: a task blocked in ray.get gives its CPU back to Ray, which starts
+        # another task meanwhile (N + 1 units at once were seen). A caller's calls of an
+        # actor arrive in order, the last ("end") after the others. What a worker says is
+        # for the view and the log: it is never worth the work.
         with contextlib.suppress(Exception):
-            spec.events.put(said)
+            spec.events.actor.put.remote(said)
 
     try:
         return _side(spec, get).produce(units, send)

@@ -26,8 +26,10 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
-SECONDS = 1.0
-"""What each call of the agent takes: units are on a node long enough to lose it."""
+SECONDS = 4.0
+"""What each call of the agent takes: units are on a node long enough to lose it (a worker
+whose node's raylet is killed lives on for a moment, and a call that ends within it
+returns its result)."""
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def test_a_node_lost_mid_run_costs_its_units_a_second_send_and_each_lands_once(
 ) -> None:
     made, nodes = cluster
     monkeypatch.setenv(DELAY_ENV, str(SECONDS))
-    repo = make({f"pkg/m{n}.py": module(["F401"]) for n in range(6)})
+    repo = make({f"pkg/m{n}.py": module(["F401"]) for n in range(4)})
     base = sh(repo, "rev-parse", "HEAD").strip()
     clones = Path(tempfile.gettempdir()) / FOLDER
     before = set(clones.glob("*/spaces-*"))
@@ -75,7 +77,7 @@ def test_a_node_lost_mid_run_costs_its_units_a_second_send_and_each_lands_once(
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(set(clones.glob("*/spaces-*")) - before) < 2:
             time.sleep(0.02)
-        time.sleep(SECONDS * 0.75)  # into the agent's call, on both nodes
+        time.sleep(1.0)  # into the agent's call, on both nodes
         made.remove_node(nodes[1], allow_graceful=False)
         removed.append(time.time())
 
@@ -89,9 +91,9 @@ def test_a_node_lost_mid_run_costs_its_units_a_second_send_and_each_lands_once(
     assert removed, "the node was not removed"
     said = [(unit["path"], unit["status"], unit["reason"]) for unit in doc["units"]]
     assert code == 0 and doc["status"] == "completed", said
-    assert sorted(unit["status"] for unit in doc["units"]) == ["fixed"] * 6
+    assert sorted(unit["status"] for unit in doc["units"]) == ["fixed"] * 4
     subjects = sh(repo, "log", "--format=%s", f"{base}..HEAD").splitlines()
-    assert sorted(subjects) == [f"fix(ruff): resolve 1 diagnostic in pkg/m{n}.py" for n in range(6)]
+    assert sorted(subjects) == [f"fix(ruff): resolve 1 diagnostic in pkg/m{n}.py" for n in range(4)]
     assert sh(repo, "status", "--porcelain") == ""
     sh(repo, "fsck", "--strict")
     # Units were at work on the node when it went: they were sent again, to the node left.
