@@ -31,9 +31,9 @@ from stomper import events, git
 from stomper.cluster_worker import Spec
 from stomper.errors import ConfigError
 from stomper.events import Phase
-from stomper.unit import Status, Unit, UnitResult
+from stomper.unit import Unit, UnitResult
 from stomper.workflow.job import EmitFor, Produced
-from stomper.workflow.pipeline import Pipeline
+from stomper.workflow.pipeline import Pipeline, failed_unit
 
 if TYPE_CHECKING:
     from stomper.config import Settings
@@ -240,7 +240,7 @@ class RayJob:
                 except self.ray.exceptions.RayError as exc:
                     why = f"the cluster could not work it: {_first_line(exc)}"
                     break
-            return [Produced(_failed(unit, why)) for unit in units]
+            return [Produced(failed_unit(unit, why, attempts=1)) for unit in units]
         finally:
             for unit in units:
                 self._emitters.pop(unit.path, None)
@@ -324,17 +324,6 @@ class RayJob:
             self._drain.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._drain
-
-
-def _failed(unit: Unit, why: str) -> UnitResult:
-    return UnitResult(
-        unit.path,
-        Status.FAILED,
-        unit.diagnostics,
-        remaining=unit.diagnostics,
-        attempts=1,
-        reason=why,
-    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -103,3 +105,28 @@ def ops_log(repo: Path, kind: str | None = None) -> list[dict[str, Any]]:
     newest = max(runs, key=lambda log: log.stat().st_mtime)
     records = [json.loads(line) for line in newest.read_text().splitlines()]
     return [record for record in records if record.get("kind") == kind]
+
+
+@contextlib.contextmanager
+def workers_environment(home: Path, **given: str) -> Iterator[None]:
+    """The environment Ray's workers start with (set before their nodes start, restored
+    after): no usage report nor auth token, no user-level git or ruff configuration (as
+    :func:`isolated_home` keeps from the tests), and ``given``."""
+    given = {
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        **given,
+    }
+    saved = {name: os.environ.get(name) for name in given}
+    os.environ.update(given)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -21,7 +21,7 @@ from stomper.cluster_worker import FOLDER
 from stomper.report import EXIT_INTERRUPTED
 from stomper.testing.agents import DELAY_ENV, DIE_ONCE_ENV
 from stomper.testing.repos import module
-from tests.conftest import sh
+from tests.conftest import sh, workers_environment
 
 ray = pytest.importorskip("ray") if not os.environ.get("STOMPER_REQUIRE_RAY") else __import__("ray")
 
@@ -34,27 +34,12 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     workers are to see of the environment is set before they start)."""
     marks = tmp_path_factory.mktemp("marks")
     home = tmp_path_factory.mktemp("workers-home")
-    given = {
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        # No user-level git or ruff configuration reaches a worker either.
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        DIE_ONCE_ENV: str(marks),
-    }
-    saved = {name: os.environ.get(name) for name in given}
-    os.environ.update(given)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield marks
-    finally:
-        ray.shutdown()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with workers_environment(home, **{DIE_ONCE_ENV: str(marks)}):
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield marks
+        finally:
+            ray.shutdown()
 
 
 def fix_json(repo: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:

@@ -19,7 +19,7 @@ from stomper.cli import main
 from stomper.cluster_worker import FOLDER
 from stomper.testing.agents import DELAY_ENV
 from stomper.testing.repos import module
-from tests.conftest import sh
+from tests.conftest import sh, workers_environment
 
 ray = pytest.importorskip("ray") if not os.environ.get("STOMPER_REQUIRE_RAY") else __import__("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -36,29 +36,15 @@ returns its result)."""
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, list[Any]]]:
     """A head that works no unit and two nodes of one CPU each."""
     home = tmp_path_factory.mktemp("workers-home")
-    given = {
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        DELAY_ENV: str(SECONDS),
-    }
-    saved = {name: os.environ.get(name) for name in given}
-    os.environ.update(given)
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    nodes = [made.add_node(num_cpus=1) for _ in range(2)]
-    ray.init(address=made.address, log_to_driver=False)
-    try:
-        yield made, nodes
-    finally:
-        ray.shutdown()
-        made.shutdown()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with workers_environment(home, **{DELAY_ENV: str(SECONDS)}):
+        made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        nodes = [made.add_node(num_cpus=1) for _ in range(2)]
+        ray.init(address=made.address, log_to_driver=False)
+        try:
+            yield made, nodes
+        finally:
+            ray.shutdown()
+            made.shutdown()
 
 
 def test_a_node_lost_mid_run_costs_its_units_a_second_send_and_each_lands_once(

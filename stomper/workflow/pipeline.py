@@ -78,7 +78,7 @@ class Pipeline:
             with producing:
                 produced = await self._produce(unit, emit)
         except Exception as exc:  # one unit's failure must not cancel its siblings
-            produced = Produced(_failed(unit, f"{type(exc).__name__}: {exc}", attempts=1))
+            produced = Produced(failed_unit(unit, f"{type(exc).__name__}: {exc}", attempts=1))
         return replace(produced, started=started)
 
     @property
@@ -584,7 +584,8 @@ def _loop_time(deadline: float) -> float:
     return loop.time() + (deadline - time.monotonic())
 
 
-def _failed(unit: Unit, reason: str, *, attempts: int) -> UnitResult:
+def failed_unit(unit: Unit, reason: str, *, attempts: int) -> UnitResult:
+    """``unit`` failed for ``reason``: what it targeted is all left."""
     return UnitResult(
         unit.path,
         Status.FAILED,
