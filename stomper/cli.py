@@ -112,6 +112,19 @@ MaxTokensOption = Annotated[
     int | None,
     typer.Option(min=1, help="Tokens the model's questions and answers may hold (openai)."),
 ]
+ExecutorOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="local|ray",
+        help="Where units are worked: here, or as tasks on a Ray cluster (landing stays here).",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The Ray cluster for --executor ray (default: $RAY_ADDRESS, else a local one)."
+    ),
+]
 MaxCostOption = Annotated[
     float | None,
     typer.Option(
@@ -226,19 +239,8 @@ def fix(
     max_calls: MaxCallsOption = None,
     max_tokens: MaxTokensOption = None,
     max_cost: MaxCostOption = None,
-    executor: Annotated[
-        str | None,
-        typer.Option(
-            metavar="local|ray",
-            help="Where units are worked: here, or as tasks on a Ray cluster (landing stays here).",
-        ),
-    ] = None,
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            help="The Ray cluster for --executor ray (default: $RAY_ADDRESS, else a local one)."
-        ),
-    ] = None,
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
     repo: RepoOption = None,
 ) -> None:
     """Fix the diagnostics of ruff (and mypy) file by file, each fix landed as its own commit."""
@@ -695,13 +697,8 @@ def demo(
 
 @app.command()
 def doctor(
-    executor: Annotated[
-        str | None,
-        typer.Option(metavar="local|ray", help="Check every node of the Ray cluster too (ray)."),
-    ] = None,
-    ray_address: Annotated[
-        str | None, typer.Option(help="The Ray cluster (default: $RAY_ADDRESS, else a local one).")
-    ] = None,
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
     repo: RepoOption = None,
 ) -> None:
     """Check git, the diagnostics tools and the agent, and say how to fix what is missing."""
