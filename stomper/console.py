@@ -56,8 +56,8 @@ _STYLE = {
 }
 # Beyond this many units only failures get a line of their own; the bar says the rest.
 _LINE_PER_UNIT_UP_TO = 300
-_LONGEST = 5
-"""Units in flight the live view names, those longest in their phase first."""
+_AT_WORK_SHOWN = 16
+"""Units at work the live view names, those longest in their phase first; the rest it counts."""
 
 
 def error(message: str) -> None:
@@ -228,13 +228,24 @@ class ProgressView:
         return (Text(line),)
 
     def _longest(self) -> tuple[Text, ...]:
-        """The units longest in their phase, with the time they have been in it."""
+        """Each unit at work (not queued, nor waiting for an agent's place) with its phase
+        and the time it has been in it, the longest first; past ``_AT_WORK_SHOWN``, how many
+        more."""
         now = time.time()
-        shown = sorted(self.entered.items(), key=lambda item: item[1])[:_LONGEST]
-        return tuple(
-            Text(f"{self.phase_of[path].value:>9} {now - since:5.0f}s  ") + Text(redact(path))
-            for path, since in shown
+        at_work = sorted(
+            (
+                (since, path)
+                for path, since in self.entered.items()
+                if self.phase_of[path] not in (Phase.QUEUED, Phase.WAITING)
+            ),
         )
+        lines = [
+            Text(f"{self.phase_of[path].value:>9} {now - since:5.0f}s  ") + Text(redact(path))
+            for since, path in at_work[:_AT_WORK_SHOWN]
+        ]
+        if len(at_work) > _AT_WORK_SHOWN:
+            lines.append(Text(f"          and {len(at_work) - _AT_WORK_SHOWN} more at work"))
+        return tuple(lines)
 
     def _counts(self) -> tuple[Text, ...]:
         phases = self._in

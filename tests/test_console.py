@@ -46,7 +46,7 @@ def test_the_units_table_breaks_paths_only_between_names(make, capsys, monkeypat
 
 def test_the_progress_view_at_80_columns_counts_each_unit_once() -> None:
     view = ProgressView(12, title="fixing 12 files", enabled=False, price=Price(input=2, output=8))
-    began = time.time() - 60
+    began = time.time() - 70
     # The workflow's own count of running units includes those verifying.
     for n, (path, phase) in enumerate(
         [
@@ -56,6 +56,7 @@ def test_the_progress_view_at_80_columns_counts_each_unit_once() -> None:
             ("d.py", Phase.VERIFYING),
             ("e.py", Phase.LANDING),
             ("i.py", Phase.AGENT),
+            ("j.py", Phase.WAITING),
         ]
     ):
         view.handle(UnitEvent(path, phase, running=4, at=began + 10 * n))
@@ -78,12 +79,14 @@ def test_the_progress_view_at_80_columns_counts_each_unit_once() -> None:
         "fixed 1 · partial 1 · unchanged 1 · failed 0 · skipped 0",
         # What the model's answers spent so far, at the model's price.
         "agent calls in flight 4 · requests 7 (3 refused) · tokens 3,850 · $0.0098",
-        # The five longest in their phase, with how long (the sixth, i.py, is left out).
-        "isolating    60s  a.py",
-        "agent    50s  b.py",
-        "verifying    40s  c.py",
-        "verifying    30s  d.py",
-        "landing    20s  e.py",
+        # Each unit at work, the longest in its phase first, with how long (j.py, waiting
+        # for an agent's place, is counted as queued).
+        "isolating    70s  a.py",
+        "agent    60s  b.py",
+        "verifying    50s  c.py",
+        "verifying    40s  d.py",
+        "landing    30s  e.py",
+        "agent    20s  i.py",
     ]
 
 
@@ -142,3 +145,17 @@ def test_every_status_has_a_style_of_its_own_line() -> None:
     from stomper.unit import Status
 
     assert set(_STYLE) == set(Status)
+
+
+def test_the_view_names_sixteen_units_at_work_and_counts_the_rest() -> None:
+    view = ProgressView(40, title="fixing 40 files", enabled=False)
+    began = time.time() - 100
+    for n in range(20):
+        view.handle(UnitEvent(f"u{n:02}.py", Phase.AGENT, running=20, at=began + n))
+    for n in range(20, 30):
+        view.handle(UnitEvent(f"u{n:02}.py", Phase.QUEUED, running=20, at=began + n))
+    screen = io.StringIO()
+    Console(file=screen, width=80, color_system=None).print(view)
+    named = [line.split()[-1] for line in screen.getvalue().splitlines() if "s  u" in line]
+    assert named == [f"u{n:02}.py" for n in range(16)]  # the longest at work first
+    assert screen.getvalue().splitlines()[-1].strip() == "and 4 more at work"
