@@ -193,23 +193,23 @@ def node_facts(tools: Sequence[str], program: str | None) -> dict[str, str | Non
     import platform
     import socket
 
-    def found(name: str, *args: str) -> str | None:
-        path = shutil.which(name)
-        if path is None:
-            return None
-        done = subprocess.run([path, *args], capture_output=True, text=True, check=False)
-        return (done.stdout or done.stderr).strip().splitlines()[0] if args else path
-
+    git_found = shutil.which("git")
+    said = None
+    if git_found is not None:
+        done = subprocess.run([git_found, "--version"], capture_output=True, text=True, check=False)
+        said = done.stdout.strip() or None
     facts: dict[str, str | None] = {
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "stomper": importlib.metadata.version("stomper"),
-        "git": found("git", "--version"),
+        "git": said,
     }
-    for tool in tools:
-        facts[tool] = found(tool, "--version")
+    # The tools as the units look for them (ruff beside this Python, not only on PATH).
+    for collector in collectors_named(tools):
+        info = asyncio.run(collector.info())
+        facts[collector.name] = info.version if info.found else None
     if program is not None:
-        facts[program] = found(program)
+        facts[program] = shutil.which(program)
     return facts
 
 
