@@ -144,7 +144,8 @@ async def on_ray(
         finally:
             await job.aclose()
             with contextlib.suppress(Exception):
-                queue.shutdown()
+                # Killed: nothing it holds is wanted now, and a graceful end waits (1.4 s).
+                queue.shutdown(force=True)
             await _remove_clones(ray, spec.key)
 
 
