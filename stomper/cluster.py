@@ -212,10 +212,6 @@ class RayJob:
     def limit(self) -> Limit:
         return self.local.limit
 
-    @property
-    def together(self) -> bool:
-        return self.local.together
-
     def landed(self, produced: Produced) -> UnitResult | None:
         return self.local.landed(produced)
 

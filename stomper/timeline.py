@@ -31,6 +31,8 @@ class Event:
     path: str
     phase: Phase
     at: float
+    running: int = 0
+    """Agent calls in flight then."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,9 @@ def read_log(path: Path) -> OpsLog:
             kind = record.get("kind")
             at = float(record["at"])
             if kind is None:
-                events.append(Event(str(record["path"]), Phase(record["phase"]), at))
+                running = record.get("running")
+                calls = running if isinstance(running, int) and not isinstance(running, bool) else 0
+                events.append(Event(str(record["path"]), Phase(record["phase"]), at, calls))
             elif kind == "request":
                 start = at - float(record["seconds"])
                 tokens = int(record["tokens_in"]), int(record["tokens_out"])
@@ -172,11 +176,6 @@ def read_log(path: Path) -> OpsLog:
         tuple(sorted(builds, key=lambda build: build.end)),
         tuple(sorted(landings, key=lambda landing: landing.at)),
     )
-
-
-def read_events(path: Path) -> list[Event]:
-    """The units' events of the log at ``path``, in order."""
-    return list(read_log(path).events)
 
 
 def timeline_of(

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from stomper import console
-from stomper.errors import ConfigError, RepositoryError
+from stomper.errors import ConfigError
 from stomper.journal import Journal, StateDir, live_runs
 from stomper.report import Metrics, RunReport, ordered
 from stomper.repository import open_repository
 from stomper.run_report import RecordedRun, markdown
+from stomper.timeline import read_log
 
 
 async def show(cwd: Path, run_id: str | None, *, json_output: bool) -> int:
@@ -100,19 +100,5 @@ def _number(value: Any) -> float:
 
 
 def _peak(journal: Journal) -> int:
-    peak = 0
-    try:
-        lines = journal.events_file.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return 0
-    except OSError as exc:
-        events = journal.events_file
-        raise RepositoryError(f"the run's events {events} are unreadable: {exc}") from exc
-    for line in lines:
-        try:
-            running = json.loads(line).get("running")
-        except (ValueError, AttributeError):
-            continue  # a line cut short by a crash
-        if isinstance(running, int) and not isinstance(running, bool):
-            peak = max(peak, running)
-    return peak
+    """The most agent calls the run's ops log saw in flight at once."""
+    return max((event.running for event in read_log(journal.events_file).events), default=0)
