@@ -47,8 +47,7 @@ class UnitEvent:
     def to_json(self) -> dict[str, Any]:
         """The event as the ops log records it, with the run's secrets redacted."""
         record = {key: value for key, value in asdict(self).items() if value is not None}
-        redacted: dict[str, Any] = redaction.active().value(record)
-        return redacted
+        return _logged(record)
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,7 @@ class RequestEvent:
 
     def to_json(self) -> dict[str, Any]:
         record = {"kind": "request", **asdict(self), "seconds": round(self.seconds, 4)}
-        redacted: dict[str, Any] = redaction.active().value(record)
-        return redacted
+        return _logged(record)
 
 
 @dataclass(frozen=True)
@@ -92,8 +90,7 @@ class BuildEvent:
             "seconds": round(self.seconds, 4),
             "waited": round(self.waited, 4),
         }
-        redacted: dict[str, Any] = redaction.active().value(record)
-        return redacted
+        return _logged(record)
 
 
 @dataclass(frozen=True)
@@ -115,11 +112,17 @@ class LandingEvent:
             "commits": [list(files) for files in self.commits],
             "seconds": round(self.seconds, 4),
         }
-        redacted: dict[str, Any] = redaction.active().value(record)
-        return redacted
+        return _logged(record)
 
 
 OpsEvent = RequestEvent | BuildEvent | LandingEvent
+
+
+def _logged(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` as the ops log writes it: with the run's secrets redacted."""
+    redacted: dict[str, Any] = redaction.active().value(record)
+    return redacted
+
 
 _recorder: ContextVar[Callable[[OpsEvent], None] | None] = ContextVar(
     "stomper_recorder", default=None

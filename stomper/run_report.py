@@ -190,8 +190,7 @@ def _x(at: float, timeline: Timeline) -> float:
 def _timeline_svg(timeline: Timeline) -> str:
     height = max(timeline.rows, 1) * (_ROW + _GAP) + 24
     parts = [
-        f'<svg class="timeline" width="{_WIDTH}" height="{height}" '
-        f'viewBox="0 0 {_WIDTH} {height}" xmlns="http://www.w3.org/2000/svg">'
+        _svg("timeline", height),
     ]
     for row in range(timeline.rows):
         y = row * (_ROW + _GAP) + _ROW / 2 + 4
@@ -209,6 +208,14 @@ def _timeline_svg(timeline: Timeline) -> str:
     parts.append(_axis(timeline, height - 16))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _svg(name: str, height: float) -> str:
+    """The opening tag of a chart of class ``name``, the page's width wide."""
+    return (
+        f'<svg class="{name}" width="{_WIDTH}" height="{height}" '
+        f'viewBox="0 0 {_WIDTH} {height}" xmlns="http://www.w3.org/2000/svg">'
+    )
 
 
 def _axis(timeline: Timeline, y: float) -> str:
@@ -250,8 +257,7 @@ def _builds_svg(timeline: Timeline) -> str:
     rows = timeline.build_rows
     height = (rows + 1) * (_ROW + _GAP) + 24
     parts = [
-        f'<svg class="builds" width="{_WIDTH}" height="{height}" '
-        f'viewBox="0 0 {_WIDTH} {height}" xmlns="http://www.w3.org/2000/svg">'
+        _svg("builds", height),
     ]
     for build in timeline.builds:
         y = build.row * (_ROW + _GAP)
@@ -342,8 +348,7 @@ def _step_svg(
     height = _CHART + 24
     top = max((value for _at, value in points), default=0.0)
     parts = [
-        f'<svg class="chart {name}" width="{_WIDTH}" height="{height}" '
-        f'viewBox="0 0 {_WIDTH} {height}" xmlns="http://www.w3.org/2000/svg">'
+        _svg(f"chart {name}", height),
     ]
     if points and top > 0:
         path = []
