@@ -104,17 +104,16 @@ class Budget:
     """The model's price, per million tokens; None: its cost is not known."""
     use: Use = field(default_factory=Use)
     tasks: dict[str, Use] = field(default_factory=dict)
-
-    def of(self, task: str) -> Use:
-        """What ``task`` has spent so far."""
-        return self.tasks.setdefault(task, Use())
-
     open: int = 0
     """Calls taken whose answer is not counted yet."""
     answers: int = 0
     """Answers counted so far: what they spent, on average, is what an open call will."""
     refused: str | None = None
     """Why the run's budget last refused a call, in words."""
+
+    def of(self, task: str) -> Use:
+        """What ``task`` has spent so far."""
+        return self.tasks.setdefault(task, Use())
 
     def take(self, task: str, limits: Limits | None = None) -> Call:
         """One call for ``task`` (whose own budget is ``limits``), open until the
