@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from stomper import checkpoints, console, git
 from stomper.agents import Agent, needs_tree, uncontained
@@ -36,6 +36,9 @@ from stomper.workflow.context import RunContext, grouped, head_start, wave_size
 from stomper.workflow.limit import Limit
 from stomper.workflow.pipeline import Pipeline, Policy
 from stomper.workspace import Workspaces
+
+if TYPE_CHECKING:
+    from stomper.cluster import RayJob
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ async def execute(
     )
     status = "failed"
     elsewhere = contextlib.AsyncExitStack()
-    resent = 0
+    ray_job: RayJob | None = None
     try:
         if settings.executor == "ray":
             from stomper import cluster
@@ -201,7 +204,6 @@ async def execute(
         if tripwire is not None:
             await tripwire.final()
         status = ended(status, budget, results)
-        resent = ray_job.resent if settings.executor == "ray" else 0
     finally:
         await asyncio.shield(elsewhere.aclose())
         with contextlib.suppress(Exception):
@@ -214,7 +216,7 @@ async def execute(
         workspaces.close()
         journal.index_file.unlink(missing_ok=True)
         journal.update(status=status, finished=time.time())
-    return Outcome(tuple(results), status, limit.peak, resent)
+    return Outcome(tuple(results), status, limit.peak, ray_job.resent if ray_job else 0)
 
 
 # Units worked together share one tree, one call of the agent and one check per tool: enough
