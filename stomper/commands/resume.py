@@ -49,17 +49,11 @@ async def resume(
     repo = await open_repository(cwd)
     require_state(repo)
     journal = find_run(repo.state, run_id)
-    if journal.meta().get("command") == "review":
-        return await _resume_review(
-            repo,
-            journal,
-            json_output=json_output,
-            progress=progress,
-            checkpointer=checkpointer,
-            limits=limits or Limits(),
-        )
-    if journal.meta().get("command") == "run":
-        return await _resume_tasks(
+    of_mode = {"review": _resume_review, "run": _resume_tasks}.get(
+        str(journal.meta().get("command"))
+    )
+    if of_mode is not None:
+        return await of_mode(
             repo,
             journal,
             json_output=json_output,
