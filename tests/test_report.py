@@ -20,7 +20,7 @@ from stomper.testing.repos import module
 from stomper.timeline import Event, timeline_of
 from tests.conftest import ops_log
 from tests.test_review import CORE
-from tests.test_run import AGENT, tasks_file
+from tests.test_run import AGENT, FOUR_FILES, a_task_a_file, tasks_file
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # As root, without a screen, and with no network but loopback.
@@ -93,18 +93,8 @@ def _review_run(make, tmp_path: Path) -> Path:
 
 
 def _tasks_run(make, tmp_path: Path) -> Path:
-    repo = make({f"src/f{n}.py": f"F{n} = 0\n" for n in range(4)})
-    tasks = tasks_file(
-        tmp_path,
-        [
-            {
-                "id": f"t{n}",
-                "prompt": [f"Task {n}.", f"fake-agent: replace src/f{n}.py: = 0 => = 1"],
-                "files": [f"src/f{n}.py"],
-            }
-            for n in range(4)
-        ],
-    )
+    repo = make(FOUR_FILES)
+    tasks = tasks_file(tmp_path, a_task_a_file())
     argv = ["run", str(tasks), "--agent-cmd", AGENT, "--no-progress", "--repo", str(repo)]
     assert main(argv) == 0
     return repo

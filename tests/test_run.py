@@ -36,6 +36,21 @@ def uncontained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return log
 
 
+FOUR_FILES = {f"src/f{n}.py": f"F{n} = 0\n" for n in range(4)}
+
+
+def a_task_a_file() -> list[dict[str, Any]]:
+    """Tasks t0..t3, each setting one file of :data:`FOUR_FILES` to 1."""
+    return [
+        {
+            "id": f"t{n}",
+            "prompt": [f"Task {n}.", f"fake-agent: replace src/f{n}.py: = 0 => = 1"],
+            "files": [f"src/f{n}.py"],
+        }
+        for n in range(4)
+    ]
+
+
 def tasks_file(
     folder: Path, tasks: list[dict[str, Any]], *, agent: str = "command", **defaults: Any
 ) -> Path:
@@ -714,19 +729,9 @@ def test_a_change_that_brings_in_a_ruff_finding_goes_back_to_the_agent(
 
 
 def test_a_spent_budget_keeps_what_landed_and_resume_goes_on(make, tmp_path, capsys) -> None:
-    repo = make({f"src/f{n}.py": f"F{n} = 0\n" for n in range(4)})
+    repo = make(FOUR_FILES)
     base = sh(repo, "rev-parse", "HEAD").strip()
-    tasks = tasks_file(
-        tmp_path,
-        [
-            {
-                "id": f"t{n}",
-                "prompt": [f"Task {n}.", f"fake-agent: replace src/f{n}.py: = 0 => = 1"],
-                "files": [f"src/f{n}.py"],
-            }
-            for n in range(4)
-        ],
-    )
+    tasks = tasks_file(tmp_path, a_task_a_file())
 
     document = run_json(repo, tasks, capsys, "-j", "1", "--max-calls", "2")
 

@@ -17,7 +17,7 @@ from stomper.tasks.taskfile import Task
 from stomper.testing.fake_openai import FakeOpenAI, read_task
 from stomper.testing.repos import RUFF_CONFIG
 from tests.conftest import sh
-from tests.test_run import by_id, subjects, tasks_file
+from tests.test_run import FOUR_FILES, a_task_a_file, by_id, subjects, tasks_file
 
 PRICES = '\n[tool.stomper.prices]\n"fake" = { input = 2.0, output = 8.0 }\n'
 
@@ -171,19 +171,9 @@ def test_a_model_that_writes_outside_its_files_is_blocked_and_lands_nothing(
 def test_a_spent_budget_of_tokens_keeps_what_landed_and_resume_goes_on(
     make, tmp_path, server, capsys
 ) -> None:
-    repo = make({f"src/f{n}.py": f"F{n} = 0\n" for n in range(4)})
+    repo = make(FOUR_FILES)
     base = sh(repo, "rev-parse", "HEAD").strip()
-    tasks = chat_tasks(
-        tmp_path,
-        [
-            {
-                "id": f"t{n}",
-                "prompt": [f"Task {n}.", f"fake-agent: replace src/f{n}.py: = 0 => = 1"],
-                "files": [f"src/f{n}.py"],
-            }
-            for n in range(4)
-        ],
-    )
+    tasks = chat_tasks(tmp_path, a_task_a_file())
 
     # One answer takes some hundreds of tokens: the first task's spends the budget.
     document = run_chat(repo, tasks, server, capsys, "-j", "1", "--max-tokens", "10")
