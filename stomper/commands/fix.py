@@ -178,16 +178,26 @@ def require_countable(limits: Limits, agent: Agent, settings: Settings) -> None:
             "autofix calls no model: --max-calls, --max-tokens and --max-cost do not apply"
         )
     if limits.counts_tokens and not getattr(agent, "reports_tokens", False):
-        raise ConfigError(
-            f"--max-tokens and --max-cost count what a model reports, and the {agent.name} "
-            "agent reports no tokens: give --max-calls instead"
-        )
+        raise reports_no_tokens(agent.name)
     if limits.max_cost is not None and settings.price is None:
-        raise ConfigError(
-            f"--max-cost needs the price of the model {settings.model!r}: add "
-            f'[tool.stomper.prices] "{settings.model}" = {{ input = ..., output = ... }} '
-            "(dollars per million tokens)"
-        )
+        raise needs_price("--max-cost", settings)
+
+
+def reports_no_tokens(agent: str) -> ConfigError:
+    """The refusal of ``--max-tokens`` or ``--max-cost`` for an agent that reports no tokens."""
+    return ConfigError(
+        f"--max-tokens and --max-cost count what a model reports, and the {agent} "
+        "agent reports no tokens: give --max-calls instead"
+    )
+
+
+def needs_price(budget: str, settings: Settings) -> ConfigError:
+    """The refusal of ``budget`` (of cost) for a model without a price."""
+    return ConfigError(
+        f"{budget} needs the price of the model {settings.model!r}: add "
+        f'[tool.stomper.prices] "{settings.model}" = {{ input = ..., output = ... }} '
+        "(dollars per million tokens)"
+    )
 
 
 def require_executor(limits: Limits, agent: Agent, settings: Settings, *, mode: str) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from stomper import console, git, redaction, runner, sandbox
 from stomper.agents.command import PRESETS, CommandAgent
 from stomper.budget import Budget, Limits, Use
-from stomper.commands.fix import require_identity
+from stomper.commands.fix import needs_price, reports_no_tokens, require_identity
 from stomper.config import Settings
 from stomper.diagnostics.ruff import RuffCollector
 from stomper.errors import ConfigError
@@ -250,17 +250,10 @@ def _agents(made: Plan, settings: Settings, limits: Limits) -> dict[str, TaskAge
     if limits.counts_tokens:
         silent = sorted(name for name, agent in agents.items() if not agent.reports_tokens)
         if silent:
-            raise ConfigError(
-                f"--max-tokens and --max-cost count what a model reports, and the {silent[0]} "
-                "agent reports no tokens: give --max-calls instead"
-            )
+            raise reports_no_tokens(silent[0])
     costed = limits.max_cost is not None or any(task.max_cost is not None for task in counting)
     if costed and settings.price is None:
-        raise ConfigError(
-            f"a budget of cost needs the price of the model {settings.model!r}: add "
-            f'[tool.stomper.prices] "{settings.model}" = {{ input = ..., output = ... }} '
-            "(dollars per million tokens)"
-        )
+        raise needs_price("a budget of cost", settings)
     return agents
 
 
