@@ -141,7 +141,8 @@ async def ready(agent: Agent) -> None:
         await prepare()
 
 
-async def close(agent: Agent) -> None:
+async def close(agent: object) -> None:
+    """End what ``agent`` keeps open (a client, a process), if it keeps anything."""
     closer = getattr(agent, "aclose", None)
     if closer is not None:
         await closer()

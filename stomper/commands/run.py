@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from stomper import console, git, redaction, runner, sandbox
+from stomper.agents import close as close_agent
 from stomper.agents.command import PRESETS, CommandAgent
 from stomper.budget import Budget, Limits, Use
 from stomper.commands.fix import needs_price, reports_no_tokens, require_identity
@@ -365,9 +366,7 @@ async def _work(
                 status = "budget"  # spent: `stomper resume --max-cost X` goes on
     finally:
         for agent in agents.values():
-            closer = getattr(agent, "aclose", None)
-            if closer is not None:
-                await asyncio.shield(closer())
+            await asyncio.shield(close_agent(agent))
         await asyncio.shield(ruff.aclose())
         await blobs.aclose()
         await asyncio.shield(lander.aclose())
