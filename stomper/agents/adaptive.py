@@ -47,9 +47,9 @@ FIRST_PATIENCE = 4
 """The patience after the first refusal: the server has just said what it takes."""
 PATIENCE = 32
 NEAR = 0.9
+"""A refusal at this share of the ceiling or above is one of the ceiling."""
 PACE = 0.05
 """The most seconds between two requests past what the server was seen to take."""
-"""A refusal at this share of the ceiling or above is one of the ceiling."""
 
 
 @dataclass(frozen=True)
