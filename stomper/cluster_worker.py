@@ -144,8 +144,8 @@ class _Side:
         patches = []
         for patch in produced.patches:
             if patch.new_blob is not None and patch.content is None:
-                raw = await git.git(self.workspaces.root, "cat-file", "blob", patch.new_blob)
-                patch = replace(patch, content=raw.stdout)
+                raw = await self.workspaces.blobs.read(patch.new_blob)
+                patch = replace(patch, content=raw)
             patches.append(patch)
         return replace(produced, patches=tuple(patches))
 
