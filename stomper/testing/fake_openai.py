@@ -468,9 +468,7 @@ class FakeOpenAI:
         if not blocks:
             return "The file needs no change."
         return "Here are the edits:\n\n" + "\n".join(
-            f"{prompt.path}\n<<<<<<< SEARCH\n{search}{_newline(search)}=======\n"
-            f"{replace}{_newline(replace)}>>>>>>> REPLACE\n"
-            for search, replace in blocks
+            _block(prompt.path, search, replace) for search, replace in blocks
         )
 
 
@@ -763,11 +761,7 @@ def task_answer(task: TaskPrompt) -> str:
         old = task.shown.get(path)
         if new is None or new == old:
             continue
-        search = old or ""
-        blocks.append(
-            f"{path}\n<<<<<<< SEARCH\n{search}{_newline(search)}=======\n"
-            f"{new}{_newline(new)}>>>>>>> REPLACE\n"
-        )
+        blocks.append(_block(path, old or "", new))
     return "Here is the change:\n\n" + "\n".join(blocks) if blocks else "Nothing to change."
 
 
@@ -1044,6 +1038,14 @@ def _keep_ends(text: str) -> list[str]:
     """Lines with their newline kept; only ``\\n`` ends a line, as in stomper's parser."""
     parts = text.split("\n")
     return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def _block(path: str, search: str, replace: str) -> str:
+    """One SEARCH/REPLACE block of ``path``, as the answer format writes it."""
+    return (
+        f"{path}\n<<<<<<< SEARCH\n{search}{_newline(search)}=======\n"
+        f"{replace}{_newline(replace)}>>>>>>> REPLACE\n"
+    )
 
 
 def _newline(text: str) -> str:
